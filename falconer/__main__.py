@@ -1,0 +1,5 @@
+"""`python -m falconer` is the `falconer` command."""
+
+from falconer.cli import main
+
+raise SystemExit(main())

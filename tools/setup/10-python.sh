@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The Python environment: a virtual env on Debian's python3 (bcc's Python bindings come
+# from Debian's python3-bpfcc, so the env sees system site-packages), with the project
+# installed editable. Re-installs only when pyproject.toml changes.
+set -euo pipefail
+ROOT="${FALCONER_ROOT:?}"
+source "$ROOT/tools/setup/lib.sh"
+need_apt python3 python3-venv python3-pip python3-bpfcc
+VENV="$ROOT/.venv"
+if [ ! -x "$VENV/bin/python" ]; then
+    /usr/bin/python3 -m venv --system-site-packages "$VENV"
+fi
+stamp="$VENV/.installed-$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q -e "$ROOT[dev]"
+    rm -f "$VENV"/.installed-*
+    touch "$stamp"
+fi
