@@ -1,0 +1,16 @@
+"""`falconer.engine`: Falco's rule language — load (read, collect, compile), evaluate.
+
+The public contract every component codes against; nothing here imports bcc or a
+Kubernetes client.
+"""
+
+from falconer.engine.collector import ENGINE_VERSION
+from falconer.engine.diagnostics import Diagnostic, LoadResult
+from falconer.engine.engine import Engine, EngineOptions, RulesSource
+from falconer.engine.events import Event, MappingEvent
+from falconer.engine.ruleset import Alert, Ruleset
+
+__all__ = [
+    "ENGINE_VERSION", "Alert", "Diagnostic", "Engine", "EngineOptions", "Event", "LoadResult",
+    "MappingEvent", "Ruleset", "RulesSource",
+]

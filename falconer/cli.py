@@ -18,6 +18,8 @@ from falconer import __version__
 #: The modules that contribute subcommands, in the order their help is shown.
 COMMAND_MODULES: tuple[str, ...] = (
     "falconer.engine.commands",
+    "falconer.operator.commands",
+    "falconer.sensor.commands",
 )
 
 

@@ -1,0 +1,212 @@
+"""The certificates and keys of a local control plane, made the way envtest makes them.
+
+Kubernetes authenticates every component by client certificate: the user name is the
+certificate's CN and the groups are its O values, so the admin certificate carries
+O=system:masters (RBAC's superuser group) and each controller its own identity, which
+the API server's bootstrap RBAC roles already grant exactly what it needs. ECDSA P-256
+keys keep generation instant; every part of Kubernetes accepts them, including the
+service-account token signer (ES256).
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+#: Long enough for a long-lived demo cluster, short enough to look like a real PKI.
+VALIDITY = datetime.timedelta(days=365)
+
+#: Names the API server answers to on this machine.
+SERVING_DNS_NAMES = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
+SERVING_IPS = ("127.0.0.1", "::1")
+
+#: The identities the control-plane components authenticate as (user, groups).
+ADMIN = ("falconer-admin", ("system:masters",))
+CONTROLLER_MANAGER = ("system:kube-controller-manager", ())
+SCHEDULER = ("system:kube-scheduler", ())
+FRONT_PROXY_CLIENT = ("front-proxy-client", ())
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    """A PEM certificate and its PEM private key, on disk."""
+
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Every file the control plane needs, all inside one folder."""
+
+    ca: KeyPair
+    front_proxy_ca: KeyPair
+    apiserver: KeyPair
+    front_proxy_client: KeyPair
+    admin: KeyPair
+    controller_manager: KeyPair
+    scheduler: KeyPair
+    service_account_key: Path
+    service_account_pub: Path
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
+    """Write a private key readable by its owner only."""
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    path.touch(mode=0o600, exist_ok=True)
+    path.write_bytes(pem)
+
+
+def _write_cert(cert: x509.Certificate, path: Path) -> None:
+    path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
+             ) -> x509.CertificateBuilder:
+    """A certificate builder with the fields every certificate here shares."""
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        # Backdated a little so a clock a few seconds behind still accepts it.
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+    )
+
+
+def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
+    attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+    attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+    return x509.Name(attributes)
+
+
+def _make_ca(common_name: str, folder: Path, stem: str,
+             ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A self-signed certificate authority, written as <stem>.crt/<stem>.key."""
+    key = _new_key()
+    name = _name(common_name)
+    cert = (
+        _builder(name, name, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    _write_key(key, folder / f"{stem}.key")
+    _write_cert(cert, folder / f"{stem}.crt")
+    return key, cert
+
+
+def _issue(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, folder: Path,
+           stem: str, identity: tuple[str, tuple[str, ...]], *, server: bool = False) -> None:
+    """A leaf certificate signed by the CA: a client identity, or the API server's cert."""
+    key = _new_key()
+    common_name, organizations = identity
+    usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
+    builder = (
+        _builder(_name(common_name, organizations), ca_cert.subject, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                crl_sign=False, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+    )
+    if server:
+        names: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVING_DNS_NAMES]
+        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVING_IPS]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    _write_key(key, folder / f"{stem}.key")
+    _write_cert(builder.sign(ca_key, hashes.SHA256()), folder / f"{stem}.crt")
+
+
+def _service_account_keys(folder: Path) -> None:
+    """The key pair that signs (private) and verifies (public) ServiceAccount tokens."""
+    key = _new_key()
+    private, public = folder / "sa.key", folder / "sa.pub"
+    _write_key(key, private)
+    public.write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def layout(folder: Path) -> Pki:
+    """The file names of a PKI in `folder` (whether or not they exist yet)."""
+    def pair(stem: str) -> KeyPair:
+        return KeyPair(folder / f"{stem}.crt", folder / f"{stem}.key")
+
+    return Pki(
+        ca=pair("ca"),
+        front_proxy_ca=pair("front-proxy-ca"),
+        apiserver=pair("apiserver"),
+        front_proxy_client=pair("front-proxy-client"),
+        admin=pair("admin"),
+        controller_manager=pair("controller-manager"),
+        scheduler=pair("scheduler"),
+        service_account_key=folder / "sa.key",
+        service_account_pub=folder / "sa.pub",
+    )
+
+
+def _complete(pki: Pki) -> bool:
+    files = [pki.service_account_key, pki.service_account_pub]
+    for pair in (pki.ca, pki.front_proxy_ca, pki.apiserver, pki.front_proxy_client,
+                 pki.admin, pki.controller_manager, pki.scheduler):
+        files += [pair.cert, pair.key]
+    return all(f.is_file() for f in files)
+
+
+def ensure(folder: Path) -> Pki:
+    """The PKI in `folder`, created when it is absent or incomplete.
+
+    A complete one is reused, so a control plane restarted on the same work dir keeps its
+    data, its kubeconfig and its ServiceAccount tokens valid.
+    """
+    pki = layout(folder)
+    if _complete(pki):
+        return pki
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = _make_ca("falconer-ca", folder, "ca")
+    fp_key, fp_cert = _make_ca("falconer-front-proxy-ca", folder, "front-proxy-ca")
+    _issue(ca_key, ca_cert, folder, "apiserver", ("kube-apiserver", ()), server=True)
+    _issue(fp_key, fp_cert, folder, "front-proxy-client", FRONT_PROXY_CLIENT)
+    _issue(ca_key, ca_cert, folder, "admin", ADMIN)
+    _issue(ca_key, ca_cert, folder, "controller-manager", CONTROLLER_MANAGER)
+    _issue(ca_key, ca_cert, folder, "scheduler", SCHEDULER)
+    _service_account_keys(folder)
+    return pki

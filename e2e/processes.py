@@ -1,0 +1,139 @@
+"""Long-running child processes that can never outlive their owner.
+
+Each child runs in its own session (hence its own process group), so stopping it also
+stops anything it forked. Every started child is registered for an `atexit` stop, and its
+pid is written to a pid file: a run that died without `atexit` (SIGKILL, power loss) left
+the pid file behind, and the next start on the same work dir ends those leftovers before
+it binds its ports or opens the etcd data dir.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+#: How long a child gets to exit after SIGTERM before it is killed.
+STOP_GRACE_SECONDS = 10.0
+
+#: The children started and not yet stopped, oldest first (keyed by id()).
+_live: dict[int, Child] = {}
+_live_lock = threading.Lock()
+
+
+class Child:
+    """One supervised command, logging to a file, with a pid file next to it."""
+
+    def __init__(self, name: str, argv: Sequence[str], log: Path, pid_file: Path) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log = log
+        self.pid_file = pid_file
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the command; its output (stdout and stderr) goes to the log file."""
+        with self.log.open("ab") as out:
+            self._process = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True,
+            )
+        self.pid_file.write_text(f"{self._process.pid}\n")
+        with _live_lock:
+            _live[id(self)] = self
+
+    @property
+    def pid(self) -> int | None:
+        """The process id, or None before start."""
+        return None if self._process is None else self._process.pid
+
+    def exit_code(self) -> int | None:
+        """None while running (or never started), else the exit status."""
+        return None if self._process is None else self._process.poll()
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        """SIGTERM the whole process group, SIGKILL it after `grace` seconds; idempotent."""
+        process = self._process
+        if process is not None:
+            _signal_group(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(process.pid, signal.SIGKILL)
+                process.wait()
+            # The leader is gone; anything it forked into its group goes too.
+            _signal_group(process.pid, signal.SIGKILL)
+        self.pid_file.unlink(missing_ok=True)
+        with _live_lock:
+            _live.pop(id(self), None)
+
+    def log_tail(self, lines: int = 25) -> str:
+        """The last `lines` lines of the log, for error messages."""
+        try:
+            text = self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def end_leftovers(pid_dir: Path, marker: str) -> list[int]:
+    """Kill the process groups recorded in `pid_dir` by an earlier run that died.
+
+    A pid is only trusted when its command line still contains `marker` (the work dir):
+    after a reboot the same pid may belong to an unrelated process. Returns the pids
+    killed.
+    """
+    killed: list[int] = []
+    for pid_file in sorted(pid_dir.glob("*.pid")):
+        try:
+            pid = int(pid_file.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+        except (OSError, ValueError):
+            cmdline = b""
+            pid = 0
+        if pid > 0 and marker.encode() in cmdline:
+            _signal_group(pid, signal.SIGKILL)
+            killed.append(pid)
+        pid_file.unlink(missing_ok=True)
+    for pid in killed:
+        _wait_gone(pid)
+    return killed
+
+
+def _wait_gone(pid: int, timeout: float = STOP_GRACE_SECONDS) -> None:
+    """Wait until `pid` has exited (init reaps it), so its ports and files are free."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return
+        if state == "Z":
+            return
+        time.sleep(0.05)
+
+
+def _stop_all() -> None:
+    """The atexit hook: stop every child still running, newest first."""
+    with _live_lock:
+        children = list(_live.values())
+    for child in reversed(children):
+        child.stop(grace=2.0)
+
+
+atexit.register(_stop_all)

@@ -1,0 +1,462 @@
+"""Compile one check (`field op value`) into a closure over an event.
+
+The right-hand value is parsed once, at load time, for the field's type: numbers
+compare numerically, IP fields as addresses and networks, strings as strings. Large
+`in` lists become frozensets, `pmatch` a set of path prefixes, `glob`/`regex`
+precompiled patterns. At run time a missing value makes every check false except
+`exists` (libsinsp semantics, `!=` included); a list value (ancestors, list fields)
+matches when any element does, except `in` on a list field, which needs all.
+
+No rule text is ever evaluated as Python: closures capture parsed values only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import ipaddress
+import posixpath
+import re
+import socket
+from collections.abc import Callable
+from fnmatch import translate
+
+from falconer.engine import ast, timefields
+from falconer.engine.eventnames import EVENT_NAMES
+from falconer.engine.fields import FieldInfo, UnknownField, resolve
+from falconer.engine.pathprefix import PathPrefixes
+from falconer.engine.posixregex import RegexError, compile_posix
+
+Check = Callable[[object], bool]
+Getter = Callable[[object], object]
+Pred = Callable[[object], bool]
+IpAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
+IpNet = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_STRING_OPS = frozenset({"=", "==", "!=", "<", "<=", ">", ">=", "contains", "in", "icontains",
+                         "startswith", "glob", "pmatch", "endswith", "intersects", "iglob",
+                         "regex"})
+_BYTES_OPS = frozenset({"=", "==", "!=", "contains", "in", "startswith", "endswith",
+                        "intersects", "bcontains", "bstartswith"})
+_NUMBER_OPS = frozenset({"=", "==", "!=", "<", "<=", ">", ">=", "in", "intersects"})
+_EQ_OPS = frozenset({"=", "==", "!=", "in", "intersects"})
+_LIST_FIELD_OPS = frozenset({"in", "intersects"})
+_ALLOWED_OPS: dict[str, frozenset[str]] = {
+    "string": _STRING_OPS, "bytes": _BYTES_OPS, "number": _NUMBER_OPS, "port": _NUMBER_OPS,
+    "bool": _EQ_OPS,
+    "ipaddr": _EQ_OPS, "ipnet": _EQ_OPS, "any": _STRING_OPS | _NUMBER_OPS,
+}
+_TYPE_WORDS = {"string": "string", "bytes": "buffer", "number": "numeric", "port": "numeric",
+               "bool": "numeric",
+               "ipaddr": "ip address and network", "ipnet": "ip address and network",
+               "any": "string"}
+_STRING_TRANSFORMERS = frozenset({"tolower", "toupper", "b64", "basename"})
+_MODIFIERS = ("oneof", "anyof", "allof")
+
+
+class CheckError(Exception):
+    """A check that cannot compile; `offset` points at the offending node."""
+
+    def __init__(self, message: str, offset: int, unknown_field: bool = False) -> None:
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+        self.unknown_field = unknown_field
+
+
+# -- operands -----------------------------------------------------------------------------
+
+
+def field_info(node: ast.Field) -> FieldInfo:
+    """Resolve a field node, as a CheckError at its position."""
+    try:
+        return resolve(node.name, node.arg)
+    except UnknownField as exc:
+        raise CheckError(str(exc), node.pos, unknown_field=True) from None
+
+
+def field_getter(node: ast.Field) -> Getter:
+    """Read the field from an event the way the rule wrote it (`evt.arg.flags` as is)."""
+    return timefields.getter(node.name, node.arg)
+
+
+def _map_value(fn: Callable[[object], object], value: object) -> object:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [fn(v) for v in value]
+    return fn(value)
+
+
+def _b64(value: object) -> object:
+    try:
+        return base64.b64decode(str(value), validate=True).decode("utf-8", "replace")
+    except (binascii.Error, ValueError):
+        return None
+
+
+_TRANSFORM_FNS: dict[str, Callable[[object], object]] = {
+    "tolower": lambda v: str(v).lower(),
+    "toupper": lambda v: str(v).upper(),
+    "basename": lambda v: posixpath.basename(str(v)),
+    "b64": _b64,
+    "len": lambda v: len(v) if isinstance(v, (str, bytes)) else len(str(v)),
+}
+
+
+def operand(node: ast.Field | ast.Transformer) -> tuple[Getter, FieldInfo, str]:
+    """A getter for the left side, the underlying field and the (transformed) type."""
+    if isinstance(node, ast.Field):
+        info = field_info(node)
+        return field_getter(node), info, info.type
+    if node.name not in _TRANSFORM_FNS:
+        raise CheckError(f"transformer '{node.name}' is not supported", node.pos)
+    if len(node.args) != 1 or not isinstance(node.args[0], (ast.Field, ast.Transformer)):
+        raise CheckError(f"transformer '{node.name}' takes exactly one field", node.pos)
+    inner, info, inner_type = operand(node.args[0])
+    if inner_type not in ("string", "bytes", "any"):
+        raise CheckError(f"can't add field transformer: type '{inner_type}' is not supported "
+                         f"by '{node.name}' transformer applied on field '{info.name}'", node.pos)
+    fn = _TRANSFORM_FNS[node.name]
+    out_type = "number" if node.name == "len" else "string"
+
+    def get(ev: object) -> object:
+        return _map_value(fn, inner(ev))
+    return get, info, out_type
+
+
+# -- value parsing ------------------------------------------------------------------------
+
+
+_DECIMAL = re.compile(r"[ \t\n\r\f\v]*[+-]?[0-9]+")
+
+
+def _number(text: str, pos: int) -> int:
+    """A decimal integer, as libsinsp's numeric value parser (sscanf %ld) accepts it."""
+    if not _DECIMAL.fullmatch(text):
+        raise CheckError(f"{text} is not a valid number", pos)
+    return int(text)
+
+
+def _port(text: str, pos: int) -> int:
+    """A port number or a service name (`http`), as libsinsp accepts for port fields."""
+    if text.isdigit():
+        return int(text)
+    try:
+        return socket.getservbyname(text)
+    except OSError:
+        raise CheckError(f"unrecognized protocol {text}", pos) from None
+
+
+def parse_value(vtype: str, value: ast.Value, op: str) -> object:
+    """The typed form of one right-hand literal, validated for the field's type."""
+    text, pos = value.text, value.pos
+    if vtype == "number":
+        return _number(text, pos)
+    if vtype == "port":
+        return _port(text, pos)
+    if vtype == "bool":
+        if text in ("true", "false"):
+            return text == "true"
+        raise CheckError(f"filter error: unrecognized boolean value {text}", pos)
+    if vtype == "ipaddr":
+        try:
+            return ipaddress.ip_address(text)
+        except ValueError:
+            raise CheckError(f"'{text}' is not a valid IP address", pos) from None
+    if vtype == "ipnet":
+        try:
+            return ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise CheckError(f"'{text}' is not a valid IP network", pos) from None
+    if vtype == "bytes" and op in ("bcontains", "bstartswith"):
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            raise CheckError(f"'{text}' is not a valid hex byte string", pos) from None
+    return text
+
+
+# -- coercion of event values ---------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip(text: str) -> IpAddr | None:
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        return None
+
+
+def _to_number(v: object) -> object:
+    if isinstance(v, (int, float)):
+        return v
+    try:
+        return int(str(v), 0)
+    except ValueError:
+        try:
+            return float(str(v))
+        except ValueError:
+            return None
+
+
+def _to_str(v: object) -> object:
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return str(v)
+
+
+def _to_bool(v: object) -> object:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, int):
+        return v != 0
+    s = str(v).lower()
+    return True if s == "true" else False if s == "false" else None
+
+
+def _to_ip(v: object) -> object:
+    return v if isinstance(v, (ipaddress.IPv4Address, ipaddress.IPv6Address)) else _ip(str(v))
+
+
+def _to_bytes(v: object) -> object:
+    return v if isinstance(v, bytes) else str(v).encode("utf-8", "surrogateescape")
+
+
+_COERCE: dict[str, Callable[[object], object]] = {
+    "string": _to_str, "number": _to_number, "port": _to_number, "bool": _to_bool,
+    "ipaddr": _to_ip,
+    "ipnet": _to_ip, "bytes": _to_str, "any": lambda v: v,
+}
+
+
+# -- predicates ---------------------------------------------------------------------------
+
+
+def _glob(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    return re.compile(translate(pattern), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+def _scalar_pred(op: str, vtype: str, rhs: object, pos: int) -> Pred:
+    """The predicate of a single-valued operator against one parsed value."""
+    if vtype == "ipnet" and op in ("=", "==", "!="):
+        net = rhs
+        if op == "!=":
+            return lambda v: v is not None and v not in net  # type: ignore[operator]
+        return lambda v: v is not None and v in net  # type: ignore[operator]
+    if vtype == "ipaddr" and isinstance(rhs, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
+        return lambda v: v is not None and v in rhs
+    if vtype == "any":
+        return _any_pred(op, rhs, pos)
+    match op:
+        case "=" | "==":
+            return lambda v: v == rhs
+        case "!=":
+            return lambda v: v is not None and v != rhs
+        case "<":
+            return lambda v: v is not None and v < rhs  # type: ignore[operator]
+        case "<=":
+            return lambda v: v is not None and v <= rhs  # type: ignore[operator]
+        case ">":
+            return lambda v: v is not None and v > rhs  # type: ignore[operator]
+        case ">=":
+            return lambda v: v is not None and v >= rhs  # type: ignore[operator]
+        case "contains":
+            return lambda v: rhs in v  # type: ignore[operator]
+        case "icontains":
+            low = str(rhs).lower()
+            return lambda v: low in v.lower()  # type: ignore[attr-defined]
+        case "startswith":
+            return lambda v: v.startswith(rhs)  # type: ignore[attr-defined]
+        case "endswith":
+            return lambda v: v.endswith(rhs)  # type: ignore[attr-defined]
+        case "bcontains":
+            return lambda v: rhs in _to_bytes(v)  # type: ignore[operator]
+        case "bstartswith":
+            return lambda v: _to_bytes(v).startswith(rhs)  # type: ignore[attr-defined]
+        case "glob" | "iglob":
+            rx = _glob(str(rhs), op == "iglob")
+            return lambda v: rx.fullmatch(v) is not None  # type: ignore[arg-type]
+        case "regex":
+            try:
+                rx = compile_posix(str(rhs))
+            except RegexError as exc:
+                raise CheckError(f"invalid regular expression '{rhs}': {exc}", pos) from None
+            return lambda v: rx.fullmatch(v) is not None  # type: ignore[arg-type]
+    raise CheckError(f"operator '{op}' is not supported", pos)
+
+
+def _any_pred(op: str, rhs: object, pos: int) -> Pred:
+    """Raw event arguments: numeric comparison when both sides are numbers."""
+    text = str(rhs)
+    num = _to_number(text)
+    str_pred = _scalar_pred(op, "string", text, pos)
+    num_pred = _scalar_pred(op, "number", num, pos) if num is not None and op in _NUMBER_OPS \
+        else None
+
+    def pred(v: object) -> bool:
+        if num_pred is not None and isinstance(v, (int, float)) and not isinstance(v, bool):
+            return num_pred(v)
+        return str_pred(_to_str(v))
+    return pred
+
+
+def _set_pred(op: str, vtype: str, values: list[object], pos: int) -> Pred:
+    """Membership for `in`/`intersects`/`pmatch` against a literal list."""
+    if op == "pmatch":
+        prefixes = PathPrefixes(str(v) for v in values)
+        return lambda v: prefixes.match(v)  # type: ignore[arg-type]
+    if vtype == "ipnet" or (vtype == "ipaddr" and any(
+            isinstance(v, (ipaddress.IPv4Network, ipaddress.IPv6Network)) for v in values)):
+        nets = [v if isinstance(v, (ipaddress.IPv4Network, ipaddress.IPv6Network))
+                else ipaddress.ip_network(v) for v in values]
+        return lambda v: v is not None and any(v in n for n in nets)  # type: ignore[operator]
+    if vtype == "any":
+        members = frozenset(str(v) for v in values)
+        return lambda v: _to_str(v) in members
+    members_set = frozenset(values)
+    return lambda v: v in members_set
+
+
+def _modifier_pred(op: str, vtype: str, values: list[object], pos: int) -> Pred:
+    """`op oneof|anyof|allof (list)`: exactly one, at least one, or every element matches;
+    an empty list never matches."""
+    base, modifier = op.split(" ", 1)
+    preds = [_scalar_pred(base, vtype, v, pos) for v in values]
+    if not preds:
+        return lambda v: False
+    if modifier == "allof":
+        return lambda v: all(p(v) for p in preds)
+    if modifier == "oneof":
+        return lambda v: sum(1 for p in preds if p(v)) == 1
+    return lambda v: any(p(v) for p in preds)
+
+
+# -- assembling a check ---------------------------------------------------------------------
+
+
+def _validate_op(op: str, info: FieldInfo, vtype: str, pos: int) -> None:
+    base = op.split(" ", 1)[0]
+    if info.is_list and base not in _LIST_FIELD_OPS:
+        raise CheckError(f"'{op}' operator not supported list filters", pos)
+    if base not in _ALLOWED_OPS[vtype]:
+        raise CheckError(f"'{op}' operator not supported for {_TYPE_WORDS[vtype]} filters", pos)
+
+
+def _right_values(node: ast.BinaryCheck, vtype: str) -> list[object]:
+    right = node.right
+    if isinstance(right, ast.ListValue):
+        return [parse_value(vtype, v, node.op) for v in right.values]
+    assert isinstance(right, ast.Value)
+    return [parse_value(vtype, right, node.op)]
+
+
+def _lift(getter: Getter, coerce: Callable[[object], object], pred: Pred,
+          all_elements: bool) -> Check:
+    """Apply `pred` to the event value: missing -> False, list -> any (or all) element."""
+    def check(ev: object) -> bool:
+        v = getter(ev)
+        if v is None:
+            return False
+        if v.__class__ is list:
+            items = [coerce(x) for x in v]  # type: ignore[attr-defined]
+            if all_elements:
+                return bool(items) and all(x is not None and pred(x) for x in items)
+            return any(x is not None and pred(x) for x in items)
+        x = coerce(v)
+        return x is not None and pred(x)
+    return check
+
+
+def _lift_string(getter: Getter, pred: Pred) -> Check:
+    """The hot path: string fields, which the sensor already gives as str."""
+    def check(ev: object) -> bool:
+        v = getter(ev)
+        if v.__class__ is str:
+            return pred(v)
+        if v is None:
+            return False
+        if v.__class__ is list:
+            return any(x is not None and pred(_to_str(x)) for x in v)  # type: ignore[attr-defined]
+        return pred(_to_str(v))
+    return check
+
+
+def _field_vs_field(node: ast.BinaryCheck, getter: Getter, vtype: str) -> Check:
+    """`field op val(other)`: both sides read from the event at evaluation time."""
+    assert isinstance(node.right, ast.Transformer)
+    if node.right.name != "val":
+        right_get, _, _ = operand(node.right)
+    else:
+        (inner,) = node.right.args
+        if not isinstance(inner, ast.Field):
+            raise CheckError("expected a field within 'val' transformer", node.right.pos)
+        field_info(inner)
+        right_get = field_getter(inner)
+    coerce = _COERCE[vtype]
+    op = node.op
+    if op in ("in", "intersects", "pmatch") or " " in op:
+        raise CheckError(f"operator '{op}' can't compare two fields", node.pos)
+
+    def check(ev: object) -> bool:
+        a, b = getter(ev), right_get(ev)
+        if a is None or b is None:
+            return False
+        a, b = coerce(a), coerce(b)
+        if a is None or b is None:
+            return False
+        try:
+            return _scalar_pred(op, vtype, b, node.pos)(a)
+        except TypeError:
+            return False
+    return check
+
+
+def _exists(getter: Getter) -> Check:
+    """A value is there (an empty ancestor list is no value)."""
+    def check(ev: object) -> bool:
+        v = getter(ev)
+        return v is not None and v != []
+    return check
+
+
+def _check_event_names(node: ast.BinaryCheck) -> None:
+    """`evt.type` values must name an event type (a typo would never match)."""
+    right = node.right
+    values = right.values if isinstance(right, ast.ListValue) else (right,)
+    for value in values:
+        if isinstance(value, ast.Value) and value.text not in EVENT_NAMES:
+            raise CheckError(f"unknown event type {value.text}", value.pos, unknown_field=True)
+
+
+def compile_check(node: ast.BinaryCheck | ast.UnaryCheck) -> Check:
+    """The closure evaluating one check against an event."""
+    getter, info, vtype = operand(node.left)
+    if isinstance(node, ast.UnaryCheck):
+        return _exists(getter)
+    _validate_op(node.op, info, vtype, node.pos)
+    if isinstance(node.right, ast.Transformer):
+        return _field_vs_field(node, getter, vtype)
+    values = _right_values(node, vtype)
+    if isinstance(node.left, ast.Field) and node.left.name == "evt.type":
+        _check_event_names(node)
+    op = node.op
+    all_elements = False
+    if op in ("in", "intersects", "pmatch"):
+        pred = _set_pred(op, vtype, values, node.pos)
+        all_elements = op == "in" and info.is_list
+    elif " " in op:
+        pred = _modifier_pred(op, vtype, values, node.pos)
+    else:
+        if len(values) != 1:
+            raise CheckError(f"operator '{op}' expects a single value", node.pos)
+        pred = _scalar_pred(op, vtype, values[0], node.right.pos)
+    if vtype == "string" and not all_elements:
+        return _lift_string(getter, pred)
+    return _lift(getter, _COERCE[vtype], pred, all_elements)
+

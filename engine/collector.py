@@ -1,0 +1,573 @@
+"""Stage 2, "collect": turn positioned YAML items into list, macro and rule definitions.
+
+This is where the rules-file semantics live: redefinition (new content, original
+position, so a redefined rule keeps its evaluation order), `append: true` and
+`override: {key: append|replace}`, the deprecated enabled-only rule form, exceptions,
+required_engine_version and required_plugin_versions. Shapes are validated here with
+Falco's messages; conditions are only compiled in stage 3.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+
+from falconer.engine.diagnostics import LoadError, Position, Reporter
+from falconer.engine.fields import UnknownField, resolve
+from falconer.engine.lexer import LIST_OPS, NUM_OPS, STR_OP_MODIFIERS, STR_OPS, UNARY_OPS
+from falconer.engine.located import LocatedText
+from falconer.engine.reader import Item, located_scalar, node_position
+
+#: The engine version Falconer implements (the upstream files require 0.57.0).
+ENGINE_VERSION = "0.58.0"
+
+#: Plugins whose fields Falconer provides natively.
+NATIVE_PLUGINS = frozenset({"container"})
+
+#: Event sources Falconer evaluates.
+KNOWN_SOURCES = frozenset({"syscall"})
+
+#: Priorities, most severe first; the index is the severity rank.
+PRIORITIES: tuple[str, ...] = ("Emergency", "Alert", "Critical", "Error", "Warning", "Notice",
+                               "Informational", "Debug")
+_PRIORITY_ALIASES = {p.lower(): p for p in PRIORITIES} | {"info": "Informational"}
+
+_RULE_APPENDABLE = ("condition", "output", "desc", "tags", "exceptions")
+_RULE_REPLACEABLE = ("condition", "output", "desc", "priority", "capture", "capture_duration",
+                     "tags", "exceptions", "enabled", "warn_evttypes", "skip-if-unknown-filter")
+_RULE_KEYS = frozenset({"rule", "condition", "output", "desc", "priority", "source", "enabled",
+                        "capture", "capture_duration", "warn_evttypes", "skip-if-unknown-filter",
+                        "tags", "exceptions", "override", "append"})
+_MACRO_KEYS = frozenset({"macro", "condition", "append", "override"})
+_LIST_KEYS = frozenset({"list", "items", "append", "override"})
+_OVERRIDE_APPEND_ERROR = ("Keys 'override' and 'append: true' cannot be used together. Add an "
+                          "'append' entry (e.g. 'condition: append') under 'override' instead.")
+_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
+
+
+def parse_priority(text: str) -> str | None:
+    """The canonical priority name for a case-insensitive spelling, or None."""
+    return _PRIORITY_ALIASES.get(text.lower())
+
+
+def parse_version(text: str) -> tuple[int, int, int] | None:
+    """`x.y.z` as a tuple; an integer N means 0.N.0."""
+    text = text.strip()
+    if text.isdigit():
+        return (0, int(text), 0)
+    m = _SEMVER.match(text)
+    return (int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+ExceptionValue = str | list["ExceptionValue"]
+
+
+@dataclass
+class ExceptionInfo:
+    """One `exceptions:` entry of a rule."""
+
+    name: str
+    fields: str | list[str] | None
+    comps: str | list[str] | None
+    values: list[ExceptionValue]
+    position: Position
+
+
+@dataclass
+class ListInfo:
+    """A collected list."""
+
+    name: str
+    items: list[str]
+    index: int
+    visibility: int
+    position: Position
+
+
+@dataclass
+class MacroInfo:
+    """A collected macro; it sees macros whose index is below its visibility."""
+
+    name: str
+    cond: LocatedText
+    index: int
+    visibility: int
+    position: Position
+
+
+@dataclass
+class RuleInfo:
+    """A collected rule, before compilation."""
+
+    name: str
+    cond: LocatedText
+    output: LocatedText
+    desc: str
+    priority: str
+    source: str
+    position: Position
+    index: int = 0
+    enabled: bool = True
+    tags: list[str] = field(default_factory=list)
+    exceptions: list[ExceptionInfo] = field(default_factory=list)
+    warn_evttypes: bool = True
+    skip_if_unknown_filter: bool = False
+    capture: bool = False
+    capture_duration: int = 0
+    unknown_source: bool = False
+
+
+class Collector:
+    """Accumulates the definitions of all files of one load, in order."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.lists: dict[str, ListInfo] = {}
+        self.macros: dict[str, MacroInfo] = {}
+        self.rules: dict[str, RuleInfo] = {}
+        self._index = 0
+
+    def _next_index(self) -> int:
+        self._index += 1
+        return self._index - 1
+
+    def collect(self, item: Item) -> None:
+        """Collect one item; raises LoadError for a bad one."""
+        if item.kind:
+            item.name = item.string(item.kind) if item.kind in ("list", "macro", "rule") else ""
+        match item.kind:
+            case "required_engine_version":
+                self._engine_version(item)
+            case "required_plugin_versions":
+                self._plugin_versions(item)
+            case "list":
+                self._list(item)
+            case "macro":
+                self._macro(item)
+            case "rule":
+                self._rule(item)
+            case _:
+                self.reporter.add("LOAD_UNKNOWN_ITEM", "Unknown top level item", item.position)
+
+    def _warn_unknown_keys(self, item: Item, expected: frozenset[str]) -> None:
+        for key in item.keys:
+            if key not in expected:
+                self.reporter.add("LOAD_UNKNOWN_ITEM",
+                                  f"Unknown key '{key}'. The key will be ignored.",
+                                  item.key_position(key), item.kind, item.name)
+
+    def _warn_deprecated_append(self, item: Item) -> None:
+        self.reporter.add("LOAD_DEPRECATED_ITEM",
+                          "The 'append' key is deprecated. Add an 'append' entry (e.g. "
+                          "'condition: append') under 'override' instead.",
+                          item.position, item.kind, item.name)
+
+    def _validate_error(self, item: Item, message: str, pos: Position | None = None) -> LoadError:
+        return LoadError("LOAD_ERR_VALIDATE", message, pos or item.position, item.kind, item.name)
+
+    # -- version requirements ---------------------------------------------------------------
+
+    def _engine_version(self, item: Item) -> None:
+        text = item.string("required_engine_version")
+        required = parse_version(text)
+        if required is None:
+            raise item.error(f"Unable to parse engine version '{text}'",
+                             item.key_position("required_engine_version"))
+        engine = parse_version(ENGINE_VERSION)
+        assert engine is not None
+        if required[0] != engine[0] or required > engine:
+            raise self._validate_error(
+                item, f"Rules require engine version {'.'.join(map(str, required))}, but engine "
+                      f"version is {ENGINE_VERSION}", item.key_position("required_engine_version"))
+        self._warn_unknown_keys(item, frozenset({"required_engine_version"}))
+
+    def _plugin_versions(self, item: Item) -> None:
+        node = item.value_node("required_plugin_versions")
+        if not isinstance(node, SequenceNode):
+            raise item.error("Value of required_plugin_versions must be a sequence",
+                             item.key_position("required_plugin_versions"))
+        for plugin in node.value:
+            names = [self._plugin_requirement(item, plugin)]
+            sub = _mapping_value(plugin, "alternatives")
+            if sub is not None:
+                if not isinstance(sub, SequenceNode):
+                    raise item.error("Value of plugin version alternatives must be a sequence",
+                                     node_position(item.source.name, sub))
+                names += [self._plugin_requirement(item, alt) for alt in sub.value]
+            if not NATIVE_PLUGINS.intersection(names):
+                self.reporter.add("LOAD_UNKNOWN_PLUGIN",
+                                  f"Plugin '{names[0]}' is required but Falconer does not "
+                                  "provide it", node_position(item.source.name, plugin),
+                                  "required_plugin_versions", names[0])
+        self._warn_unknown_keys(item, frozenset({"required_plugin_versions"}))
+
+    def _plugin_requirement(self, item: Item, node: object) -> str:
+        if not isinstance(node, MappingNode):
+            raise item.error("Plugin version must be a mapping")
+        pos = node_position(item.source.name, node)
+        name, version = _mapping_value(node, "name"), _mapping_value(node, "version")
+        if not isinstance(name, ScalarNode) or not name.value:
+            raise item.error("Item has no mapping for key 'name'", pos)
+        if not isinstance(version, ScalarNode) or not version.value:
+            raise item.error("Item has no mapping for key 'version'", pos)
+        if parse_version(version.value) is None:
+            raise self._validate_error(
+                item, f"Invalid required version '{version.value}' for plugin '{name.value}'", pos)
+        return str(name.value)
+
+    # -- lists and macros ---------------------------------------------------------------------
+
+    def _append_mode(self, item: Item, overridable: tuple[str, ...]) -> tuple[bool, bool]:
+        """(append, replace) requested by `append: true` or `override:` for a list/macro."""
+        append = item.optional_boolean("append", False)
+        if item.has("append"):
+            self._warn_deprecated_append(item)
+        overrides = self._overrides(item, overridable, overridable)
+        if append and overrides:
+            raise item.error(_OVERRIDE_APPEND_ERROR)
+        return append or "append" in overrides.values(), "replace" in overrides.values()
+
+    def _list(self, item: Item) -> None:
+        items = [text for text, _ in item.string_list("items")]
+        append, _ = self._append_mode(item, ("items",))
+        self._warn_unknown_keys(item, _LIST_KEYS)
+        if append:
+            prev = self.lists.get(item.name)
+            if prev is None:
+                raise self._validate_error(item, "List has 'append' key but no list by that "
+                                                 "name already exists")
+            prev.items.extend(items)
+            prev.visibility = self._next_index()
+            return
+        self._define(self.lists, ListInfo(item.name, items, 0, 0, item.position))
+
+    def _macro(self, item: Item) -> None:
+        cond = item.located("condition")
+        append, _ = self._append_mode(item, ("condition",))
+        self._warn_unknown_keys(item, _MACRO_KEYS)
+        if append:
+            prev = self.macros.get(item.name)
+            if prev is None:
+                raise self._validate_error(item, "Macro has 'append' key but no macro by that "
+                                                 "name already exists")
+            prev.cond = prev.cond + " " + cond
+            prev.visibility = self._next_index()
+            return
+        self._define(self.macros, MacroInfo(item.name, cond, 0, 0, item.position))
+
+    def _define(self, table: dict, info: ListInfo | MacroInfo | RuleInfo) -> None:
+        """Insert or redefine: a redefinition keeps the original index (order)."""
+        index = self._next_index()
+        prev = table.get(info.name)
+        info.index = prev.index if prev is not None else index
+        if not isinstance(info, RuleInfo):
+            info.visibility = index
+        table[info.name] = info
+
+    # -- rules --------------------------------------------------------------------------------
+
+    def _overrides(self, item: Item, appendable: tuple[str, ...],
+                   replaceable: tuple[str, ...]) -> dict[str, str]:
+        if not item.has("override"):
+            return {}
+        node = item.value_node("override")
+        if not isinstance(node, MappingNode):
+            raise item.error("The 'override' key must be a mapping",
+                             item.key_position("override"))
+        out: dict[str, str] = {}
+        for key_node, value_node in node.value:
+            key, op = str(key_node.value), str(getattr(value_node, "value", ""))
+            pos = node_position(item.source.name, value_node)
+            if op == "append":
+                if key not in appendable:
+                    raise item.error(f"Key '{key}' cannot be appended to, it can be replaced "
+                                     "instead" if key in replaceable else
+                                     f"Unexpected key '{key}': it can't be overridden", pos)
+            elif op == "replace":
+                if key not in replaceable:
+                    raise item.error(f"Key '{key}' cannot be replaced", pos)
+            else:
+                raise item.error(f"Invalid override operation for key '{key}': '{op}'. "
+                                 "Allowed values are: append, replace", pos)
+            out[key] = op
+        expected = {k for k in (*appendable, *replaceable) if item.has(k)}
+        for key in out:
+            if key not in expected:
+                raise item.error(f"An {out[key]} override for '{key}' was specified but "
+                                 f"'{key}' is not defined", item.key_position("override"))
+        for key in sorted(expected - set(out), key=list(item.keys).index):
+            raise item.error(f"Unexpected key '{key}': no corresponding entry under 'override' "
+                             "is defined.", item.key_position(key))
+        return out
+
+    def _rule(self, item: Item) -> None:
+        source = item.optional_string("source")
+        has_append = item.optional_boolean("append", False)
+        if item.has("append"):
+            self._warn_deprecated_append(item)
+        overrides = self._overrides(item, _RULE_APPENDABLE, _RULE_REPLACEABLE)
+        if has_append and overrides:
+            raise item.error(_OVERRIDE_APPEND_ERROR)
+        self._warn_unknown_keys(item, _RULE_KEYS)
+        if overrides:
+            appended = [k for k, op in overrides.items() if op == "append"]
+            replaced = [k for k, op in overrides.items() if op == "replace"]
+            if appended:
+                self._update_rule(item, source, appended, append=True)
+            if replaced:
+                self._update_rule(item, source, replaced, append=False)
+        elif has_append:
+            self._update_rule(item, source, [k for k in ("condition", "exceptions")
+                                             if item.has(k)], append=True)
+        elif not any(item.has(k) for k in ("condition", "output", "desc", "priority")):
+            enabled = item.boolean("enabled")
+            self.reporter.add("LOAD_DEPRECATED_ITEM",
+                              "The rule has only the 'enabled' key: use 'override' with "
+                              "'enabled: replace' instead", item.position, "rule", item.name)
+            prev = self.rules.get(item.name)
+            if prev is None:
+                raise self._validate_error(item, "Rule has 'enabled' key but no rule by that "
+                                                 "name already exists")
+            prev.enabled = enabled
+        else:
+            self._define_rule(item, source or "syscall")
+
+    def _priority(self, item: Item) -> str:
+        text = item.string("priority")
+        priority = parse_priority(text)
+        if priority is None:
+            raise self._validate_error(item, f"Invalid priority '{text}'",
+                                       item.key_position("priority"))
+        return priority
+
+    def _define_rule(self, item: Item, source: str) -> None:
+        rule = RuleInfo(
+            name=item.name,
+            cond=item.located("condition"),
+            output=_located_or_empty(item, "output").strip(),
+            desc=item.string("desc"),
+            priority=self._priority(item),
+            source=source,
+            position=item.position,
+            enabled=item.optional_boolean("enabled", True),
+            tags=_unique([t for t, _ in item.string_list("tags")]) if item.has("tags") else [],
+            exceptions=self._exceptions(item, appending=False),
+            warn_evttypes=item.optional_boolean("warn_evttypes", True),
+            skip_if_unknown_filter=item.optional_boolean("skip-if-unknown-filter", False),
+            capture=item.optional_boolean("capture", False),
+            capture_duration=item.integer("capture_duration") if item.has("capture_duration")
+            else 0,
+        )
+        prev = self.rules.get(rule.name)
+        if prev is not None and prev.source != rule.source:
+            raise self._validate_error(item, "Rule has been re-defined with a different source")
+        if rule.source not in KNOWN_SOURCES:
+            rule.unknown_source = True
+            self.reporter.add("LOAD_UNKNOWN_SOURCE", f"Unknown source {rule.source}, skipping",
+                              item.position, "rule", rule.name)
+        for ex in rule.exceptions:
+            self._validate_exception(item, ex)
+        self._define(self.rules, rule)
+
+    def _update_rule(self, item: Item, source: str, keys: list[str], append: bool) -> None:
+        prev = self.rules.get(item.name)
+        if prev is None:
+            verb = "append to" if append else "replace"
+            raise self._validate_error(item, f"Rule has 'override'/'append' to {verb} but no "
+                                             "rule by that name already exists")
+        if source and prev.source != source:
+            raise self._validate_error(item, "Rule has been re-defined with a different source")
+        if not keys:
+            raise self._validate_error(item, "Appended rule must have exceptions or condition "
+                                             "property")
+        for key in keys:
+            if append:
+                self._append_key(item, prev, key)
+            else:
+                self._replace_key(item, prev, key)
+
+    def _append_key(self, item: Item, prev: RuleInfo, key: str) -> None:
+        if key == "condition":
+            prev.cond = prev.cond + " " + item.located("condition")
+        elif key == "output":
+            prev.output = prev.output + " " + item.located("output")
+        elif key == "desc":
+            prev.desc = f"{prev.desc} {item.string('desc')}"
+        elif key == "tags":
+            prev.tags = _unique(prev.tags + [t for t, _ in item.string_list("tags")])
+        elif key == "exceptions":
+            for ex in self._exceptions(item, appending=True):
+                existing = next((e for e in prev.exceptions if e.name == ex.name), None)
+                if existing is None:
+                    if ex.fields is None:
+                        raise self._validate_error(item, "Rule exception must have fields "
+                                                   "property with a list of fields", ex.position)
+                    if not ex.values:
+                        raise self._validate_error(item, "Rule exception must have values "
+                                                   "property with a list of values", ex.position)
+                    self._validate_exception(item, ex)
+                    prev.exceptions.append(ex)
+                else:
+                    if ex.fields is not None:
+                        raise self._validate_error(item, "Can not append exception fields to "
+                                                   "existing exception, only values", ex.position)
+                    if ex.comps is not None:
+                        raise self._validate_error(item, "Can not append exception comps to "
+                                                   "existing exception, only values", ex.position)
+                    existing.values.extend(ex.values)
+
+    def _replace_key(self, item: Item, prev: RuleInfo, key: str) -> None:
+        match key:
+            case "condition":
+                prev.cond = item.located("condition")
+            case "output":
+                prev.output = _located_or_empty(item, "output")
+            case "desc":
+                prev.desc = item.string("desc")
+            case "tags":
+                prev.tags = _unique([t for t, _ in item.string_list("tags")])
+            case "exceptions":
+                prev.exceptions = self._exceptions(item, appending=False)
+                for ex in prev.exceptions:
+                    self._validate_exception(item, ex)
+            case "priority":
+                prev.priority = self._priority(item)
+            case "enabled":
+                prev.enabled = item.boolean("enabled")
+            case "warn_evttypes":
+                prev.warn_evttypes = item.boolean("warn_evttypes")
+            case "skip-if-unknown-filter":
+                prev.skip_if_unknown_filter = item.boolean("skip-if-unknown-filter")
+            case "capture":
+                prev.capture = item.boolean("capture")
+            case "capture_duration":
+                prev.capture_duration = item.integer("capture_duration")
+
+    # -- exceptions ---------------------------------------------------------------------------
+
+    def _exceptions(self, item: Item, appending: bool) -> list[ExceptionInfo]:
+        if not item.has("exceptions") or item.keys["exceptions"][1].tag.endswith(":null"):
+            return []
+        node = item.keys["exceptions"][1]
+        if not isinstance(node, SequenceNode):
+            raise item.error("Rule exceptions must be a sequence",
+                             item.key_position("exceptions"))
+        out: list[ExceptionInfo] = []
+        for ex_node in node.value:
+            pos = node_position(item.source.name, ex_node)
+            if not isinstance(ex_node, MappingNode):
+                raise item.error("Rule exception must be a mapping", pos)
+            name_node = _mapping_value(ex_node, "name")
+            if not isinstance(name_node, ScalarNode) or not name_node.value:
+                raise item.error("Item has no mapping for key 'name'", pos)
+            name = str(name_node.value)
+            if any(e.name == name for e in out):
+                self.reporter.add("LOAD_EXCEPTION_NAME_NOT_UNIQUE",
+                                  f"Multiple definitions of exception '{name}' in the same rule",
+                                  pos, "rule", item.name)
+            fields = _entry(item, _mapping_value(ex_node, "fields"), "fields", pos)
+            if fields is None and not appending:
+                raise item.error("Item has no mapping for key 'fields'", pos)
+            comps = _entry(item, _mapping_value(ex_node, "comps"), "comps", pos)
+            values_node = _mapping_value(ex_node, "values")
+            values: list[ExceptionValue] = []
+            if values_node is not None and not values_node.tag.endswith(":null"):
+                if not isinstance(values_node, SequenceNode):
+                    raise item.error("Rule exception values must be a sequence",
+                                     node_position(item.source.name, values_node))
+                values = [_exception_value(item, v) for v in values_node.value]
+            elif appending:
+                self.reporter.add("LOAD_APPEND_NO_VALUES",
+                                  "Overriding/appending exception with no values", pos,
+                                  "rule", item.name)
+            out.append(ExceptionInfo(name, fields, comps, values, pos))
+        return out
+
+    def _validate_exception(self, item: Item, ex: ExceptionInfo) -> None:
+        ops = {o.strip() for o in (*UNARY_OPS, *NUM_OPS, *STR_OPS, *LIST_OPS)}
+        modifier_ops = {f"{o.strip()} {m.strip()}" for o in STR_OPS for m in STR_OP_MODIFIERS}
+        if ex.fields is None:
+            raise self._validate_error(item, "Rule exception item must have fields property "
+                                       "with a list of fields", ex.position)
+        fields = ex.fields if isinstance(ex.fields, list) else [ex.fields]
+        if isinstance(ex.fields, list):
+            if ex.comps is None:
+                ex.comps = ["="] * len(ex.fields)
+            if not isinstance(ex.comps, list) or len(ex.comps) != len(ex.fields):
+                raise self._validate_error(item, "Fields and comps lists must have equal length",
+                                           ex.position)
+            ex.comps = [c.strip() for c in ex.comps]
+            for comp in ex.comps:
+                if comp not in ops and comp not in modifier_ops:
+                    raise self._validate_error(
+                        item, f"'{comp}' is not a supported comparison operator", ex.position)
+        else:
+            if ex.comps is None:
+                ex.comps = "in"
+            if isinstance(ex.comps, list):
+                raise self._validate_error(item, "Fields and comps must both be strings",
+                                           ex.position)
+            ex.comps = ex.comps.strip()
+            if ex.comps not in ("in", "pmatch", "intersects") and ex.comps not in modifier_ops:
+                raise self._validate_error(
+                    item, "When fields is a single value, comps must be one of (in, pmatch, "
+                          "intersects) or a modifier operator (e.g. startswith oneof)",
+                    ex.position)
+        for name in fields:
+            m = re.fullmatch(r"([a-zA-Z0-9_.]+)(?:\[([^\]]*)\])?", name)
+            try:
+                if m is None:
+                    raise UnknownField(name)
+                resolve(m.group(1), m.group(2))
+            except UnknownField:
+                raise self._validate_error(item, f"'{name}' is not a supported filter field",
+                                           ex.position) from None
+
+
+def _mapping_value(node: object, key: str):  # type: ignore[no-untyped-def]
+    """The value node under `key` in a mapping node, or None."""
+    if not isinstance(node, MappingNode):
+        return None
+    for k, v in node.value:
+        if isinstance(k, ScalarNode) and k.value == key:
+            return v
+    return None
+
+
+def _entry(item: Item, node: object, key: str, pos: Position) -> str | list[str] | None:
+    """An exception's `fields`/`comps`: a string or a list of strings."""
+    if node is None or (isinstance(node, ScalarNode) and node.tag.endswith(":null")):
+        return None
+    if isinstance(node, ScalarNode):
+        if not node.value:
+            raise item.error("Value must be non-empty", pos)
+        return str(node.value)
+    if isinstance(node, SequenceNode):
+        out: list[str] = []
+        for child in node.value:
+            if not isinstance(child, ScalarNode):
+                raise item.error(f"Rule exception {key} must be strings",
+                                 node_position(item.source.name, child))
+            out.append(str(child.value))
+        return out
+    raise item.error(f"Rule exception {key} must be a string or a list of strings", pos)
+
+
+def _exception_value(item: Item, node: object) -> ExceptionValue:
+    if isinstance(node, ScalarNode):
+        return str(node.value)
+    if isinstance(node, SequenceNode):
+        return [_exception_value(item, child) for child in node.value]
+    raise item.error("Rule exception values must be strings or lists",
+                     node_position(item.source.name, node))  # type: ignore[arg-type]
+
+
+def _located_or_empty(item: Item, key: str) -> LocatedText:
+    node = item.scalar_node(key, can_be_empty=True)
+    return located_scalar(item.source, node)
+
+
+def _unique(tags: list[str]) -> list[str]:
+    return list(dict.fromkeys(tags))

@@ -1,0 +1,143 @@
+"""Rule output formats: `%field` and `%field[arg]` tokens compiled once per rule.
+
+As in libsinsp's formatter, a token is the longest field name at the `%` that the
+registry knows (so `%proc.name.` ends before the dot), may carry a bracketed argument,
+and may be preceded by a pad width (`%20proc.name`). A missing value prints `<NA>`.
+The compiled format renders the text line and the typed `output_fields` map.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from falconer.engine import ast
+from falconer.engine.checks import CheckError, Getter, operand
+from falconer.engine.fields import FieldInfo
+from falconer.engine.lexer import ConditionSyntaxError
+from falconer.engine.parser import parse_field_or_transformer
+
+NOT_AVAILABLE = "<NA>"
+_PAD = re.compile(r"[0-9]+")
+
+
+class OutputFormatError(Exception):
+    """A format that does not compile; `offset` is the `%` of the bad token."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
+@dataclass(frozen=True)
+class Token:
+    """One `%field` of a format."""
+
+    key: str | None  # the output_fields key, e.g. "proc.aname[2]"; None for transformers
+    info: FieldInfo
+    pad: int
+    get: Callable[[object], object]
+
+
+def _render(value: object) -> str:
+    if value is None:
+        return NOT_AVAILABLE
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return " ".join(_render(v) for v in value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _typed(info: FieldInfo, value: object) -> object:
+    """The JSON value of a field: numbers and booleans stay typed, the rest is text."""
+    if value is None:
+        return None
+    if info.numeric and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    if info.type == "bool" and isinstance(value, bool):
+        return value
+    return _render(value)
+
+
+class OutputFormat:
+    """A compiled output format."""
+
+    def __init__(self, parts: list[str | Token]) -> None:
+        self._parts = parts
+        self.tokens = [p for p in parts if isinstance(p, Token)]
+
+    def render(self, event: object) -> tuple[str, dict[str, object]]:
+        """The output line and the output_fields map of an event."""
+        out: list[str] = []
+        fields: dict[str, object] = {}
+        for part in self._parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = part.get(event)
+            text = _render(value)
+            out.append(text.ljust(part.pad)[:part.pad] if part.pad else text)
+            if part.key is not None:
+                fields[part.key] = _typed(part.info, value)
+        return "".join(out), fields
+
+
+def _token_at(fmt: str, start: int) -> tuple[ast.Field | ast.Transformer, Getter, FieldInfo,
+                                              int]:
+    """The token at `start`: as in libsinsp, the longest prefix that parses and compiles
+    (`%proc.namex` is `%proc.name` followed by the text `x`)."""
+    rest = fmt[start:]
+    size = len(rest)
+    last_error = "expected a field or a transformer"
+    while size > 0:
+        try:
+            node, end = parse_field_or_transformer(rest[:size])
+            get, info, _ = operand(node)
+            return node, get, info, start + end
+        except ConditionSyntaxError as exc:
+            last_error = exc.message
+            size -= 1
+        except CheckError as exc:
+            last_error = exc.message
+            size = min(size, end) - 1
+    raise OutputFormatError(f"unknown filter: {last_error}", start - 1)
+
+
+def compile_output(fmt: str) -> OutputFormat:
+    """Compile a rule's output; raises OutputFormatError."""
+    if fmt.startswith("*"):
+        fmt = fmt[1:]
+    parts: list[str | Token] = []
+    literal_start = 0
+    i = 0
+    while i < len(fmt):
+        if fmt[i] != "%":
+            i += 1
+            continue
+        if i > literal_start:
+            parts.append(fmt[literal_start:i])
+        if i == len(fmt) - 1:
+            raise OutputFormatError("invalid formatting syntax: formatting cannot end with a %", i)
+        pad = 0
+        j = i + 1
+        pm = _PAD.match(fmt, j)
+        if pm:
+            pad, j = int(pm.group(0)), pm.end()
+            if j >= len(fmt):
+                raise OutputFormatError(
+                    "invalid formatting syntax: formatting cannot end with a number", i)
+        node, get, info, end = _token_at(fmt, j)
+        if isinstance(node, ast.Field):
+            key: str | None = f"{node.name}[{node.arg}]" if node.arg is not None else node.name
+        else:
+            key = None  # Falco leaves transformed values out of output_fields
+        parts.append(Token(key, info, pad, get))
+        i = literal_start = end
+    if literal_start < len(fmt):
+        parts.append(fmt[literal_start:])
+    return OutputFormat(parts)

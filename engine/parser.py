@@ -1,0 +1,394 @@
+"""Recursive-descent parser for Falco conditions.
+
+Grammar (loosest first): `or` < `and` < prefix `not` (also `not(`) < check or
+`( expr )`. A check is `field op value`, `field exists`, a transformer check, or a
+bare identifier (a macro reference). The accepted language is libsinsp's, so a rule
+that Falco parses parses here, and the same inputs are rejected.
+
+`parse_condition` raises only ConditionSyntaxError, with the offset where parsing
+stopped; deep nesting is bounded (Falco's limit for rules is 1000).
+"""
+
+from __future__ import annotations
+
+from falconer.engine import ast
+from falconer.engine.lexer import (
+    BARE_STRING, FIELD_ARG_BARE, FIELD_NAME, HEX_NUMBER, IDENTIFIER, LIST_OPS, NOT_BLANK, NUM_OPS,
+    NUMBER,
+    STR_OP_MODIFIERS, STR_OPS, TRANSFORMERS, UNARY_OPS, VAL_TRANSFORMER, ConditionSyntaxError,
+    Cursor,
+)
+
+MAX_DEPTH = 1000
+
+_ALL_OPS = ", ".join(f"'{o.strip()}'" for o in (*UNARY_OPS, *NUM_OPS, *STR_OPS, *LIST_OPS))
+_ALL_TRANSFORMERS = ", ".join(f"'{t[:-1]}'" for t in (VAL_TRANSFORMER, *TRANSFORMERS))
+
+
+def parse_condition(text: str) -> ast.Expr:
+    """Parse a whole condition; anything left over is a syntax error."""
+    if not text:
+        raise ConditionSyntaxError("filter input string is empty", 0)
+    parser = _Parser(text)
+    try:
+        expr = parser.parse_or()
+    except RecursionError:
+        raise ConditionSyntaxError(f"exceeded max depth limit of {MAX_DEPTH}",
+                                   parser.cur.pos) from None
+    if not parser.cur.at_end():
+        raise ConditionSyntaxError(
+            f"unexpected token after '{parser.cur.last}', expecting 'or', 'and'", parser.cur.pos)
+    return expr
+
+
+def parse_field_or_transformer(text: str) -> tuple[ast.Field | ast.Transformer, int]:
+    """A field (`proc.aname[2]`) or transformer (`toupper(proc.name)`) at the start of
+    `text`, and where it ends: the tokens of an output format."""
+    parser = _Parser(text)
+    cur = parser.cur
+    try:
+        if cur.pattern(FIELD_NAME):
+            return parser.parse_field_rest(cur.last, 0), cur.pos
+        if cur.one_of(TRANSFORMERS):
+            cur.blank()
+            return parser.parse_transformer_rest(cur.last[:-1], 0), cur.pos
+    except RecursionError:
+        raise ConditionSyntaxError(f"exceeded max depth limit of {MAX_DEPTH}", cur.pos) from None
+    raise ConditionSyntaxError("expected a field or a transformer", 0)
+
+
+class _Parser:
+    """One parse: the cursor plus the recursion depth guard."""
+
+    def __init__(self, text: str) -> None:
+        self.cur = Cursor(text)
+        self.depth = 0
+
+    def _enter(self) -> None:
+        self.depth += 1
+        if self.depth >= MAX_DEPTH:
+            raise ConditionSyntaxError(f"exceeded max depth limit of {MAX_DEPTH}", self.cur.pos)
+
+    def _fail(self, message: str) -> ConditionSyntaxError:
+        return ConditionSyntaxError(message, self.cur.pos)
+
+    # -- boolean structure -------------------------------------------------------------
+
+    def parse_or(self) -> ast.Expr:
+        self._enter()
+        cur = self.cur
+        pos = cur.pos
+        cur.blank()
+        children = [self.parse_and()]
+        cur.blank()
+        while cur.literal("or"):
+            if cur.blank():
+                children.append(self.parse_and())
+            elif cur.literal("("):
+                children.append(self.parse_embedded())
+            else:
+                raise self._fail("expected blank or '(' after 'or'")
+            cur.blank()
+        self.depth -= 1
+        return ast.Or(tuple(children), pos) if len(children) > 1 else children[0]
+
+    def parse_and(self) -> ast.Expr:
+        self._enter()
+        cur = self.cur
+        pos = cur.pos
+        cur.blank()
+        children = [self.parse_not()]
+        cur.blank()
+        while cur.literal("and"):
+            if cur.blank():
+                children.append(self.parse_not())
+            elif cur.literal("("):
+                children.append(self.parse_embedded())
+            else:
+                raise self._fail("expected blank or '(' after 'and'")
+            cur.blank()
+        self.depth -= 1
+        return ast.And(tuple(children), pos) if len(children) > 1 else children[0]
+
+    def parse_not(self) -> ast.Expr:
+        self._enter()
+        cur = self.cur
+        pos = cur.pos
+        cur.blank()
+        negate = False
+        while cur.pattern(NOT_BLANK):
+            negate = not negate
+        if cur.literal("not("):
+            negate = not negate
+            child = self.parse_embedded()
+        else:
+            child = self.parse_check()
+        self.depth -= 1
+        return ast.Not(child, pos) if negate else child
+
+    def parse_embedded(self) -> ast.Expr:
+        """The rest of `( expr )` after the opening parenthesis."""
+        self._enter()
+        self.cur.blank()
+        child = self.parse_or()
+        self.cur.blank()
+        if not self.cur.literal(")"):
+            raise self._fail("expected a ')' token")
+        self.depth -= 1
+        return child
+
+    def parse_check(self) -> ast.Expr:
+        self._enter()
+        cur = self.cur
+        cur.blank()
+        pos = cur.pos
+        if cur.literal("("):
+            result = self.parse_embedded()
+        elif cur.pattern(FIELD_NAME):
+            result = self.parse_condition(self.parse_field_rest(cur.last, pos), pos)
+        elif cur.one_of(TRANSFORMERS):
+            cur.blank()
+            left = self.parse_transformer_rest(cur.last[:-1], pos)
+            result = self.parse_condition(left, pos)
+        elif cur.pattern(IDENTIFIER):
+            result = ast.Identifier(cur.last, pos)
+        else:
+            raise self._fail("expected a '(' token, a field check, or an identifier")
+        self.depth -= 1
+        return result
+
+    # -- fields and transformers -------------------------------------------------------
+
+    def parse_field_rest(self, name: str, pos: int) -> ast.Field:
+        return ast.Field(name, self.parse_optional_arg(), pos)
+
+    def parse_optional_arg(self) -> str | None:
+        cur = self.cur
+        if not cur.literal("["):
+            return None
+        if not cur.quoted() and not cur.pattern(FIELD_ARG_BARE):
+            raise self._fail("expected a valid field argument: a quoted string or a bare string")
+        arg = cur.last
+        if not cur.literal("]"):
+            raise self._fail("expected a ']' token")
+        return arg
+
+    def parse_transformer_rest(self, name: str, pos: int) -> ast.Transformer:
+        self._enter()
+        cur = self.cur
+        cur.blank()
+        args = [self.parse_transformer_arg()]
+        cur.blank()
+        while cur.literal(","):
+            args.append(self.parse_transformer_arg())
+            cur.blank()
+        cur.blank()
+        if not cur.literal(")"):
+            raise self._fail("expected a ')' token closing the transformer")
+        self.depth -= 1
+        return ast.Transformer(name, tuple(args), self.parse_optional_arg(), pos)
+
+    def parse_transformer_arg(self) -> ast.Expr:
+        self._enter()
+        cur = self.cur
+        cur.blank()
+        pos = cur.pos
+        if cur.pattern(HEX_NUMBER) or cur.pattern(NUMBER):
+            result: ast.Expr = ast.Value(cur.last, False, pos)
+        elif cur.quoted():
+            result = ast.Value(cur.last, True, pos)
+        elif cur.literal("("):
+            result = self.parse_transformer_list(pos)
+        elif cur.one_of(TRANSFORMERS):
+            result = self.parse_transformer_rest(cur.last[:-1], pos)
+        elif cur.pattern(FIELD_NAME):
+            result = self.parse_field_rest(cur.last, pos)
+        else:
+            raise self._fail("expected field transformer argument: field, transformer, "
+                             "quoted string, number, or transformer list")
+        self.depth -= 1
+        return result
+
+    def parse_transformer_list(self, pos: int) -> ast.TransformerList:
+        cur = self.cur
+        cur.blank()
+        children: list[ast.Expr] = []
+        if cur.literal(")"):
+            return ast.TransformerList((), pos)
+        children.append(self.parse_transformer_list_arg())
+        cur.blank()
+        while cur.literal(","):
+            cur.blank()
+            children.append(self.parse_transformer_list_arg())
+            cur.blank()
+        if not cur.literal(")"):
+            raise self._fail("expected ')'")
+        return ast.TransformerList(tuple(children), pos)
+
+    def parse_transformer_list_arg(self) -> ast.Expr:
+        cur = self.cur
+        pos = cur.pos
+        if cur.pattern(FIELD_NAME):
+            return self.parse_field_rest(cur.last, pos)
+        if cur.one_of(TRANSFORMERS):
+            cur.blank()
+            return self.parse_transformer_rest(cur.last[:-1], pos)
+        if cur.quoted():
+            return ast.Value(cur.last, True, pos)
+        if cur.pattern(HEX_NUMBER) or cur.pattern(NUMBER):
+            return ast.Value(cur.last, False, pos)
+        raise self._fail("expected transformer list argument: field, transformer, quoted "
+                         "string, or number")
+
+    # -- checks --------------------------------------------------------------------------
+
+    def parse_condition(self, left: ast.Field | ast.Transformer, pos: int) -> ast.Expr:
+        self._enter()
+        cur = self.cur
+        cur.blank()
+        if cur.operator(UNARY_OPS):
+            self.depth -= 1
+            return ast.UnaryCheck(left, cur.last.strip(), pos)
+        cur.blank()
+        right: ast.Value | ast.ListValue | ast.Transformer
+        if cur.operator(NUM_OPS):
+            op = cur.last
+            right = self.parse_num_value()
+        elif cur.operator(STR_OPS):
+            op = cur.last
+            had_blank = op[0].isalpha() or cur.blank()
+            saved = cur.pos, cur.last
+            if (had_blank and cur.operator(STR_OP_MODIFIERS) and self._list_follows()
+                    and not self._bool_keyword_follows()):
+                op = f"{op.strip()} {cur.last.strip()}"
+                right = self.parse_list_value(allow_transformer=False)
+            else:
+                cur.pos, cur.last = saved
+                right = self.parse_str_value(no_transformer=False)
+        elif cur.operator(LIST_OPS):
+            op = cur.last
+            right = self.parse_list_value(allow_transformer=True)
+        else:
+            raise self._fail(f"expected a valid check operator: one of {_ALL_OPS}")
+        self.depth -= 1
+        return ast.BinaryCheck(left, op.strip(), right, pos)
+
+    def _list_follows(self) -> bool:
+        cur = self.cur
+        if cur.peek() == "(":
+            return True
+        saved = cur.pos, cur.last
+        found = cur.pattern(IDENTIFIER)
+        cur.pos, cur.last = saved
+        return found
+
+    def _bool_keyword_follows(self) -> bool:
+        rest = self.cur.text[self.cur.pos:]
+        for kw in ("and", "or", "not"):
+            if rest.startswith(kw) and (len(rest) == len(kw) or not rest[len(kw)].isalnum()):
+                return True
+        return False
+
+    def parse_num_value(self) -> ast.Value | ast.Transformer:
+        self._enter()
+        cur = self.cur
+        cur.blank()
+        pos = cur.pos
+        result = self.try_transformer_or_val()
+        if result is None:
+            if not (cur.pattern(HEX_NUMBER) or cur.pattern(NUMBER)):
+                raise self._fail("expected a number value or a field with a valid transformer: "
+                                 + _ALL_TRANSFORMERS)
+            result = ast.Value(cur.last, False, pos)
+        self.depth -= 1
+        return result
+
+    def parse_str_value(self, no_transformer: bool) -> ast.Value | ast.Transformer:
+        self._enter()
+        cur = self.cur
+        cur.blank()
+        pos = cur.pos
+        if not no_transformer:
+            result = self.try_transformer_or_val()
+            if result is not None:
+                self.depth -= 1
+                return result
+        if cur.quoted():
+            value = ast.Value(cur.last, True, pos)
+        elif cur.pattern(BARE_STRING):
+            value = ast.Value(cur.last, False, pos)
+        elif no_transformer:
+            raise self._fail("expected a string value")
+        else:
+            raise self._fail("expected a string value or a field with a valid transformer: "
+                             + _ALL_TRANSFORMERS)
+        self.depth -= 1
+        return value
+
+    def try_list(self) -> ast.ListValue | None:
+        cur = self.cur
+        pos = cur.pos
+        if not cur.literal("("):
+            return None
+        cur.blank()
+        values: list[ast.Value] = []
+        saved = cur.pos, cur.last, self.depth
+        try:
+            first = self.parse_str_value(no_transformer=True)
+        except ConditionSyntaxError:
+            cur.pos, cur.last, self.depth = saved
+            first = None
+        if first is not None:
+            assert isinstance(first, ast.Value)
+            values.append(first)
+            cur.blank()
+            while cur.literal(","):
+                item = self.parse_str_value(no_transformer=True)
+                assert isinstance(item, ast.Value)
+                values.append(item)
+                cur.blank()
+        if not cur.literal(")"):
+            raise self._fail("expected a ')' token")
+        return ast.ListValue(tuple(values), pos)
+
+    def parse_list_value(self, allow_transformer: bool) -> ast.ListValue | ast.Value | \
+            ast.Transformer:
+        self._enter()
+        cur = self.cur
+        cur.blank()
+        pos = cur.pos
+        result: ast.ListValue | ast.Value | ast.Transformer | None = self.try_list()
+        if result is None and allow_transformer:
+            result = self.try_transformer_or_val()
+        if result is None:
+            if not cur.pattern(IDENTIFIER):
+                if allow_transformer:
+                    raise self._fail("expected a list, an identifier, or a field with a valid "
+                                     "transformer: " + _ALL_TRANSFORMERS)
+                raise self._fail("expected a list or an identifier")
+            result = ast.Value(cur.last, False, pos)
+        self.depth -= 1
+        return result
+
+    def try_transformer_or_val(self) -> ast.Transformer | None:
+        self._enter()
+        cur = self.cur
+        cur.blank()
+        pos = cur.pos
+        result: ast.Transformer | None = None
+        if cur.literal(VAL_TRANSFORMER):
+            cur.blank()
+            field_pos = cur.pos
+            if not cur.pattern(FIELD_NAME):
+                raise self._fail("expected a field within 'val' transformer")
+            field = self.parse_field_rest(cur.last, field_pos)
+            cur.blank()
+            if not cur.literal(")"):
+                raise self._fail("expected a ')' token closing the transformer")
+            result = ast.Transformer("val", (field,), self.parse_optional_arg(), pos)
+        elif cur.one_of(TRANSFORMERS):
+            cur.blank()
+            result = self.parse_transformer_rest(cur.last[:-1], pos)
+        self.depth -= 1
+        return result
+

@@ -1,0 +1,297 @@
+"""Reconcile FalcoRules and FalcoInstances: plain logic, no kopf.
+
+The kopf handlers call in here. Everything is level-based: a reconcile reads the
+current state of the world, computes what should be, writes only differences and
+reports through status and Events. Calling it twice, or after a restart, changes nothing.
+
+Errors split in two:
+- permanent (bad input: a rule that does not compile, a rendered object the API server
+  rejects as invalid) become conditions and Events; the operator then waits for the
+  next change of the resource instead of retrying;
+- transient (API unavailable, conflicts) raise `TransientError`, which the handlers turn
+  into a delayed kopf retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from kubernetes.dynamic.exceptions import DynamicApiError
+
+from falconer.operator import render, rules, ruleyaml, selectors, status
+from falconer.operator.kube import Kube
+from falconer.operator.ruleyaml import RuleText
+
+GROUP_VERSION = "falconer.io/v1alpha1"
+#: HTTP statuses that mean "this object is wrong", not "try again".
+PERMANENT_HTTP = frozenset({400, 403, 404, 422})
+
+
+class EventSink(Protocol):
+    """Posts a Kubernetes Event about an object (kopf's poster in the operator)."""
+
+    def __call__(self, body: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+class TransientError(RuntimeError):
+    """The API server failed in a way worth retrying later."""
+
+
+@dataclass(frozen=True)
+class Selected:
+    """One FalcoRule as an instance uses it."""
+
+    name: str
+    generation: int
+    text: RuleText | None  # what the sensors get: the current text if valid, else the last valid one
+    valid: bool
+
+
+def _api_error(exc: DynamicApiError, what: str) -> str:
+    return f"{what}: {exc.status} {exc.reason}: {exc.summary() if hasattr(exc, 'summary') else exc}"
+
+
+class Reconciler:
+    """Reconciles the operator's resources against one API server."""
+
+    def __init__(self, kube: Kube, post_event: EventSink, log: logging.Logger | None = None) -> None:
+        self._kube = kube
+        self._post = post_event
+        self._log = log or logging.getLogger("falconer.operator")
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    # ---- FalcoRule ---------------------------------------------------------------
+
+    def reconcile_rule(self, body: dict[str, Any]) -> rules.Compiled:
+        """Compile a FalcoRule, write its status, re-render the instances using it."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        text, compiled = rules.compile_falcorule(name, body.get("spec"))
+        generation = int(meta.get("generation") or 0)
+        labels = meta.get("labels") or {}
+        users = self.instances_using(namespace, name, labels)
+        old = body.get("status") or {}
+        new = {
+            "observedGeneration": generation,
+            "conditions": status.merge_conditions(
+                old.get("conditions"), status.rule_verdicts(compiled), generation, status.now()
+            ),
+            "counts": compiled.counts,
+            "errors": [f.to_status() for f in compiled.errors],
+            "warnings": [f.to_status() for f in compiled.warnings],
+            "rulesHash": text.digest[:16] if text else "",
+            "instances": sum(1 for inst in users if _selects(inst, labels)),
+        }
+        if self._status_differs(old, new):
+            self._patch_status("FalcoRule", namespace, name, new)
+            if compiled.valid:
+                self._post(body, "Normal", "Compiled", status.rule_verdicts(compiled)[0].message)
+            else:
+                self._post(body, "Warning", "CompileFailed", status.rule_verdicts(compiled)[0].message)
+        for instance in users:
+            self.reconcile_instance(namespace, instance["metadata"]["name"])
+        return compiled
+
+    def instances_using(self, namespace: str, rule_name: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+        """Instances whose selector matches the labels, or that rendered this FalcoRule before."""
+        found = []
+        for inst in self._list("FalcoInstance", namespace):
+            before = {r.get("name") for r in (inst.get("status") or {}).get("rules") or ()}
+            try:
+                selected = selectors.matches((inst.get("spec") or {}).get("ruleSelector"), labels)
+            except selectors.SelectorError:
+                selected = False
+            if selected or rule_name in before:
+                found.append(inst)
+        return found
+
+    # ---- FalcoInstance -----------------------------------------------------------
+
+    def reconcile_instance(self, namespace: str, name: str) -> None:
+        """Render and apply an instance's objects; write its status (one at a time per instance)."""
+        with self._lock(namespace, name):
+            body = self._get("FalcoInstance", name, namespace)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            self._reconcile_instance(body)
+
+    def _reconcile_instance(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        spec = render.with_defaults(body.get("spec"))
+        names = render.Names.for_instance(namespace, name)
+        live_cm = self._get("ConfigMap", names.configmap, namespace, api_version="v1")
+        live_data = (live_cm or {}).get("data") or {}
+        try:
+            chosen = self._select(namespace, spec, live_data)
+        except selectors.SelectorError as exc:
+            self._finish(body, status.InstanceState(apply_error=f"spec.ruleSelector: {exc}"), [], None, None)
+            return
+        texts = [s.text for s in chosen if s.text is not None]
+        options = rules.engine_options(spec["minPriority"], spec["ruleMatching"], render.selection_actions(spec))
+        combined = rules.compile_texts(texts, options)
+        rendered = render.render_instance(body, texts)
+        apply_error = None
+        objects = rendered.objects()
+        if not combined.valid:
+            # Keep the last valid rules: everything but the ConfigMap is still applied.
+            objects = [o for o in objects if o is not rendered.configmap]
+        changed_cm = False
+        try:
+            for obj in objects:
+                _, changed = self._kube.apply(obj)
+                changed_cm = changed_cm or (changed and obj is rendered.configmap)
+        except DynamicApiError as exc:
+            if exc.status not in PERMANENT_HTTP:
+                raise TransientError(_api_error(exc, f"applying {obj['kind']} {obj['metadata']['name']}")) from exc
+            apply_error = _api_error(exc, f"the API server rejected {obj['kind']} {obj['metadata']['name']}")
+        ds = self._get("DaemonSet", names.daemonset, namespace, api_version="apps/v1")
+        state = status.InstanceState(
+            selected=len(chosen),
+            invalid_rules=tuple(s.name for s in chosen if not s.valid),
+            compile_errors=tuple(f.text() for f in combined.errors),
+            apply_error=apply_error,
+            redefined=tuple(rules.redefinitions([(s.name, s.text) for s in chosen if s.text is not None])),
+            rollout=status.RolloutState.from_daemonset(ds) if ds else None,
+        )
+        rules_hash = rendered.rules_hash if combined.valid and not apply_error else _live_hash(live_cm)
+        self._finish(body, state, chosen, combined, rules_hash)
+        if changed_cm:
+            self._post(body, "Normal", "RulesRendered",
+                       f"ConfigMap {names.configmap}: {len(texts)} FalcoRule(s), rules hash {rendered.rules_hash}")
+        self._update_rule_counts(namespace)
+
+    def _select(self, namespace: str, spec: dict[str, Any], live_data: dict[str, str]) -> list[Selected]:
+        """The FalcoRules the instance selects, in load order, each with the text to ship."""
+        selector = spec.get("ruleSelector")
+        candidates = [
+            fr for fr in self._list("FalcoRule", namespace)
+            if selectors.matches(selector, fr["metadata"].get("labels"))
+            and not fr["metadata"].get("deletionTimestamp")
+        ]
+        candidates.sort(key=lambda fr: (int((fr.get("spec") or {}).get("order") or 0), fr["metadata"]["name"]))
+        chosen = []
+        for fr in candidates:
+            fr_name = fr["metadata"]["name"]
+            text, compiled = rules.compile_falcorule(fr_name, fr.get("spec"))
+            if not compiled.valid or text is None:
+                last = live_data.get(render.rule_file_key(fr_name))
+                text = RuleText(fr_name, last) if last is not None else None
+            chosen.append(Selected(fr_name, int(fr["metadata"].get("generation") or 0), text, compiled.valid))
+        return chosen
+
+    def _finish(
+        self,
+        body: dict[str, Any],
+        state: status.InstanceState,
+        chosen: Sequence[Selected],
+        combined: rules.Compiled | None,
+        rules_hash: str | None,
+    ) -> None:
+        """Write the instance's status (only when it changed) and Events for new problems."""
+        meta = body["metadata"]
+        generation = int(meta.get("generation") or 0)
+        names = render.Names.for_instance(meta["namespace"], meta["name"])
+        old = body.get("status") or {}
+        verdicts = status.instance_verdicts(state)
+        new: dict[str, Any] = {
+            "observedGeneration": generation,
+            "conditions": status.merge_conditions(old.get("conditions"), verdicts, generation, status.now()),
+            "desiredNumberScheduled": state.rollout.desired if state.rollout else 0,
+            "numberReady": state.rollout.ready if state.rollout else 0,
+            "rulesHash": rules_hash or "",
+            "configMap": names.configmap,
+            "daemonSet": names.daemonset,
+            "rules": [{"name": s.name, "generation": s.generation, "valid": s.valid} for s in chosen],
+            "counts": combined.counts if combined else {"rules": 0, "macros": 0, "lists": 0},
+            "errors": [f.to_status(with_rule=True) for f in (combined.errors if combined else ())],
+            "warnings": [f.to_status(with_rule=True) for f in (combined.warnings if combined else ())],
+        }
+        if not self._status_differs(old, new):
+            return
+        self._patch_status("FalcoInstance", meta["namespace"], meta["name"], new)
+        before = {c.get("type"): c for c in old.get("conditions") or ()}
+        for v in verdicts:
+            if v.type not in ("Degraded", "RulesRedefined", "Ready"):
+                continue
+            was = before.get(v.type, {})
+            if was.get("status") == ("True" if v.status else "False") and was.get("reason") == v.reason:
+                continue
+            if v.type == "Ready" and v.status:
+                self._post(body, "Normal", "Ready", v.message)
+            elif v.type != "Ready" and v.status:
+                self._post(body, "Warning", v.reason, v.message)
+
+    def _update_rule_counts(self, namespace: str) -> None:
+        """FalcoRule.status.instances: how many instances in the namespace select each one."""
+        instances = [i for i in self._list("FalcoInstance", namespace) if not i["metadata"].get("deletionTimestamp")]
+        for fr in self._list("FalcoRule", namespace):
+            labels = fr["metadata"].get("labels") or {}
+            count = sum(1 for i in instances if _selects(i, labels))
+            if (fr.get("status") or {}).get("instances") != count:
+                self._patch_status("FalcoRule", namespace, fr["metadata"]["name"], {"instances": count})
+
+    def instance_deleted(self, namespace: str, name: str) -> bool:
+        """Remove the sensor's ClusterRoleBinding (it cannot be owned by the instance) and
+        recount the FalcoRules' instances; owner references remove the rest."""
+        names = render.Names.for_instance(namespace, name)
+        removed = self._call(
+            f"deleting ClusterRoleBinding {names.clusterrolebinding}",
+            lambda: self._kube.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", names.clusterrolebinding),
+        )
+        self._update_rule_counts(namespace)
+        return bool(removed)
+
+    def instance_of_daemonset(self, ds: dict[str, Any]) -> str | None:
+        """The owning instance's name for a DaemonSet the operator made."""
+        for ref in ds.get("metadata", {}).get("ownerReferences") or ():
+            if ref.get("kind") == "FalcoInstance" and ref.get("apiVersion", "").startswith("falconer.io/"):
+                return str(ref.get("name"))
+        return None
+
+    # ---- plumbing ----------------------------------------------------------------
+
+    def _lock(self, namespace: str, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault((namespace, name), threading.Lock())
+
+    @staticmethod
+    def _status_differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
+        return any(old.get(k) != v for k, v in new.items())
+
+    def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except DynamicApiError as exc:
+            raise TransientError(_api_error(exc, what)) from exc
+
+    def _get(self, kind: str, name: str, namespace: str, api_version: str = GROUP_VERSION) -> dict[str, Any] | None:
+        return self._call(f"reading {kind} {namespace}/{name}",
+                          lambda: self._kube.get(api_version, kind, name, namespace))
+
+    def _list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+        return self._call(f"listing {kind} in {namespace}", lambda: self._kube.list(GROUP_VERSION, kind, namespace))
+
+    def _patch_status(self, kind: str, namespace: str, name: str, new: dict[str, Any]) -> None:
+        try:
+            self._kube.patch_status(GROUP_VERSION, kind, namespace, name, new)
+        except DynamicApiError as exc:
+            if exc.status == 404:
+                return  # deleted meanwhile: nothing to report on
+            raise TransientError(_api_error(exc, f"writing status of {kind} {namespace}/{name}")) from exc
+
+
+def _selects(instance: dict[str, Any], labels: dict[str, str]) -> bool:
+    try:
+        return selectors.matches((instance.get("spec") or {}).get("ruleSelector"), labels)
+    except selectors.SelectorError:
+        return False
+
+
+def _live_hash(configmap: dict[str, Any] | None) -> str | None:
+    return ((configmap or {}).get("metadata", {}).get("annotations") or {}).get("falconer.io/rules-hash")

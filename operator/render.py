@@ -1,0 +1,177 @@
+"""Render a FalcoInstance into the objects that run its sensors (jinja2 templates).
+
+Rendering is a pure function of the instance and the rule texts it selected: equal
+inputs give byte-equal manifests, so re-applying them changes nothing. Two hashes tell
+changes apart: `rules_hash` covers everything in the ConfigMap (rules are reloaded in
+place by the sensor), `config_hash` covers the instance's settings and goes into the pod
+template, so only a changed instance rolls the DaemonSet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+import yaml
+
+from falconer.operator.ruleyaml import RuleText
+
+API_VERSION = "falconer.io/v1alpha1"
+#: The ClusterRole every sensor is bound to (installed with the operator).
+SENSOR_CLUSTER_ROLE = "falconer-sensor"
+#: Labels the operator puts on what it makes, and watches DaemonSets by.
+MANAGED_BY = {"app.kubernetes.io/managed-by": "falconer-operator"}
+INSTANCE_LABEL = "falconer.io/instance"
+CONFIG_FILE = "falconer.yaml"
+
+#: Defaults of FalcoInstance.spec (the CRD's defaults, for objects written without them).
+SPEC_DEFAULTS: dict[str, Any] = {
+    "image": "ghcr.io/falconer/falconer:0.1.0",
+    "imagePullPolicy": "IfNotPresent",
+    "minPriority": "debug",
+    "ruleMatching": "first",
+    "bufferSizeBytes": 8 << 20,
+}
+
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("falconer.operator", "templates"),
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+    keep_trailing_newline=True,
+)
+
+
+@dataclass(frozen=True)
+class Names:
+    """Names of the objects made for one instance."""
+
+    configmap: str
+    daemonset: str
+    serviceaccount: str
+    clusterrolebinding: str
+
+    @classmethod
+    def for_instance(cls, namespace: str, name: str) -> Names:
+        """Stable names derived from the instance's namespace and name."""
+        return cls(
+            configmap=f"{name}-rules",
+            daemonset=f"{name}-sensor",
+            serviceaccount=f"{name}-sensor",
+            clusterrolebinding=f"falconer-sensor:{namespace}:{name}",
+        )
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """The manifests for one instance, in the order they are applied."""
+
+    serviceaccount: dict[str, Any]
+    clusterrolebinding: dict[str, Any]
+    configmap: dict[str, Any]
+    daemonset: dict[str, Any]
+    rules_hash: str
+    config_hash: str
+
+    def objects(self) -> list[dict[str, Any]]:
+        """Apply order: identity first, then configuration, then the workload."""
+        return [self.serviceaccount, self.clusterrolebinding, self.configmap, self.daemonset]
+
+
+def with_defaults(spec: dict[str, Any] | None) -> dict[str, Any]:
+    """The instance spec with the CRD's defaults filled in."""
+    return {**SPEC_DEFAULTS, **(spec or {})}
+
+
+def selection_actions(spec: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """spec.selection as the engine's ordered (action, kind, pattern) triples."""
+    out = []
+    for entry in spec.get("selection") or ():
+        kind = "rule" if "rule" in entry else "tag"
+        out.append((str(entry["action"]), kind, str(entry[kind])))
+    return out
+
+
+def rule_file_key(falcorule: str) -> str:
+    """The ConfigMap key holding a FalcoRule's text."""
+    return f"{falcorule}.yaml"
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
+def sensor_config(namespace: str, name: str, spec: dict[str, Any], files: Sequence[RuleText]) -> dict[str, Any]:
+    """The sensor's configuration file (falconer.yaml) for this instance."""
+    return {
+        "instance": {"namespace": namespace, "name": name},
+        "rulesFiles": [rule_file_key(f.name) for f in files],
+        "engine": {
+            "minPriority": spec["minPriority"],
+            "ruleMatching": spec["ruleMatching"],
+            "selection": [list(a) for a in selection_actions(spec)],
+        },
+        "outputs": spec.get("outputs") or {},
+        "bufferSizeBytes": spec["bufferSizeBytes"],
+    }
+
+
+def owner_reference(instance: dict[str, Any]) -> dict[str, Any]:
+    """The controller reference to the instance, so deleting it deletes what it owns."""
+    meta = instance["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "FalcoInstance",
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def config_hash(spec: dict[str, Any]) -> str:
+    """Hash of the settings that need a sensor restart (everything but the rule selector)."""
+    settings = {k: v for k, v in spec.items() if k != "ruleSelector"}
+    return _digest(json.dumps(settings, sort_keys=True))
+
+
+def render_instance(instance: dict[str, Any], files: Sequence[RuleText]) -> Rendered:
+    """All manifests for `instance` running `files` (FalcoRule texts in load order)."""
+    meta = instance["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    spec = with_defaults(instance.get("spec"))
+    names = Names.for_instance(namespace, name)
+    config_text = yaml.safe_dump(sensor_config(namespace, name, spec, files), sort_keys=False)
+    rule_files = [{"key": rule_file_key(f.name), "text": f.text} for f in files]
+    rules_hash = _digest(config_text, *(f"{r['key']}\0{r['text']}" for r in rule_files))
+    labels = {"app.kubernetes.io/name": "falconer-sensor", INSTANCE_LABEL: name, **MANAGED_BY}
+    context = {
+        "names": names,
+        "namespace": namespace,
+        "labels": labels,
+        "selector": {"app.kubernetes.io/name": "falconer-sensor", INSTANCE_LABEL: name},
+        "owner_references": [owner_reference(instance)],
+        "spec": spec,
+        "config_text": config_text,
+        "files": rule_files,
+        "rules_hash": rules_hash,
+        "config_hash": config_hash(spec),
+        "grpc_port": ((spec.get("outputs") or {}).get("grpc") or {}).get("port"),
+        "sensor_cluster_role": SENSOR_CLUSTER_ROLE,
+    }
+    sa, crb = yaml.safe_load_all(_ENV.get_template("rbac.yaml.j2").render(context))
+    return Rendered(
+        serviceaccount=sa,
+        clusterrolebinding=crb,
+        configmap=yaml.safe_load(_ENV.get_template("configmap.yaml.j2").render(context)),
+        daemonset=yaml.safe_load(_ENV.get_template("daemonset.yaml.j2").render(context)),
+        rules_hash=rules_hash,
+        config_hash=context["config_hash"],
+    )

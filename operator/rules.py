@@ -1,0 +1,233 @@
+"""Compile FalcoRule specs through the rule engine and say where each problem is.
+
+The engine reads YAML text and reports file/line/column in it. A FalcoRule's author
+wrote structured items, so every diagnostic is mapped back to the item (index, kind,
+name) and the field (`spec.items[3].condition`, line and column inside the condition).
+Compilation is pure and cached by content: a restart or a repeated reconcile of the
+same generation costs nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import yaml
+
+from falconer.engine import Diagnostic, Engine, EngineOptions, RulesSource
+from falconer.operator import ruleyaml
+from falconer.operator.ruleyaml import RuleText
+
+#: Diagnostic messages are cut to this length in status (an API object has a size limit).
+MAX_MESSAGE = 1024
+#: At most this many errors and this many warnings are listed in a status.
+MAX_FINDINGS = 50
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A diagnostic placed in a FalcoRule: which item, which field, where inside it."""
+
+    code: str
+    message: str
+    falco_rule: str
+    path: str
+    line: int | None = None
+    column: int | None = None
+    snippet: str | None = None
+    item_index: int | None = None
+    item_kind: str | None = None
+    item_name: str | None = None
+
+    def to_status(self, with_rule: bool = False) -> dict[str, Any]:
+        """The status entry (FalcoRule status when with_rule is False, else instance status)."""
+        out: dict[str, Any] = {"code": self.code, "message": self.message[:MAX_MESSAGE], "path": self.path}
+        if with_rule:
+            out["falcoRule"] = self.falco_rule
+        for key, value in (("line", self.line), ("column", self.column)):
+            if value is not None:
+                out[key] = value
+        if not with_rule:
+            if self.snippet:
+                out["snippet"] = self.snippet[:MAX_MESSAGE]
+            item = {"index": self.item_index, "kind": self.item_kind, "name": self.item_name}
+            item = {k: v for k, v in item.items() if v is not None}
+            if item:
+                out["item"] = item
+        return out
+
+    def text(self) -> str:
+        """One line for logs and Events: `<falcorule> <path>:<line>:<col>: <code>: <message>`."""
+        where = self.path
+        if self.line is not None:
+            where += f":{self.line}:{self.column or 1}"
+        return f"{self.falco_rule} {where}: {self.code}: {self.message}"
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """The outcome of compiling one or more FalcoRules as one set."""
+
+    counts: dict[str, int]
+    errors: tuple[Finding, ...]
+    warnings: tuple[Finding, ...]
+
+    @property
+    def valid(self) -> bool:
+        """No errors (warnings do not block)."""
+        return not self.errors
+
+
+class SpecError(ValueError):
+    """A spec whose shape the schema should have refused (e.g. written with validation off)."""
+
+    def __init__(self, message: str, path: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+def spec_items(spec: Any) -> list[dict[str, Any]]:
+    """The spec's items, checked to be a list of mappings."""
+    if not isinstance(spec, dict):
+        raise SpecError("the spec must be an object", "spec")
+    items = spec.get("items")
+    if not isinstance(items, list):
+        raise SpecError("spec.items must be a list of rules file items", "spec.items")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise SpecError("an item must be an object", f"spec.items[{index}]")
+    return items
+
+
+def render_text(name: str, spec: Any) -> RuleText:
+    """The FalcoRule's rules file text (deterministic for equal specs)."""
+    return RuleText(name=name, text=ruleyaml.dump_items(spec_items(spec)))
+
+
+def engine_options(
+    min_priority: str = "debug", rule_matching: str = "first", selection: Sequence[tuple[str, str, str]] = ()
+) -> EngineOptions:
+    """EngineOptions from a FalcoInstance's (or the default) settings."""
+    return EngineOptions(min_priority=min_priority, rule_matching=rule_matching, selection=tuple(selection))
+
+
+#: Compilations by (source names and digests, options): handlers run in threads.
+_CACHE: OrderedDict[tuple[Any, ...], Compiled] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
+_CACHE_SIZE = 128
+
+
+def compile_texts(texts: Sequence[RuleText], options: EngineOptions | None = None) -> Compiled:
+    """Compile the rule texts in order as one set, diagnostics mapped into the FalcoRules."""
+    opts = options or engine_options()
+    key = (tuple((t.name, t.digest) for t in texts), repr(opts))
+    with _CACHE_LOCK:
+        cached = _CACHE.get(key)
+        if cached is not None:
+            _CACHE.move_to_end(key)
+            return cached
+    compiled = _compile(texts, opts)
+    with _CACHE_LOCK:
+        _CACHE[key] = compiled
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return compiled
+
+
+def _compile(texts: Sequence[RuleText], opts: EngineOptions) -> Compiled:
+    """Run the engine; map its diagnostics."""
+    result = Engine(opts).load([RulesSource(name=t.name, text=t.text) for t in texts])
+    by_name = {t.name: t for t in texts}
+    maps: dict[str, ruleyaml.PositionMap] = {}
+
+    def place(diag: Diagnostic) -> Finding:
+        return _place(diag, by_name, maps)
+
+    errors = tuple(place(d) for d in result.errors[:MAX_FINDINGS])
+    warnings = tuple(place(d) for d in result.warnings[:MAX_FINDINGS])
+    return Compiled(counts=dict(result.counts), errors=errors, warnings=warnings)
+
+
+def _place(diag: Diagnostic, texts: dict[str, RuleText], maps: dict[str, ruleyaml.PositionMap]) -> Finding:
+    """Map an engine diagnostic (position in the generated text) onto the FalcoRule."""
+    base = Finding(
+        code=diag.code,
+        message=diag.message,
+        falco_rule=diag.file or "",
+        path="spec.items",
+        snippet=diag.snippet or None,
+        item_kind=diag.item_kind or None,
+        item_name=diag.item_name or None,
+    )
+    text = texts.get(diag.file or "")
+    if text is None:
+        return base
+    if diag.file not in maps:
+        maps[diag.file] = ruleyaml.PositionMap(text.text)
+    pmap = maps[diag.file]
+    pos = pmap.locate(diag.line, diag.column) if diag.line else None
+    if pos is None:
+        index = pmap.item_position(diag.item_kind, diag.item_name)
+        if index is None:
+            return base
+        pos = ruleyaml.FieldPosition(index, None, None, None)
+    snippet = base.snippet
+    if pos.line is not None and pos.column is not None and diag.line:
+        # Show the field's own line (without the generated file's indentation).
+        text_line = text.text.split("\n")[diag.line - 1]
+        indent = (diag.column or 1) - pos.column
+        snippet = f"{text_line[indent:]}\n{' ' * (pos.column - 1)}^"
+    return Finding(
+        code=base.code,
+        message=base.message,
+        falco_rule=base.falco_rule,
+        path=pos.path(),
+        line=pos.line,
+        column=pos.column,
+        snippet=snippet,
+        item_index=pos.index,
+        item_kind=base.item_kind,
+        item_name=base.item_name,
+    )
+
+
+def compile_falcorule(name: str, spec: Any) -> tuple[RuleText | None, Compiled]:
+    """Compile one FalcoRule on its own (its Valid condition); bad shapes become errors."""
+    try:
+        text = render_text(name, spec)
+    except SpecError as exc:
+        finding = Finding(code="LOAD_ERR_YAML_VALIDATE", message=str(exc), falco_rule=name, path=exc.path)
+        return None, Compiled(counts={"rules": 0, "macros": 0, "lists": 0}, errors=(finding,), warnings=())
+    return text, compile_texts([text])
+
+
+@lru_cache(maxsize=256)
+def _defined_rules(text: str) -> tuple[str, ...]:
+    """Names of rules a rules text defines (not appends to, overrides or toggles)."""
+    items = yaml.safe_load(text) or []
+    return tuple(
+        str(item["rule"])
+        for item in items
+        if isinstance(item, dict) and "rule" in item and "condition" in item
+        and not item.get("append") and "override" not in item
+    )
+
+
+def redefinitions(texts: Sequence[tuple[str, RuleText]]) -> list[str]:
+    """Rules defined by two FalcoRules of one set: the later one silently replaces the
+    earlier one (Falco's semantics), which is worth telling the user."""
+    first: dict[str, str] = {}
+    found = []
+    for falco_rule, text in texts:
+        for rule in dict.fromkeys(_defined_rules(text.text)):
+            if rule in first and first[rule] != falco_rule:
+                found.append(
+                    f"rule {rule!r} is defined by FalcoRules {first[rule]} and {falco_rule}; "
+                    f"{falco_rule} (later in load order) replaces it"
+                )
+            first.setdefault(rule, falco_rule)
+    return found

@@ -1,0 +1,196 @@
+"""Status conditions: what the operator tells `kubectl`, Flux and Argo CD.
+
+Conditions follow metav1.Condition. kstatus (the library behind Flux's and Argo CD's
+health of custom resources) reads `status.observedGeneration` and two "abnormal-true"
+conditions only: `Reconciling` (in progress) and `Stalled` (failed). So besides the
+human-facing `Ready`/`Progressing`/`Degraded` the operator mirrors Progressing into
+Reconciling and Degraded into Stalled. A condition's lastTransitionTime changes only
+when its status does, so an unchanged verdict writes an unchanged status.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from falconer.operator.rules import Compiled
+
+#: Condition messages are cut to this length.
+MAX_MESSAGE = 2048
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One condition as decided, before timestamps."""
+
+    type: str
+    status: bool
+    reason: str
+    message: str
+
+
+def now() -> str:
+    """The current time as Kubernetes writes it (RFC 3339, seconds, UTC)."""
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def merge_conditions(
+    existing: Sequence[dict[str, Any]] | None, verdicts: Sequence[Verdict], generation: int, at: str
+) -> list[dict[str, Any]]:
+    """The conditions list for `verdicts`, keeping transition times of unchanged statuses."""
+    before = {c.get("type"): c for c in existing or () if isinstance(c, dict)}
+    out = []
+    for v in verdicts:
+        status = "True" if v.status else "False"
+        old = before.get(v.type)
+        changed = old is None or old.get("status") != status
+        out.append(
+            {
+                "type": v.type,
+                "status": status,
+                "reason": v.reason,
+                "message": v.message[:MAX_MESSAGE],
+                "lastTransitionTime": at if changed else old.get("lastTransitionTime", at),
+                "observedGeneration": generation,
+            }
+        )
+    return out
+
+
+def _summary(compiled: Compiled) -> str:
+    c = compiled.counts
+    return (
+        f"{c.get('rules', 0)} rules, {c.get('macros', 0)} macros, {c.get('lists', 0)} lists; "
+        f"{len(compiled.warnings)} warning(s)"
+    )
+
+
+def _first_errors(compiled: Compiled, limit: int = 3) -> str:
+    shown = "; ".join(f.text() for f in compiled.errors[:limit])
+    more = len(compiled.errors) - limit
+    return shown + (f" (and {more} more, see status.errors)" if more > 0 else "")
+
+
+def rule_verdicts(compiled: Compiled) -> list[Verdict]:
+    """A FalcoRule's conditions: Valid, and Stalled for kstatus."""
+    if compiled.valid:
+        return [
+            Verdict("Valid", True, "Compiled", _summary(compiled)),
+            Verdict("Stalled", False, "Compiled", "the rules compile"),
+        ]
+    message = f"{len(compiled.errors)} error(s): {_first_errors(compiled)}"
+    return [
+        Verdict("Valid", False, "CompileFailed", message),
+        Verdict("Stalled", True, "CompileFailed", "fix the errors in status.errors; sensors keep the last valid rules"),
+    ]
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """The parts of a DaemonSet's status that decide progress."""
+
+    generation: int
+    observed_generation: int
+    desired: int
+    updated: int
+    ready: int
+    available: int
+
+    @classmethod
+    def from_daemonset(cls, ds: dict[str, Any]) -> RolloutState:
+        """Read a DaemonSet object (missing numbers count as 0)."""
+        st = ds.get("status") or {}
+        return cls(
+            generation=int(ds.get("metadata", {}).get("generation") or 0),
+            observed_generation=int(st.get("observedGeneration") or 0),
+            desired=int(st.get("desiredNumberScheduled") or 0),
+            updated=int(st.get("updatedNumberScheduled") or 0),
+            ready=int(st.get("numberReady") or 0),
+            available=int(st.get("numberAvailable") or 0),
+        )
+
+    @property
+    def observed(self) -> bool:
+        """Whether the DaemonSet controller has seen the latest DaemonSet spec."""
+        return self.generation > 0 and self.observed_generation >= self.generation
+
+    @property
+    def rolled_out(self) -> bool:
+        """Every scheduled sensor runs the latest template and is ready."""
+        return self.observed and self.updated >= self.desired and self.ready >= self.desired
+
+
+@dataclass(frozen=True)
+class InstanceState:
+    """What a reconcile of a FalcoInstance found; the conditions follow from it."""
+
+    selected: int = 0
+    invalid_rules: tuple[str, ...] = ()
+    compile_errors: tuple[str, ...] = ()
+    apply_error: str | None = None
+    redefined: tuple[str, ...] = ()
+    rollout: RolloutState | None = None
+
+
+def _degraded(state: InstanceState) -> Verdict:
+    if state.apply_error:
+        return Verdict("Degraded", True, "ApplyFailed", state.apply_error)
+    if state.compile_errors:
+        return Verdict(
+            "Degraded", True, "RulesInvalid",
+            "the selected FalcoRules do not compile together; sensors keep the last valid rules: "
+            + "; ".join(state.compile_errors[:3]),
+        )
+    if state.invalid_rules:
+        return Verdict(
+            "Degraded", True, "FalcoRuleInvalid",
+            "invalid FalcoRule(s) " + ", ".join(state.invalid_rules)
+            + ": their last valid content (if any) is kept; see each FalcoRule's status",
+        )
+    if state.selected == 0:
+        return Verdict("Degraded", True, "NoRulesSelected", "spec.ruleSelector matches no FalcoRule in this namespace")
+    if state.rollout is not None and state.rollout.observed and state.rollout.desired == 0:
+        return Verdict("Degraded", True, "NoMatchingNodes", "no node matches spec.nodeSelector and spec.tolerations")
+    return Verdict("Degraded", False, "AsExpected", "the sensor deployment matches the spec")
+
+
+def _progressing(state: InstanceState) -> Verdict:
+    r = state.rollout
+    if r is None:
+        return Verdict("Progressing", True, "Creating", "the DaemonSet is being created")
+    if not r.observed:
+        return Verdict("Progressing", True, "RollingOut", "the DaemonSet controller has not seen the latest spec yet")
+    if not r.rolled_out:
+        return Verdict(
+            "Progressing", True, "RollingOut",
+            f"{r.ready}/{r.desired} sensors ready, {r.updated}/{r.desired} updated",
+        )
+    return Verdict("Progressing", False, "RolledOut", f"{r.ready}/{r.desired} sensors ready")
+
+
+def instance_verdicts(state: InstanceState) -> list[Verdict]:
+    """Ready, Progressing, Degraded, the kstatus mirrors and RulesRedefined."""
+    degraded = _degraded(state)
+    progressing = _progressing(state)
+    if degraded.status:
+        ready = Verdict("Ready", False, degraded.reason, degraded.message)
+    elif progressing.status:
+        ready = Verdict("Ready", False, progressing.reason, progressing.message)
+    else:
+        ready = Verdict("Ready", True, "Ready", progressing.message)
+    redefined = (
+        Verdict("RulesRedefined", True, "RuleRedefined", "; ".join(state.redefined))
+        if state.redefined
+        else Verdict("RulesRedefined", False, "NoOverlap", "no rule is defined by two FalcoRules")
+    )
+    return [
+        ready,
+        progressing,
+        degraded,
+        Verdict("Reconciling", progressing.status, progressing.reason, progressing.message),
+        Verdict("Stalled", degraded.status, degraded.reason, degraded.message),
+        redefined,
+    ]

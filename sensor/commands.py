@@ -1,0 +1,74 @@
+"""`falconer sensor`: watch this host's syscalls with bcc and print rule alerts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+#: -o keys and the EngineOptions field each sets.
+ENGINE_KEYS = {"priority": "min_priority", "min_priority": "min_priority",
+               "rule_matching": "rule_matching"}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `sensor` subcommand."""
+    p = subparsers.add_parser(
+        "sensor", help="run the eBPF sensor on this host (root) and print alerts",
+        description="Watch this host's system calls (bcc/eBPF) and evaluate Falco rules.")
+    p.add_argument("--rules", nargs="+", type=Path, metavar="FILE",
+                   help="rules files, loaded in order (default: Falconer's rules)")
+    p.add_argument("--json", action="store_true", help="print alerts as Falco JSON lines")
+    p.add_argument("-o", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="engine option: priority=<min priority>, rule_matching=first|all")
+    p.add_argument("--capture", type=Path, metavar="FILE",
+                   help="also write decoded events as replay JSONL to FILE")
+    p.add_argument("--all-events", action="store_true",
+                   help="forward every syscall, not only those the rules need")
+    p.add_argument("--buffer-pages", type=int, default=None, metavar="N",
+                   help="ring buffer size in pages (power of two, default 1024)")
+    p.set_defaults(run=run)
+
+
+def parse_options(pairs: list[str]) -> dict[str, str]:
+    """`-o key=value` pairs -> EngineOptions keyword arguments (ValueError if bad)."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or key not in ENGINE_KEYS:
+            raise ValueError(f"bad -o {pair!r}: expected one of "
+                             f"{', '.join(k + '=...' for k in ENGINE_KEYS)}")
+        out[ENGINE_KEYS[key]] = value
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM; exit 0, or 2 on a setup problem (with the reason)."""
+    from falconer import paths  # noqa: PLC0415
+    from falconer.engine import EngineOptions  # noqa: PLC0415
+    from falconer.sensor import probe  # noqa: PLC0415
+    from falconer.sensor.runner import Sensor, SensorOptions  # noqa: PLC0415
+
+    try:
+        engine_opts = EngineOptions(**parse_options(args.options))
+    except (ValueError, TypeError) as exc:
+        print(f"falconer sensor: {exc}", file=sys.stderr)
+        return 2
+    opts = SensorOptions(
+        rules=list(args.rules or paths.default_rules_files()),
+        json_output=args.json, engine=engine_opts, capture=args.capture,
+        all_events=args.all_events,
+        buffer_pages=args.buffer_pages or probe.DEFAULT_BUFFER_PAGES,
+    )
+    sensor = Sensor(opts)
+    try:
+        sensor.start()
+    except (probe.ProbeError, RuntimeError, OSError) as exc:
+        print(f"falconer sensor: {exc}", file=sys.stderr)
+        return 2
+    sensor.install_signals()
+    try:
+        sensor.run()
+    finally:
+        sensor.close()
+    return 0

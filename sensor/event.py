@@ -1,0 +1,419 @@
+"""The engine's view of one kernel event: Falco field names, computed on demand.
+
+`SensorEvent.get(field, arg)` implements the engine's Event protocol. Nothing is
+rendered until a rule (or an output) asks: most events meet only a handful of checks,
+so formatting every field up front would waste most of the sensor's CPU.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import posixpath
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from falconer.sensor import render, syscalls
+from falconer.sensor.containers import HOST
+from falconer.sensor.record import Record
+from falconer.sensor.state import UNSET_LOGINUID, FdInfo, Process, read_proc
+
+if TYPE_CHECKING:
+    from falconer.sensor.tracker import Tracker
+
+MAX_ANCESTORS = 64
+
+_CAPS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+_FD_TYPES = {"f": "file", "d": "directory", "4": "ipv4", "6": "ipv6", "u": "unix",
+             "p": "pipe", "e": "event", "s": "signalfd", "l": "eventpoll", "i": "inotify",
+             "t": "timerfd", "n": "netlink", "b": "bpf"}
+_FAMILIES = {"4": "ip", "6": "ip", "u": "unix"}
+
+
+class SensorEvent:
+    """One syscall exit event bound to its process and descriptor (Event protocol)."""
+
+    __slots__ = ("tracker", "rec", "proc", "spec", "fd_num", "fd", "num", "type", "time_ns")
+    source = "syscall"
+
+    def __init__(self, tracker: Tracker, rec: Record, proc: Process,
+                 spec: syscalls.Syscall | None, fd_num: int | None, fd: FdInfo | None,
+                 num: int) -> None:
+        self.tracker = tracker
+        self.rec = rec
+        self.proc = proc
+        self.spec = spec
+        self.fd_num = fd_num
+        self.fd = fd
+        self.num = num
+        self.type = spec.name if spec is not None else syscalls.name_of(rec.nr)
+        self.time_ns = rec.ts_ns + tracker.mono_offset
+
+    def get(self, field: str, arg: str | None = None) -> object | None:
+        """The value of a Falco field (None when missing)."""
+        fn = FIELDS.get(field)
+        if fn is None:
+            if field.startswith("evt.arg."):
+                return _evt_arg(self, field[8:])
+            return None
+        return fn(self, arg)
+
+    # -- helpers used by the field table ---------------------------------------------
+
+    def parent(self, p: Process) -> Process | None:
+        """The parent process, from the table or (if evicted) from /proc."""
+        if p.ppid <= 0:
+            return None
+        parent = self.tracker.procs.peek(p.ppid)
+        if parent is None:
+            parent = read_proc(p.ppid, self.tracker.boot_ns)
+            if parent is not None:
+                self.tracker.procs.put(parent)
+        return parent
+
+    def ancestors(self) -> list[Process]:
+        """Parent, grandparent, ... up to init (bounded, loop-safe)."""
+        out: list[Process] = []
+        seen = {self.proc.pid}
+        p = self.parent(self.proc)
+        while p is not None and p.pid not in seen and len(out) < MAX_ANCESTORS:
+            out.append(p)
+            seen.add(p.pid)
+            p = self.parent(p)
+        return out
+
+    def ancestor(self, arg: str | None) -> Process | list[Process] | None:
+        """proc.a*[N]: N=0 is the process, 1 its parent...; no arg: every ancestor."""
+        if arg is None:
+            return self.ancestors()
+        try:
+            n = int(arg)
+        except ValueError:
+            return None
+        if n == 0:
+            return self.proc
+        anc = self.ancestors()
+        return anc[n - 1] if 0 < n <= len(anc) else None
+
+
+Field = Callable[[SensorEvent, "str | None"], object]
+
+
+def _proc_attr(fn: Callable[[Process], object]) -> Field:
+    return lambda ev, arg: fn(ev.proc)
+
+
+def _parent_attr(fn: Callable[[Process], object]) -> Field:
+    def get(ev: SensorEvent, arg: str | None) -> object:
+        p = ev.parent(ev.proc)
+        return fn(p) if p is not None else None
+    return get
+
+
+def _ancestor_attr(fn: Callable[[Process], object]) -> Field:
+    def get(ev: SensorEvent, arg: str | None) -> object:
+        a = ev.ancestor(arg)
+        if isinstance(a, list):
+            return [fn(p) for p in a]
+        return fn(a) if a is not None else None
+    return get
+
+
+def _fd_attr(fn: Callable[[FdInfo], object]) -> Field:
+    def get(ev: SensorEvent, arg: str | None) -> object:
+        return fn(ev.fd) if ev.fd is not None else None
+    return get
+
+
+def _status_caps(pid: int, key: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith(key):
+                    bits = int(line.split()[1], 16)
+                    return " ".join(n for i, n in enumerate(_CAPS) if bits >> i & 1)
+    except OSError:
+        return None
+    return None
+
+
+def _vpid(p: Process) -> int:
+    if p.vpid is None:
+        p.vpid = p.pid
+        try:
+            with open(f"/proc/{p.pid}/status", encoding="utf-8") as f:
+                for line in f:
+                    if line.startswith("NSpid:"):
+                        p.vpid = int(line.split()[-1])
+                        break
+        except OSError:
+            pass
+    return p.vpid
+
+
+def _env(ev: SensorEvent, arg: str | None) -> str | None:
+    try:
+        with open(f"/proc/{ev.proc.pid}/environ", "rb") as f:
+            items = [e.decode("utf-8", "replace") for e in f.read().split(b"\0") if e]
+    except OSError:
+        return None
+    if arg is None:
+        return " ".join(items)
+    prefix = arg + "="
+    return next((e[len(prefix):] for e in items if e.startswith(prefix)), None)
+
+
+def _duration(ev: SensorEvent, arg: str | None) -> int | None:
+    start = ev.proc.start_ns
+    return ev.time_ns - start if start else None
+
+
+def _loginuid(ev: SensorEvent, arg: str | None) -> int:
+    lu = ev.proc.loginuid
+    return -1 if lu == UNSET_LOGINUID else lu
+
+
+def _loginname(ev: SensorEvent, arg: str | None) -> str | None:
+    lu = ev.proc.loginuid
+    return None if lu == UNSET_LOGINUID else ev.tracker.users.name(lu)
+
+
+def _sname(ev: SensorEvent, arg: str | None) -> str | None:
+    s = ev.tracker.procs.peek(ev.proc.sid)
+    return s.name if s is not None else None
+
+
+def _open_flags(ev: SensorEvent) -> int | None:
+    name = ev.type
+    if name == "creat":
+        return 0o1101
+    if name == "open":
+        return ev.rec.args[1]
+    if name == "openat":
+        return ev.rec.args[2]
+    if name == "openat2":
+        return ev.rec.args[3]
+    return None
+
+
+def _is_open(test: Callable[[int], bool]) -> Field:
+    def get(ev: SensorEvent, arg: str | None) -> bool:
+        flags = _open_flags(ev)
+        return flags is not None and test(flags)
+    return get
+
+
+def _is_open_exec(ev: SensorEvent, arg: str | None) -> bool:
+    """Created with an execute bit in the mode (O_CREAT + S_IX*), as Falco defines it."""
+    flags = _open_flags(ev)
+    if flags is None or not flags & 0o100:
+        return False
+    mode = {"open": 2, "openat": 3, "creat": 1}.get(ev.type)
+    return mode is not None and bool(ev.rec.args[mode] & 0o111)
+
+
+def _fd_ip(fd: FdInfo) -> str | None:
+    return fd.sip or fd.cip
+
+
+def _fd_port(fd: FdInfo) -> int | None:
+    return fd.sport if fd.sport is not None else fd.cport
+
+
+def _fd_local(fd: FdInfo, server: object, client: object) -> object:
+    return server if fd.is_server else client
+
+
+def _fd_remote(fd: FdInfo, server: object, client: object) -> object:
+    return client if fd.is_server else server
+
+
+def _render_param(ev: SensorEvent, index: int, kind: str) -> str | None:
+    rec = ev.rec
+    raw = rec.args[index]
+    if kind == syscalls.PATH_A:
+        return rec.str_a()
+    if kind == syscalls.PATH_B:
+        return rec.str_b()
+    if kind == syscalls.FD:
+        return str(render.fd_arg(raw))
+    if kind == syscalls.OFLAGS:
+        return render.open_flags(raw)
+    if kind == syscalls.MODE:
+        return render.chmod_mode(raw)
+    if kind == syscalls.OMODE:
+        return render.oct_mode(raw)
+    if kind == syscalls.PTRACE_REQ:
+        return render.ptrace_request(raw)
+    if kind == syscalls.UID:
+        return ev.tracker.users.name(raw & 0xFFFFFFFF) or str(raw & 0xFFFFFFFF)
+    if kind == syscalls.DOMAIN:
+        return render.family(raw)
+    if kind == syscalls.SOCKTYPE:
+        return render.sock_type(raw)
+    if kind == syscalls.BPF_CMD:
+        return render.bpf_cmd(raw)
+    if kind == syscalls.AT_FLAGS:
+        return render.at_flags(raw)
+    if kind == syscalls.HEX:
+        return hex(raw)
+    if kind == syscalls.UINT:
+        return str(raw)
+    return str(render.signed(raw))
+
+
+def _params(ev: SensorEvent) -> list[tuple[str, str | None]]:
+    """Falco's exit-event parameter list: the result first, then the arguments."""
+    ret_name = "fd" if ev.type in ("open", "openat", "openat2", "creat", "socket", "accept",
+                                   "accept4", "memfd_create") else "res"
+    out: list[tuple[str, str | None]] = [(ret_name, str(ev.rec.ret))]
+    if ev.spec is not None:
+        out += [(name, _render_param(ev, i, kind)) for name, i, kind in ev.spec.params]
+    if ev.type in ("execve", "execveat") and ev.rec.ret == 0:
+        out += [("exe", ev.proc.exe), ("args", " ".join(ev.proc.args)),
+                ("cwd", ev.proc.cwd)]
+    return out
+
+
+def _evt_arg(ev: SensorEvent, name: str) -> str | None:
+    if name.isdigit():
+        params = _params(ev)
+        i = int(name)
+        return params[i][1] if i < len(params) else None
+    if name in ("res", "fd") and ev.spec is None:
+        return str(ev.rec.ret)
+    for pname, value in _params(ev):
+        if pname == name:
+            return value
+    return None
+
+
+def _evt_args(ev: SensorEvent, arg: str | None) -> str:
+    return " ".join(f"{k}={v}" for k, v in _params(ev) if v is not None)
+
+
+def _evt_time(ev: SensorEvent, arg: str | None) -> str:
+    t = dt.datetime.fromtimestamp(ev.time_ns // 1_000_000_000, dt.timezone.utc)
+    return f"{t:%H:%M:%S}.{ev.time_ns % 1_000_000_000:09d}"
+
+
+def _container_name(ev: SensorEvent, arg: str | None) -> str | None:
+    return HOST if ev.proc.container_id == HOST else None
+
+
+FIELDS: dict[str, Field] = {
+    # evt.*
+    "evt.type": lambda ev, a: ev.type,
+    "syscall.type": lambda ev, a: ev.type,
+    "evt.dir": lambda ev, a: "<",
+    "evt.num": lambda ev, a: ev.num,
+    "evt.source": lambda ev, a: "syscall",
+    "evt.hostname": lambda ev, a: ev.tracker.hostname,
+    "evt.rawtime": lambda ev, a: ev.time_ns,
+    "evt.time": _evt_time,
+    "evt.res": lambda ev, a: render.res(ev.rec.ret),
+    "evt.rawres": lambda ev, a: ev.rec.ret,
+    "evt.failed": lambda ev, a: ev.rec.ret < 0,
+    "evt.arg": lambda ev, a: _evt_arg(ev, a) if a is not None else None,
+    "evt.args": _evt_args,
+    "evt.is_open_read": _is_open(render.is_open_read),
+    "evt.is_open_write": _is_open(render.is_open_write),
+    "evt.is_open_exec": _is_open_exec,
+    "evt.is_open_create": _is_open(lambda f: bool(f & 0o100)),
+    # proc.* / thread.*
+    "proc.pid": _proc_attr(lambda p: p.pid),
+    "proc.ppid": _proc_attr(lambda p: p.ppid),
+    "proc.vpid": _proc_attr(_vpid),
+    "proc.pvpid": _parent_attr(_vpid),
+    "proc.name": _proc_attr(lambda p: p.name),
+    "proc.exe": _proc_attr(lambda p: p.exe),
+    "proc.exepath": _proc_attr(lambda p: p.exepath),
+    "proc.args": _proc_attr(lambda p: " ".join(p.args)),
+    "proc.cmdline": _proc_attr(lambda p: p.cmdline()),
+    "proc.exeline": _proc_attr(lambda p: " ".join([p.exe, *p.args])),
+    "proc.cmdnargs": _proc_attr(lambda p: len(p.args)),
+    "proc.cmdlenargs": _proc_attr(lambda p: sum(len(a) for a in p.args)),
+    "proc.cwd": _proc_attr(lambda p: p.cwd if p.cwd.endswith("/") else p.cwd + "/"),
+    "proc.tty": _proc_attr(lambda p: p.tty),
+    "proc.sid": _proc_attr(lambda p: p.sid),
+    "proc.sname": _sname,
+    "proc.pgid": _proc_attr(lambda p: p.pgid),
+    "proc.is_sid_leader": _proc_attr(lambda p: p.sid == p.pid),
+    "proc.is_pgid_leader": _proc_attr(lambda p: p.pgid == p.pid),
+    "proc.env": _env,
+    "proc.duration": _duration,
+    "proc.pid.ts": _proc_attr(lambda p: p.start_ns),
+    "proc.is_exe_from_memfd": _proc_attr(lambda p: p.exe_from_memfd),
+    "proc.is_exe_upper_layer": lambda ev, a: False,
+    "proc.pname": _parent_attr(lambda p: p.name),
+    "proc.pexe": _parent_attr(lambda p: p.exe),
+    "proc.pexepath": _parent_attr(lambda p: p.exepath),
+    "proc.pcmdline": _parent_attr(lambda p: p.cmdline()),
+    "proc.ppid.duration": lambda ev, a: (
+        (lambda p: ev.time_ns - p.start_ns if p is not None and p.start_ns else None)(
+            ev.parent(ev.proc))),
+    "proc.aname": _ancestor_attr(lambda p: p.name),
+    "proc.apid": _ancestor_attr(lambda p: p.pid),
+    "proc.aexe": _ancestor_attr(lambda p: p.exe),
+    "proc.aexepath": _ancestor_attr(lambda p: p.exepath),
+    "proc.acmdline": _ancestor_attr(lambda p: p.cmdline()),
+    "thread.tid": lambda ev, a: ev.rec.tid,
+    "thread.vtid": lambda ev, a: ev.rec.tid,
+    "thread.ismain": lambda ev, a: ev.rec.tid == ev.rec.tgid,
+    "thread.cap_effective": lambda ev, a: _status_caps(ev.rec.tid, "CapEff:"),
+    "thread.cap_permitted": lambda ev, a: _status_caps(ev.rec.tid, "CapPrm:"),
+    "thread.cap_inheritable": lambda ev, a: _status_caps(ev.rec.tid, "CapInh:"),
+    # user.* / group.*
+    "user.uid": lambda ev, a: ev.rec.uid,
+    "user.name": lambda ev, a: ev.tracker.users.name(ev.rec.uid),
+    "user.homedir": lambda ev, a: (lambda u: u.pw_dir if u else None)(
+        ev.tracker.users.user(ev.rec.uid)),
+    "user.shell": lambda ev, a: (lambda u: u.pw_shell if u else None)(
+        ev.tracker.users.user(ev.rec.uid)),
+    "user.loginuid": _loginuid,
+    "user.loginname": _loginname,
+    "group.gid": lambda ev, a: ev.rec.gid,
+    "group.name": lambda ev, a: ev.tracker.users.group(ev.rec.gid),
+    # fd.*
+    "fd.num": lambda ev, a: ev.fd_num,
+    "fd.name": _fd_attr(lambda f: f.name or None),
+    "fd.nameraw": _fd_attr(lambda f: f.nameraw or f.name or None),
+    "fd.typechar": _fd_attr(lambda f: f.typechar),
+    "fd.type": _fd_attr(lambda f: _FD_TYPES.get(f.typechar)),
+    "fd.directory": _fd_attr(lambda f: (f.name if f.typechar == "d" else posixpath.dirname(f.name))
+                             if f.typechar in ("f", "d") and f.name else None),
+    "fd.filename": _fd_attr(lambda f: posixpath.basename(f.name)
+                            if f.typechar == "f" and f.name else None),
+    "fd.l4proto": _fd_attr(lambda f: f.l4proto),
+    "fd.sockfamily": _fd_attr(lambda f: _FAMILIES.get(f.typechar)),
+    "fd.is_server": _fd_attr(lambda f: f.is_server),
+    "fd.connected": _fd_attr(lambda f: f.connected),
+    "fd.name_changed": _fd_attr(lambda f: f.name_changed),
+    "fd.ip": _fd_attr(_fd_ip),
+    "fd.net": _fd_attr(_fd_ip),
+    "fd.sip": _fd_attr(lambda f: f.sip),
+    "fd.snet": _fd_attr(lambda f: f.sip),
+    "fd.cip": _fd_attr(lambda f: f.cip),
+    "fd.cnet": _fd_attr(lambda f: f.cip),
+    "fd.lip": _fd_attr(lambda f: _fd_local(f, f.sip, f.cip)),
+    "fd.rip": _fd_attr(lambda f: _fd_remote(f, f.sip, f.cip)),
+    "fd.lnet": _fd_attr(lambda f: _fd_local(f, f.sip, f.cip)),
+    "fd.rnet": _fd_attr(lambda f: _fd_remote(f, f.sip, f.cip)),
+    "fd.port": _fd_attr(_fd_port),
+    "fd.sport": _fd_attr(lambda f: f.sport),
+    "fd.cport": _fd_attr(lambda f: f.cport),
+    "fd.lport": _fd_attr(lambda f: _fd_local(f, f.sport, f.cport)),
+    "fd.rport": _fd_attr(lambda f: _fd_remote(f, f.sport, f.cport)),
+    # container.*
+    "container.id": _proc_attr(lambda p: p.container_id),
+    "container.name": _container_name,
+}

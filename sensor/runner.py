@@ -1,0 +1,245 @@
+"""The sensor's main loop: kernel records -> state -> engine -> alerts.
+
+It owns the life cycle users see: load rules, compile and attach the probe, seed the
+process table from /proc, then poll the ring buffer until SIGINT/SIGTERM. Rules are
+re-read when a file's mtime changes or on SIGHUP; a reload with errors keeps the rules
+already running. Lost records are checked once a second and reported as Falco's
+internal drop alert (rate limited) and in the final summary.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import signal
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from falconer.engine import Alert, Engine, EngineOptions, LoadResult
+from falconer.sensor import alerts, probe, record, syscalls
+from falconer.sensor.capture import CaptureWriter
+from falconer.sensor.tracker import Tracker
+
+POLL_MS = 100
+MAX_COMPLAINTS = 20
+CHECK_EVERY_S = 1.0
+
+
+@dataclass
+class SensorOptions:
+    """Everything `falconer sensor` can be told."""
+
+    rules: list[Path]
+    json_output: bool = False
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    capture: Path | None = None
+    all_events: bool = False
+    buffer_pages: int = probe.DEFAULT_BUFFER_PAGES
+
+
+@dataclass
+class Stats:
+    """Counters for the summary and the drop alert."""
+
+    records: int = 0
+    events: int = 0
+    dropped_ring: int = 0
+    dropped_stash: int = 0
+    undecodable: int = 0
+    failed: int = 0             # decoded, but capture or evaluation raised
+    alerts: collections.Counter[str] = field(default_factory=collections.Counter)
+
+
+class Sensor:
+    """One running sensor. `start()`, then `run()` until `stop()` (or a signal)."""
+
+    def __init__(self, opts: SensorOptions, out: TextIO = sys.stdout,
+                 err: TextIO = sys.stderr) -> None:
+        self.opts = opts
+        self.out = out
+        self.err = err
+        self.engine = Engine(opts.engine)
+        self.tracker = Tracker()
+        self.stats = Stats()
+        self.drop_bucket = alerts.TokenBucket()
+        self.probe: probe.Probe | None = None
+        self.capture: CaptureWriter | None = None
+        self._capture_file: TextIO | None = None
+        self._mtimes: dict[Path, float] = {}
+        self._stopping = False
+        self._reload_requested = False
+        self._last_ring = self._last_stash = 0
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load rules, compile and attach the probe, seed state. Raises on failure."""
+        result = self._load()
+        if not result.ok:
+            raise probe.ProbeError("rules have errors:\n" + _format_errors(result))
+        probe.preflight()
+        self.tracker.seed()
+        self.probe = probe.Probe(self.opts.buffer_pages)
+        self._apply_event_filter()
+        self.probe.open(self._on_record)
+        if self.opts.capture is not None:
+            self._capture_file = open(self.opts.capture, "w", encoding="utf-8")  # noqa: SIM115
+            self.capture = CaptureWriter(self._capture_file)
+        self._say(f"falconer sensor: watching {len(self.probe.forwarded)} syscalls, "
+                  f"{len(self.tracker.procs)} processes known")
+
+    def install_signals(self) -> None:
+        """SIGINT/SIGTERM stop the loop; SIGHUP reloads the rules."""
+        signal.signal(signal.SIGINT, lambda *_: self.stop())
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        signal.signal(signal.SIGHUP, lambda *_: self.request_reload())
+
+    def stop(self) -> None:
+        """Ask the loop to finish after the current poll."""
+        self._stopping = True
+
+    def request_reload(self) -> None:
+        """Ask for a rules reload at the next check."""
+        self._reload_requested = True
+
+    def run(self, duration_s: float | None = None) -> None:
+        """Poll until stopped (or for `duration_s`), then drain and close."""
+        assert self.probe is not None, "start() first"
+        end = None if duration_s is None else time.monotonic() + duration_s
+        next_check = time.monotonic() + CHECK_EVERY_S
+        while not self._stopping and (end is None or time.monotonic() < end):
+            self.probe.poll(POLL_MS)
+            now = time.monotonic()
+            if now >= next_check or self._reload_requested:
+                next_check = now + CHECK_EVERY_S
+                self._check_drops()
+                self._maybe_reload()
+        self.probe.poll(0)
+        self._check_drops()
+
+    def close(self) -> None:
+        """Detach the probe, close the capture and print the summary."""
+        if self.probe is not None:
+            self.probe.close()
+            self.probe = None
+        if self._capture_file is not None:
+            self._capture_file.close()
+            self._capture_file = None
+        self._say(self.summary())
+
+    def summary(self) -> str:
+        """Events seen, lost and alerts by rule, one line each."""
+        s = self.stats
+        lines = [f"events: {s.events} syscall events from {s.records} records",
+                 f"dropped: {s.dropped_ring + s.dropped_stash} "
+                 f"(ring buffer full {s.dropped_ring}, in-flight table full {s.dropped_stash}, "
+                 f"undecodable {s.undecodable}, drop alerts throttled "
+                 f"{self.drop_bucket.throttled})",
+                 f"events not evaluated (errors): {s.failed}",
+                 f"processes evicted from the table: {self.tracker.procs.evicted}",
+                 f"alerts: {sum(s.alerts.values())}"]
+        lines += [f"  {n:>8}  {rule}" for rule, n in s.alerts.most_common()]
+        return "\n".join(lines)
+
+    # -- per record -----------------------------------------------------------------------
+
+    def _on_record(self, raw: bytes) -> None:
+        self.stats.records += 1
+        try:
+            ev = self.tracker.handle(record.Record.decode(raw))
+        except (ValueError, IndexError, KeyError, UnicodeError, struct.error) as exc:
+            self.stats.undecodable += 1
+            self._complain(f"undecodable record skipped: {exc!r}")
+            return
+        if ev is None:
+            return
+        self.stats.events += 1
+        try:
+            if self.capture is not None:
+                self.capture.write(ev)
+            ruleset = self.engine.ruleset
+            found = ruleset.evaluate(ev) if ruleset is not None else []
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the sensor
+            self.stats.failed += 1
+            self._complain(f"{ev.type} event not evaluated: {exc!r}")
+            return
+        for alert in found:
+            self.stats.alerts[alert.rule] += 1
+            self._emit(alert)
+
+    def _complain(self, msg: str) -> None:
+        """Report a per-event problem, the first few times only (all are counted)."""
+        if self.stats.undecodable + self.stats.failed <= MAX_COMPLAINTS:
+            self._say(f"falconer sensor: {msg}")
+
+    def _emit(self, alert: Alert) -> None:
+        if self.opts.json_output:
+            line = json.dumps(alert.to_json(self.tracker.hostname))
+        else:
+            line = alert.text_line()
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    # -- rules ----------------------------------------------------------------------------
+
+    def _load(self) -> LoadResult:
+        self._mtimes = {p: _mtime(p) for p in self.opts.rules}
+        return self.engine.load(list(self.opts.rules))
+
+    def _apply_event_filter(self) -> None:
+        assert self.probe is not None
+        if self.opts.all_events:
+            self.probe.set_forwarded(syscalls.all_names())
+            return
+        ruleset = self.engine.ruleset
+        names = ruleset.event_types("syscall") if ruleset is not None else frozenset()
+        self.probe.set_forwarded(syscalls.numbers_for(names))
+
+    def _maybe_reload(self) -> None:
+        changed = any(_mtime(p) != m for p, m in self._mtimes.items())
+        if not (changed or self._reload_requested):
+            return
+        self._reload_requested = False
+        result = self._load()
+        if not result.ok:
+            self._say("falconer sensor: reload failed, keeping the previous rules:\n"
+                      + _format_errors(result))
+            return
+        self._apply_event_filter()
+        counts = result.counts
+        self._say(f"falconer sensor: rules reloaded ({counts.get('rules', 0)} rules), "
+                  f"watching {len(self.probe.forwarded) if self.probe else 0} syscalls")
+
+    # -- drops ----------------------------------------------------------------------------
+
+    def _check_drops(self) -> None:
+        if self.probe is None:
+            return
+        ring, stash, _ = self.probe.counters()
+        new_ring, new_stash = ring - self._last_ring, stash - self._last_stash
+        self._last_ring, self._last_stash = ring, stash
+        self.stats.dropped_ring, self.stats.dropped_stash = ring, stash
+        if new_ring + new_stash and self.drop_bucket.take():
+            alert = alerts.drop_alert(new_ring + new_stash, new_ring, new_stash, self.stats.events)
+            self.stats.alerts[alert.rule] += 1
+            self._emit(alert)
+
+    def _say(self, msg: str) -> None:
+        self.err.write(msg + "\n")
+        self.err.flush()
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return -1.0
+
+
+def _format_errors(result: LoadResult) -> str:
+    return "\n".join(f"  {d.file}:{d.line}:{d.column}: {d.code}: {d.message}"
+                     for d in result.errors)

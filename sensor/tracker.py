@@ -1,0 +1,313 @@
+"""Turning kernel records into state changes and engine events.
+
+Each record first updates the process/fd tables (a fork adds a child, an exec replaces
+the image, an open adds a descriptor, a close removes one) and then, for syscall
+records, becomes one `SensorEvent` bound to the state it concerns — the way Falco's
+exit events see the process after execve and the descriptor before close.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import socket
+import struct
+import time
+from collections.abc import Callable
+
+from falconer.sensor import containers, record, render, syscalls
+from falconer.sensor.event import SensorEvent
+from falconer.sensor.state import FdInfo, Process, ProcessTable, Users, boot_time_ns, exe_link
+
+CLONE_VM = 0x100
+CLONE_FILES = 0x400
+CLONE_PARENT = 0x8000
+CLONE_THREAD = 0x10000
+AT_FDCWD = -100
+EINPROGRESS = 115
+O_DIRECTORY = 0o200000
+O_CLOEXEC = 0o2000000
+CREAT_FLAGS = 0o1000 | 0o100 | 1   # creat(2) = O_CREAT|O_WRONLY|O_TRUNC
+
+
+def parse_sockaddr(raw: bytes) -> tuple[str, str | None, int | None]:
+    """(typechar, address, port) of a sockaddr: '4'/'6' with ip and port, 'u' with path."""
+    if len(raw) < 2:
+        return "", None, None
+    fam = struct.unpack_from("<H", raw)[0]
+    if fam == socket.AF_INET and len(raw) >= 8:
+        return "4", socket.inet_ntop(socket.AF_INET, raw[4:8]), struct.unpack_from(">H", raw, 2)[0]
+    if fam == socket.AF_INET6 and len(raw) >= 24:
+        return ("6", socket.inet_ntop(socket.AF_INET6, raw[8:24]),
+                struct.unpack_from(">H", raw, 2)[0])
+    if fam == socket.AF_UNIX:
+        path = raw[2:]
+        if path[:1] == b"\0":
+            return "u", "@" + path[1:].split(b"\0", 1)[0].decode("utf-8", "replace"), None
+        return "u", path.split(b"\0", 1)[0].decode("utf-8", "replace"), None
+    return "", None, None
+
+
+def _sock_name(fd: FdInfo) -> str:
+    if fd.typechar == "u":
+        return fd.sip or fd.cip or ""
+    local = f"{fd.cip or '0.0.0.0'}:{fd.cport or 0}"
+    return f"{local}->{fd.sip}:{fd.sport}" if fd.sip else local
+
+
+_L4 = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp", socket.SOCK_RAW: "raw"}
+_FAMILY_CHAR = {socket.AF_INET: "4", socket.AF_INET6: "6", socket.AF_UNIX: "u",
+                socket.AF_NETLINK: "n"}
+
+Handler = Callable[["Tracker", Process, record.Record], "tuple[int | None, FdInfo | None]"]
+
+
+class Tracker:
+    """The sensor's state machine: records in, state updated, events out."""
+
+    def __init__(self, hostname: str | None = None) -> None:
+        self.procs = ProcessTable()
+        self.users = Users()
+        self.hostname = hostname or socket.gethostname()
+        self.boot_ns = boot_time_ns()
+        #: CLOCK_MONOTONIC (the kernel's bpf_ktime_get_ns) -> epoch ns
+        self.mono_offset = time.time_ns() - time.monotonic_ns()
+        self.num = 0
+
+    def seed(self) -> int:
+        """Load every live process from /proc; returns how many."""
+        return self.procs.seed(self.boot_ns)
+
+    def handle(self, rec: record.Record) -> SensorEvent | None:
+        """Apply one record; a syscall record also yields its event."""
+        kind = rec.kind
+        if kind == record.KIND_SYSCALL:
+            return self._syscall(rec)
+        if kind == record.KIND_FORK:
+            self._fork(rec)
+        elif kind == record.KIND_EXIT:
+            if rec.tid == rec.tgid:
+                self.procs.remove(rec.tgid)
+        elif kind == record.KIND_EXEC:
+            self.procs.load_or_create(rec.tgid, self.boot_ns)
+        return None
+
+    def _fork(self, rec: record.Record) -> None:
+        flags, child_tid = rec.args[0], rec.args[1]
+        if flags & CLONE_THREAD:
+            return
+        parent = self.procs.load_or_create(rec.tgid, self.boot_ns)
+        child = parent.child(child_tid, rec.ts_ns + self.mono_offset,
+                             share_fds=bool(flags & CLONE_FILES))
+        if flags & CLONE_PARENT:
+            child.ppid = parent.ppid
+        self.procs.put(child)
+
+    def _syscall(self, rec: record.Record) -> SensorEvent:
+        proc = self.procs.load_or_create(rec.tgid, self.boot_ns)
+        spec = syscalls.BY_NR.get(rec.nr)
+        fd_num: int | None = None
+        fd: FdInfo | None = None
+        if spec is not None:
+            handler = _HANDLERS.get(spec.name)
+            if handler is not None:
+                fd_num, fd = handler(self, proc, rec)
+        self.num += 1
+        return SensorEvent(self, rec, proc, spec, fd_num, fd, self.num)
+
+    # -- path resolution -------------------------------------------------------------
+
+    def resolve(self, proc: Process, dirfd: int, path: str | None) -> str | None:
+        """An absolute, normalised path for `path` relative to dirfd (or the cwd)."""
+        if path is None:
+            return None
+        if path.startswith("/"):
+            return posixpath.normpath(path)
+        if dirfd == AT_FDCWD:
+            base = proc.cwd
+        else:
+            d = proc.fds.get(dirfd)
+            base = d.name if d is not None else proc.cwd
+        return posixpath.normpath(posixpath.join(base, path)) if path else base
+
+
+def _open(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    name = syscalls.BY_NR[rec.nr].name
+    raw = rec.str_a()
+    if name == "open":
+        dirfd, flags = AT_FDCWD, rec.args[1]
+    elif name == "creat":
+        dirfd, flags = AT_FDCWD, CREAT_FLAGS
+    elif name == "openat2":
+        dirfd, flags = render.fd_arg(rec.args[0]), rec.args[3]
+    else:
+        dirfd, flags = render.fd_arg(rec.args[0]), rec.args[2]
+    info = FdInfo("d" if flags & O_DIRECTORY else "f", t.resolve(p, dirfd, raw) or "",
+                  nameraw=raw or "", flags=flags)
+    if rec.ret >= 0:
+        p.set_fd(rec.ret, info)
+        return rec.ret, info
+    return -1, info
+
+
+def _exec(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    if rec.ret != 0:
+        return None, None
+    is_at = syscalls.BY_NR[rec.nr].name == "execveat"
+    dirfd = render.fd_arg(rec.args[0]) if is_at else AT_FDCWD
+    filename = rec.str_a() or ""
+    argv = rec.argv() or [filename]
+    via_fd: FdInfo | None = None
+    if is_at and not filename and rec.args[4] & render.AT_EMPTY_PATH:
+        via_fd = p.fds.get(dirfd)
+        comm = str(dirfd)
+    else:
+        if filename.startswith(("/proc/self/fd/", "/dev/fd/")):
+            num = filename.rsplit("/", 1)[1]
+            via_fd = p.fds.get(int(num)) if num.isdigit() else None
+        comm = posixpath.basename(filename)
+    link = exe_link(p.pid)
+    if link is not None:
+        p.exepath, p.exe_from_memfd = link
+    elif via_fd is not None:
+        p.exepath, p.exe_from_memfd = via_fd.name, via_fd.memfd
+    else:
+        p.exepath = t.resolve(p, dirfd, filename) or filename
+        p.exe_from_memfd = False
+    if via_fd is not None and via_fd.memfd:
+        p.exe_from_memfd = True
+    p.name = comm[:15]
+    p.exe = argv[0] if argv else filename
+    p.args = argv[1:]
+    p.vpid = None
+    cid = containers.container_id_of(p.pid)
+    if cid is not None:
+        p.container_id = cid
+    for num in [n for n, f in p.fds.items() if f.flags & O_CLOEXEC]:
+        del p.fds[num]
+    return None, None
+
+
+def _socket(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    if rec.ret < 0:
+        return None, None
+    fam, typ = rec.args[0], rec.args[1] & 0xF
+    info = FdInfo(_FAMILY_CHAR.get(fam, "s"), "", l4proto=_L4.get(typ) if fam in (2, 10) else None)
+    p.set_fd(rec.ret, info)
+    return rec.ret, info
+
+
+def _sock_fd(p: Process, num: int, typechar: str) -> FdInfo:
+    fd = p.fds.get(num)
+    if fd is None:
+        fd = FdInfo(typechar or "s", "", l4proto="tcp" if typechar in ("4", "6") else None)
+        p.set_fd(num, fd)
+    return fd
+
+
+def _connect(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    num = render.fd_arg(rec.args[0])
+    typechar, addr, port = parse_sockaddr(rec.sockaddr())
+    fd = _sock_fd(p, num, typechar)
+    if addr is not None and (rec.ret >= 0 or rec.ret == -EINPROGRESS):
+        if typechar:
+            fd.typechar = typechar
+        fd.sip, fd.sport, fd.connected = addr, port, True
+        fd.name = _sock_name(fd)
+    return num, fd
+
+
+def _bind(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    num = render.fd_arg(rec.args[0])
+    typechar, addr, port = parse_sockaddr(rec.sockaddr())
+    fd = _sock_fd(p, num, typechar)
+    if rec.ret == 0 and addr is not None:
+        fd.sip, fd.sport, fd.is_server = addr, port, True
+        fd.name = _sock_name(fd)
+    return num, fd
+
+
+def _accept(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    listen_fd = render.fd_arg(rec.args[0])
+    listener = p.fds.get(listen_fd)
+    if rec.ret < 0:
+        return listen_fd, listener
+    typechar, addr, port = parse_sockaddr(rec.sockaddr())
+    info = FdInfo(typechar or (listener.typechar if listener else "s"), "",
+                  l4proto=listener.l4proto if listener else None, cip=addr, cport=port,
+                  sip=listener.sip if listener else None,
+                  sport=listener.sport if listener else None,
+                  is_server=True, connected=True)
+    info.name = _sock_name(info)
+    p.set_fd(rec.ret, info)
+    return rec.ret, info
+
+
+def _send_recv(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    num = render.fd_arg(rec.args[0])
+    fd = p.fds.get(num)
+    typechar, addr, port = parse_sockaddr(rec.sockaddr())
+    if fd is not None and addr is not None and typechar in ("4", "6"):
+        changed = (fd.sip, fd.sport) != (addr, port)
+        fd.sip, fd.sport, fd.name_changed = addr, port, changed
+        fd.name = _sock_name(fd)
+    return num, fd
+
+
+def _dup(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    old = p.fds.get(render.fd_arg(rec.args[0]))
+    if rec.ret < 0 or old is None:
+        return None, old
+    new = FdInfo(**{k: getattr(old, k) for k in FdInfo.__slots__})
+    new.flags &= ~O_CLOEXEC
+    p.set_fd(rec.ret, new)
+    return rec.ret, new
+
+
+def _close(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    num = render.fd_arg(rec.args[0])
+    return num, (p.fds.pop(num, None) if rec.ret == 0 else p.fds.get(num))
+
+
+def _memfd(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    if rec.ret < 0:
+        return None, None
+    info = FdInfo("f", f"memfd:{rec.str_a() or ''}", memfd=True)
+    p.set_fd(rec.ret, info)
+    return rec.ret, info
+
+
+def _chdir(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    if rec.ret == 0:
+        p.cwd = t.resolve(p, AT_FDCWD, rec.str_a()) or p.cwd
+    return None, None
+
+
+def _fd_arg0(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    num = render.fd_arg(rec.args[0])
+    return num, p.fds.get(num)
+
+
+def _listen(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    num, fd = _fd_arg0(t, p, rec)
+    if rec.ret == 0 and fd is not None:
+        fd.is_server = True
+    return num, fd
+
+
+def _fchdir(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    num, fd = _fd_arg0(t, p, rec)
+    if rec.ret == 0 and fd is not None:
+        p.cwd = fd.name
+    return num, fd
+
+
+_HANDLERS: dict[str, Handler] = {
+    "open": _open, "openat": _open, "openat2": _open, "creat": _open,
+    "execve": _exec, "execveat": _exec,
+    "socket": _socket, "connect": _connect, "bind": _bind,
+    "accept": _accept, "accept4": _accept,
+    "sendto": _send_recv, "sendmsg": _send_recv, "recvfrom": _send_recv, "recvmsg": _send_recv,
+    "listen": _listen, "fchmod": _fd_arg0, "setns": _fd_arg0, "finit_module": _fd_arg0,
+    "dup": _dup, "dup2": _dup, "dup3": _dup, "close": _close,
+    "memfd_create": _memfd, "chdir": _chdir, "fchdir": _fchdir,
+}

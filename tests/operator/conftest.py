@@ -1,0 +1,102 @@
+"""Fixtures for the operator's tests against the real local control plane.
+
+One operator process and one namespace per test module (the operator watches only that
+namespace, so modules cannot disturb each other); the CRDs, RBAC and a Node are set up
+once per session.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import operator_harness
+import pytest
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+
+    from falconer.e2e.controlplane import ControlPlane
+    from falconer.operator.kube import Kube
+
+#: The Node registered for DaemonSets to schedule on (no kubelet runs behind it).
+NODE_NAME = "falconer-operator-test-node"
+
+
+@pytest.fixture(scope="session")
+def installed(control_plane: ControlPlane) -> Path:
+    """CRDs and RBAC applied; returns the admin kubeconfig."""
+    operator_harness.install(Path(control_plane.kubeconfig))
+    return Path(control_plane.kubeconfig)
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(installed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kubeconfig with the operator's own ServiceAccount identity (least privilege)."""
+    return operator_harness.service_account_kubeconfig(
+        installed, tmp_path_factory.mktemp("operator") / "operator.kubeconfig",
+        operator_harness.OPERATOR_NAMESPACE, operator_harness.OPERATOR_ACCOUNT,
+    )
+
+
+@pytest.fixture(scope="session")
+def kube(kube_client: ApiClient) -> Kube:
+    """The operator's own API access class, with the admin identity, for reading back."""
+    from falconer.operator.kube import Kube
+
+    return Kube(kube_client)
+
+
+@pytest.fixture(scope="session")
+def sensor_node(kube_client: ApiClient) -> Iterator[str]:
+    """A registered Node with pod capacity, so DaemonSet Pods get created and bound."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_client)
+    node = {"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/os": "linux",
+                                                       "kubernetes.io/hostname": NODE_NAME}}}
+    core.create_node(node)
+    capacity = {"cpu": "4", "memory": "8Gi", "pods": "110"}
+    core.patch_node_status(NODE_NAME, {"status": {"capacity": capacity, "allocatable": capacity}})
+    try:
+        yield NODE_NAME
+    finally:
+        core.delete_node(NODE_NAME)
+
+
+@pytest.fixture(scope="module")
+def op_namespace(request: pytest.FixtureRequest, kube_client: ApiClient, installed: Path) -> Iterator[str]:
+    """A namespace for one test module."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_client)
+    stem = re.sub(r"[^a-z0-9]+", "-", request.module.__name__.split(".")[-1].lower()).strip("-")[:30]
+    name = f"{stem}-{uuid.uuid4().hex[:6]}"
+    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    installed: Path, operator_kubeconfig: Path, op_namespace: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[operator_harness.OperatorProcess]:
+    """The operator watching the module's namespace, as a subprocess. At the end its
+    FalcoInstances are deleted while it still runs (their finalizer needs it)."""
+    proc = operator_harness.OperatorProcess(
+        operator_kubeconfig, op_namespace, tmp_path_factory.mktemp("operator-log") / "operator.log"
+    )
+    proc.start()
+    try:
+        yield proc
+    finally:
+        if proc.alive:
+            operator_harness.kubectl(installed, "delete", "falcoinstances", "--all", "-n", op_namespace,
+                                     "--wait", "--timeout=60s", check=False)
+        proc.stop()

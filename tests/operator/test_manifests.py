@@ -1,0 +1,54 @@
+"""The install manifests: valid objects, least privilege for the operator and sensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from falconer.operator import render
+
+RBAC = Path(render.__file__).parent / "manifests" / "rbac.yaml"
+
+
+def docs() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
+
+
+def role(name: str) -> list[dict[str, Any]]:
+    return next(d for d in docs() if d["kind"] == "ClusterRole" and d["metadata"]["name"] == name)["rules"]
+
+
+@pytest.mark.parametrize("doc", docs(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_manifests_are_valid(doc: dict[str, Any]) -> None:
+    kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def grants(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+@pytest.mark.parametrize("name", ["falconer-operator", "falconer-sensor"])
+def test_no_wildcards_no_secrets(name: str) -> None:
+    for group, resource, verb in grants(role(name)):
+        assert "*" not in (group, resource, verb)
+        assert resource not in ("secrets", "pods/exec", "nodes/proxy")
+        assert verb not in ("escalate", "impersonate")
+
+
+def test_sensor_reads_pods_nodes_and_writes_events_alerts_only() -> None:
+    writes = {(g, r) for g, r, v in grants(role("falconer-sensor")) if v not in ("get", "list", "watch")}
+    reads = {(g, r) for g, r, v in grants(role("falconer-sensor")) if v in ("list", "watch")}
+    assert writes == {("", "events"), ("events.k8s.io", "events"), ("falconer.io", "falcoalerts"),
+                      ("falconer.io", "falcoalerts/status")}
+    assert reads == {("", "pods"), ("", "nodes")}
+
+
+def test_operator_binds_only_the_sensor_role() -> None:
+    (bind,) = [r for r in role("falconer-operator") if "bind" in r["verbs"]]
+    assert bind["resourceNames"] == [render.SENSOR_CLUSTER_ROLE] and bind["verbs"] == ["bind"]
+    assert not any(g == "rbac.authorization.k8s.io" and r in ("clusterroles", "roles") and v != "bind"
+                   for g, r, v in grants(role("falconer-operator")))

@@ -1,0 +1,247 @@
+"""The operator against a real API server: FalcoRule status, FalcoInstance rendering,
+hash-driven updates, last-valid-rules, restart idempotency and garbage collection.
+
+The tests build on each other in file order (one operator, one namespace per module),
+like a user's session: apply rules, deploy an instance, change things, restart, delete.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import operator_harness
+import pytest
+import upstream
+import yaml
+from operator_harness import kubectl, wait_for
+
+from falconer.engine import Engine, EngineOptions
+from falconer.operator import convert
+from falconer.operator.kube import Kube
+
+pytestmark = pytest.mark.kube
+
+GV = "falconer.io/v1alpha1"
+RULES = "falco-rules"
+INSTANCE = "main"
+
+
+def apply(admin: Path, namespace: str, obj: dict[str, Any]) -> None:
+    kubectl(admin, "apply", "--server-side", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(obj))
+
+
+def patch(admin: Path, namespace: str, kind: str, name: str, ops: list[dict[str, Any]]) -> None:
+    kubectl(admin, "patch", kind, name, "-n", namespace, "--type", "json", "-p", json.dumps(ops))
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or () if c["type"] == type_), {})
+
+
+def observed(obj: dict[str, Any] | None) -> bool:
+    """The operator has reported on the object's current generation."""
+    return bool(obj) and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
+
+
+def events_for(kube: Kube, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:
+    return [e for e in kube.list("v1", "Event", namespace)
+            if e["involvedObject"]["kind"] == kind and e["involvedObject"]["name"] == name]
+
+
+def rule_item(name: str, condition_text: str) -> dict[str, Any]:
+    return {"rule": name, "desc": "test rule", "condition": condition_text,
+            "output": "seen %proc.name", "priority": "Notice", "tags": ["test"]}
+
+
+def test_upstream_rules_compile_in_cluster(operator: operator_harness.OperatorProcess, installed: Path,
+                                           op_namespace: str, kube: Kube) -> None:
+    manifest = convert.falcorule_manifest(upstream.STABLE.read_text(), RULES, op_namespace)
+    manifest["metadata"]["labels"] = {"set": "base"}
+    apply(installed, op_namespace, manifest)
+    fr = wait_for(lambda: (o := kube.get(GV, "FalcoRule", RULES, op_namespace)) and observed(o) and o,
+                  what="FalcoRule status")
+    assert condition(fr, "Valid")["status"] == "True"
+    assert condition(fr, "Stalled")["status"] == "False"
+    assert fr["status"]["counts"] == Engine(EngineOptions()).load([upstream.STABLE]).counts
+    assert fr["status"]["errors"] == []
+    wait_for(lambda: any(e["reason"] == "Compiled" for e in events_for(kube, op_namespace, "FalcoRule", RULES)),
+             what="a Compiled event")
+
+
+def test_invalid_falcorule_reports_item_and_position(operator: operator_harness.OperatorProcess, installed: Path,
+                                                     op_namespace: str, kube: Kube) -> None:
+    items = [
+        {"macro": "shells", "condition": "proc.name in (bash, sh)"},
+        rule_item("Broken", "evt.type = execve\n  and shells and (proc.pname = sudo"),
+    ]
+    apply(installed, op_namespace, {"apiVersion": GV, "kind": "FalcoRule",
+                                    "metadata": {"name": "broken", "labels": {"set": "other"}},
+                                    "spec": {"items": items}})
+    fr = wait_for(lambda: (o := kube.get(GV, "FalcoRule", "broken", op_namespace)) and observed(o) and o,
+                  what="FalcoRule status")
+    valid = condition(fr, "Valid")
+    assert (valid["status"], valid["reason"]) == ("False", "CompileFailed")
+    assert "spec.items[1].condition:2:" in valid["message"]
+    assert condition(fr, "Stalled")["status"] == "True"
+    (error,) = fr["status"]["errors"]
+    assert error["code"] == "LOAD_ERR_COMPILE_CONDITION"
+    assert error["path"] == "spec.items[1].condition" and error["line"] == 2
+    assert error["column"] == len("  and shells and (proc.pname = sudo") + 1
+    assert error["item"] == {"index": 1, "kind": "rule", "name": "Broken"}
+    assert error["snippet"].startswith("  and shells and (proc.pname = sudo\n")
+    wait_for(lambda: any(e["reason"] == "CompileFailed" and e["type"] == "Warning"
+                         for e in events_for(kube, op_namespace, "FalcoRule", "broken")), what="a Warning event")
+
+
+def owned_objects(kube: Kube, namespace: str) -> dict[str, dict[str, Any] | None]:
+    return {
+        "ConfigMap": kube.get("v1", "ConfigMap", f"{INSTANCE}-rules", namespace),
+        "DaemonSet": kube.get("apps/v1", "DaemonSet", f"{INSTANCE}-sensor", namespace),
+        "ServiceAccount": kube.get("v1", "ServiceAccount", f"{INSTANCE}-sensor", namespace),
+    }
+
+
+def binding(kube: Kube, namespace: str, name: str = INSTANCE) -> dict[str, Any] | None:
+    return kube.get("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", f"falconer-sensor:{namespace}:{name}")
+
+
+def test_instance_renders_configmap_daemonset_rbac(operator: operator_harness.OperatorProcess, installed: Path,
+                                                   op_namespace: str, kube: Kube, sensor_node: str) -> None:
+    apply(installed, op_namespace, {"apiVersion": GV, "kind": "FalcoInstance", "metadata": {"name": INSTANCE},
+                                    "spec": {"ruleSelector": {"matchLabels": {"set": "base"}}}})
+    inst = wait_for(lambda: (o := kube.get(GV, "FalcoInstance", INSTANCE, op_namespace)) and observed(o)
+                    and o["status"].get("desiredNumberScheduled") == 1 and o, what="instance status")
+    objs = wait_for(lambda: (o := owned_objects(kube, op_namespace)) and all(o.values()) and o, what="owned objects")
+    for obj in objs.values():
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
+            "FalcoInstance", INSTANCE, inst["metadata"]["uid"], True)
+    cm = objs["ConfigMap"]
+    assert sorted(cm["data"]) == ["falco-rules.yaml", "falconer.yaml"]
+    assert yaml.safe_load(cm["data"]["falconer.yaml"])["rulesFiles"] == ["falco-rules.yaml"]
+    assert cm["metadata"]["annotations"]["falconer.io/rules-hash"] == inst["status"]["rulesHash"]
+    assert inst["status"]["rules"] == [{"name": RULES, "generation": 1, "valid": True}]
+    crb = binding(kube, op_namespace)
+    assert crb and crb["roleRef"]["name"] == "falconer-sensor"
+    assert crb["subjects"] == [{"kind": "ServiceAccount", "name": f"{INSTANCE}-sensor", "namespace": op_namespace}]
+    pod = wait_for(lambda: [p for p in kube.list("v1", "Pod", op_namespace, label_selector=f"falconer.io/instance={INSTANCE}")
+                            if p["spec"].get("nodeName") == sensor_node], what="a sensor Pod on the node")[0]
+    assert pod["spec"]["hostPID"] is True
+    # No kubelet runs the Pod: the rollout is in progress, not failed (kstatus: InProgress).
+    assert condition(inst, "Progressing")["status"] == "True" and condition(inst, "Reconciling")["status"] == "True"
+    assert condition(inst, "Degraded")["status"] == "False" and condition(inst, "Stalled")["status"] == "False"
+    fr = wait_for(lambda: (o := kube.get(GV, "FalcoRule", RULES, op_namespace)) and o["status"].get("instances") == 1
+                  and o, what="FalcoRule.status.instances")
+    assert fr["status"]["instances"] == 1
+
+
+def test_sensor_identity_is_least_privilege(operator: operator_harness.OperatorProcess, installed: Path,
+                                            op_namespace: str) -> None:
+    who = f"system:serviceaccount:{op_namespace}:{INSTANCE}-sensor"
+
+    def can(*args: str) -> bool:
+        return kubectl(installed, "auth", "can-i", *args, "--as", who, check=False).stdout.strip() == "yes"
+
+    assert can("list", "pods", "--all-namespaces") and can("get", "nodes") and can("create", "falcoalerts")
+    assert can("create", "events", "-n", "default")
+    assert not can("get", "secrets", "-n", op_namespace)
+    assert not can("create", "pods", "-n", op_namespace)
+    assert not can("delete", "falcoalerts", "-n", op_namespace)
+    assert not can("patch", "falcorules", "-n", op_namespace)
+
+
+def live_state(kube: Kube, namespace: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    objs = owned_objects(kube, namespace)
+    inst = kube.get(GV, "FalcoInstance", INSTANCE, namespace)
+    return objs["ConfigMap"], objs["DaemonSet"], inst
+
+
+def test_rule_change_rehashes_configmap_without_rolling(operator: operator_harness.OperatorProcess, installed: Path,
+                                                        op_namespace: str, kube: Kube) -> None:
+    cm, ds, _ = live_state(kube, op_namespace)
+    old_hash = cm["metadata"]["annotations"]["falconer.io/rules-hash"]
+    patch(installed, op_namespace, "falcorule", RULES,
+          [{"op": "add", "path": "/spec/items/-", "value": rule_item("Extra rule", "evt.type = execve and proc.name = x")}])
+    cm = wait_for(lambda: (c := live_state(kube, op_namespace)[0])
+                  and c["metadata"]["annotations"]["falconer.io/rules-hash"] != old_hash and c, what="a new rules hash")
+    assert "Extra rule" in cm["data"]["falco-rules.yaml"]
+    _, ds_after, inst = live_state(kube, op_namespace)
+    assert ds_after["metadata"]["generation"] == ds["metadata"]["generation"]
+    assert ds_after["spec"]["template"] == ds["spec"]["template"]
+    wait_for(lambda: live_state(kube, op_namespace)[2]["status"]["rulesHash"]
+             == cm["metadata"]["annotations"]["falconer.io/rules-hash"], what="the instance's rulesHash")
+
+
+def test_invalid_change_keeps_last_valid_rules(operator: operator_harness.OperatorProcess, installed: Path,
+                                               op_namespace: str, kube: Kube) -> None:
+    cm_before, _, _ = live_state(kube, op_namespace)
+    patch(installed, op_namespace, "falcorule", RULES,
+          [{"op": "add", "path": "/spec/items/-", "value": {"macro": "bad_macro", "condition": "proc.nme = x"}}])
+    inst = wait_for(lambda: (i := live_state(kube, op_namespace)[2])
+                    and condition(i, "Degraded").get("reason") == "FalcoRuleInvalid" and i, what="Degraded")
+    assert condition(inst, "Stalled")["status"] == "True"
+    assert RULES in condition(inst, "Degraded")["message"]
+    fr = kube.get(GV, "FalcoRule", RULES, op_namespace)
+    assert condition(fr, "Valid")["status"] == "False"
+    assert fr["status"]["errors"][0]["item"]["name"] == "bad_macro"
+    cm_after, _, _ = live_state(kube, op_namespace)
+    assert cm_after["data"] == cm_before["data"]
+    assert cm_after["metadata"]["resourceVersion"] == cm_before["metadata"]["resourceVersion"]
+    patch(installed, op_namespace, "falcorule", RULES, [{"op": "remove", "path": "/spec/items/" + str(
+        len(fr["spec"]["items"]) - 1)}])
+    wait_for(lambda: condition(live_state(kube, op_namespace)[2], "Degraded").get("status") == "False",
+             what="Degraded to clear")
+    assert condition(kube.get(GV, "FalcoRule", RULES, op_namespace), "Valid")["status"] == "True"
+
+
+def test_instance_change_rolls_the_daemonset(operator: operator_harness.OperatorProcess, installed: Path,
+                                             op_namespace: str, kube: Kube) -> None:
+    _, ds, _ = live_state(kube, op_namespace)
+    patch(installed, op_namespace, "falcoinstance", INSTANCE,
+          [{"op": "add", "path": "/spec/image", "value": "registry.example/falconer:next"}])
+    ds_after = wait_for(lambda: (d := live_state(kube, op_namespace)[1])
+                        and d["metadata"]["generation"] > ds["metadata"]["generation"] and d, what="DaemonSet update")
+    ann = "falconer.io/config-hash"
+    assert ds_after["spec"]["template"]["metadata"]["annotations"][ann] != \
+        ds["spec"]["template"]["metadata"]["annotations"][ann]
+    assert ds_after["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/falconer:next"
+    wait_for(lambda: observed(live_state(kube, op_namespace)[2]), what="observedGeneration")
+
+
+def versions(kube: Kube, namespace: str) -> dict[str, str]:
+    cm, ds, inst = live_state(kube, namespace)
+    objs = {"cm": cm, "ds": ds, "inst": inst, "crb": binding(kube, namespace),
+            "sa": owned_objects(kube, namespace)["ServiceAccount"],
+            "fr": kube.get(GV, "FalcoRule", RULES, namespace), "broken": kube.get(GV, "FalcoRule", "broken", namespace)}
+    return {k: v["metadata"]["resourceVersion"] for k, v in objs.items()}
+
+
+def test_restart_changes_nothing(operator: operator_harness.OperatorProcess, op_namespace: str, kube: Kube) -> None:
+    wait_for(lambda: observed(live_state(kube, op_namespace)[2]), what="a settled instance")
+    before = versions(kube, op_namespace)
+    resumed = operator.log().count("Resuming is processed")
+    operator.restart()
+    wait_for(lambda: operator.log().count("Resuming is processed") >= resumed + 3, what="resume handlers (3 objects)")
+    assert versions(kube, op_namespace) == before
+    for kind, api in (("ConfigMap", "v1"), ("DaemonSet", "apps/v1"), ("ServiceAccount", "v1")):
+        made = kube.list(api, kind, op_namespace, label_selector="app.kubernetes.io/managed-by=falconer-operator")
+        assert len(made) == 1, (kind, [m["metadata"]["name"] for m in made])
+
+
+def test_delete_instance_removes_all_it_made(operator: operator_harness.OperatorProcess, installed: Path,
+                                             op_namespace: str, kube: Kube) -> None:
+    kubectl(installed, "delete", "falcoinstance", INSTANCE, "-n", op_namespace, "--wait", "--timeout=60s")
+    wait_for(lambda: binding(kube, op_namespace) is None, what="the ClusterRoleBinding to go")
+    wait_for(lambda: not any(owned_objects(kube, op_namespace).values()), timeout=60,
+             what="garbage collection of ConfigMap, DaemonSet, ServiceAccount")
+    wait_for(lambda: kube.get(GV, "FalcoRule", RULES, op_namespace)["status"].get("instances") == 0,
+             what="FalcoRule.status.instances back to 0")
+
+
+def test_operator_stayed_up_and_quiet(operator: operator_harness.OperatorProcess) -> None:
+    assert operator.alive
+    log = operator.log()
+    assert "Traceback" not in log
+    assert log.count("will retry") <= 3, log[-3000:]

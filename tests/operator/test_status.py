@@ -1,0 +1,90 @@
+"""Conditions: the human view and what kstatus (Flux, Argo CD) computes from it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from falconer.operator import status
+from falconer.operator.status import InstanceState, RolloutState
+
+
+def kstatus(obj: dict[str, Any]) -> str:
+    """kstatus' generic rules (cli-utils pkg/kstatus/status/generic.go), restated."""
+    if obj["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    observed = obj.get("status", {}).get("observedGeneration")
+    if observed is not None and observed != obj["metadata"]["generation"]:
+        return "InProgress"
+    for c in obj.get("status", {}).get("conditions", []):
+        if c["type"] == "Reconciling" and c["status"] == "True":
+            return "InProgress"
+        if c["type"] == "Stalled" and c["status"] == "True":
+            return "Failed"
+    return "Current"
+
+
+def rollout(desired: int = 2, ready: int = 2, updated: int | None = None, observed: int = 3) -> RolloutState:
+    return RolloutState(generation=3, observed_generation=observed, desired=desired,
+                        updated=desired if updated is None else updated, ready=ready, available=ready)
+
+
+def as_object(state: InstanceState, generation: int = 1, observed: int = 1) -> dict[str, Any]:
+    conditions = status.merge_conditions([], status.instance_verdicts(state), observed, "2026-11-25T00:00:00Z")
+    return {"metadata": {"generation": generation},
+            "status": {"observedGeneration": observed, "conditions": conditions}}
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in obj["status"]["conditions"] if c["type"] == type_)
+
+
+@pytest.mark.parametrize(
+    ("state", "ready_reason", "health"),
+    [
+        (InstanceState(selected=2, rollout=rollout()), "Ready", "Current"),
+        (InstanceState(selected=2, rollout=rollout(ready=1)), "RollingOut", "InProgress"),
+        (InstanceState(selected=2, rollout=rollout(observed=2)), "RollingOut", "InProgress"),
+        (InstanceState(selected=2, rollout=None), "Creating", "InProgress"),
+        (InstanceState(selected=0, rollout=rollout()), "NoRulesSelected", "Failed"),
+        (InstanceState(selected=1, rollout=rollout(desired=0, ready=0)), "NoMatchingNodes", "Failed"),
+        (InstanceState(selected=1, invalid_rules=("a",), rollout=rollout()), "FalcoRuleInvalid", "Failed"),
+        (InstanceState(selected=1, compile_errors=("x",), rollout=rollout()), "RulesInvalid", "Failed"),
+        (InstanceState(selected=1, apply_error="422", rollout=rollout()), "ApplyFailed", "Failed"),
+    ],
+)
+def test_instance_conditions_and_kstatus(state: InstanceState, ready_reason: str, health: str) -> None:
+    obj = as_object(state)
+    ready = condition(obj, "Ready")
+    assert ready["reason"] == ready_reason
+    assert (ready["status"] == "True") is (health == "Current")
+    assert condition(obj, "Reconciling")["status"] == condition(obj, "Progressing")["status"]
+    assert condition(obj, "Stalled")["status"] == condition(obj, "Degraded")["status"]
+    assert kstatus(obj) == health
+
+
+def test_stale_generation_is_in_progress_for_kstatus() -> None:
+    assert kstatus(as_object(InstanceState(selected=1, rollout=rollout()), generation=2, observed=1)) == "InProgress"
+
+
+def test_transition_time_kept_while_status_unchanged() -> None:
+    first = status.merge_conditions([], [status.Verdict("Ready", False, "RollingOut", "0/1")], 1, "T1")
+    same = status.merge_conditions(first, [status.Verdict("Ready", False, "RollingOut", "1/2")], 2, "T2")
+    flipped = status.merge_conditions(same, [status.Verdict("Ready", True, "Ready", "2/2")], 2, "T3")
+    assert same[0]["lastTransitionTime"] == "T1" and same[0]["message"] == "1/2"
+    assert flipped[0]["lastTransitionTime"] == "T3"
+
+
+def test_rule_redefinition_is_its_own_condition() -> None:
+    obj = as_object(InstanceState(selected=2, redefined=("rule 'X' ...",), rollout=rollout()))
+    assert condition(obj, "RulesRedefined")["status"] == "True"
+    assert kstatus(obj) == "Current"
+
+
+def test_rollout_from_daemonset() -> None:
+    ds = {"metadata": {"generation": 4}, "status": {"observedGeneration": 4, "desiredNumberScheduled": 3,
+                                                   "updatedNumberScheduled": 3, "numberReady": 2}}
+    r = RolloutState.from_daemonset(ds)
+    assert (r.observed, r.rolled_out, r.desired, r.ready) == (True, False, 3, 2)
+    assert not RolloutState.from_daemonset({"metadata": {"generation": 1}}).observed

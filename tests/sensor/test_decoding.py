@@ -1,0 +1,236 @@
+"""Decoding and state without the kernel: records built byte for byte as probe.bpf.c
+lays them out, fed through the same Record/Tracker/SensorEvent code the sensor runs."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+
+import pytest
+
+from falconer.sensor import containers, record, render, syscalls
+from falconer.sensor.state import Process
+from falconer.sensor.tracker import Tracker, parse_sockaddr
+
+AT_FDCWD = (1 << 64) - 100   # -100 as the kernel's unsigned long register
+
+
+def raw_record(nr: int, ret: int = 0, args: tuple[int, ...] = (), kind: int = 0,
+               tgid: int = 4242, str_a: str | None = None, str_b: str | None = None,
+               argv: list[str] | None = None, sock: bytes = b"", uid: int = 0) -> bytes:
+    """A record as the kernel sends it (full size)."""
+    a = (str_a.encode() + b"\0") if str_a is not None else b""
+    b = (str_b.encode() + b"\0") if str_b is not None else b""
+    v = b"".join(x.encode() + b"\0" for x in argv or [])
+    head = record.HEADER.pack(
+        1_000_000, tgid, tgid, uid, uid, nr, kind, len(argv or []), ret,
+        *(list(args) + [0] * (6 - len(args))), len(a), len(b), len(v), len(sock))
+    body = (a.ljust(record.STR_LEN, b"\0") + b.ljust(record.STR_LEN, b"\0")
+            + v.ljust(record.ARGV_LEN, b"\0") + sock.ljust(record.SOCK_LEN, b"\0"))
+    return head + body
+
+
+@pytest.fixture
+def tracker() -> Tracker:
+    t = Tracker(hostname="testhost")
+    t.procs.put(Process(pid=4242, ppid=1, name="app", exe="app", exepath="/usr/bin/app",
+                        cwd="/srv", start_ns=1))
+    t.procs.put(Process(pid=1, ppid=0, name="init", exe="/sbin/init"))
+    return t
+
+
+def nr(name: str) -> int:
+    return syscalls.BY_NAME[name].nr
+
+
+def feed(t: Tracker, raw: bytes):
+    return t.handle(record.Record.decode(raw))
+
+
+# -- renderings --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("flags", "text"), [
+    (os.O_RDONLY, "O_RDONLY"),
+    (os.O_RDONLY | os.O_CLOEXEC, "O_RDONLY|O_CLOEXEC"),
+    (os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, "O_TRUNC|O_CREAT|O_WRONLY|O_CLOEXEC"),
+    (os.O_RDWR | os.O_APPEND, "O_APPEND|O_RDWR"),
+    (os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK, "O_DIRECTORY|O_NONBLOCK|O_RDONLY"),
+])
+def test_open_flags_render_like_falco(flags, text):
+    assert render.open_flags(flags) == text
+
+
+def test_open_read_write_classification():
+    assert render.is_open_read(os.O_RDONLY) and not render.is_open_write(os.O_RDONLY)
+    assert render.is_open_write(os.O_WRONLY) and not render.is_open_read(os.O_WRONLY)
+    assert render.is_open_read(os.O_RDWR) and render.is_open_write(os.O_RDWR)
+    assert not render.is_open_read(os.O_PATH)
+
+
+def test_other_renderings():
+    assert render.ptrace_request(16) == "PTRACE_ATTACH"
+    assert render.ptrace_request(0) == "PTRACE_TRACEME"
+    assert render.ptrace_request(0x4206) == "PTRACE_SEIZE"
+    assert render.res(0) == "SUCCESS" and render.res(3) == "SUCCESS"
+    assert render.res(-2) == "ENOENT" and render.res(-13) == "EACCES"
+    assert render.chmod_mode(0o4755) == (
+        "S_IXOTH|S_IROTH|S_IXGRP|S_IRGRP|S_IXUSR|S_IWUSR|S_IRUSR|S_ISUID")
+    assert render.fd_arg(AT_FDCWD) == -100
+    assert render.bpf_cmd(5) == "BPF_PROG_LOAD"
+    assert render.family(socket.AF_INET6) == "AF_INET6"
+
+
+# -- containers ----------------------------------------------------------------------------
+
+CID = "3f2c1e9a7b6d5c4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e"
+
+
+@pytest.mark.parametrize("line", [
+    f"0::/system.slice/docker-{CID}.scope",
+    f"0::/docker/{CID}",
+    f"0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice/cri-containerd-{CID}.scope",
+    f"0::/kubepods/besteffort/pod1234/{CID}",
+    f"0::/machine.slice/libpod-{CID}.scope/container",
+    f"0::/kubepods.slice/kubepods-pod1.slice/crio-{CID}.scope",
+])
+def test_runtime_cgroups_name_a_container(line):
+    assert containers.container_id(line) == CID[:12]
+
+
+@pytest.mark.parametrize("text", [
+    "0::/process_api/" + "ab" * 32,       # the sandbox's own groups: not a runtime
+    "0::/user.slice/user-0.slice/session-3.scope",
+    "0::/",
+    "",
+])
+def test_everything_else_is_the_host(text):
+    assert containers.container_id(text) == "host"
+
+
+# -- socket addresses ------------------------------------------------------------------
+
+def test_parse_sockaddrs():
+    v4 = struct.pack("<H", socket.AF_INET) + struct.pack(">H", 443) + socket.inet_aton("10.1.2.3")
+    assert parse_sockaddr(v4 + b"\0" * 8) == ("4", "10.1.2.3", 443)
+    v6 = (struct.pack("<H", socket.AF_INET6) + struct.pack(">H", 22) + b"\0" * 4
+          + socket.inet_pton(socket.AF_INET6, "2001:db8::1") + b"\0" * 4)
+    assert parse_sockaddr(v6) == ("6", "2001:db8::1", 22)
+    unix = struct.pack("<H", socket.AF_UNIX) + b"/run/x.sock\0"
+    assert parse_sockaddr(unix) == ("u", "/run/x.sock", None)
+    abstract = struct.pack("<H", socket.AF_UNIX) + b"\0hidden\0"
+    assert parse_sockaddr(abstract) == ("u", "@hidden", None)
+    assert parse_sockaddr(b"") == ("", None, None)
+    assert parse_sockaddr(struct.pack("<H", socket.AF_INET) + b"\1") == ("", None, None)
+
+
+# -- tracker -------------------------------------------------------------------------------
+
+def test_openat_resolves_against_cwd_and_tracks_the_fd(tracker):
+    flags = os.O_RDONLY | os.O_CLOEXEC
+    ev = feed(tracker, raw_record(nr("openat"), 5, (AT_FDCWD, 0, flags), str_a="../etc/passwd"))
+    assert ev.get("evt.type") == "openat"
+    assert ev.get("fd.name") == "/etc/passwd"
+    assert ev.get("fd.nameraw") == "../etc/passwd"
+    assert ev.get("fd.directory") == "/etc" and ev.get("fd.filename") == "passwd"
+    assert ev.get("fd.num") == 5 and ev.get("fd.typechar") == "f"
+    assert ev.get("evt.arg.flags") == "O_RDONLY|O_CLOEXEC"
+    assert ev.get("evt.arg", "flags") == "O_RDONLY|O_CLOEXEC"
+    assert ev.get("evt.is_open_read") is True and ev.get("evt.is_open_write") is False
+    assert ev.get("evt.res") == "SUCCESS" and ev.get("evt.rawres") == 5
+    assert ev.get("evt.dir") == "<"
+    close = feed(tracker, raw_record(nr("close"), 0, (5,)))
+    assert close.get("fd.name") == "/etc/passwd"   # the fd as it was before closing
+    assert 5 not in tracker.procs.get(4242).fds
+
+
+def test_failed_open_has_fd_num_minus_one(tracker):
+    ev = feed(tracker, raw_record(nr("openat"), -2, (AT_FDCWD, 0, 0), str_a="/nope"))
+    assert ev.get("fd.num") == -1 and ev.get("evt.res") == "ENOENT"
+    assert ev.get("fd.name") == "/nope"
+
+
+def test_openat_relative_to_a_directory_fd(tracker):
+    feed(tracker, raw_record(nr("openat"), 7, (AT_FDCWD, 0, os.O_DIRECTORY), str_a="/var/log"))
+    ev = feed(tracker, raw_record(nr("openat"), 8, (7, 0, os.O_WRONLY | os.O_TRUNC),
+                                  str_a="syslog"))
+    assert ev.get("fd.name") == "/var/log/syslog"
+    assert "O_TRUNC" in ev.get("evt.arg.flags")
+
+
+def test_fork_exec_exit_keep_the_process_table(tracker):
+    feed(tracker, raw_record(-1, 0, (0, 5000, 57), kind=record.KIND_FORK))
+    child = tracker.procs.get(5000)
+    assert child.ppid == 4242 and child.cwd == "/srv" and child.name == "app"
+    ev = feed(tracker, raw_record(nr("execve"), 0, (), tgid=5000, str_a="/bin/grep",
+                                  argv=["grep", "-r", "BEGIN RSA PRIVATE", "/x"]))
+    assert ev.get("proc.name") == "grep"
+    assert ev.get("proc.exe") == "grep"
+    assert ev.get("proc.args") == "-r BEGIN RSA PRIVATE /x"
+    assert ev.get("proc.cmdline") == "grep -r BEGIN RSA PRIVATE /x"
+    assert ev.get("proc.pname") == "app" and ev.get("proc.pcmdline") == "app"
+    assert ev.get("proc.aname", "1") == "app" and ev.get("proc.aname", "2") == "init"
+    assert ev.get("proc.aname") == ["app", "init"]
+    assert ev.get("proc.apid") == [4242, 1]
+    assert ev.get("proc.aname", "9") is None
+    assert ev.get("proc.cwd") == "/srv/"
+    feed(tracker, raw_record(-1, 0, (), kind=record.KIND_EXIT, tgid=5000))
+    assert tracker.procs.get(5000) is None
+
+
+def test_a_thread_is_no_new_process(tracker):
+    clone_thread = 0x10000 | 0x100 | 0x400
+    feed(tracker, raw_record(-1, 0, (clone_thread, 5001, 435), kind=record.KIND_FORK))
+    assert tracker.procs.get(5001) is None
+
+
+def test_connect_fills_the_socket_fields(tracker):
+    feed(tracker, raw_record(nr("socket"), 3, (socket.AF_INET, socket.SOCK_STREAM, 0)))
+    addr = (struct.pack("<H", socket.AF_INET) + struct.pack(">H", 8443)
+            + socket.inet_aton("93.184.216.34"))
+    ev = feed(tracker, raw_record(nr("connect"), -115, (3,), sock=addr))
+    assert ev.get("evt.res") == "EINPROGRESS"
+    assert ev.get("fd.typechar") == "4" and ev.get("fd.type") == "ipv4"
+    assert ev.get("fd.sip") == "93.184.216.34" and ev.get("fd.sport") == 8443
+    assert ev.get("fd.l4proto") == "tcp" and ev.get("fd.connected") is True
+    assert ev.get("fd.name") == "0.0.0.0:0->93.184.216.34:8443"
+
+
+def test_memfd_exec_is_fileless(tracker):
+    feed(tracker, raw_record(nr("memfd_create"), 4, (0, 0), str_a="payload"))
+    ev = feed(tracker, raw_record(nr("execve"), 0, (), str_a="/proc/self/fd/4",
+                                  argv=["payload"]))
+    assert ev.get("proc.is_exe_from_memfd") is True
+    assert ev.get("proc.name") == "4"
+
+
+def test_symlink_args_and_ptrace_request(tracker):
+    ev = feed(tracker, raw_record(nr("symlinkat"), 0, (0, AT_FDCWD, 0), str_a="/etc/shadow",
+                                  str_b="/tmp/l"))
+    assert ev.get("evt.arg.target") == "/etc/shadow"
+    assert ev.get("evt.arg.linkpath") == "/tmp/l"
+    assert ev.get("evt.arg.linkdirfd") == "-100"
+    ev = feed(tracker, raw_record(nr("ptrace"), 0, (16, 77, 0, 0)))
+    assert ev.get("evt.arg.request") == "PTRACE_ATTACH"
+    assert ev.get("evt.arg.pid") == "77"
+
+
+def test_chdir_moves_the_cwd(tracker):
+    feed(tracker, raw_record(nr("chdir"), 0, (), str_a="sub/dir"))
+    assert tracker.procs.get(4242).cwd == "/srv/sub/dir"
+
+
+def test_truncated_records_decode(tracker):
+    full = raw_record(nr("openat"), 3, (AT_FDCWD, 0, 0), str_a="/etc/hosts")
+    ev = feed(tracker, full[:record.OFF_STR_B])       # header + str_a, as the kernel sends
+    assert ev.get("fd.name") == "/etc/hosts"
+    ev = feed(tracker, raw_record(nr("close"), 0, (3,))[:record.OFF_STR_A])
+    assert ev.get("fd.name") == "/etc/hosts"
+
+
+def test_unknown_process_is_created_on_first_sight():
+    t = Tracker(hostname="h")
+    ev = t.handle(record.Record.decode(raw_record(nr("close"), 0, (1,), tgid=os.getpid())))
+    assert ev.get("proc.pid") == os.getpid()
+    assert ev.get("proc.name")  # read from /proc
+    assert ev.get("container.id") == "host"

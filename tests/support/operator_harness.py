@@ -1,0 +1,136 @@
+"""Run the real operator (`falconer operator`) against the local control plane.
+
+The operator runs as a subprocess with its own least-privilege identity (a token of the
+`falconer-operator` ServiceAccount from operator/manifests/rbac.yaml), so the tests also
+prove that the shipped RBAC suffices. Helpers poll with deadlines; nothing sleeps blindly.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from falconer.e2e import binaries
+from falconer.paths import CRDS_DIR, ROOT
+
+RBAC_MANIFEST = ROOT / "operator" / "manifests" / "rbac.yaml"
+OPERATOR_NAMESPACE = "falconer-system"
+OPERATOR_ACCOUNT = "falconer-operator"
+FALCONER = Path(sys.executable).with_name("falconer")
+
+T = TypeVar("T")
+
+
+class Timeout(AssertionError):
+    """A condition did not come true in time; says what was last seen."""
+
+
+def wait_for(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> T:
+    """Poll `check` until it returns a truthy value (returned) or the deadline passes."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = check()
+        except (KeyError, IndexError, TypeError) as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() > deadline:
+            raise Timeout(f"timed out after {timeout}s waiting for {what or check}; last seen: {last!r}")
+        time.sleep(interval)
+
+
+def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the version-matched kubectl as the given identity."""
+    done = subprocess.run(
+        [str(binaries.locate("kubectl").path), "--kubeconfig", str(kubeconfig), *args],
+        input=stdin, capture_output=True, text=True, timeout=60, check=False,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+    return done
+
+
+def install(kubeconfig: Path) -> None:
+    """Apply the CRDs and the operator's RBAC; wait until the CRDs are served."""
+    kubectl(kubeconfig, "apply", "--server-side", "--force-conflicts", "-f", str(CRDS_DIR), "-f", str(RBAC_MANIFEST))
+    names = [yaml.safe_load(p.read_text())["metadata"]["name"] for p in sorted(Path(CRDS_DIR).glob("*.yaml"))]
+    kubectl(kubeconfig, "wait", "--for", "condition=Established", "--timeout=60s", *(f"crd/{n}" for n in names))
+
+
+def service_account_kubeconfig(admin: Path, path: Path, namespace: str, account: str) -> Path:
+    """A kubeconfig authenticating as a ServiceAccount (a bound token from TokenRequest)."""
+    token = kubectl(admin, "create", "token", account, "-n", namespace, "--duration=3h").stdout.strip()
+    config = yaml.safe_load(admin.read_text())
+    cluster = config["clusters"][0]["cluster"]
+    ca = cluster.get("certificate-authority-data") or base64.b64encode(
+        Path(cluster["certificate-authority"]).read_bytes()).decode()
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": cluster["server"], "certificate-authority-data": ca}}],
+        "users": [{"name": account, "user": {"token": token}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": account}}],
+        "current-context": "c",
+    }))
+    path.chmod(0o600)
+    return path
+
+
+class OperatorProcess:
+    """`falconer operator --namespace NS` as a child process, with its log in a file."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        """Start the operator; returns once it has handled its first objects or is idle."""
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONSAFEPATH": "1"}
+        log = self.log_path.open("ab")
+        self._proc = subprocess.Popen(
+            [str(FALCONER), "operator", "--namespace", self.namespace],
+            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+        self.starts += 1
+        wait_for(lambda: self.log().count("Initial authentication has finished") >= self.starts,
+                 timeout=30, what="the operator to log in")
+
+    def stop(self) -> None:
+        """Stop it gracefully (SIGTERM), killing it if it does not exit in time."""
+        if self._proc is None:
+            return
+        self._proc.send_signal(signal.SIGTERM)
+        try:
+            self._proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        self._proc = None
+
+    def restart(self) -> None:
+        """Stop, then start again (a new process, empty memory)."""
+        self.stop()
+        self.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the process is still running."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def log(self) -> str:
+        """Everything the operator has logged so far (all runs)."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

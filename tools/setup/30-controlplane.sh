@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The local Kubernetes control plane for the operator and e2e tests: etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler and a version-matched kubectl, built from the Go
+# module proxy (no Docker, no release tarballs) by the wrapper modules in
+# e2e/controlplane/{kube,etcd}.
+#
+# Each binary lands in $FALCONER_CACHE/bin/<name>-<version>, keyed by the version pinned in
+# the wrapper's go.mod, so bumping a pin rebuilds and an unchanged pin costs nothing. The
+# Go build and module caches live under $FALCONER_CACHE too, so reruns and CI on the same
+# machine reuse them. A cold build takes many minutes on 2 cores.
+set -euo pipefail
+ROOT="${FALCONER_ROOT:?}"
+source "$ROOT/tools/setup/lib.sh"
+
+# Print a progress line with the seconds since this step started.
+START=$SECONDS
+say() { echo "    [$((SECONDS - START))s] $*" >&2; }
+
+SRC="$ROOT/e2e/controlplane"
+BIN="$FALCONER_CACHE/bin"
+mkdir -p "$BIN"
+
+# The Go toolchain: Debian's golang is too old for Kubernetes 1.34 (needs go >= 1.24), so
+# a machine without a recent `go` gets the pinned toolchain from the Go module proxy,
+# where Go publishes its releases as the module golang.org/toolchain.
+GO_TOOLCHAIN=go1.26.8
+GO_TOOLCHAIN_SHA256=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
+
+# True when `$1` is a go command of version 1.24 or newer.
+go_is_recent() {
+    local v
+    v="$("$1" env GOVERSION 2>/dev/null)" || return 1
+    v="${v#go}"
+    [ "${v%%.*}" -gt 1 ] || { v="${v#*.}"; [ "${v%%.*}" -ge 24 ]; }
+}
+
+# Print the path of a usable go command, fetching the pinned toolchain when none is.
+falconer_go() {
+    local candidate dest="$FALCONER_CACHE/go/toolchain-$GO_TOOLCHAIN" zip
+    for candidate in "$(command -v go 2>/dev/null)" /usr/local/go/bin/go "$dest/bin/go"; do
+        [ -n "$candidate" ] && [ -x "$candidate" ] && go_is_recent "$candidate" \
+            && { echo "$candidate"; return 0; }
+    done
+    need_apt curl ca-certificates unzip
+    say "fetching Go $GO_TOOLCHAIN from the Go module proxy"
+    zip="$(mktemp "$FALCONER_CACHE/go/toolchain.XXXXXX.zip")"
+    curl -sSfL -o "$zip" \
+        "${GOPROXY%%,*}/golang.org/toolchain/@v/v0.0.1-$GO_TOOLCHAIN.linux-amd64.zip"
+    echo "$GO_TOOLCHAIN_SHA256  $zip" | sha256sum -c --quiet >&2
+    rm -rf "$dest.tmp" && mkdir -p "$dest.tmp"
+    unzip -q "$zip" -d "$dest.tmp" && rm -f "$zip"
+    # Module zips carry no file modes: the commands must be made executable again.
+    chmod -R a+x "$dest.tmp"/golang.org/*/bin "$dest.tmp"/golang.org/*/pkg/tool
+    rm -rf "$dest" && mv "$dest.tmp"/golang.org/toolchain@* "$dest" && rm -rf "$dest.tmp"
+    echo "$dest/bin/go"
+}
+
+mkdir -p "$FALCONER_CACHE/go"
+GO="$(falconer_go)"
+export GOMODCACHE="$FALCONER_CACHE/go/mod" GOCACHE="$FALCONER_CACHE/go/cache"
+# The committed go.sum is the truth: never let a build edit go.mod/go.sum or switch
+# toolchains behind our back.
+# No VCS stamping either: the wrapper modules sit inside Falconer's checkout, whose state
+# says nothing about the binaries (and git may be absent).
+export GOFLAGS="-mod=readonly -trimpath -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0
+
+# The version a wrapper module pins for one dependency, e.g. "v1.34.4".
+pinned_version() { (cd "$1" && "$GO" list -m -f '{{.Version}}' "$2"); }
+
+# True when <name> is already usable: built into the cache, or on PATH at the right
+# version (its --version output contains the version).
+have_binary() {
+    local name="$1" version="$2" onpath flag=--version
+    [ -x "$BIN/$name-$version" ] && return 0
+    onpath="$(command -v "$name" 2>/dev/null)" || return 1
+    [ "$name" = kubectl ] && flag="version --client"
+    # shellcheck disable=SC2086 # $flag is one or two words on purpose
+    "$onpath" $flag 2>/dev/null | grep -qF "${version#v}" || return 1
+    ln -sf "$onpath" "$BIN/$name-$version"
+}
+
+# Build `pkgs` (import paths) from module dir `dir` into the cache as <name>-<version>.
+# One `go build` for all of them so shared packages compile once; the outputs go to a
+# temporary directory and are renamed into place only when every one of them linked.
+build_into_cache() {
+    local dir="$1" version="$2" ldflags="$3"
+    shift 3
+    local tmp pkg name
+    tmp="$(mktemp -d "$BIN/.build.XXXXXX")"
+    trap 'rm -rf "$tmp"' RETURN
+    (cd "$dir" && "$GO" build -ldflags "$ldflags" -o "$tmp/" "$@")
+    for pkg in "$@"; do
+        name="${pkg##*/}"
+        mv -f "$tmp/$name" "$BIN/$name-$version"
+        say "built $name-$version"
+    done
+}
+
+# --- Kubernetes -------------------------------------------------------------------------
+KUBE_VERSION="$(pinned_version "$SRC/kube" k8s.io/kubernetes)"
+kube_missing=()
+for name in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    if have_binary "$name" "$KUBE_VERSION"; then
+        say "$name-$KUBE_VERSION present"
+    else
+        kube_missing+=("k8s.io/kubernetes/cmd/$name")
+    fi
+done
+if [ ${#kube_missing[@]} -gt 0 ]; then
+    say "building ${kube_missing[*]##*/} $KUBE_VERSION (cold: many minutes on 2 cores)"
+    major_minor="${KUBE_VERSION#v}"
+    major="${major_minor%%.*}"
+    minor="${major_minor#*.}"
+    minor="${minor%%.*}"
+    ldflags="-s -w"
+    # Stamp what upstream's hack/lib/version.sh stamps, so --version and /version report
+    # the pinned release (the API server also derives its emulation version from it).
+    for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=$major"
+        ldflags+=" -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+        ldflags+=" -X $pkg.buildDate=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    done
+    build_into_cache "$SRC/kube" "$KUBE_VERSION" "$ldflags" "${kube_missing[@]}"
+fi
+
+# --- etcd -------------------------------------------------------------------------------
+ETCD_VERSION="$(pinned_version "$SRC/etcd" go.etcd.io/etcd/server/v3)"
+if have_binary etcd "$ETCD_VERSION"; then
+    say "etcd-$ETCD_VERSION present"
+else
+    say "building etcd $ETCD_VERSION"
+    # etcd's version string is a constant of the pinned module; only the commit is a
+    # variable, and a module build has none: say where it came from instead.
+    build_into_cache "$SRC/etcd" "$ETCD_VERSION" \
+        "-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=module-$ETCD_VERSION" \
+        falconer.local/controlplane/etcd
+fi
+say "control plane binaries ready in $BIN"
