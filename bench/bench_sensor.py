@@ -144,14 +144,17 @@ def main() -> int:
             counts = sensor.stop()
             rows.append((label, n, base, with_sensor, counts, cpu, window, rss))
     print(f"{'workload':22} {'iters':>9} {'base s':>8} {'sensor s':>9} {'ratio':>6} "
-          f"{'events':>9} {'events/s':>9} {'dropped':>8} {'cpu s':>6} {'cpu %':>6} {'rss MiB':>8}")
+          f"{'events':>9} {'events/s':>9} {'ev/cpu-s':>9} {'dropped':>8} {'cpu s':>6} {'cpu %':>6} "
+          f"{'rss MiB':>8}")
     for label, n, base, with_s, counts, cpu, window, rss in rows:
         print(f"{label:22} {n:>9} {base:>8.3f} {with_s:>9.3f} {with_s / base:>6.2f} "
-              f"{counts['events']:>9} {counts['events'] / window:>9.0f} {counts['dropped']:>8} "
+              f"{counts['events']:>9} {counts['events'] / window:>9.0f} "
+              f"{counts['events'] / cpu if cpu else 0:>9.0f} {counts['dropped']:>8} "
               f"{cpu:>6.2f} {100 * cpu / window:>6.1f} {rss:>8.1f}")
     print(f"times: best of {REPEAT} runs; events: syscall events the sensor decoded and "
           "evaluated while the loops ran (includes other host activity), per second over "
-          "the runs + 1 s drain; cpu: the sensor's user+system time in that window")
+          "the runs + 1 s drain; ev/cpu-s: events per second of sensor CPU (its capacity); "
+          "cpu: the sensor's user+system time in that window")
     return 0
 
 

@@ -16,23 +16,25 @@ import base64
 import binascii
 import functools
 import ipaddress
+import operator
 import posixpath
 import re
 import socket
 from collections.abc import Callable
-from fnmatch import translate
+from typing import Any
 
 from falconer.engine import ast, timefields
 from falconer.engine.eventnames import EVENT_NAMES
 from falconer.engine.fields import FieldInfo, UnknownField, resolve
+from falconer.engine.fnglob import glob_regex
 from falconer.engine.pathprefix import PathPrefixes
 from falconer.engine.posixregex import RegexError, compile_posix
 
 Check = Callable[[object], bool]
 Getter = Callable[[object], object]
-Pred = Callable[[object], bool]
+#: A predicate over one coerced event value (str, int, bool, address... per field type).
+Pred = Callable[[Any], bool]
 IpAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
-IpNet = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _STRING_OPS = frozenset({"=", "==", "!=", "<", "<=", ">", ">=", "contains", "in", "icontains",
                          "startswith", "glob", "pmatch", "endswith", "intersects", "iglob",
@@ -51,8 +53,15 @@ _TYPE_WORDS = {"string": "string", "bytes": "buffer", "number": "numeric", "port
                "bool": "numeric",
                "ipaddr": "ip address and network", "ipnet": "ip address and network",
                "any": "string"}
-_STRING_TRANSFORMERS = frozenset({"tolower", "toupper", "b64", "basename"})
-_MODIFIERS = ("oneof", "anyof", "allof")
+#: Comparisons between two fields (`field op val(other)`), applied to coerced values.
+_FIELD_COMPARATORS: dict[str, Callable[[Any, Any], bool]] = {
+    "=": operator.eq, "==": operator.eq, "!=": operator.ne, "<": operator.lt,
+    "<=": operator.le, ">": operator.gt, ">=": operator.ge,
+    "contains": lambda a, b: str(b) in str(a),
+    "icontains": lambda a, b: str(b).lower() in str(a).lower(),
+    "startswith": lambda a, b: str(a).startswith(str(b)),
+    "endswith": lambda a, b: str(a).endswith(str(b)),
+}
 
 
 class CheckError(Exception):
@@ -115,6 +124,8 @@ def operand(node: ast.Field | ast.Transformer) -> tuple[Getter, FieldInfo, str]:
     if len(node.args) != 1 or not isinstance(node.args[0], (ast.Field, ast.Transformer)):
         raise CheckError(f"transformer '{node.name}' takes exactly one field", node.pos)
     inner, info, inner_type = operand(node.args[0])
+    if info.no_transformer and isinstance(node.args[0], ast.Field):
+        raise CheckError(f"field '{info.name}' does not support transformers", node.pos)
     if inner_type not in ("string", "bytes", "any"):
         raise CheckError(f"can't add field transformer: type '{inner_type}' is not supported "
                          f"by '{node.name}' transformer applied on field '{info.name}'", node.pos)
@@ -224,7 +235,7 @@ def _to_ip(v: object) -> object:
     return v if isinstance(v, (ipaddress.IPv4Address, ipaddress.IPv6Address)) else _ip(str(v))
 
 
-def _to_bytes(v: object) -> object:
+def _to_bytes(v: object) -> bytes:
     return v if isinstance(v, bytes) else str(v).encode("utf-8", "surrogateescape")
 
 
@@ -238,19 +249,19 @@ _COERCE: dict[str, Callable[[object], object]] = {
 # -- predicates ---------------------------------------------------------------------------
 
 
-def _glob(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    return re.compile(translate(pattern), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+def _in_network(net: Any) -> Pred:
+    """Address-in-network, never across IP versions (Python would mix their integers)."""
+    version = net.version
+    return lambda v: v is not None and v.version == version and v in net
 
 
-def _scalar_pred(op: str, vtype: str, rhs: object, pos: int) -> Pred:
+def _scalar_pred(op: str, vtype: str, rhs: Any, pos: int) -> Pred:
     """The predicate of a single-valued operator against one parsed value."""
     if vtype == "ipnet" and op in ("=", "==", "!="):
-        net = rhs
+        inside = _in_network(rhs)
         if op == "!=":
-            return lambda v: v is not None and v not in net  # type: ignore[operator]
-        return lambda v: v is not None and v in net  # type: ignore[operator]
-    if vtype == "ipaddr" and isinstance(rhs, (ipaddress.IPv4Network, ipaddress.IPv6Network)):
-        return lambda v: v is not None and v in rhs
+            return lambda v: v is not None and not inside(v)
+        return inside
     if vtype == "any":
         return _any_pred(op, rhs, pos)
     match op:
@@ -259,35 +270,35 @@ def _scalar_pred(op: str, vtype: str, rhs: object, pos: int) -> Pred:
         case "!=":
             return lambda v: v is not None and v != rhs
         case "<":
-            return lambda v: v is not None and v < rhs  # type: ignore[operator]
+            return lambda v: v is not None and v < rhs
         case "<=":
-            return lambda v: v is not None and v <= rhs  # type: ignore[operator]
+            return lambda v: v is not None and v <= rhs
         case ">":
-            return lambda v: v is not None and v > rhs  # type: ignore[operator]
+            return lambda v: v is not None and v > rhs
         case ">=":
-            return lambda v: v is not None and v >= rhs  # type: ignore[operator]
+            return lambda v: v is not None and v >= rhs
         case "contains":
-            return lambda v: rhs in v  # type: ignore[operator]
+            return lambda v: rhs in v
         case "icontains":
             low = str(rhs).lower()
-            return lambda v: low in v.lower()  # type: ignore[attr-defined]
+            return lambda v: low in v.lower()
         case "startswith":
-            return lambda v: v.startswith(rhs)  # type: ignore[attr-defined]
+            return lambda v: v.startswith(rhs)
         case "endswith":
-            return lambda v: v.endswith(rhs)  # type: ignore[attr-defined]
+            return lambda v: v.endswith(rhs)
         case "bcontains":
-            return lambda v: rhs in _to_bytes(v)  # type: ignore[operator]
+            return lambda v: rhs in _to_bytes(v)
         case "bstartswith":
-            return lambda v: _to_bytes(v).startswith(rhs)  # type: ignore[attr-defined]
+            return lambda v: _to_bytes(v).startswith(rhs)
         case "glob" | "iglob":
-            rx = _glob(str(rhs), op == "iglob")
-            return lambda v: rx.fullmatch(v) is not None  # type: ignore[arg-type]
+            rx = glob_regex(str(rhs), op == "iglob")
+            return lambda v: rx.fullmatch(v) is not None
         case "regex":
             try:
                 rx = compile_posix(str(rhs))
             except RegexError as exc:
                 raise CheckError(f"invalid regular expression '{rhs}': {exc}", pos) from None
-            return lambda v: rx.fullmatch(v) is not None  # type: ignore[arg-type]
+            return lambda v: rx.fullmatch(v) is not None
     raise CheckError(f"operator '{op}' is not supported", pos)
 
 
@@ -310,12 +321,10 @@ def _set_pred(op: str, vtype: str, values: list[object], pos: int) -> Pred:
     """Membership for `in`/`intersects`/`pmatch` against a literal list."""
     if op == "pmatch":
         prefixes = PathPrefixes(str(v) for v in values)
-        return lambda v: prefixes.match(v)  # type: ignore[arg-type]
-    if vtype == "ipnet" or (vtype == "ipaddr" and any(
-            isinstance(v, (ipaddress.IPv4Network, ipaddress.IPv6Network)) for v in values)):
-        nets = [v if isinstance(v, (ipaddress.IPv4Network, ipaddress.IPv6Network))
-                else ipaddress.ip_network(v) for v in values]
-        return lambda v: v is not None and any(v in n for n in nets)  # type: ignore[operator]
+        return lambda v: prefixes.match(v)
+    if vtype == "ipnet":
+        tests = [_in_network(n) for n in values]
+        return lambda v: any(t(v) for t in tests)
     if vtype == "any":
         members = frozenset(str(v) for v in values)
         return lambda v: _to_str(v) in members
@@ -330,6 +339,9 @@ def _modifier_pred(op: str, vtype: str, values: list[object], pos: int) -> Pred:
     preds = [_scalar_pred(base, vtype, v, pos) for v in values]
     if not preds:
         return lambda v: False
+    if base == "startswith" and modifier == "anyof" and vtype == "string":
+        prefixes = tuple(str(v) for v in values)
+        return lambda v: v.startswith(prefixes)
     if modifier == "allof":
         return lambda v: all(p(v) for p in preds)
     if modifier == "oneof":
@@ -364,7 +376,7 @@ def _lift(getter: Getter, coerce: Callable[[object], object], pred: Pred,
         if v is None:
             return False
         if v.__class__ is list:
-            items = [coerce(x) for x in v]  # type: ignore[attr-defined]
+            items = [coerce(x) for x in v]
             if all_elements:
                 return bool(items) and all(x is not None and pred(x) for x in items)
             return any(x is not None and pred(x) for x in items)
@@ -373,8 +385,22 @@ def _lift(getter: Getter, coerce: Callable[[object], object], pred: Pred,
     return check
 
 
+def _lift_string_field(name: str, arg: str | None, pred: Pred) -> Check:
+    """The hottest path: a plain string field read straight from the event."""
+    def check(ev: Any) -> bool:
+        v = ev.get(name, arg)
+        if v.__class__ is str:
+            return pred(v)
+        if v is None:
+            return False
+        if v.__class__ is list:
+            return any(x is not None and pred(_to_str(x)) for x in v)
+        return pred(_to_str(v))
+    return check
+
+
 def _lift_string(getter: Getter, pred: Pred) -> Check:
-    """The hot path: string fields, which the sensor already gives as str."""
+    """String values from a computed getter (transformers, time fields)."""
     def check(ev: object) -> bool:
         v = getter(ev)
         if v.__class__ is str:
@@ -382,7 +408,7 @@ def _lift_string(getter: Getter, pred: Pred) -> Check:
         if v is None:
             return False
         if v.__class__ is list:
-            return any(x is not None and pred(_to_str(x)) for x in v)  # type: ignore[attr-defined]
+            return any(x is not None and pred(_to_str(x)) for x in v)
         return pred(_to_str(v))
     return check
 
@@ -396,12 +422,14 @@ def _field_vs_field(node: ast.BinaryCheck, getter: Getter, vtype: str) -> Check:
         (inner,) = node.right.args
         if not isinstance(inner, ast.Field):
             raise CheckError("expected a field within 'val' transformer", node.right.pos)
-        field_info(inner)
+        if field_info(inner).no_rhs:
+            raise CheckError(f"field '{inner.name}' can't be used as a right-hand side value",
+                             inner.pos)
         right_get = field_getter(inner)
+    compare = _FIELD_COMPARATORS.get(node.op)
+    if compare is None:
+        raise CheckError(f"operator '{node.op}' can't compare two fields", node.pos)
     coerce = _COERCE[vtype]
-    op = node.op
-    if op in ("in", "intersects", "pmatch") or " " in op:
-        raise CheckError(f"operator '{op}' can't compare two fields", node.pos)
 
     def check(ev: object) -> bool:
         a, b = getter(ev), right_get(ev)
@@ -411,7 +439,7 @@ def _field_vs_field(node: ast.BinaryCheck, getter: Getter, vtype: str) -> Check:
         if a is None or b is None:
             return False
         try:
-            return _scalar_pred(op, vtype, b, node.pos)(a)
+            return compare(a, b)
         except TypeError:
             return False
     return check
@@ -437,10 +465,16 @@ def _check_event_names(node: ast.BinaryCheck) -> None:
 def compile_check(node: ast.BinaryCheck | ast.UnaryCheck) -> Check:
     """The closure evaluating one check against an event."""
     getter, info, vtype = operand(node.left)
+    if info.print_only:
+        raise CheckError(f"field '{info.name}' can only be printed, not filtered on", node.pos)
     if isinstance(node, ast.UnaryCheck):
         return _exists(getter)
     _validate_op(node.op, info, vtype, node.pos)
     if isinstance(node.right, ast.Transformer):
+        if (isinstance(node.left, ast.Field) and node.left.name in ("evt.type", "syscall.type")
+                and node.op in ("=", "==", "!=", "in")):
+            raise CheckError("right-hand field comparisons on `evt.type`/`syscall.type` checks "
+                             "are not supported by event code search", node.right.pos)
         return _field_vs_field(node, getter, vtype)
     values = _right_values(node, vtype)
     if isinstance(node.left, ast.Field) and node.left.name == "evt.type":
@@ -457,6 +491,9 @@ def compile_check(node: ast.BinaryCheck | ast.UnaryCheck) -> Check:
             raise CheckError(f"operator '{op}' expects a single value", node.pos)
         pred = _scalar_pred(op, vtype, values[0], node.right.pos)
     if vtype == "string" and not all_elements:
+        left = node.left
+        if isinstance(left, ast.Field) and left.name not in timefields.TIME_FIELDS:
+            return _lift_string_field(left.name, left.arg, pred)
         return _lift_string(getter, pred)
     return _lift(getter, _COERCE[vtype], pred, all_elements)
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from falconer.engine.diagnostics import LoadError, Position, Reporter
 from falconer.engine.fields import UnknownField, resolve
 from falconer.engine.lexer import LIST_OPS, NUM_OPS, STR_OP_MODIFIERS, STR_OPS, UNARY_OPS
 from falconer.engine.located import LocatedText
-from falconer.engine.reader import Item, located_scalar, node_position
+from falconer.engine.reader import Item, is_null, node_position
 
 #: The engine version Falconer implements (the upstream files require 0.57.0).
 ENGINE_VERSION = "0.58.0"
@@ -219,19 +219,20 @@ class Collector:
 
     # -- lists and macros ---------------------------------------------------------------------
 
-    def _append_mode(self, item: Item, overridable: tuple[str, ...]) -> tuple[bool, bool]:
-        """(append, replace) requested by `append: true` or `override:` for a list/macro."""
+    def _appends(self, item: Item, overridable: tuple[str, ...]) -> bool:
+        """Whether a list/macro item appends (`append: true` or `override: {k: append}`);
+        otherwise it defines or replaces."""
         append = item.optional_boolean("append", False)
-        if item.has("append"):
+        if append:
             self._warn_deprecated_append(item)
         overrides = self._overrides(item, overridable, overridable)
         if append and overrides:
             raise item.error(_OVERRIDE_APPEND_ERROR)
-        return append or "append" in overrides.values(), "replace" in overrides.values()
+        return append or "append" in overrides.values()
 
     def _list(self, item: Item) -> None:
         items = [text for text, _ in item.string_list("items")]
-        append, _ = self._append_mode(item, ("items",))
+        append = self._appends(item, ("items",))
         self._warn_unknown_keys(item, _LIST_KEYS)
         if append:
             prev = self.lists.get(item.name)
@@ -245,7 +246,7 @@ class Collector:
 
     def _macro(self, item: Item) -> None:
         cond = item.located("condition")
-        append, _ = self._append_mode(item, ("condition",))
+        append = self._appends(item, ("condition",))
         self._warn_unknown_keys(item, _MACRO_KEYS)
         if append:
             prev = self.macros.get(item.name)
@@ -305,7 +306,7 @@ class Collector:
     def _rule(self, item: Item) -> None:
         source = item.optional_string("source")
         has_append = item.optional_boolean("append", False)
-        if item.has("append"):
+        if has_append:
             self._warn_deprecated_append(item)
         overrides = self._overrides(item, _RULE_APPENDABLE, _RULE_REPLACEABLE)
         if has_append and overrides:
@@ -332,7 +333,7 @@ class Collector:
                                                  "name already exists")
             prev.enabled = enabled
         else:
-            self._define_rule(item, source or "syscall")
+            self._define_rule(item, item.string("source") if item.has("source") else "syscall")
 
     def _priority(self, item: Item) -> str:
         text = item.string("priority")
@@ -346,7 +347,7 @@ class Collector:
         rule = RuleInfo(
             name=item.name,
             cond=item.located("condition"),
-            output=_located_or_empty(item, "output").strip(),
+            output=item.located("output").strip(),
             desc=item.string("desc"),
             priority=self._priority(item),
             source=source,
@@ -423,7 +424,7 @@ class Collector:
             case "condition":
                 prev.cond = item.located("condition")
             case "output":
-                prev.output = _located_or_empty(item, "output")
+                prev.output = item.located("output")
             case "desc":
                 prev.desc = item.string("desc")
             case "tags":
@@ -448,7 +449,7 @@ class Collector:
     # -- exceptions ---------------------------------------------------------------------------
 
     def _exceptions(self, item: Item, appending: bool) -> list[ExceptionInfo]:
-        if not item.has("exceptions") or item.keys["exceptions"][1].tag.endswith(":null"):
+        if not item.has("exceptions") or is_null(item.keys["exceptions"][1]):
             return []
         node = item.keys["exceptions"][1]
         if not isinstance(node, SequenceNode):
@@ -473,7 +474,7 @@ class Collector:
             comps = _entry(item, _mapping_value(ex_node, "comps"), "comps", pos)
             values_node = _mapping_value(ex_node, "values")
             values: list[ExceptionValue] = []
-            if values_node is not None and not values_node.tag.endswith(":null"):
+            if values_node is not None and not is_null(values_node):
                 if not isinstance(values_node, SequenceNode):
                     raise item.error("Rule exception values must be a sequence",
                                      node_position(item.source.name, values_node))
@@ -526,7 +527,7 @@ class Collector:
                                            ex.position) from None
 
 
-def _mapping_value(node: object, key: str):  # type: ignore[no-untyped-def]
+def _mapping_value(node: object, key: str) -> Node | None:
     """The value node under `key` in a mapping node, or None."""
     if not isinstance(node, MappingNode):
         return None
@@ -538,7 +539,7 @@ def _mapping_value(node: object, key: str):  # type: ignore[no-untyped-def]
 
 def _entry(item: Item, node: object, key: str, pos: Position) -> str | list[str] | None:
     """An exception's `fields`/`comps`: a string or a list of strings."""
-    if node is None or (isinstance(node, ScalarNode) and node.tag.endswith(":null")):
+    if node is None or (isinstance(node, Node) and is_null(node)):
         return None
     if isinstance(node, ScalarNode):
         if not node.value:
@@ -562,11 +563,6 @@ def _exception_value(item: Item, node: object) -> ExceptionValue:
         return [_exception_value(item, child) for child in node.value]
     raise item.error("Rule exception values must be strings or lists",
                      node_position(item.source.name, node))  # type: ignore[arg-type]
-
-
-def _located_or_empty(item: Item, key: str) -> LocatedText:
-    node = item.scalar_node(key, can_be_empty=True)
-    return located_scalar(item.source, node)
 
 
 def _unique(tags: list[str]) -> list[str]:

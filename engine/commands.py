@@ -9,7 +9,7 @@ import sys
 from typing import TextIO
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the engine's subcommands."""
     validate = subparsers.add_parser(
         "validate", help="check rules files (loaded in order as one set)",

@@ -12,13 +12,15 @@ Every problem is a positioned LoadError; unused lists and macros become warnings
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from falconer.engine import ast
 from falconer.engine.checks import Check, CheckError, compile_check
 from falconer.engine.collector import Collector, ExceptionInfo, RuleInfo
-from falconer.engine.diagnostics import LoadError, Reporter
+from falconer.engine.diagnostics import LoadError, Position, Reporter
 from falconer.engine.evttypes import EvtSet, event_types
 from falconer.engine.fields import FIELDS
 from falconer.engine.lexer import ConditionSyntaxError, LIST_OPS
@@ -89,6 +91,10 @@ class Compiler:
         self.macro_asts: dict[str, ast.Expr] = {}
         self.used_macros: set[str] = set()
         self.broken_macros: set[str] = set()
+        # Every parsed text gets a distinct range of node positions, so a node expanded
+        # from a macro into a rule still knows which text (and file line) it came from.
+        self._bases: list[int] = []
+        self._texts: list[LocatedText] = []
 
     # -- lists ------------------------------------------------------------------------------
 
@@ -107,18 +113,27 @@ class Compiler:
 
     # -- conditions ---------------------------------------------------------------------------
 
-    def _error(self, code: str, message: str, text: LocatedText, offset: int, kind: str,
-               name: str) -> LoadError:
-        return LoadError(code, message, text.position(offset), kind, name)
+    def where(self, pos: int) -> Position | None:
+        """The file position of a node position (see `parse`)."""
+        i = bisect.bisect_right(self._bases, pos) - 1
+        if i < 0:
+            return None
+        return self._texts[i].position(pos - self._bases[i])
+
+    def _error(self, code: str, message: str, pos: int, kind: str, name: str) -> LoadError:
+        return LoadError(code, message, self.where(pos), kind, name)
 
     def parse(self, text: LocatedText, kind: str, name: str) -> ast.Expr:
         """Parse and substitute lists; syntax errors are positioned."""
         try:
             tree = parse_condition(text.text)
         except ConditionSyntaxError as exc:
-            raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", exc.message, text,
-                                       exc.offset, kind, name)) from None
-        return self._substitute(tree, text, kind, name)
+            raise _Failure(LoadError("LOAD_ERR_COMPILE_CONDITION", exc.message,
+                                     text.position(exc.offset), kind, name)) from None
+        base = self._bases[-1] + len(self._texts[-1].text) + 1 if self._bases else 0
+        self._bases.append(base)
+        self._texts.append(text)
+        return self._substitute(_shifted(tree, base), kind, name)
 
     def _list_values(self, value: ast.Value, after: int = -1) -> tuple[ast.Value, ...] | None:
         """The items of the list a bare value names, or None.
@@ -138,12 +153,12 @@ class Compiler:
             out.extend(nested if nested is not None else (item,))
         return tuple(out)
 
-    def _substitute(self, node: ast.Expr, text: LocatedText, kind: str, name: str) -> ast.Expr:
+    def _substitute(self, node: ast.Expr, kind: str, name: str) -> ast.Expr:
         if isinstance(node, (ast.And, ast.Or)):
-            return type(node)(tuple(self._substitute(c, text, kind, name)
+            return type(node)(tuple(self._substitute(c, kind, name)
                                     for c in node.children), node.pos)
         if isinstance(node, ast.Not):
-            return ast.Not(self._substitute(node.child, text, kind, name), node.pos)
+            return ast.Not(self._substitute(node.child, kind, name), node.pos)
         if not isinstance(node, ast.BinaryCheck):
             return node
         right = node.right
@@ -165,35 +180,35 @@ class Compiler:
                 raise _Failure(self._error(
                     "LOAD_ERR_COMPILE_CONDITION",
                     f"list '{right.text}' used as a single value with operator '{node.op}'",
-                    text, right.pos, kind, name))
+                    right.pos, kind, name))
             return ast.BinaryCheck(node.left, node.op, expanded[0], node.pos)
         return node
 
-    def expand(self, node: ast.Expr, visible: Callable[[str], bool], text: LocatedText,
-               kind: str, name: str, path: tuple[str, ...] = ()) -> ast.Expr:
+    def expand(self, node: ast.Expr, visible: Callable[[str], bool], kind: str, name: str,
+               path: tuple[str, ...] = ()) -> ast.Expr:
         """Replace macro references by their (expanded) conditions."""
         if isinstance(node, (ast.And, ast.Or)):
-            return type(node)(tuple(self.expand(c, visible, text, kind, name, path)
+            return type(node)(tuple(self.expand(c, visible, kind, name, path)
                                     for c in node.children), node.pos)
         if isinstance(node, ast.Not):
-            return ast.Not(self.expand(node.child, visible, text, kind, name, path), node.pos)
+            return ast.Not(self.expand(node.child, visible, kind, name, path), node.pos)
         if not isinstance(node, ast.Identifier):
             return node
         ref = node.name
         if ref in self.broken_macros and visible(ref):
             self.used_macros.add(ref)
             raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", f"macro '{ref}' is invalid",
-                                       text, node.pos, kind, name), cascade=True)
+                                       node.pos, kind, name), cascade=True)
         if ref not in self.macro_asts or not visible(ref):
             raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION",
-                                       f"Undefined macro '{ref}' used in filter.", text,
-                                       node.pos, kind, name))
+                                       f"Undefined macro '{ref}' used in filter.", node.pos,
+                                       kind, name))
         if ref in path:
             raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION",
-                                       f"reference loop in macro '{ref}'", text, node.pos,
-                                       kind, name))
+                                       f"reference loop in macro '{ref}'", node.pos, kind,
+                                       name))
         self.used_macros.add(ref)
-        return self.expand(self.macro_asts[ref], visible, text, kind, name, (*path, ref))
+        return self.expand(self.macro_asts[ref], visible, kind, name, (*path, ref))
 
     def compile_macros(self) -> None:
         ordered = sorted(self.col.macros.values(), key=lambda info: info.index)
@@ -213,8 +228,7 @@ class Compiler:
                 return macros[ref].index < limit
             try:
                 self.macro_asts[info.name] = self.expand(self.macro_asts[info.name], visible,
-                                                         info.cond, "macro", info.name,
-                                                         (info.name,))
+                                                         "macro", info.name, (info.name,))
             except _Failure as failure:
                 del self.macro_asts[info.name]
                 self.broken_macros.add(info.name)
@@ -253,8 +267,8 @@ class Compiler:
         try:
             output = compile_output(text)
         except OutputFormatError as exc:
-            raise _Failure(self._error("LOAD_ERR_COMPILE_OUTPUT", exc.message, info.output,
-                                       exc.offset, "rule", info.name),
+            raise _Failure(LoadError("LOAD_ERR_COMPILE_OUTPUT", exc.message,
+                                     info.output.position(exc.offset), "rule", info.name),
                            unknown_field=exc.message.startswith("unknown filter")) from None
         for token in output.tokens:
             if token.info.deprecated:
@@ -269,9 +283,9 @@ class Compiler:
         output = self._compile_output(info)
         cond = with_exceptions(info)
         tree = self.parse(cond, "rule", info.name)
-        tree = self.expand(tree, lambda ref: True, cond, "rule", info.name)
-        self._warn_condition(tree, cond, info.name)
-        check = self._closure(tree, cond, info.name)
+        tree = self.expand(tree, lambda ref: True, "rule", info.name)
+        self._warn_condition(tree, info.name)
+        check = self._closure(tree, info.name)
         types = event_types(tree)
         if types.is_all_but and info.warn_evttypes:
             self.reporter.add("LOAD_NO_EVTTYPE", "Rule matches too many evt.type values. This "
@@ -280,14 +294,14 @@ class Compiler:
         return CompiledRule(info.name, info.index, info.priority, info.source, info.desc,
                             sorted(info.tags), info.enabled, check, types, output)
 
-    def _warn_condition(self, tree: ast.Expr, cond: LocatedText, name: str) -> None:
+    def _warn_condition(self, tree: ast.Expr, name: str) -> None:
         """Deprecated fields, and `<NA>` comparisons on fields that print `<NA>` when missing."""
         for node in _checks(tree):
             left = node.left
             if isinstance(left, ast.Field) and left.name in FIELDS and FIELDS[left.name].deprecated:
                 self.reporter.add("LOAD_DEPRECATED_ITEM",
                                   f"usage of deprecated field '{left.name}'",
-                                  cond.position(left.pos), "rule", name)
+                                  self.where(left.pos), "rule", name)
             unsafe = isinstance(left, ast.Field) and left.name.startswith(_UNSAFE_NA_PREFIXES)
             if unsafe and isinstance(node, ast.BinaryCheck) and node.op in _EQUALITY_OPS:
                 right = node.right
@@ -296,37 +310,27 @@ class Compiler:
                     self.reporter.add("LOAD_UNSAFE_NA_CHECK",
                                       "comparing a field to '<NA>' is unsafe: it does not tell "
                                       "a missing value from a present one",
-                                      cond.position(node.pos), "rule", name)
+                                      self.where(node.pos), "rule", name)
                     break
 
-    def _closure(self, node: ast.Expr, cond: LocatedText, name: str) -> Check:
+    def _closure(self, node: ast.Expr, name: str) -> Check:
         if isinstance(node, ast.And):
-            return _all_of([self._closure(c, cond, name) for c in node.children])
+            return _all_of([self._closure(c, name) for c in node.children])
         if isinstance(node, ast.Or):
-            return _any_of([self._closure(c, cond, name) for c in node.children])
+            checks = [self._closure(c, name) for c in node.children]
+            return _any_of(_merge_alternatives(node.children, checks))
         if isinstance(node, ast.Not):
-            inner = self._closure(node.child, cond, name)
+            inner = self._closure(node.child, name)
             return lambda ev: not inner(ev)
         if isinstance(node, (ast.BinaryCheck, ast.UnaryCheck)):
             try:
                 return compile_check(node)
             except CheckError as exc:
-                raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", exc.message, cond,
+                raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", exc.message,
                                            exc.offset, "rule", name),
                                unknown_field=exc.unknown_field) from None
         raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", "unexpected expression",
-                                   cond, getattr(node, "pos", 0), "rule", name))
-
-    def check_macros(self) -> None:
-        """Macros never used by a rule are still compiled, so their errors surface."""
-        for name, tree in self.macro_asts.items():
-            info = self.col.macros[name]
-            try:
-                self._closure(tree, info.cond, name)
-            except _Failure as failure:
-                err = failure.error
-                self.reporter.add_error(LoadError(err.code, err.message, err.position, "macro",
-                                                  name))
+                                   getattr(node, "pos", 0), "rule", name))
 
     def warn_unused(self) -> None:
         for info in sorted(self.col.macros.values(), key=lambda m: m.index):
@@ -341,6 +345,20 @@ class Compiler:
                                   linfo.position, "list", linfo.name)
 
 
+def _shifted(node: ast.Expr, delta: int) -> ast.Expr:
+    """The same tree with every position moved by `delta`."""
+    if delta == 0:
+        return node
+    changes: dict[str, object] = {"pos": node.pos + delta}
+    for attr in ("children", "args", "values"):
+        if hasattr(node, attr):
+            changes[attr] = tuple(_shifted(c, delta) for c in getattr(node, attr))
+    for attr in ("child", "left", "right"):
+        if hasattr(node, attr):
+            changes[attr] = _shifted(getattr(node, attr), delta)
+    return dataclasses.replace(node, **changes)  # type: ignore[arg-type]
+
+
 def _checks(node: ast.Expr) -> list[ast.BinaryCheck | ast.UnaryCheck]:
     if isinstance(node, (ast.And, ast.Or)):
         return [c for child in node.children for c in _checks(child)]
@@ -349,6 +367,37 @@ def _checks(node: ast.Expr) -> list[ast.BinaryCheck | ast.UnaryCheck]:
     if isinstance(node, (ast.BinaryCheck, ast.UnaryCheck)):
         return [node]
     return []
+
+
+#: `f = a or f = b` is `f in (a, b)`; `f startswith a or f startswith b` is one
+#: `str.startswith((a, b))`: same truth, one field read instead of many.
+_MERGED_OPS = {"=": "in", "==": "in", "startswith": "startswith anyof"}
+
+
+def _merge_alternatives(children: tuple[ast.Expr, ...], checks: list[Check]) -> list[Check]:
+    """The `or` alternatives with same-field string equalities/prefixes merged.
+
+    Each child was already compiled on its own (so errors are reported as written);
+    merging only replaces closures by an equivalent, faster one.
+    """
+    groups: dict[tuple[str, str | None, str], list[tuple[int, ast.Field, ast.Value]]] = {}
+    for i, child in enumerate(children):
+        if (isinstance(child, ast.BinaryCheck) and child.op in _MERGED_OPS
+                and isinstance(child.left, ast.Field) and isinstance(child.right, ast.Value)):
+            info = FIELDS.get(child.left.name)
+            if info is not None and info.type == "string" and not info.is_list:
+                key = (child.left.name, child.left.arg, _MERGED_OPS[child.op])
+                groups.setdefault(key, []).append((i, child.left, child.right))
+    merged: list[Check | None] = list(checks)
+    for (_, _, op), members in groups.items():
+        if len(members) < 2:
+            continue
+        first, left, _ = members[0]
+        values = ast.ListValue(tuple(v for _, _, v in members), left.pos)
+        merged[first] = compile_check(ast.BinaryCheck(left, op, values, left.pos))
+        for i, _, _ in members[1:]:
+            merged[i] = None
+    return [c for c in merged if c is not None]
 
 
 def _all_of(checks: list[Check]) -> Check:
@@ -431,6 +480,5 @@ def compile_collection(collector: Collector, reporter: Reporter) -> Compiled:
     compiler.compile_lists()
     compiler.compile_macros()
     rules = compiler.compile_rules()
-    compiler.check_macros()
     compiler.warn_unused()
     return Compiled(rules, len(collector.macros), len(collector.lists))

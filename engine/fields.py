@@ -24,20 +24,18 @@ class FieldInfo:
     type: str
     arg: str  # "none" | "allowed" | "required"
     is_list: bool
-    ancestor: bool
     deprecated: bool
     description: str
+    filter_only: bool = False  # usable in conditions, not in outputs
+    print_only: bool = False  # usable in outputs, not in conditions
+    no_rhs: bool = False  # cannot be read by `val()` on a check's right side
+    no_transformer: bool = False  # cannot be wrapped in a transformer
 
     @property
     def numeric(self) -> bool:
         """Whether values compare as numbers."""
         return self.type in ("number", "port")
 
-
-#: Fields whose argument selects an ancestor; without one they list all ancestors and
-#: a check matches when any ancestor does.
-_ANCESTOR_FIELDS = frozenset({"proc.aname", "proc.apid", "proc.aexe", "proc.aexepath",
-                              "proc.acmdline", "proc.aenv"})
 
 #: Fields named `<prefix>.<arg>` (the argument written after a dot, e.g. evt.arg.flags).
 DOTTED_ARG_FIELDS: tuple[str, ...] = ("evt.arg", "evt.rawarg", "evt.type.is")
@@ -60,7 +58,7 @@ evt.category string none - Category
 evt.cpu number none - CPU Number
 evt.args string none - Arguments
 evt.arg string required - Argument
-evt.rawarg any required - Raw Argument
+evt.rawarg any required no_rhs,no_transformer Raw Argument
 evt.info string none - Information
 evt.buffer bytes none - Buffer
 evt.buflen number none - Buffer Length
@@ -88,29 +86,29 @@ evt.is_open_exec bool none - Is Created With Execute Permissions
 evt.is_open_create bool none - Is Created
 proc.exe string none - First Argument
 proc.pexe string none - Parent First Argument
-proc.aexe string allowed - Ancestor First Argument
+proc.aexe string allowed no_rhs,no_transformer Ancestor First Argument
 proc.exepath string none - Process Executable Path
 proc.pexepath string none - Parent Process Executable Path
-proc.aexepath string allowed - Ancestor Executable Path
+proc.aexepath string allowed no_rhs,no_transformer Ancestor Executable Path
 proc.name string none - Name
 proc.pname string none - Parent Name
-proc.aname string allowed - Ancestor Name
+proc.aname string allowed no_rhs,no_transformer Ancestor Name
 proc.args string allowed - Arguments
 proc.aargs string allowed - Ancestor Arguments
 proc.cmdline string none - Command Line
 proc.pcmdline string none - Parent Command Line
-proc.acmdline string allowed - Ancestor Command Line
+proc.acmdline string allowed no_rhs,no_transformer Ancestor Command Line
 proc.cmdnargs number none - Number of Command Line args
 proc.cmdlenargs number none - Total Count of Characters in Command Line args
 proc.exeline string none - Executable Command Line
 proc.env string allowed - Environment
-proc.aenv string allowed - Ancestor Environment
+proc.aenv string allowed no_rhs,no_transformer Ancestor Environment
 proc.cwd string none - Current Working Directory
 proc.loginshellid number none - Login Shell ID
 proc.tty number none - Process TTY
 proc.pid number none - Process ID
 proc.ppid number none - Parent Process ID
-proc.apid number allowed - Ancestor Process ID
+proc.apid number allowed no_rhs,no_transformer Ancestor Process ID
 proc.vpid number none - Virtual Process ID
 proc.pvpid number none - Parent Virtual Process ID
 proc.sid number none - Process Session ID
@@ -179,12 +177,12 @@ fd.typechar string none - FD Type Char
 fd.name string none - FD Name
 fd.directory string none - FD Directory
 fd.filename string none - FD Filename
-fd.ip ipaddr none filter_only FD IP Address
+fd.ip ipaddr none filter_only,no_rhs,no_transformer FD IP Address
 fd.cip ipaddr none - FD Client Address
 fd.sip ipaddr none - FD Server Address
 fd.lip ipaddr none - FD Local Address
 fd.rip ipaddr none - FD Remote Address
-fd.port port none filter_only FD Port
+fd.port port none filter_only,no_rhs,no_transformer FD Port
 fd.cport port none - FD Client Port
 fd.sport port none - FD Server Port
 fd.lport port none - FD Local Port
@@ -195,28 +193,28 @@ fd.is_server bool none - FD Server
 fd.uid string none - FD ID
 fd.containername string none - FD Container Name
 fd.containerdirectory string none - FD Container Directory
-fd.proto port none filter_only FD Protocol
+fd.proto port none filter_only,no_rhs,no_transformer FD Protocol
 fd.cproto string none - FD Client Protocol
 fd.sproto string none - FD Server Protocol
 fd.lproto string none - FD Local Protocol
 fd.rproto string none - FD Remote Protocol
-fd.net ipnet none filter_only FD IP Network
-fd.cnet ipnet none filter_only FD Client Network
-fd.snet ipnet none filter_only FD Server Network
-fd.lnet ipnet none filter_only FD Local Network
-fd.rnet ipnet none filter_only FD Remote Network
+fd.net ipnet none filter_only,no_rhs,no_transformer FD IP Network
+fd.cnet ipnet none filter_only,no_rhs,no_transformer FD Client Network
+fd.snet ipnet none filter_only,no_rhs,no_transformer FD Server Network
+fd.lnet ipnet none filter_only,no_rhs,no_transformer FD Local Network
+fd.rnet ipnet none filter_only,no_rhs,no_transformer FD Remote Network
 fd.connected bool none - FD Connected
 fd.name_changed bool none - FD Name Changed
-fd.cip.name string none - FD Client Domain Name
-fd.sip.name string none - FD Server Domain Name
-fd.lip.name string none - FD Local Domain Name
-fd.rip.name string none - FD Remote Domain Name
+fd.cip.name string none no_rhs,no_transformer FD Client Domain Name
+fd.sip.name string none no_rhs,no_transformer FD Server Domain Name
+fd.lip.name string none no_rhs,no_transformer FD Local Domain Name
+fd.rip.name string none no_rhs,no_transformer FD Remote Domain Name
 fd.dev number none - FD Device
 fd.dev.major number none - FD Major Device
 fd.dev.minor number none - FD Minor Device
 fd.ino number none - FD Inode Number
 fd.nameraw string none - FD Name Raw
-fd.types string allowed list FD Type
+fd.types string allowed list,no_rhs FD Type
 fd.is_upper_layer bool none - FD Upper Layer
 fd.is_lower_layer bool none - FD Lower Layer
 user.uid number none - User ID
@@ -315,8 +313,12 @@ def _parse_table(table: str) -> dict[str, FieldInfo]:
     for line in table.strip().splitlines():
         name, ftype, arg, flags, description = line.split(" ", 4)
         flag_set = set(flags.split(","))
-        out[name] = FieldInfo(name, ftype, arg, "list" in flag_set, name in _ANCESTOR_FIELDS,
-                              "deprecated" in flag_set, description)
+        out[name] = FieldInfo(name, ftype, arg, "list" in flag_set, "deprecated" in flag_set,
+                              description,
+                              filter_only="filter_only" in flag_set,
+                              print_only="print_only" in flag_set,
+                              no_rhs="no_rhs" in flag_set,
+                              no_transformer="no_transformer" in flag_set)
     return out
 
 

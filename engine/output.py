@@ -98,6 +98,9 @@ def _token_at(fmt: str, start: int) -> tuple[ast.Field | ast.Transformer, Getter
         try:
             node, end = parse_field_or_transformer(rest[:size])
             get, info, _ = operand(node)
+            if info.filter_only:
+                raise OutputFormatError(f"{info.name} is filter only and cannot be used as a "
+                                        "display field", start - 1)
             return node, get, info, start + end
         except ConditionSyntaxError as exc:
             last_error = exc.message

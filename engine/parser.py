@@ -294,7 +294,7 @@ class _Parser:
         cur = self.cur
         cur.blank()
         pos = cur.pos
-        result = self.try_transformer_or_val()
+        result: ast.Value | ast.Transformer | None = self.try_transformer_or_val()
         if result is None:
             if not (cur.pattern(HEX_NUMBER) or cur.pattern(NUMBER)):
                 raise self._fail("expected a number value or a field with a valid transformer: "

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from fnmatch import translate
+
+from falconer.engine.fnglob import glob_regex
 
 _GLOB_CHARS = re.compile(r"[?*\[]")
 
@@ -32,11 +33,12 @@ class _Node:
 
     def child(self, comp: str) -> _Node:
         if _GLOB_CHARS.search(comp):
-            for rx, node in self.globs:
-                if rx.pattern == translate(comp):
+            rx = glob_regex(comp)
+            for known, node in self.globs:
+                if known.pattern == rx.pattern:
                     return node
             node = _Node()
-            self.globs.append((re.compile(translate(comp), re.DOTALL), node))
+            self.globs.append((rx, node))
             return node
         return self.children.setdefault(comp, _Node())
 

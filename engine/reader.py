@@ -22,10 +22,9 @@ ITEM_KINDS: tuple[str, ...] = (
     "required_engine_version", "required_plugin_versions", "list", "macro", "rule",
 )
 
-_STR_TAG = "tag:yaml.org,2002:str"
-_BOOL_TAG = "tag:yaml.org,2002:bool"
 _NULL_TAG = "tag:yaml.org,2002:null"
-_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "y": True,
+               "false": False, "no": False, "off": False, "n": False}
 
 
 def node_position(file: str, node: Node) -> Position:
@@ -112,12 +111,12 @@ class Item:
         return self.string(key, can_be_empty=True)
 
     def boolean(self, key: str) -> bool:
-        """A required YAML boolean."""
+        """A required boolean, decoded as yaml-cpp does: true/yes/on/y and their negations,
+        in lower, UPPER or Capitalised spelling, quoted or not."""
         node = self.scalar_node(key)
-        word = node.value.lower() if node.tag in (_BOOL_TAG, _STR_TAG) else ""
-        if node.tag == _STR_TAG and node.style is not None:
-            word = ""
-        if word not in _BOOL_WORDS:
+        text = node.value
+        word = text.lower()
+        if word not in _BOOL_WORDS or text not in (word, word.upper(), word.capitalize()):
             raise self.error("Can't decode YAML scalar value", self.key_position(key))
         return _BOOL_WORDS[word]
 
@@ -138,8 +137,6 @@ class Item:
         if key not in self.keys:
             raise self.error(f"Item has no mapping for key '{key}'")
         node = self.keys[key][1]
-        if is_null(node):
-            return []
         if not isinstance(node, SequenceNode):
             raise self.error("Value is not a sequence", self.key_position(key))
         out: list[tuple[str, Position]] = []
@@ -166,6 +163,9 @@ def located_scalar(source: SourceFile, node: ScalarNode) -> LocatedText:
     value = node.value
     start, end = node.start_mark, node.end_mark
     raw = source.text[start.index:end.index]
+    if node.style in ("'", '"') and start.line == end.line:
+        return LocatedText(value, _quoted_spans(source.name, raw, start.line + 1,
+                                                start.column + 1))
     lines = raw.split("\n")
     spans: list[Span] = []
     cursor = 0
@@ -195,6 +195,36 @@ def located_scalar(source: SourceFile, node: ScalarNode) -> LocatedText:
     if not spans:
         spans.append(Span(0, len(value), source.name, start.line + 1, start.column + 1, False))
     return LocatedText(value, tuple(spans))
+
+
+_ESCAPE_LENGTHS = {"x": 4, "u": 6, "U": 10}
+
+
+def _quoted_spans(file: str, raw: str, line: int, column: int) -> tuple[Span, ...]:
+    """Exact positions for a one-line quoted scalar, escapes included: one span per run
+    of characters written literally, so offsets after `\\"` or `''` still line up."""
+    quote = raw[0]
+    spans: list[Span] = []
+    out = 0  # offset in the value
+    i = 1  # offset in the raw text, after the opening quote
+    run_start, run_col = 0, column + 1
+    while i < len(raw) - 1:
+        if quote == '"' and raw[i] == "\\":
+            width = _ESCAPE_LENGTHS.get(raw[i + 1:i + 2], 2)
+        elif quote == "'" and raw[i:i + 2] == "''":
+            width = 2
+        else:
+            i += 1
+            out += 1
+            continue
+        if out > run_start:
+            spans.append(Span(run_start, out, file, line, run_col))
+        spans.append(Span(out, out + 1, file, line, column + i))
+        i += width
+        out += 1
+        run_start, run_col = out, column + i
+    spans.append(Span(run_start, max(out, run_start), file, line, run_col))
+    return tuple(spans)
 
 
 def read_items(source: SourceFile) -> Iterator[Item | LoadError]:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `operator` and the `rules` group to the command tree."""
     op = subparsers.add_parser(
         "operator", help="run the Kubernetes operator (FalcoRule, FalcoInstance)",

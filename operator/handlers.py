@@ -17,8 +17,11 @@ import kopf
 from falconer.operator.reconcile import Reconciler, TransientError
 
 GROUP, VERSION = "falconer.io", "v1alpha1"
-#: Seconds before a handler that hit an API failure is retried.
-RETRY_DELAY = 10.0
+#: kopf passes this logger type to handlers.
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+#: Seconds before a handler that hit an API failure is retried: doubling from the
+#: first to the last, so a lasting failure costs one request every few minutes.
+RETRY_FIRST, RETRY_MAX = 5.0, 300.0
 #: The Reconciler for this process, made at startup (handlers run only after it).
 _RECONCILER: list[Reconciler] = []
 
@@ -29,19 +32,27 @@ def _reconciler() -> Reconciler:
 
 def _post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
     """Post a Kubernetes Event through kopf (batched and retried off the handler thread)."""
-    kopf.event(kopf.Body(body), type=type_, reason=reason, message=message[:1024])
+    kopf.event(kopf.Body(body), type=type_, reason=reason, message=message[:1024])  # type: ignore[arg-type]
 
 
-def _guard(what: str, fn: Callable[[], Any]) -> None:
-    """Run `fn`; API failures retry later, never in a tight loop."""
+def _namespaced(namespace: str | None) -> str:
+    """Falconer's resources (and the DaemonSets it watches) are all namespaced."""
+    if namespace is None:
+        raise kopf.PermanentError("a cluster-scoped object reached a handler for namespaced resources")
+    return namespace
+
+
+def _guard(what: str, fn: Callable[[], Any], retry: int = 0) -> None:
+    """Run `fn`; API failures retry later with exponential backoff, never in a tight loop."""
     try:
         fn()
     except TransientError as exc:
-        raise kopf.TemporaryError(f"{what}: {exc}", delay=RETRY_DELAY) from exc
+        delay = min(RETRY_MAX, RETRY_FIRST * 2 ** min(retry, 16))
+        raise kopf.TemporaryError(f"{what}: {exc}", delay=delay) from exc
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, logger: Logger, **_: Any) -> None:
     """Keep kopf's bookkeeping in annotations of our group (status is schema-checked)."""
     from kubernetes import client, config
 
@@ -56,59 +67,63 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
-    config.load_config()
-    _RECONCILER[:] = [Reconciler(Kube(client.ApiClient()), _post_event, logger)]
+    config.load_config()  # type: ignore[no-untyped-call]
+    _RECONCILER[:] = [Reconciler(Kube(client.ApiClient()), _post_event)]
 
 
 @kopf.on.resume(GROUP, VERSION, "falcorules")
 @kopf.on.create(GROUP, VERSION, "falcorules")
 @kopf.on.update(GROUP, VERSION, "falcorules")
-def falcorule_changed(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+def falcorule_changed(body: kopf.Body, namespace: str | None, name: str, retry: int, **_: Any) -> None:
     """Compile the FalcoRule, report in its status, re-render the instances using it."""
-    _guard(f"FalcoRule {namespace}/{name}", lambda: _reconciler().reconcile_rule(_plain(body)))
+    _namespaced(namespace)
+    _guard(f"FalcoRule {namespace}/{name}", lambda: _reconciler().reconcile_rule(_plain(body)), retry)
 
 
 @kopf.on.delete(GROUP, VERSION, "falcorules", optional=True)
-def falcorule_deleted(body: kopf.Body, namespace: str, name: str, **_: Any) -> None:
+def falcorule_deleted(body: kopf.Body, namespace: str | None, name: str, retry: int, **_: Any) -> None:
     """Re-render the instances that used the deleted FalcoRule."""
     labels = dict(body.get("metadata", {}).get("labels") or {})
 
-    def rerender() -> None:
-        for inst in _reconciler().instances_using(namespace, name, labels):
-            _reconciler().reconcile_instance(namespace, inst["metadata"]["name"])
+    ns = _namespaced(namespace)
 
-    _guard(f"FalcoRule {namespace}/{name} deleted", rerender)
+    def rerender() -> None:
+        for inst in _reconciler().instances_using(ns, name, labels):
+            _reconciler().reconcile_instance(ns, inst["metadata"]["name"])
+
+    _guard(f"FalcoRule {namespace}/{name} deleted", rerender, retry)
 
 
 @kopf.on.resume(GROUP, VERSION, "falcoinstances")
 @kopf.on.create(GROUP, VERSION, "falcoinstances")
 @kopf.on.update(GROUP, VERSION, "falcoinstances")
-def falcoinstance_changed(namespace: str, name: str, **_: Any) -> None:
+def falcoinstance_changed(namespace: str | None, name: str, retry: int, **_: Any) -> None:
     """Render and apply the instance's ConfigMap, DaemonSet and RBAC; report status."""
-    _guard(f"FalcoInstance {namespace}/{name}", lambda: _reconciler().reconcile_instance(namespace, name))
+    ns = _namespaced(namespace)
+    _guard(f"FalcoInstance {ns}/{name}", lambda: _reconciler().reconcile_instance(ns, name), retry)
 
 
 @kopf.on.delete(GROUP, VERSION, "falcoinstances")
-def falcoinstance_deleted(namespace: str, name: str, logger: logging.Logger, **_: Any) -> None:
+def falcoinstance_deleted(namespace: str | None, name: str, retry: int, logger: Logger, **_: Any) -> None:
     """Delete the sensor's ClusterRoleBinding; owner references take care of the rest."""
-    _guard(
-        f"FalcoInstance {namespace}/{name} deleted",
-        lambda: _reconciler().instance_deleted(namespace, name),
-    )
+    ns = _namespaced(namespace)
+    _guard(f"FalcoInstance {ns}/{name} deleted", lambda: _reconciler().instance_deleted(ns, name), retry)
     logger.info("removed the sensor binding of %s/%s", namespace, name)
 
 
 @kopf.on.event("apps", "v1", "daemonsets", labels={"app.kubernetes.io/managed-by": "falconer-operator"})
-def daemonset_event(body: kopf.Body, namespace: str, **_: Any) -> None:
+def daemonset_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
     """A sensor DaemonSet changed (rollout progress, deletion): refresh its instance."""
     instance = _reconciler().instance_of_daemonset(_plain(body))
     if instance:
-        _guard(f"FalcoInstance {namespace}/{instance}", lambda: _reconciler().reconcile_instance(namespace, instance))
+        ns = _namespaced(namespace)
+        _guard(f"FalcoInstance {ns}/{instance}", lambda: _reconciler().reconcile_instance(ns, instance))
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
     """kopf's read-only body as plain dicts and lists."""
-    return _copy(body)
+    plain: dict[str, Any] = _copy(body)
+    return plain
 
 
 def _copy(value: Any) -> Any:

@@ -24,7 +24,9 @@ def contains(live: Any, desired: Any) -> bool:
         return isinstance(live, dict) and all(k in live and contains(live[k], v) for k, v in desired.items())
     if isinstance(desired, list):
         return (
-            isinstance(live, list) and len(live) == len(desired) and all(contains(a, b) for a, b in zip(live, desired))
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(contains(a, b) for a, b in zip(live, desired, strict=True))
         )
     if isinstance(desired, bool) or isinstance(live, bool):
         return live is desired
@@ -42,7 +44,7 @@ class Kube:
     """Typed-enough access to the objects the operator reads and writes."""
 
     def __init__(self, api_client: k8s.ApiClient) -> None:
-        self._dyn = DynamicClient(api_client)
+        self._dyn = DynamicClient(api_client)  # type: ignore[no-untyped-call]
         self._resources: dict[tuple[str, str], Resource] = {}
 
     def _res(self, api_version: str, kind: str) -> Resource:
@@ -54,9 +56,10 @@ class Kube:
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""
         try:
-            return self._res(api_version, kind).get(name=name, namespace=namespace).to_dict()
+            found: dict[str, Any] = self._res(api_version, kind).get(name=name, namespace=namespace).to_dict()
         except NotFoundError:
             return None
+        return found
 
     def list(
         self, api_version: str, kind: str, namespace: str | None = None, label_selector: str | None = None

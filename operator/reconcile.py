@@ -14,7 +14,6 @@ Errors split in two:
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any, Protocol
 
 from kubernetes.dynamic.exceptions import DynamicApiError
 
-from falconer.operator import render, rules, ruleyaml, selectors, status
+from falconer.operator import render, rules, selectors, status
 from falconer.operator.kube import Kube
 from falconer.operator.ruleyaml import RuleText
 
@@ -52,16 +51,16 @@ class Selected:
 
 
 def _api_error(exc: DynamicApiError, what: str) -> str:
-    return f"{what}: {exc.status} {exc.reason}: {exc.summary() if hasattr(exc, 'summary') else exc}"
+    """`what` and the API server's answer, for conditions and logs."""
+    return f"{what}: {exc.status} {exc.reason}: {exc.summary()}"  # type: ignore[no-untyped-call]
 
 
 class Reconciler:
     """Reconciles the operator's resources against one API server."""
 
-    def __init__(self, kube: Kube, post_event: EventSink, log: logging.Logger | None = None) -> None:
+    def __init__(self, kube: Kube, post_event: EventSink) -> None:
         self._kube = kube
         self._post = post_event
-        self._log = log or logging.getLogger("falconer.operator")
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -70,31 +69,39 @@ class Reconciler:
     def reconcile_rule(self, body: dict[str, Any]) -> rules.Compiled:
         """Compile a FalcoRule, write its status, re-render the instances using it."""
         meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        text, compiled = rules.compile_falcorule(name, body.get("spec"))
-        generation = int(meta.get("generation") or 0)
+        users = self.instances_using(meta["namespace"], meta["name"], meta.get("labels") or {})
+        compiled = self._write_rule_status(body, users)
+        for instance in users:
+            self.reconcile_instance(meta["namespace"], instance["metadata"]["name"])
+        return compiled
+
+    def _write_rule_status(self, body: dict[str, Any], instances: list[dict[str, Any]]) -> rules.Compiled:
+        """Compile the FalcoRule (cached) and write its status if it changed; an Event when
+        its validity changed."""
+        meta = body["metadata"]
+        text, compiled = rules.compile_falcorule(meta["name"], body.get("spec"))
         labels = meta.get("labels") or {}
-        users = self.instances_using(namespace, name, labels)
+        selected_by = sum(1 for i in instances if _selects(i, labels) and not i["metadata"].get("deletionTimestamp"))
+        generation = int(meta.get("generation") or 0)
         old = body.get("status") or {}
+        verdicts = status.rule_verdicts(compiled, selected_by)
         new = {
             "observedGeneration": generation,
-            "conditions": status.merge_conditions(
-                old.get("conditions"), status.rule_verdicts(compiled), generation, status.now()
-            ),
+            "conditions": status.merge_conditions(old.get("conditions"), verdicts, generation, status.now()),
             "counts": compiled.counts,
             "errors": [f.to_status() for f in compiled.errors],
             "warnings": [f.to_status() for f in compiled.warnings],
             "rulesHash": text.digest[:16] if text else "",
-            "instances": sum(1 for inst in users if _selects(inst, labels)),
+            "instances": selected_by,
         }
-        if self._status_differs(old, new):
-            self._patch_status("FalcoRule", namespace, name, new)
-            if compiled.valid:
-                self._post(body, "Normal", "Compiled", status.rule_verdicts(compiled)[0].message)
-            else:
-                self._post(body, "Warning", "CompileFailed", status.rule_verdicts(compiled)[0].message)
-        for instance in users:
-            self.reconcile_instance(namespace, instance["metadata"]["name"])
+        if not self._status_differs(old, new):
+            return compiled
+        self._patch_status("FalcoRule", meta["namespace"], meta["name"], new)
+        valid = verdicts[0]
+        was = next((c for c in old.get("conditions") or () if c.get("type") == "Valid"), {})
+        if (was.get("status"), was.get("message")) != (str(valid.status), valid.message):
+            type_, reason = ("Normal", "Compiled") if valid.status else ("Warning", "CompileFailed")
+            self._post(body, type_, reason, valid.message)
         return compiled
 
     def instances_using(self, namespace: str, rule_name: str, labels: dict[str, str]) -> list[dict[str, Any]]:
@@ -228,13 +235,10 @@ class Reconciler:
                 self._post(body, "Warning", v.reason, v.message)
 
     def _update_rule_counts(self, namespace: str) -> None:
-        """FalcoRule.status.instances: how many instances in the namespace select each one."""
-        instances = [i for i in self._list("FalcoInstance", namespace) if not i["metadata"].get("deletionTimestamp")]
+        """Refresh every FalcoRule's `instances` and `Applied` after instances changed."""
+        instances = self._list("FalcoInstance", namespace)
         for fr in self._list("FalcoRule", namespace):
-            labels = fr["metadata"].get("labels") or {}
-            count = sum(1 for i in instances if _selects(i, labels))
-            if (fr.get("status") or {}).get("instances") != count:
-                self._patch_status("FalcoRule", namespace, fr["metadata"]["name"], {"instances": count})
+            self._write_rule_status(fr, instances)
 
     def instance_deleted(self, namespace: str, name: str) -> bool:
         """Remove the sensor's ClusterRoleBinding (it cannot be owned by the instance) and
@@ -271,11 +275,16 @@ class Reconciler:
             raise TransientError(_api_error(exc, what)) from exc
 
     def _get(self, kind: str, name: str, namespace: str, api_version: str = GROUP_VERSION) -> dict[str, Any] | None:
-        return self._call(f"reading {kind} {namespace}/{name}",
-                          lambda: self._kube.get(api_version, kind, name, namespace))
+        found: dict[str, Any] | None = self._call(
+            f"reading {kind} {namespace}/{name}", lambda: self._kube.get(api_version, kind, name, namespace)
+        )
+        return found
 
     def _list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
-        return self._call(f"listing {kind} in {namespace}", lambda: self._kube.list(GROUP_VERSION, kind, namespace))
+        found: list[dict[str, Any]] = self._call(
+            f"listing {kind} in {namespace}", lambda: self._kube.list(GROUP_VERSION, kind, namespace)
+        )
+        return found
 
     def _patch_status(self, kind: str, namespace: str, name: str, new: dict[str, Any]) -> None:
         try:

@@ -195,7 +195,8 @@ class PositionMap:
         for span in self._items[index][1]:
             if not span.contains(line, column):
                 continue
-            if span.in_value(line, column) and span.node.tag == "tag:yaml.org,2002:str" and isinstance(span.node, yaml.ScalarNode):
+            is_text = isinstance(span.node, yaml.ScalarNode) and span.node.tag == "tag:yaml.org,2002:str"
+            if is_text and span.in_value(line, column):
                 return self._in_scalar(index, span, line, column)
             return FieldPosition(index, span.key, None, None)
         return FieldPosition(index, None, None, None)
@@ -220,7 +221,7 @@ class PositionMap:
     def item_position(self, kind: str | None, name: str | None) -> int | None:
         """The index of the last item defining `kind` `name` (for position-less diagnostics)."""
         found = None
-        for index, (node, spans) in enumerate(self._items):
+        for index, (_, spans) in enumerate(self._items):
             values = {s.key: s.node for s in spans}
             named = values.get(kind or "")
             if isinstance(named, yaml.ScalarNode) and named.value == name:

@@ -26,7 +26,7 @@ def matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str] | None
 
 
 def _expression(expr: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    key, op = expr.get("key"), expr.get("operator")
+    key, op = str(expr.get("key")), expr.get("operator")
     values = set(expr.get("values") or ())
     if op == "In":
         return key in labels and labels[key] in values

@@ -34,7 +34,7 @@ class Verdict:
 
 def now() -> str:
     """The current time as Kubernetes writes it (RFC 3339, seconds, UTC)."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def merge_conditions(
@@ -45,15 +45,15 @@ def merge_conditions(
     out = []
     for v in verdicts:
         status = "True" if v.status else "False"
-        old = before.get(v.type)
-        changed = old is None or old.get("status") != status
+        old = before.get(v.type) or {}
+        since = old.get("lastTransitionTime", at) if old.get("status") == status else at
         out.append(
             {
                 "type": v.type,
                 "status": status,
                 "reason": v.reason,
                 "message": v.message[:MAX_MESSAGE],
-                "lastTransitionTime": at if changed else old.get("lastTransitionTime", at),
+                "lastTransitionTime": since,
                 "observedGeneration": generation,
             }
         )
@@ -74,17 +74,25 @@ def _first_errors(compiled: Compiled, limit: int = 3) -> str:
     return shown + (f" (and {more} more, see status.errors)" if more > 0 else "")
 
 
-def rule_verdicts(compiled: Compiled) -> list[Verdict]:
-    """A FalcoRule's conditions: Valid, and Stalled for kstatus."""
-    if compiled.valid:
+def rule_verdicts(compiled: Compiled, selected_by: int) -> list[Verdict]:
+    """A FalcoRule's conditions: Valid (first), Applied, and Stalled for kstatus."""
+    if not compiled.valid:
+        message = f"{len(compiled.errors)} error(s): {_first_errors(compiled)}"
         return [
-            Verdict("Valid", True, "Compiled", _summary(compiled)),
-            Verdict("Stalled", False, "Compiled", "the rules compile"),
+            Verdict("Valid", False, "CompileFailed", message),
+            Verdict("Applied", False, "CompileFailed",
+                    f"selected by {selected_by} FalcoInstance(s); their sensors keep its last valid version, if any"),
+            Verdict("Stalled", True, "CompileFailed", "fix the errors in status.errors"),
         ]
-    message = f"{len(compiled.errors)} error(s): {_first_errors(compiled)}"
+    applied = (
+        Verdict("Applied", True, "Rendered", f"rendered for {selected_by} FalcoInstance(s)")
+        if selected_by
+        else Verdict("Applied", False, "NotSelected", "no FalcoInstance in this namespace selects this FalcoRule")
+    )
     return [
-        Verdict("Valid", False, "CompileFailed", message),
-        Verdict("Stalled", True, "CompileFailed", "fix the errors in status.errors; sensors keep the last valid rules"),
+        Verdict("Valid", True, "Compiled", _summary(compiled)),
+        applied,
+        Verdict("Stalled", False, "Compiled", "the rules compile"),
     ]
 
 

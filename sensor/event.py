@@ -35,7 +35,7 @@ _CAPS = (
 )
 _FD_TYPES = {"f": "file", "d": "directory", "4": "ipv4", "6": "ipv6", "u": "unix",
              "p": "pipe", "e": "event", "s": "signalfd", "l": "eventpoll", "i": "inotify",
-             "t": "timerfd", "n": "netlink", "b": "bpf"}
+             "t": "timerfd", "n": "netlink", "b": "bpf", "o": "unknown"}
 _FAMILIES = {"4": "ip", "6": "ip", "u": "unix"}
 
 
@@ -147,6 +147,8 @@ def _status_caps(pid: int, key: str) -> str | None:
 
 
 def _vpid(p: Process) -> int:
+    """The pid in the process's own namespace (NSpid's last entry); the host pid when
+    /proc no longer has the process (then the namespace cannot be known)."""
     if p.vpid is None:
         p.vpid = p.pid
         try:
@@ -156,7 +158,7 @@ def _vpid(p: Process) -> int:
                         p.vpid = int(line.split()[-1])
                         break
         except OSError:
-            pass
+            return p.vpid
     return p.vpid
 
 
@@ -195,7 +197,7 @@ def _sname(ev: SensorEvent, arg: str | None) -> str | None:
 def _open_flags(ev: SensorEvent) -> int | None:
     name = ev.type
     if name == "creat":
-        return 0o1101
+        return render.CREAT_FLAGS
     if name == "open":
         return ev.rec.args[1]
     if name == "openat":

@@ -28,7 +28,7 @@ def preflight() -> None:
     """Fail early with a clear message when root, bcc, headers or tracefs are missing."""
     syscalls.check_arch()
     if os.geteuid() != 0:
-        raise ProbeError("falconer sensor must run as root (it loads eBPF programs)")
+        raise ProbeError("must run as root (it loads eBPF programs)")
     try:
         import bcc  # noqa: F401, PLC0415
     except ImportError as exc:
@@ -97,7 +97,6 @@ class Probe:
             callback(ctypes.string_at(data, size))
             return 0
 
-        self._keep = on_record  # bcc keeps only a weak reference to the ctypes callback
         self.bpf[b"events"].open_ring_buffer(on_record)
 
     def poll(self, timeout_ms: int) -> None:

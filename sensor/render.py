@@ -25,7 +25,7 @@ _O_BITS: tuple[tuple[str, int], ...] = (
 )
 _O_TAIL: tuple[tuple[str, int], ...] = (("O_CLOEXEC", 0o2000000),)
 O_ACCMODE = 3
-O_TMPFILE = 0o20000000 | 0o200000
+CREAT_FLAGS = 0o1000 | 0o100 | 1   # creat(2) is open(2) with O_CREAT|O_WRONLY|O_TRUNC
 O_PATH = 0o10000000
 
 

@@ -25,7 +25,7 @@ UNSET_LOGINUID = 0xFFFFFFFF
 class FdInfo:
     """One open descriptor: a file, directory or socket as Falco's fd.* fields see it."""
 
-    typechar: str                 # f d 4 6 u p ...
+    typechar: str                 # f d 4 6 u p ... ("o": a socket of unknown family)
     name: str                     # resolved path, or the socket tuple
     nameraw: str = ""             # the path as the program wrote it
     flags: int = 0                # open flags (for O_CLOEXEC at exec)
@@ -74,6 +74,15 @@ class Process:
             exe_from_memfd=self.exe_from_memfd,
             fds=self.fds if share_fds else dict(self.fds),
         )
+
+    def fd(self, num: int) -> FdInfo | None:
+        """The descriptor, learning it from /proc/<pid>/fd when it predates the sensor."""
+        info = self.fds.get(num)
+        if info is None and num >= 0:
+            info = fd_from_proc(self.pid, num)
+            if info is not None:
+                self.set_fd(num, info)
+        return info
 
     def set_fd(self, num: int, info: FdInfo) -> None:
         """Record a descriptor (bounded: the oldest entry goes when full)."""
@@ -140,6 +149,30 @@ def _read(path: str) -> bytes | None:
             return f.read()
     except OSError:
         return None
+
+
+#: /proc/<pid>/fd link prefixes of non-file descriptors -> Falco's fd type char.
+_ANON_TYPES = (("socket:", "o"), ("pipe:", "p"), ("anon_inode:[eventfd]", "e"),
+               ("anon_inode:[signalfd]", "s"), ("anon_inode:[eventpoll]", "l"),
+               ("anon_inode:inotify", "i"), ("anon_inode:[timerfd]", "t"),
+               ("anon_inode:bpf", "b"))
+
+
+def fd_from_proc(pid: int, num: int) -> FdInfo | None:
+    """What /proc says descriptor `num` of `pid` is (None if gone or unreadable).
+
+    Only the kind and the path are known this way; socket addresses stay unknown.
+    """
+    try:
+        target = os.readlink(f"/proc/{pid}/fd/{num}")
+    except OSError:
+        return None
+    if target.startswith("/"):
+        return FdInfo("f", target.removesuffix(" (deleted)"), memfd=target.startswith("/memfd:"))
+    for prefix, typechar in _ANON_TYPES:
+        if target.startswith(prefix):
+            return FdInfo(typechar, "")
+    return None
 
 
 def exe_link(pid: int) -> tuple[str, bool] | None:

@@ -8,6 +8,7 @@ exit events see the process after execve and the descriptor before close.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import socket
 import struct
@@ -18,7 +19,6 @@ from falconer.sensor import containers, record, render, syscalls
 from falconer.sensor.event import SensorEvent
 from falconer.sensor.state import FdInfo, Process, ProcessTable, Users, boot_time_ns, exe_link
 
-CLONE_VM = 0x100
 CLONE_FILES = 0x400
 CLONE_PARENT = 0x8000
 CLONE_THREAD = 0x10000
@@ -26,7 +26,6 @@ AT_FDCWD = -100
 EINPROGRESS = 115
 O_DIRECTORY = 0o200000
 O_CLOEXEC = 0o2000000
-CREAT_FLAGS = 0o1000 | 0o100 | 1   # creat(2) = O_CREAT|O_WRONLY|O_TRUNC
 
 
 def parse_sockaddr(raw: bytes) -> tuple[str, str | None, int | None]:
@@ -125,7 +124,7 @@ class Tracker:
         if dirfd == AT_FDCWD:
             base = proc.cwd
         else:
-            d = proc.fds.get(dirfd)
+            d = proc.fd(dirfd)
             base = d.name if d is not None else proc.cwd
         return posixpath.normpath(posixpath.join(base, path)) if path else base
 
@@ -136,7 +135,7 @@ def _open(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInf
     if name == "open":
         dirfd, flags = AT_FDCWD, rec.args[1]
     elif name == "creat":
-        dirfd, flags = AT_FDCWD, CREAT_FLAGS
+        dirfd, flags = AT_FDCWD, render.CREAT_FLAGS
     elif name == "openat2":
         dirfd, flags = render.fd_arg(rec.args[0]), rec.args[3]
     else:
@@ -158,12 +157,12 @@ def _exec(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInf
     argv = rec.argv() or [filename]
     via_fd: FdInfo | None = None
     if is_at and not filename and rec.args[4] & render.AT_EMPTY_PATH:
-        via_fd = p.fds.get(dirfd)
+        via_fd = p.fd(dirfd)
         comm = str(dirfd)
     else:
         if filename.startswith(("/proc/self/fd/", "/dev/fd/")):
             num = filename.rsplit("/", 1)[1]
-            via_fd = p.fds.get(int(num)) if num.isdigit() else None
+            via_fd = p.fd(int(num)) if num.isdigit() else None
         comm = posixpath.basename(filename)
     link = exe_link(p.pid)
     if link is not None:
@@ -171,7 +170,7 @@ def _exec(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInf
     elif via_fd is not None:
         p.exepath, p.exe_from_memfd = via_fd.name, via_fd.memfd
     else:
-        p.exepath = t.resolve(p, dirfd, filename) or filename
+        p.exepath = os.path.realpath(t.resolve(p, dirfd, filename) or filename)
         p.exe_from_memfd = False
     if via_fd is not None and via_fd.memfd:
         p.exe_from_memfd = True
@@ -191,15 +190,15 @@ def _socket(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdI
     if rec.ret < 0:
         return None, None
     fam, typ = rec.args[0], rec.args[1] & 0xF
-    info = FdInfo(_FAMILY_CHAR.get(fam, "s"), "", l4proto=_L4.get(typ) if fam in (2, 10) else None)
+    info = FdInfo(_FAMILY_CHAR.get(fam, "o"), "", l4proto=_L4.get(typ) if fam in (2, 10) else None)
     p.set_fd(rec.ret, info)
     return rec.ret, info
 
 
 def _sock_fd(p: Process, num: int, typechar: str) -> FdInfo:
-    fd = p.fds.get(num)
-    if fd is None:
-        fd = FdInfo(typechar or "s", "", l4proto="tcp" if typechar in ("4", "6") else None)
+    fd = p.fd(num)
+    if fd is None or fd.typechar == "o":
+        fd = FdInfo(typechar or "o", "", l4proto="tcp" if typechar in ("4", "6") else None)
         p.set_fd(num, fd)
     return fd
 
@@ -228,11 +227,11 @@ def _bind(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInf
 
 def _accept(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
     listen_fd = render.fd_arg(rec.args[0])
-    listener = p.fds.get(listen_fd)
+    listener = p.fd(listen_fd)
     if rec.ret < 0:
         return listen_fd, listener
     typechar, addr, port = parse_sockaddr(rec.sockaddr())
-    info = FdInfo(typechar or (listener.typechar if listener else "s"), "",
+    info = FdInfo(typechar or (listener.typechar if listener else "o"), "",
                   l4proto=listener.l4proto if listener else None, cip=addr, cport=port,
                   sip=listener.sip if listener else None,
                   sport=listener.sport if listener else None,
@@ -244,7 +243,7 @@ def _accept(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdI
 
 def _send_recv(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
     num = render.fd_arg(rec.args[0])
-    fd = p.fds.get(num)
+    fd = p.fd(num)
     typechar, addr, port = parse_sockaddr(rec.sockaddr())
     if fd is not None and addr is not None and typechar in ("4", "6"):
         changed = (fd.sip, fd.sport) != (addr, port)
@@ -254,7 +253,7 @@ def _send_recv(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, 
 
 
 def _dup(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
-    old = p.fds.get(render.fd_arg(rec.args[0]))
+    old = p.fd(render.fd_arg(rec.args[0]))
     if rec.ret < 0 or old is None:
         return None, old
     new = FdInfo(**{k: getattr(old, k) for k in FdInfo.__slots__})
@@ -284,7 +283,7 @@ def _chdir(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdIn
 
 def _fd_arg0(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
     num = render.fd_arg(rec.args[0])
-    return num, p.fds.get(num)
+    return num, p.fd(num)
 
 
 def _listen(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:

@@ -211,3 +211,57 @@ def test_alert_json_shape() -> None:
                    "priority": "Informational", "rule": "r", "source": "syscall",
                    "tags": ["a", "b"], "time": "1970-01-01T00:00:01.500000000Z"}
     assert alert.text_line() == "00:00:01.500000000: Informational r <NA>"
+
+
+def test_error_inside_a_macro_points_into_the_macro() -> None:
+    text = ("- macro: m\n  condition: proc.name = x and fd.nope = 1\n"
+            + _rule("r", "evt.type = open and m"))
+    (err,) = Engine().load([RulesSource("t.yaml", text)]).errors
+    assert (err.line, err.column, err.item_kind, err.item_name) == (2, 32, "rule", "r")
+
+
+def test_unused_macro_is_not_compiled() -> None:
+    """As in Falco, fields are checked when a rule uses the macro, not before."""
+    text = "- macro: m\n  condition: fd.nope = 1\n" + _rule("r", "evt.type = open")
+    result = Engine().load([RulesSource("t.yaml", text)])
+    assert result.ok and [w.code for w in result.warnings] == ["LOAD_UNUSED_MACRO"]
+
+
+@pytest.mark.parametrize("ip,expected", [("10.1.2.3", True), ("::a01:203", False),
+                                         ("11.0.0.1", False), ("garbage", False)])
+def test_networks_never_mix_ip_versions(ip: str, expected: bool) -> None:
+    engine = _load(_rule("r", "evt.type = connect and fd.snet in (10.0.0.0/8, fd00::/8)"))
+    assert (_fire(engine, **{"evt.type": "connect", "fd.snet": ip}) == ["r"]) is expected
+
+
+@pytest.mark.parametrize("fields,expected", [
+    ({"proc.name": "b"}, True), ({"proc.name": "c"}, False),
+    ({"fd.name": "/y/z"}, True), ({"fd.name": "/z"}, False),
+    ({"proc.name": ["x", "a"]}, True), ({"proc.pname": "p"}, True), ({}, False),
+])
+def test_merged_alternatives_keep_their_meaning(fields: dict[str, object],
+                                                expected: bool) -> None:
+    cond = ("evt.type = open and (proc.name = a or fd.name startswith /x or proc.name = b"
+            " or fd.name startswith /y/ or proc.pname = p)")
+    engine = _load(_rule("r", cond))
+    assert (_fire(engine, **{"evt.type": "open"}, **fields) == ["r"]) is expected
+
+
+@pytest.mark.parametrize("cond", ["tolower(proc.aname) = bash", "proc.name = val(fd.ip)",
+                                  "evt.outputtime = x"])
+def test_field_flags_restrict_use(cond: str) -> None:
+    result = Engine().load([RulesSource("t.yaml", _rule("r", f"evt.type = open and {cond}"))])
+    assert [e.code for e in result.errors] == ["LOAD_ERR_COMPILE_CONDITION"]
+
+
+def test_filter_only_field_in_output_is_an_error() -> None:
+    text = _rule("r", "evt.type = connect").replace('"r %proc.name"', '"%fd.net"')
+    result = Engine().load([RulesSource("t.yaml", text)])
+    assert [e.code for e in result.errors] == ["LOAD_ERR_COMPILE_OUTPUT"]
+
+
+def test_append_false_is_a_plain_definition_without_warning() -> None:
+    text = "- list: l\n  items: [a]\n  append: false\n" + _rule("r", "evt.type = open and "
+                                                                 "proc.name in (l)")
+    result = Engine().load([RulesSource("t.yaml", text)])
+    assert result.ok and result.warnings == []

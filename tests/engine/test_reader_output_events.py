@@ -20,6 +20,9 @@ def _first_error(cond_yaml: str) -> tuple[int, int, str]:
     ("evt.type = open and fd.nope = 1", 3, 34),
     ('"evt.type = open and fd.nope = 1"', 3, 35),
     ("'evt.type = open and fd.nope = 1'", 3, 35),
+    (r'"proc.name = \"a b\" and fd.nope = 1"', 3, 39),  # escapes keep columns exact
+    ("'proc.name = ''a b'' and fd.nope = 1'", 3, 39),
+    (r'"proc.name = \x41 and fd.nope = 1"', 3, 36),
     (">\n    evt.type = open\n    and fd.nope = 1", 5, 9),
     ("|\n    evt.type = open\n      and fd.nope = 1", 5, 11),
     ("evt.type = open\n    and fd.nope = 1", 4, 9),

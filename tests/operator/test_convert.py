@@ -24,7 +24,7 @@ def test_upstream_file_converts_without_edits(path: Path, capsys: pytest.Capture
     assert manifest["spec"]["order"] == 3
     assert manifest["spec"]["items"] == [i for d in yaml.safe_load_all(path.read_text()) for i in d]
     file_counts = Engine(EngineOptions()).load([path]).counts
-    text, compiled = rules.compile_falcorule("falco-rules", manifest["spec"])
+    _, compiled = rules.compile_falcorule("falco-rules", manifest["spec"])
     assert compiled.valid, [f.text() for f in compiled.errors]
     assert compiled.counts == file_counts
     assert compiled.counts["rules"] > 20

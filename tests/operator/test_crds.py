@@ -54,7 +54,8 @@ def structural_problems(node: Any, path: str = "") -> list[str]:
     """Kubernetes' structural-schema rules that matter here: every node typed (or
     int-or-string / preserve-unknown), no type inside anyOf/oneOf/allOf/not."""
     problems = []
-    if not ("type" in node or node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields")):
+    typed = "type" in node or node.get("x-kubernetes-int-or-string") or node.get("x-kubernetes-preserve-unknown-fields")
+    if not typed:
         problems.append(f"{path or '<root>'}: no type")
     for junctor in ("anyOf", "oneOf", "allOf"):
         for sub in node.get(junctor, []):
@@ -148,7 +149,8 @@ def test_instance_schema() -> None:
                      "bufferSizeBytes": 1 << 20}}
     assert crd_schema.errors(good) == []
     for key, value in [("ruleMatching", "some"), ("minPriority", "loud"), ("bufferSizeBytes", 10),
-                       ("outputs", {"http": {"url": "ftp://x"}}), ("selection", [{"action": "drop", "tag": "x"}])]:
+                       ("outputs", {"http": {"url": "ftp://x"}}), ("selection", [{"action": "drop", "tag": "x"}]),
+                       ("resources", {"limits": {"memory": "lots"}})]:
         bad = {**good, "spec": {**good["spec"], key: value}}
         assert any(key in e for e in crd_schema.errors(bad)), key
 

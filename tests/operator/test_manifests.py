@@ -11,18 +11,20 @@ import yaml
 
 from falconer.operator import render
 
-RBAC = Path(render.__file__).parent / "manifests" / "rbac.yaml"
+MANIFESTS = Path(render.__file__).parent / "manifests"
+RBAC = MANIFESTS / "rbac.yaml"
 
 
-def docs() -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
+def docs(path: Path = RBAC) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
 
 
 def role(name: str) -> list[dict[str, Any]]:
     return next(d for d in docs() if d["kind"] == "ClusterRole" and d["metadata"]["name"] == name)["rules"]
 
 
-@pytest.mark.parametrize("doc", docs(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+@pytest.mark.parametrize("doc", [d for p in sorted(MANIFESTS.glob("*.yaml")) for d in docs(p)],
+                         ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
 def test_manifests_are_valid(doc: dict[str, Any]) -> None:
     kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
 
@@ -52,3 +54,13 @@ def test_operator_binds_only_the_sensor_role() -> None:
     assert bind["resourceNames"] == [render.SENSOR_CLUSTER_ROLE] and bind["verbs"] == ["bind"]
     assert not any(g == "rbac.authorization.k8s.io" and r in ("clusterroles", "roles") and v != "bind"
                    for g, r, v in grants(role("falconer-operator")))
+
+
+def test_operator_runs_unprivileged_as_its_account() -> None:
+    (deploy,) = docs(MANIFESTS / "operator.yaml")
+    pod = deploy["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "falconer-operator" and pod["securityContext"]["runAsNonRoot"] is True
+    (container,) = pod["containers"]
+    assert container["args"][0] == "operator"
+    assert container["securityContext"] == {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                            "capabilities": {"drop": ["ALL"]}}

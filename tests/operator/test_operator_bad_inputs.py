@@ -45,10 +45,12 @@ REJECTED = {
                    "spec.items: Required value"),
     "no-spec": ({"apiVersion": GV, "kind": "FalcoRule", "metadata": {"name": "no-spec"}}, "spec: Required value"),
     "invalid-priority": (falcorule("invalid-priority", [rule(priority="LOUD")]), "spec.items[0].priority"),
-    "unknown-key": (falcorule("unknown-key", [{"rule": "R", "condtion": "x"}]), 'unknown field "spec.items[0].condtion"'),
+    "unknown-key": (falcorule("unknown-key", [{"rule": "R", "condtion": "x"}]),
+                    'unknown field "spec.items[0].condtion"'),
     "tags-not-a-list": (falcorule("tags-not-a-list", [rule(tags="a,b")]), "spec.items[0].tags"),
     "enabled-not-bool": (falcorule("enabled-not-bool", [rule(enabled="yes")]), "spec.items[0].enabled"),
-    "two-kinds": (falcorule("two-kinds", [{"rule": "R", "macro": "M", "condition": "x"}]), "exactly one of rule, macro"),
+    "two-kinds": (falcorule("two-kinds", [{"rule": "R", "macro": "M", "condition": "x"}]),
+                  "exactly one of rule, macro"),
     "no-kind": (falcorule("no-kind", [{"condition": "x"}]), "exactly one of rule, macro"),
     "bad-override": (falcorule("bad-override", [{"rule": "R", "priority": "Notice",
                                                  "override": {"priority": "append"}}]), "override.priority"),
@@ -56,12 +58,14 @@ REJECTED = {
     "exception-no-name": (falcorule("exception-no-name", [rule(exceptions=[{"fields": ["proc.name"]}])]),
                           "exceptions[0].name: Required value"),
     "order-not-int": (falcorule("order-not-int", [rule()], order="first"), "spec.order"),
+    "instance-bad-quantity": (instance("instance-bad-quantity", resources={"limits": {"memory": "lots"}}),
+                              "spec.resources.limits.memory"),
     "instance-bad-matching": (instance("instance-bad-matching", ruleMatching="some"), "spec.ruleMatching"),
     "instance-bad-selector-op": (instance("instance-bad-selector-op",
                                           ruleSelector={"matchExpressions": [{"key": "a", "operator": "Near"}]}),
                                  "operator"),
     "instance-selection-both": (instance("instance-selection-both",
-                                         selection=[{"action": "disable", "rule": "x", "tag": "y"}]),
+                                         selection=[{"action": "disable", "rule": "x", "tag": "net"}]),
                                 "exactly one of rule or tag"),
 }
 
@@ -185,17 +189,38 @@ def test_instance_selecting_only_an_invalid_rule(installed: Path, op_namespace: 
                                                  operator: operator_harness.OperatorProcess) -> None:
     apply(installed, op_namespace, falcorule("only-invalid", [rule(condition="evt.type = (")]),
           instance("only-invalid"))
-    inst = wait_for(lambda: (i := get(kube, "FalcoInstance", "only-invalid", op_namespace)) and observed(i)
-                    and condition(i, "Degraded").get("reason") == "FalcoRuleInvalid" and i, what="FalcoRuleInvalid")
+    wait_for(lambda: (i := get(kube, "FalcoInstance", "only-invalid", op_namespace)) and observed(i)
+             and condition(i, "Degraded").get("reason") == "FalcoRuleInvalid", what="FalcoRuleInvalid")
     cm = kube.get("v1", "ConfigMap", "only-invalid-rules", op_namespace)
     assert cm is not None and "only-invalid.yaml" not in cm["data"]  # never reached a sensor
+
+
+def test_rules_that_fail_only_together(installed: Path, op_namespace: str, kube: Kube,
+                                      operator: operator_harness.OperatorProcess) -> None:
+    """Each FalcoRule compiles alone; together the later one breaks the earlier one's rule."""
+    first = falcorule("together-a", [{"macro": "m", "condition": "proc.name = x"},
+                                     rule(condition="evt.type = execve and m")], case="together", order=1)
+    second = falcorule("together-b", [{"macro": "m", "condition": "proc.nme = y"}], case="together", order=2)
+    apply(installed, op_namespace, first, instance("together"))
+    wait_for(lambda: (i := get(kube, "FalcoInstance", "together", op_namespace)) and observed(i)
+             and condition(i, "Degraded").get("status") == "False", what="a healthy instance")
+    cm = kube.get("v1", "ConfigMap", "together-rules", op_namespace)
+    apply(installed, op_namespace, second)
+    for name in ("together-a", "together-b"):
+        fr = wait_for(lambda n=name: observed(get(kube, "FalcoRule", n, op_namespace)), what=name)
+        assert condition(fr, "Valid")["status"] == "True"
+    inst = wait_for(lambda: (i := get(kube, "FalcoInstance", "together", op_namespace))
+                    and condition(i, "Degraded").get("reason") == "RulesInvalid" and i, what="RulesInvalid")
+    assert inst["status"]["errors"] and inst["status"]["errors"][0]["falcoRule"] in ("together-a", "together-b")
+    after = kube.get("v1", "ConfigMap", "together-rules", op_namespace)
+    assert after["data"] == cm["data"]  # the last valid rules stay on the sensors
 
 
 @pytest.mark.parametrize(
     ("case", "spec", "fragment"),
     [
-        ("bad-quantity", {"resources": {"limits": {"memory": "lots"}}}, "DaemonSet"),
-        ("bad-image", {"image": " leading-space"}, "DaemonSet"),
+        ("bad-toleration", {"tolerations": [{"operator": "Exists", "value": "x"}]}, "DaemonSet"),
+        ("bad-node-selector", {"nodeSelector": {"bad key!": "x"}}, "DaemonSet"),
     ],
 )
 def test_objects_the_api_server_refuses(case: str, spec: dict[str, Any], fragment: str, installed: Path,

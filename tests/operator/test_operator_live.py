@@ -8,6 +8,7 @@ like a user's session: apply rules, deploy an instance, change things, restart, 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,8 @@ def test_instance_renders_configmap_daemonset_rbac(operator: operator_harness.Op
     crb = binding(kube, op_namespace)
     assert crb and crb["roleRef"]["name"] == "falconer-sensor"
     assert crb["subjects"] == [{"kind": "ServiceAccount", "name": f"{INSTANCE}-sensor", "namespace": op_namespace}]
-    pod = wait_for(lambda: [p for p in kube.list("v1", "Pod", op_namespace, label_selector=f"falconer.io/instance={INSTANCE}")
+    selector = f"falconer.io/instance={INSTANCE}"
+    pod = wait_for(lambda: [p for p in kube.list("v1", "Pod", op_namespace, label_selector=selector)
                             if p["spec"].get("nodeName") == sensor_node], what="a sensor Pod on the node")[0]
     assert pod["spec"]["hostPID"] is True
     # No kubelet runs the Pod: the rollout is in progress, not failed (kstatus: InProgress).
@@ -135,6 +137,8 @@ def test_instance_renders_configmap_daemonset_rbac(operator: operator_harness.Op
     fr = wait_for(lambda: (o := kube.get(GV, "FalcoRule", RULES, op_namespace)) and o["status"].get("instances") == 1
                   and o, what="FalcoRule.status.instances")
     assert fr["status"]["instances"] == 1
+    assert condition(fr, "Applied")["reason"] == "Rendered"
+    assert condition(kube.get(GV, "FalcoRule", "broken", op_namespace), "Applied")["status"] == "False"
 
 
 def test_sensor_identity_is_least_privilege(operator: operator_harness.OperatorProcess, installed: Path,
@@ -163,11 +167,12 @@ def test_rule_change_rehashes_configmap_without_rolling(operator: operator_harne
     cm, ds, _ = live_state(kube, op_namespace)
     old_hash = cm["metadata"]["annotations"]["falconer.io/rules-hash"]
     patch(installed, op_namespace, "falcorule", RULES,
-          [{"op": "add", "path": "/spec/items/-", "value": rule_item("Extra rule", "evt.type = execve and proc.name = x")}])
+          [{"op": "add", "path": "/spec/items/-",
+            "value": rule_item("Extra rule", "evt.type = execve and proc.name = x")}])
     cm = wait_for(lambda: (c := live_state(kube, op_namespace)[0])
                   and c["metadata"]["annotations"]["falconer.io/rules-hash"] != old_hash and c, what="a new rules hash")
     assert "Extra rule" in cm["data"]["falco-rules.yaml"]
-    _, ds_after, inst = live_state(kube, op_namespace)
+    _, ds_after, _ = live_state(kube, op_namespace)
     assert ds_after["metadata"]["generation"] == ds["metadata"]["generation"]
     assert ds_after["spec"]["template"] == ds["spec"]["template"]
     wait_for(lambda: live_state(kube, op_namespace)[2]["status"]["rulesHash"]
@@ -178,14 +183,15 @@ def test_invalid_change_keeps_last_valid_rules(operator: operator_harness.Operat
                                                op_namespace: str, kube: Kube) -> None:
     cm_before, _, _ = live_state(kube, op_namespace)
     patch(installed, op_namespace, "falcorule", RULES,
-          [{"op": "add", "path": "/spec/items/-", "value": {"macro": "bad_macro", "condition": "proc.nme = x"}}])
+          [{"op": "add", "path": "/spec/items/-",
+            "value": rule_item("Bad rule", "evt.type = execve and proc.nme = x")}])
     inst = wait_for(lambda: (i := live_state(kube, op_namespace)[2])
                     and condition(i, "Degraded").get("reason") == "FalcoRuleInvalid" and i, what="Degraded")
     assert condition(inst, "Stalled")["status"] == "True"
     assert RULES in condition(inst, "Degraded")["message"]
     fr = kube.get(GV, "FalcoRule", RULES, op_namespace)
     assert condition(fr, "Valid")["status"] == "False"
-    assert fr["status"]["errors"][0]["item"]["name"] == "bad_macro"
+    assert fr["status"]["errors"][0]["item"]["name"] == "Bad rule"
     cm_after, _, _ = live_state(kube, op_namespace)
     assert cm_after["data"] == cm_before["data"]
     assert cm_after["metadata"]["resourceVersion"] == cm_before["metadata"]["resourceVersion"]
@@ -210,6 +216,29 @@ def test_instance_change_rolls_the_daemonset(operator: operator_harness.Operator
     wait_for(lambda: observed(live_state(kube, op_namespace)[2]), what="observedGeneration")
 
 
+def test_added_relabelled_and_deleted_falcorules(operator: operator_harness.OperatorProcess, installed: Path,
+                                                op_namespace: str, kube: Kube) -> None:
+    extra = {"apiVersion": GV, "kind": "FalcoRule",
+             "metadata": {"name": "aaa-extra", "labels": {"set": "base"}},
+             "spec": {"order": 10, "items": [rule_item("Later rule", "evt.type = openat and fd.name = /etc/shadow")]}}
+
+    def files() -> list[str]:
+        return yaml.safe_load(live_state(kube, op_namespace)[0]["data"]["falconer.yaml"])["rulesFiles"]
+
+    apply(installed, op_namespace, extra)
+    # order 10 loads after the order-0 upstream rules although its name sorts first
+    wait_for(lambda: files() == [f"{RULES}.yaml", "aaa-extra.yaml"], what="the new FalcoRule in load order")
+    patch(installed, op_namespace, "falcorule", "aaa-extra", [{"op": "replace", "path": "/metadata/labels/set",
+                                                               "value": "elsewhere"}])
+    wait_for(lambda: files() == [f"{RULES}.yaml"], what="the relabelled FalcoRule to leave")
+    patch(installed, op_namespace, "falcorule", "aaa-extra", [{"op": "replace", "path": "/metadata/labels/set",
+                                                               "value": "base"}])
+    wait_for(lambda: files() == [f"{RULES}.yaml", "aaa-extra.yaml"], what="the FalcoRule to come back")
+    kubectl(installed, "delete", "falcorule", "aaa-extra", "-n", op_namespace)
+    wait_for(lambda: files() == [f"{RULES}.yaml"] and "aaa-extra.yaml" not in live_state(kube, op_namespace)[0]["data"],
+             what="the deleted FalcoRule to leave the ConfigMap")
+
+
 def versions(kube: Kube, namespace: str) -> dict[str, str]:
     cm, ds, inst = live_state(kube, namespace)
     objs = {"cm": cm, "ds": ds, "inst": inst, "crb": binding(kube, namespace),
@@ -219,8 +248,13 @@ def versions(kube: Kube, namespace: str) -> dict[str, str]:
 
 
 def test_restart_changes_nothing(operator: operator_harness.OperatorProcess, op_namespace: str, kube: Kube) -> None:
-    wait_for(lambda: observed(live_state(kube, op_namespace)[2]), what="a settled instance")
-    before = versions(kube, op_namespace)
+    def settled() -> dict[str, str] | None:
+        # The DaemonSet controller may still be rolling (earlier test): wait for quiet.
+        first = versions(kube, op_namespace)
+        time.sleep(1.5)
+        return first if versions(kube, op_namespace) == first else None
+
+    before = wait_for(settled, what="the objects to settle")
     resumed = operator.log().count("Resuming is processed")
     operator.restart()
     wait_for(lambda: operator.log().count("Resuming is processed") >= resumed + 3, what="resume handlers (3 objects)")
@@ -236,8 +270,9 @@ def test_delete_instance_removes_all_it_made(operator: operator_harness.Operator
     wait_for(lambda: binding(kube, op_namespace) is None, what="the ClusterRoleBinding to go")
     wait_for(lambda: not any(owned_objects(kube, op_namespace).values()), timeout=60,
              what="garbage collection of ConfigMap, DaemonSet, ServiceAccount")
-    wait_for(lambda: kube.get(GV, "FalcoRule", RULES, op_namespace)["status"].get("instances") == 0,
-             what="FalcoRule.status.instances back to 0")
+    fr = wait_for(lambda: (o := kube.get(GV, "FalcoRule", RULES, op_namespace))["status"].get("instances") == 0
+                  and o, what="FalcoRule.status.instances back to 0")
+    assert condition(fr, "Applied")["reason"] == "NotSelected"
 
 
 def test_operator_stayed_up_and_quiet(operator: operator_harness.OperatorProcess) -> None:

@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 
 from falconer.operator import rules
-from falconer.operator.ruleyaml import RuleText
 
 BAD = {"items": [
     {"macro": "m", "condition": "proc.name = x and\n  (fd.name = y"},
@@ -54,7 +53,7 @@ def test_shapes_the_schema_should_refuse_are_errors_not_crashes(spec: Any) -> No
 
 
 def test_errors_across_files_name_their_falcorule() -> None:
-    base = RuleText("a-base", rules.render_text("a-base", {"items": [{"macro": "m", "condition": "proc.name = x"}]}).text)
+    base = rules.render_text("a-base", {"items": [{"macro": "m", "condition": "proc.name = x"}]})
     extra = rules.render_text("b-extra", {"items": [{"rule": "r", "condition": "m and nope", "output": "o",
                                                      "desc": "d", "priority": "Notice"}]})
     compiled = rules.compile_texts([base, extra])

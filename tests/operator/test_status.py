@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from falconer.operator import status
+from falconer.operator.rules import Compiled, Finding
 from falconer.operator.status import InstanceState, RolloutState
 
 
@@ -88,3 +89,24 @@ def test_rollout_from_daemonset() -> None:
     r = RolloutState.from_daemonset(ds)
     assert (r.observed, r.rolled_out, r.desired, r.ready) == (True, False, 3, 2)
     assert not RolloutState.from_daemonset({"metadata": {"generation": 1}}).observed
+
+
+def rule_object(compiled: Compiled, selected_by: int) -> dict[str, Any]:
+    conditions = status.merge_conditions([], status.rule_verdicts(compiled, selected_by), 1, "T")
+    return {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": conditions}}
+
+
+def test_rule_conditions() -> None:
+    ok = Compiled(counts={"rules": 2, "macros": 1, "lists": 0}, errors=(), warnings=())
+    bad = Compiled(counts={"rules": 0, "macros": 0, "lists": 0}, warnings=(), errors=tuple(
+        Finding("LOAD_ERR_COMPILE_CONDITION", f"problem {n}", "fr", f"spec.items[{n}].condition", 1, 5)
+        for n in range(5)))
+    used = rule_object(ok, 2)
+    assert condition(used, "Valid")["message"] == "2 rules, 1 macros, 0 lists; 0 warning(s)"
+    assert (condition(used, "Applied")["status"], kstatus(used)) == ("True", "Current")
+    assert condition(rule_object(ok, 0), "Applied")["reason"] == "NotSelected"
+    broken = rule_object(bad, 1)
+    assert (condition(broken, "Valid")["status"], kstatus(broken)) == ("False", "Failed")
+    message = condition(broken, "Valid")["message"]
+    assert message.startswith("5 error(s): fr spec.items[0].condition:1:5: LOAD_ERR_COMPILE_CONDITION: problem 0")
+    assert message.endswith("(and 2 more, see status.errors)")

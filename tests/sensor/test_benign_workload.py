@@ -44,7 +44,7 @@ WORKLOAD_NAMES = {"dpkg", "dpkg-query", "apt-cache", "git", "gcc", "cc1", "as", 
 
 
 def test_benign_workload_raises_no_stable_alert(start_sensor, tmp_path: Path, marker: str):
-    sensor = start_sensor("--rules", str(upstream.STABLE))
+    sensor = start_sensor("--rules", str(upstream.STABLE), "--buffer-pages", "4096")
     driver = tmp_path / f"drv_{marker}"[:15]
     driver.symlink_to("/bin/bash")
     script = tmp_path / "workload.sh"

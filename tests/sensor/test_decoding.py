@@ -234,3 +234,46 @@ def test_unknown_process_is_created_on_first_sight():
     assert ev.get("proc.pid") == os.getpid()
     assert ev.get("proc.name")  # read from /proc
     assert ev.get("container.id") == "host"
+
+
+# -- coverage of the upstream rules -----------------------------------------------------
+
+def test_every_syscall_the_upstream_rules_name_is_decoded():
+    import upstream
+    from falconer.engine import Engine
+
+    named: set[str] = set()
+    for path in upstream.upstream_files():
+        engine = Engine()
+        assert engine.load([path]).ok
+        types = engine.ruleset.event_types("syscall")
+        assert types is not None, f"{path.name}: some rule matches every event type"
+        named |= types
+    assert {"execve", "openat", "ptrace", "symlinkat", "userfaultfd"} <= named
+    missing = named - set(syscalls.BY_NAME)
+    assert missing == set()
+
+
+def test_forwarded_set_is_the_rules_plus_the_state_tracker():
+    nrs = syscalls.numbers_for(frozenset({"ptrace"}))
+    names = {syscalls.name_of(n) for n in nrs}
+    assert names == {"ptrace"} | syscalls.STATE_SYSCALLS
+
+
+def test_descriptors_from_before_the_start_are_learned_from_proc(tmp_path):
+    t = Tracker(hostname="h")
+    path = tmp_path / "held-open"
+    with open(path, "w") as f:
+        ev = t.handle(record.Record.decode(
+            raw_record(nr("fchmod"), 0, (f.fileno(), 0o600), tgid=os.getpid())))
+        assert ev.get("fd.name") == str(path)
+        assert ev.get("fd.typechar") == "f" and ev.get("fd.num") == f.fileno()
+        assert ev.get("evt.arg.mode") == "S_IWUSR|S_IRUSR"
+    r, w = os.pipe()
+    t = Tracker(hostname="h")  # the closed file's number may be reused by the pipe
+    try:
+        ev = t.handle(record.Record.decode(raw_record(nr("dup"), 99, (r,), tgid=os.getpid())))
+        assert ev.get("fd.type") == "pipe" and ev.get("fd.num") == 99
+    finally:
+        os.close(r)
+        os.close(w)

@@ -10,6 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import prereq
+import pytest
+import upstream
+
 from falconer.engine import Engine, MappingEvent
 
 RULE = """
@@ -116,3 +120,44 @@ def test_buffer_pages_must_be_a_power_of_two(ebpf, tmp_path):
     r = run_cli("--rules", str(rules), "--buffer-pages", "3")
     assert r.returncode == 2
     assert "power of two" in r.stderr
+
+
+def test_without_root_the_sensor_says_so(tmp_path):
+    prereq.require(os.geteuid() == 0, "needs root to run the CLI as another user")
+    readable = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-c",
+                               "import falconer.sensor.commands"], cwd="/", check=False,
+                              env=dict(os.environ, PYTHONSAFEPATH="1"), capture_output=True)
+    if readable.returncode != 0:
+        pytest.skip("the checkout is not readable by user nobody")
+    r = subprocess.run(["runuser", "-u", "nobody", "--", sys.executable, "-m", "falconer",
+                        "sensor", "--rules", str(upstream.STABLE)], text=True,
+                       capture_output=True, timeout=120, cwd="/",
+                       env=dict(os.environ, PYTHONSAFEPATH="1"))
+    assert r.returncode == 2
+    assert "must run as root" in r.stderr
+
+
+SELF_RULE = """
+- rule: Sensor opened a file
+  desc: fires only if the sensor's own syscalls leaked through the kernel-side pid filter
+  condition: evt.type in (open, openat) and proc.cmdline contains "falconer sensor"
+  output: "sensor's own open of %fd.name"
+  priority: WARNING
+- rule: Marked exec
+  desc: an exec for the sensor to look up in /proc (its own opens follow)
+  condition: evt.type = execve and proc.cmdline contains {marker}
+  output: "marked exec %proc.cmdline"
+  priority: WARNING
+"""
+
+
+def test_the_sensor_does_not_see_itself(start_sensor, tmp_path, marker):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(SELF_RULE.format(marker=marker))
+    sensor = start_sensor("--rules", str(rules))
+    subprocess.run(["true", marker], check=True)       # the sensor reads /proc/<pid>/...
+    assert sensor.rules_for(marker) == {"Marked exec"}
+    sensor.proc.send_signal(signal.SIGHUP)              # the sensor re-opens the rules file
+    assert sensor.wait_stderr("rules reloaded")
+    time.sleep(1.0)
+    assert [a for a in sensor.alerts if a["rule"] == "Sensor opened a file"] == []

@@ -23,7 +23,8 @@ PY = sys.executable
 
 @pytest.fixture(scope="module")
 def sensor(start_sensor):
-    return start_sensor("--rules", str(upstream.STABLE))
+    # A roomy ring buffer: a busy shared CI host must not drop the actions under test.
+    return start_sensor("--rules", str(upstream.STABLE), "--buffer-pages", "4096")
 
 
 @pytest.fixture

@@ -51,7 +51,9 @@ def wait_for(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.
         time.sleep(interval)
 
 
-def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run the version-matched kubectl as the given identity."""
     done = subprocess.run(
         [str(binaries.locate("kubectl").path), "--kubeconfig", str(kubeconfig), *args],

@@ -9,7 +9,8 @@ set -euo pipefail
 ROOT="${FALCONER_ROOT:?}"
 source "$ROOT/tools/setup/lib.sh"
 
-need_apt python3-bpfcc linux-headers-amd64 gcc libc6-dev
+# gcc/libc6-dev build the tests' C helpers; git is part of their benign workload.
+need_apt python3-bpfcc linux-headers-amd64 gcc libc6-dev git
 
 release="$(uname -r)"
 moddir="/lib/modules/$release"

@@ -7,7 +7,8 @@
 # Each binary lands in $FALCONER_CACHE/bin/<name>-<version>, keyed by the version pinned in
 # the wrapper's go.mod, so bumping a pin rebuilds and an unchanged pin costs nothing. The
 # Go build and module caches live under $FALCONER_CACHE too, so reruns and CI on the same
-# machine reuse them. A cold build takes many minutes on 2 cores.
+# machine reuse them. A cold build takes 5-8 minutes on 2 cores (4m46s measured with the
+# modules already downloaded, 7m37s from nothing on a busy machine); a rerun, 0.03 s.
 set -euo pipefail
 ROOT="${FALCONER_ROOT:?}"
 source "$ROOT/tools/setup/lib.sh"
@@ -41,6 +42,7 @@ falconer_go() {
         [ -n "$candidate" ] && [ -x "$candidate" ] && go_is_recent "$candidate" \
             && { echo "$candidate"; return 0; }
     done
+    [ "$(uname -m)" = x86_64 ] || { echo "no go >= 1.24 found; install one for $(uname -m)" >&2; exit 1; }
     need_apt curl ca-certificates unzip
     say "fetching Go $GO_TOOLCHAIN from the Go module proxy"
     zip="$(mktemp "$FALCONER_CACHE/go/toolchain.XXXXXX.zip")"
