@@ -385,22 +385,9 @@ def _lift(getter: Getter, coerce: Callable[[object], object], pred: Pred,
     return check
 
 
-def _lift_string_field(name: str, arg: str | None, pred: Pred) -> Check:
-    """The hottest path: a plain string field read straight from the event."""
-    def check(ev: Any) -> bool:
-        v = ev.get(name, arg)
-        if v.__class__ is str:
-            return pred(v)
-        if v is None:
-            return False
-        if v.__class__ is list:
-            return any(x is not None and pred(_to_str(x)) for x in v)
-        return pred(_to_str(v))
-    return check
-
-
 def _lift_string(getter: Getter, pred: Pred) -> Check:
-    """String values from a computed getter (transformers, time fields)."""
+    """The hottest path, string checks: a str value goes straight to `pred`, tested
+    first because it is by far the most common; anything else is coerced."""
     def check(ev: object) -> bool:
         v = getter(ev)
         if v.__class__ is str:
@@ -491,9 +478,6 @@ def compile_check(node: ast.BinaryCheck | ast.UnaryCheck) -> Check:
             raise CheckError(f"operator '{op}' expects a single value", node.pos)
         pred = _scalar_pred(op, vtype, values[0], node.right.pos)
     if vtype == "string" and not all_elements:
-        left = node.left
-        if isinstance(left, ast.Field) and left.name not in timefields.TIME_FIELDS:
-            return _lift_string_field(left.name, left.arg, pred)
         return _lift_string(getter, pred)
     return _lift(getter, _COERCE[vtype], pred, all_elements)
 

@@ -80,18 +80,19 @@ def falcorule_changed(body: kopf.Body, namespace: str | None, name: str, retry: 
     _guard(f"FalcoRule {namespace}/{name}", lambda: _reconciler().reconcile_rule(_plain(body)), retry)
 
 
-@kopf.on.delete(GROUP, VERSION, "falcorules", optional=True)
-def falcorule_deleted(body: kopf.Body, namespace: str | None, name: str, retry: int, **_: Any) -> None:
-    """Re-render the instances that used the deleted FalcoRule."""
+@kopf.on.event(GROUP, VERSION, "falcorules")
+def falcorule_event(type: str | None, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+    """A deleted FalcoRule (no finalizer, so only the watch tells): re-render its instances."""
+    if type != "DELETED":
+        return
     labels = dict(body.get("metadata", {}).get("labels") or {})
-
     ns = _namespaced(namespace)
 
     def rerender() -> None:
         for inst in _reconciler().instances_using(ns, name, labels):
             _reconciler().reconcile_instance(ns, inst["metadata"]["name"])
 
-    _guard(f"FalcoRule {namespace}/{name} deleted", rerender, retry)
+    _guard(f"FalcoRule {ns}/{name} deleted", rerender)
 
 
 @kopf.on.resume(GROUP, VERSION, "falcoinstances")

@@ -143,20 +143,11 @@ class Reconciler:
         options = rules.engine_options(spec["minPriority"], spec["ruleMatching"], render.selection_actions(spec))
         combined = rules.compile_texts(texts, options)
         rendered = render.render_instance(body, texts)
-        apply_error = None
         objects = rendered.objects()
         if not combined.valid:
             # Keep the last valid rules: everything but the ConfigMap is still applied.
             objects = [o for o in objects if o is not rendered.configmap]
-        changed_cm = False
-        try:
-            for obj in objects:
-                _, changed = self._kube.apply(obj)
-                changed_cm = changed_cm or (changed and obj is rendered.configmap)
-        except DynamicApiError as exc:
-            if exc.status not in PERMANENT_HTTP:
-                raise TransientError(_api_error(exc, f"applying {obj['kind']} {obj['metadata']['name']}")) from exc
-            apply_error = _api_error(exc, f"the API server rejected {obj['kind']} {obj['metadata']['name']}")
+        changed, apply_error = self._apply(objects)
         ds = self._get("DaemonSet", names.daemonset, namespace, api_version="apps/v1")
         state = status.InstanceState(
             selected=len(chosen),
@@ -168,10 +159,28 @@ class Reconciler:
         )
         rules_hash = rendered.rules_hash if combined.valid and not apply_error else _live_hash(live_cm)
         self._finish(body, state, chosen, combined, rules_hash)
-        if changed_cm:
+        if "ConfigMap" in changed:
             self._post(body, "Normal", "RulesRendered",
                        f"ConfigMap {names.configmap}: {len(texts)} FalcoRule(s), rules hash {rendered.rules_hash}")
+        if "DaemonSet" in changed:
+            self._post(body, "Normal", "SensorsUpdated",
+                       f"DaemonSet {names.daemonset} applied (settings hash {rendered.config_hash})")
         self._update_rule_counts(namespace)
+
+    def _apply(self, objects: Sequence[dict[str, Any]]) -> tuple[set[str], str | None]:
+        """Apply in order; the kinds that changed, and the API server's refusal, if any."""
+        changed: set[str] = set()
+        for obj in objects:
+            what = f"{obj['kind']} {obj['metadata']['name']}"
+            try:
+                _, did_change = self._kube.apply(obj)
+            except DynamicApiError as exc:
+                if exc.status not in PERMANENT_HTTP:
+                    raise TransientError(_api_error(exc, f"applying {what}")) from exc
+                return changed, _api_error(exc, f"the API server rejected {what}")
+            if did_change:
+                changed.add(obj["kind"])
+        return changed, None
 
     def _select(self, namespace: str, spec: dict[str, Any], live_data: dict[str, str]) -> list[Selected]:
         """The FalcoRules the instance selects, in load order, each with the text to ship."""

@@ -213,6 +213,8 @@ def test_instance_change_rolls_the_daemonset(operator: operator_harness.Operator
     assert ds_after["spec"]["template"]["metadata"]["annotations"][ann] != \
         ds["spec"]["template"]["metadata"]["annotations"][ann]
     assert ds_after["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/falconer:next"
+    wait_for(lambda: [e for e in events_for(kube, op_namespace, "FalcoInstance", INSTANCE)
+                      if e["reason"] == "SensorsUpdated"], what="a SensorsUpdated event")
     wait_for(lambda: observed(live_state(kube, op_namespace)[2]), what="observedGeneration")
 
 

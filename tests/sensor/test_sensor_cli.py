@@ -140,7 +140,7 @@ def test_without_root_the_sensor_says_so(tmp_path):
 SELF_RULE = """
 - rule: Sensor opened a file
   desc: fires only if the sensor's own syscalls leaked through the kernel-side pid filter
-  condition: evt.type in (open, openat) and proc.cmdline contains "falconer sensor"
+  condition: evt.type in (open, openat) and proc.pid = {pid}
   output: "sensor's own open of %fd.name"
   priority: WARNING
 - rule: Marked exec
@@ -153,11 +153,14 @@ SELF_RULE = """
 
 def test_the_sensor_does_not_see_itself(start_sensor, tmp_path, marker):
     rules = tmp_path / "rules.yaml"
-    rules.write_text(SELF_RULE.format(marker=marker))
+    rules.write_text(SELF_RULE.format(pid=0, marker=marker))
     sensor = start_sensor("--rules", str(rules))
+    rules.write_text(SELF_RULE.format(pid=sensor.proc.pid, marker=marker))
+    os.utime(rules, (time.time() + 5, time.time() + 5))
+    assert sensor.wait_stderr("rules reloaded")         # opens the rules file
     subprocess.run(["true", marker], check=True)       # the sensor reads /proc/<pid>/...
     assert sensor.rules_for(marker) == {"Marked exec"}
-    sensor.proc.send_signal(signal.SIGHUP)              # the sensor re-opens the rules file
-    assert sensor.wait_stderr("rules reloaded")
-    time.sleep(1.0)
+    sensor.proc.send_signal(signal.SIGHUP)              # opens the rules file again
+    time.sleep(1.5)
+    assert sum("rules reloaded" in line for line in sensor.stderr) == 2
     assert [a for a in sensor.alerts if a["rule"] == "Sensor opened a file"] == []

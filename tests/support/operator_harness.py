@@ -90,9 +90,10 @@ def service_account_kubeconfig(admin: Path, path: Path, namespace: str, account:
 
 
 class OperatorProcess:
-    """`falconer operator --namespace NS` as a child process, with its log in a file."""
+    """`falconer operator [--namespace NS]` as a child process, with its log in a file
+    (namespace None: all namespaces, the default mode)."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str | None, log_path: Path) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_path
@@ -103,8 +104,9 @@ class OperatorProcess:
         """Start the operator; returns once it has handled its first objects or is idle."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONSAFEPATH": "1"}
         log = self.log_path.open("ab")
+        scope = ["--namespace", self.namespace] if self.namespace else []
         self._proc = subprocess.Popen(
-            [str(FALCONER), "operator", "--namespace", self.namespace],
+            [str(FALCONER), "operator", *scope],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         self.starts += 1

@@ -1,0 +1,54 @@
+"""The default mode: one operator for all namespaces, with only its shipped RBAC.
+
+Runs alone (pytest runs modules one after another and every module stops its operator),
+so no other operator handles these objects meanwhile.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import operator_harness
+import pytest
+import yaml
+from operator_harness import kubectl, wait_for
+
+from falconer.operator.kube import Kube
+
+pytestmark = pytest.mark.kube
+
+GV = "falconer.io/v1alpha1"
+
+
+@pytest.fixture(scope="module")
+def clusterwide(installed: Path, operator_kubeconfig: Path, op_namespace: str,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[operator_harness.OperatorProcess]:
+    proc = operator_harness.OperatorProcess(
+        operator_kubeconfig, None, tmp_path_factory.mktemp("operator-log") / "operator.log")
+    proc.start()
+    try:
+        yield proc
+    finally:
+        kubectl(installed, "delete", "falcoinstances", "--all", "-n", op_namespace, "--wait", "--timeout=60s",
+                check=False)
+        proc.stop()
+
+
+def test_all_namespaces_with_least_privilege(clusterwide: operator_harness.OperatorProcess, installed: Path,
+                                             op_namespace: str, kube: Kube) -> None:
+    objs = [
+        {"apiVersion": GV, "kind": "FalcoRule", "metadata": {"name": "cw"},
+         "spec": {"items": [{"rule": "R", "desc": "d", "condition": "evt.type = execve and proc.name = bash",
+                             "output": "o", "priority": "Notice"}]}},
+        {"apiVersion": GV, "kind": "FalcoInstance", "metadata": {"name": "cw"}, "spec": {}},
+    ]
+    kubectl(installed, "apply", "-n", op_namespace, "-f", "-", stdin=yaml.safe_dump_all(objs))
+    cm = wait_for(lambda: kube.get("v1", "ConfigMap", "cw-rules", op_namespace), what="the ConfigMap")
+    assert "cw.yaml" in cm["data"]
+    inst = wait_for(lambda: (i := kube.get(GV, "FalcoInstance", "cw", op_namespace))
+                    and (i.get("status") or {}).get("observedGeneration") == 1 and i, what="instance status")
+    assert inst["status"]["rules"] == [{"name": "cw", "generation": 1, "valid": True}]
+    assert clusterwide.alive
+    log = clusterwide.log()
+    assert "Forbidden" not in log and "403" not in log and "Traceback" not in log, log[-3000:]
