@@ -34,6 +34,7 @@ _BINARIES = [("ls", "/usr/bin/ls"), ("grep", "/usr/bin/grep"), ("sed", "/usr/bin
 
 
 def _common(rng: random.Random, i: int) -> dict[str, object]:
+    """Process, user and container fields every event carries (rules read them often)."""
     name, exe, parent = rng.choice(_PROCS)
     return {"proc.name": name, "proc.exe": exe, "proc.exepath": exe, "proc.pname": parent,
             "proc.cmdline": f"{name} --worker {i % 7}", "proc.pid": 1000 + i % 500,
@@ -44,6 +45,7 @@ def _common(rng: random.Random, i: int) -> dict[str, object]:
 
 
 def _open(rng: random.Random, i: int) -> dict[str, object]:
+    """A file open, mostly reads: the bulk of a real syscall stream."""
     path = rng.choice(_PATHS)
     write = rng.random() < 0.2
     return {**_common(rng, i), "evt.type": "openat", "fd.name": path,
@@ -54,6 +56,7 @@ def _open(rng: random.Random, i: int) -> dict[str, object]:
 
 
 def _exec(rng: random.Random, i: int) -> dict[str, object]:
+    """An everyday program started by a service."""
     name, exe = rng.choice(_BINARIES)
     return {**_common(rng, i), "evt.type": "execve", "proc.name": name, "proc.exe": exe,
             "proc.exepath": exe, "proc.cmdline": f"{name} -a", "evt.res": "SUCCESS",
@@ -61,6 +64,7 @@ def _exec(rng: random.Random, i: int) -> dict[str, object]:
 
 
 def _connect(rng: random.Random, i: int) -> dict[str, object]:
+    """An outbound TCP connection to a database."""
     return {**_common(rng, i), "evt.type": "connect", "fd.typechar": "4", "fd.type": "ipv4",
             "fd.sip": "10.0.3.7", "fd.sport": 5432, "fd.l4proto": "tcp", "fd.net": "10.0.3.7",
             "fd.snet": "10.0.3.7", "fd.name": "10.0.1.2:40122->10.0.3.7:5432",
@@ -68,12 +72,14 @@ def _connect(rng: random.Random, i: int) -> dict[str, object]:
 
 
 def _other(rng: random.Random, i: int) -> dict[str, object]:
+    """A syscall few rules look at (it should meet few rules through the index)."""
     return {**_common(rng, i), "evt.type": rng.choice(["read", "write", "close", "mmap",
                                                        "futex", "epoll_wait"]),
             "fd.name": rng.choice(_PATHS), "fd.num": 5, "evt.res": "SUCCESS"}
 
 
 def _matching(rng: random.Random, i: int) -> dict[str, object]:
+    """`cat` reading /etc/shadow from a shell: fires a stable rule."""
     ev = _open(rng, i)
     ev.update({"proc.name": "cat", "proc.exepath": "/usr/bin/cat", "fd.name": "/etc/shadow",
                "fd.directory": "/etc", "fd.filename": "shadow", "evt.is_open_read": True,
@@ -94,6 +100,7 @@ def event_mix(n: int, seed: int = 7) -> list[MappingEvent]:
 
 
 def _median_load(files: list[Path], runs: int = 5) -> float:
+    """Seconds to load and compile `files` (median: the machine may be busy)."""
     times = []
     for _ in range(runs):
         start = time.perf_counter()
@@ -116,6 +123,7 @@ def _throughput(evaluate: Callable[[MappingEvent], list[Alert]],
 
 
 def main() -> None:
+    """Measure and print; the two evaluation paths must raise the same alerts."""
     print(f"load+compile of 3 upstream files: {_median_load(FILES) * 1000:.1f} ms (median of 5)")
     engine = Engine(EngineOptions())
     assert engine.load(FILES[:1]).ok

@@ -58,6 +58,7 @@ class Pki:
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh P-256 key (see the module docstring for why ECDSA)."""
     return ec.generate_private_key(ec.SECP256R1())
 
 
@@ -73,6 +74,7 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
 
 
 def _write_cert(cert: x509.Certificate, path: Path) -> None:
+    """Write a certificate as PEM (public: default permissions)."""
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
@@ -92,7 +94,24 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurve
     )
 
 
+def _key_usage(ca: bool) -> x509.KeyUsage:
+    """Signing only: a CA signs certificates and CRLs, a leaf signs its TLS handshakes."""
+    return x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False,
+        data_encipherment=False, key_agreement=False, key_cert_sign=ca, crl_sign=ca,
+        encipher_only=False, decipher_only=False,
+    )
+
+
+def _write_pair(key: ec.EllipticCurvePrivateKey, cert: x509.Certificate, folder: Path,
+                stem: str) -> None:
+    """Write <stem>.key (owner-only) and <stem>.crt, the names `layout` expects."""
+    _write_key(key, folder / f"{stem}.key")
+    _write_cert(cert, folder / f"{stem}.crt")
+
+
 def _name(common_name: str, organizations: tuple[str, ...] = ()) -> x509.Name:
+    """A subject whose CN is the Kubernetes user and whose O values are its groups."""
     attributes = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
     attributes.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
     return x509.Name(attributes)
@@ -106,19 +125,11 @@ def _make_ca(common_name: str, folder: Path, stem: str,
     cert = (
         _builder(name, name, key.public_key())
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_key(key, folder / f"{stem}.key")
-    _write_cert(cert, folder / f"{stem}.crt")
+    _write_pair(key, cert, folder, stem)
     return key, cert
 
 
@@ -131,14 +142,7 @@ def _issue(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, folder
     builder = (
         _builder(_name(common_name, organizations), ca_cert.subject, key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=False), critical=True)
         .add_extension(x509.ExtendedKeyUsage(usage), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
@@ -149,8 +153,7 @@ def _issue(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, folder
         names: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVING_DNS_NAMES]
         names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVING_IPS]
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
-    _write_key(key, folder / f"{stem}.key")
-    _write_cert(builder.sign(ca_key, hashes.SHA256()), folder / f"{stem}.crt")
+    _write_pair(key, builder.sign(ca_key, hashes.SHA256()), folder, stem)
 
 
 def _service_account_keys(folder: Path) -> None:
@@ -184,6 +187,7 @@ def layout(folder: Path) -> Pki:
 
 
 def _complete(pki: Pki) -> bool:
+    """Whether every file exists; a partial PKI (an interrupted run) is made anew."""
     files = [pki.service_account_key, pki.service_account_pub]
     for pair in (pki.ca, pki.front_proxy_ca, pki.apiserver, pki.front_proxy_client,
                  pki.admin, pki.controller_manager, pki.scheduler):

@@ -107,3 +107,19 @@ class BinaryCheck:
 
 Expr = (And | Or | Not | Identifier | Field | Transformer | TransformerList | Value | ListValue
         | UnaryCheck | BinaryCheck)
+
+#: The boolean nodes: their operands are conditions, not values.
+BOOLEAN = (And, Or, Not)
+
+
+def operands(node: And | Or | Not) -> tuple[Expr, ...]:
+    """The operands of a boolean node: the children of `and`/`or`, the child of `not`."""
+    return (node.child,) if isinstance(node, Not) else node.children
+
+
+def with_operands(node: And | Or | Not, new: list[Expr]) -> Expr:
+    """The same boolean node over new operands (trees are rebuilt, never mutated)."""
+    if isinstance(node, Not):
+        (child,) = new
+        return Not(child, node.pos)
+    return type(node)(tuple(new), node.pos)

@@ -27,6 +27,7 @@ from falconer.engine import ast, timefields
 from falconer.engine.eventnames import EVENT_NAMES
 from falconer.engine.fields import FieldInfo, UnknownField, resolve
 from falconer.engine.fnglob import glob_regex
+from falconer.engine.located import OffsetError
 from falconer.engine.pathprefix import PathPrefixes
 from falconer.engine.posixregex import RegexError, compile_posix
 
@@ -64,13 +65,15 @@ _FIELD_COMPARATORS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-class CheckError(Exception):
-    """A check that cannot compile; `offset` points at the offending node."""
+class CheckError(OffsetError):
+    """A check that cannot compile; `offset` points at the offending node.
+
+    `unknown_field` marks what skip-if-unknown-filter may drop (a field or event type
+    this engine does not know) as opposed to a plain mistake.
+    """
 
     def __init__(self, message: str, offset: int, unknown_field: bool = False) -> None:
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
+        super().__init__(message, offset)
         self.unknown_field = unknown_field
 
 
@@ -91,6 +94,7 @@ def field_getter(node: ast.Field) -> Getter:
 
 
 def _map_value(fn: Callable[[object], object], value: object) -> object:
+    """A transformer applied to a value: missing stays missing, a list element-wise."""
     if value is None:
         return None
     if isinstance(value, list):
@@ -99,6 +103,7 @@ def _map_value(fn: Callable[[object], object], value: object) -> object:
 
 
 def _b64(value: object) -> object:
+    """`b64()`: text that is not valid base64 decodes to a missing value, not an error."""
     try:
         return base64.b64decode(str(value), validate=True).decode("utf-8", "replace")
     except (binascii.Error, ValueError):
@@ -194,6 +199,7 @@ def parse_value(vtype: str, value: ast.Value, op: str) -> object:
 
 @functools.lru_cache(maxsize=4096)
 def _ip(text: str) -> IpAddr | None:
+    """Parse an address once: the same few addresses recur event after event."""
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -201,6 +207,7 @@ def _ip(text: str) -> IpAddr | None:
 
 
 def _to_number(v: object) -> object:
+    """A number from a producer's value, text included (`0x10` too); None if it is none."""
     if isinstance(v, (int, float)):
         return v
     try:
@@ -213,6 +220,7 @@ def _to_number(v: object) -> object:
 
 
 def _to_str(v: object) -> object:
+    """Text as libsinsp renders it (booleans as `true`/`false`, bytes decoded)."""
     if isinstance(v, str):
         return v
     if isinstance(v, bool):
@@ -223,6 +231,7 @@ def _to_str(v: object) -> object:
 
 
 def _to_bool(v: object) -> object:
+    """A boolean from a bool, a number (non-zero) or `true`/`false`; None otherwise."""
     if isinstance(v, bool):
         return v
     if isinstance(v, int):
@@ -232,10 +241,12 @@ def _to_bool(v: object) -> object:
 
 
 def _to_ip(v: object) -> object:
+    """An address object from its text (None when it is not an address)."""
     return v if isinstance(v, (ipaddress.IPv4Address, ipaddress.IPv6Address)) else _ip(str(v))
 
 
 def _to_bytes(v: object) -> bytes:
+    """Bytes for the `b*` operators; text round-trips undecodable bytes unchanged."""
     return v if isinstance(v, bytes) else str(v).encode("utf-8", "surrogateescape")
 
 
@@ -317,7 +328,7 @@ def _any_pred(op: str, rhs: object, pos: int) -> Pred:
     return pred
 
 
-def _set_pred(op: str, vtype: str, values: list[object], pos: int) -> Pred:
+def _set_pred(op: str, vtype: str, values: list[object]) -> Pred:
     """Membership for `in`/`intersects`/`pmatch` against a literal list."""
     if op == "pmatch":
         prefixes = PathPrefixes(str(v) for v in values)
@@ -353,6 +364,7 @@ def _modifier_pred(op: str, vtype: str, values: list[object], pos: int) -> Pred:
 
 
 def _validate_op(op: str, info: FieldInfo, vtype: str, pos: int) -> None:
+    """Reject at load time an operator the field's type (or list-ness) can't support."""
     base = op.split(" ", 1)[0]
     if info.is_list and base not in _LIST_FIELD_OPS:
         raise CheckError(f"'{op}' operator not supported list filters", pos)
@@ -361,6 +373,7 @@ def _validate_op(op: str, info: FieldInfo, vtype: str, pos: int) -> None:
 
 
 def _right_values(node: ast.BinaryCheck, vtype: str) -> list[object]:
+    """The right-hand literal(s), each parsed once for the field's type."""
     right = node.right
     if isinstance(right, ast.ListValue):
         return [parse_value(vtype, v, node.op) for v in right.values]
@@ -385,18 +398,33 @@ def _lift(getter: Getter, coerce: Callable[[object], object], pred: Pred,
     return check
 
 
+def _string_matches(v: object, pred: Pred) -> bool:
+    """`pred` on a value that is present but not a str: a list matches when any element
+    does (each as text), anything else is tested as its text."""
+    if v.__class__ is list:
+        return any(x is not None and pred(_to_str(x)) for x in v)
+    return pred(_to_str(v))
+
+
+def _lift_string_field(name: str, arg: str | None, pred: Pred) -> Check:
+    """The hottest path: a plain string field read straight from the event. The read,
+    the str case and the missing case are inline rather than behind a getter or helper
+    call (an extra call per check costs ~5-7% of throughput)."""
+    def check(ev: Any) -> bool:
+        v = ev.get(name, arg)
+        if v.__class__ is str:
+            return pred(v)
+        return v is not None and _string_matches(v, pred)
+    return check
+
+
 def _lift_string(getter: Getter, pred: Pred) -> Check:
-    """The hottest path, string checks: a str value goes straight to `pred`, tested
-    first because it is by far the most common; anything else is coerced."""
+    """String values from a computed getter (transformers, time fields)."""
     def check(ev: object) -> bool:
         v = getter(ev)
         if v.__class__ is str:
             return pred(v)
-        if v is None:
-            return False
-        if v.__class__ is list:
-            return any(x is not None and pred(_to_str(x)) for x in v)
-        return pred(_to_str(v))
+        return v is not None and _string_matches(v, pred)
     return check
 
 
@@ -469,7 +497,7 @@ def compile_check(node: ast.BinaryCheck | ast.UnaryCheck) -> Check:
     op = node.op
     all_elements = False
     if op in ("in", "intersects", "pmatch"):
-        pred = _set_pred(op, vtype, values, node.pos)
+        pred = _set_pred(op, vtype, values)
         all_elements = op == "in" and info.is_list
     elif " " in op:
         pred = _modifier_pred(op, vtype, values, node.pos)
@@ -478,6 +506,9 @@ def compile_check(node: ast.BinaryCheck | ast.UnaryCheck) -> Check:
             raise CheckError(f"operator '{op}' expects a single value", node.pos)
         pred = _scalar_pred(op, vtype, values[0], node.right.pos)
     if vtype == "string" and not all_elements:
+        left = node.left
+        if isinstance(left, ast.Field) and left.name not in timefields.TIME_FIELDS:
+            return _lift_string_field(left.name, left.arg, pred)
         return _lift_string(getter, pred)
     return _lift(getter, _COERCE[vtype], pred, all_elements)
 

@@ -10,7 +10,9 @@ Falco's messages; conditions are only compiled in stage 3.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
@@ -42,6 +44,19 @@ _RULE_KEYS = frozenset({"rule", "condition", "output", "desc", "priority", "sour
                         "tags", "exceptions", "override", "append"})
 _MACRO_KEYS = frozenset({"macro", "condition", "append", "override"})
 _LIST_KEYS = frozenset({"list", "items", "append", "override"})
+#: Rule keys whose override is a plain read of the item's value: key -> (RuleInfo
+#: attribute, reader). The texts among them are the ones `append` joins with a blank.
+_RULE_READS: dict[str, tuple[str, Callable[[Item, str], object]]] = {
+    "condition": ("cond", Item.located),
+    "output": ("output", Item.located),
+    "desc": ("desc", Item.string),
+    "enabled": ("enabled", Item.boolean),
+    "warn_evttypes": ("warn_evttypes", Item.boolean),
+    "skip-if-unknown-filter": ("skip_if_unknown_filter", Item.boolean),
+    "capture": ("capture", Item.boolean),
+    "capture_duration": ("capture_duration", Item.integer),
+}
+_RULE_TEXTS = ("condition", "output", "desc")
 _OVERRIDE_APPEND_ERROR = ("Keys 'override' and 'append: true' cannot be used together. Add an "
                           "'append' entry (e.g. 'condition: append') under 'override' instead.")
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
@@ -119,6 +134,10 @@ class RuleInfo:
     unknown_source: bool = False
 
 
+_ListOrMacro = TypeVar("_ListOrMacro", ListInfo, MacroInfo)
+_Info = TypeVar("_Info", ListInfo, MacroInfo, RuleInfo)
+
+
 class Collector:
     """Accumulates the definitions of all files of one load, in order."""
 
@@ -130,6 +149,7 @@ class Collector:
         self._index = 0
 
     def _next_index(self) -> int:
+        """The next definition index: it orders rules and bounds what a macro sees."""
         self._index += 1
         return self._index - 1
 
@@ -152,24 +172,21 @@ class Collector:
                 self.reporter.add("LOAD_UNKNOWN_ITEM", "Unknown top level item", item.position)
 
     def _warn_unknown_keys(self, item: Item, expected: frozenset[str]) -> None:
+        """Unknown keys are warned about and ignored, as Falco does (not an error)."""
         for key in item.keys:
             if key not in expected:
                 self.reporter.add("LOAD_UNKNOWN_ITEM",
                                   f"Unknown key '{key}'. The key will be ignored.",
                                   item.key_position(key), item.kind, item.name)
 
-    def _warn_deprecated_append(self, item: Item) -> None:
-        self.reporter.add("LOAD_DEPRECATED_ITEM",
-                          "The 'append' key is deprecated. Add an 'append' entry (e.g. "
-                          "'condition: append') under 'override' instead.",
-                          item.position, item.kind, item.name)
-
     def _validate_error(self, item: Item, message: str, pos: Position | None = None) -> LoadError:
+        """A LOAD_ERR_VALIDATE error: the item is well-formed but means something invalid."""
         return LoadError("LOAD_ERR_VALIDATE", message, pos or item.position, item.kind, item.name)
 
     # -- version requirements ---------------------------------------------------------------
 
     def _engine_version(self, item: Item) -> None:
+        """Files written for a newer engine (or another major version) are refused."""
         text = item.string("required_engine_version")
         required = parse_version(text)
         if required is None:
@@ -184,6 +201,8 @@ class Collector:
         self._warn_unknown_keys(item, frozenset({"required_engine_version"}))
 
     def _plugin_versions(self, item: Item) -> None:
+        """A required plugin (or one of its alternatives) must be one Falconer provides
+        natively; otherwise its rules would silently see no fields, hence the warning."""
         node = item.value_node("required_plugin_versions")
         if not isinstance(node, SequenceNode):
             raise item.error("Value of required_plugin_versions must be a sequence",
@@ -204,73 +223,38 @@ class Collector:
         self._warn_unknown_keys(item, frozenset({"required_plugin_versions"}))
 
     def _plugin_requirement(self, item: Item, node: object) -> str:
+        """The plugin name of one `{name, version}` requirement (the version must parse)."""
         if not isinstance(node, MappingNode):
             raise item.error("Plugin version must be a mapping")
         pos = node_position(item.source.name, node)
-        name, version = _mapping_value(node, "name"), _mapping_value(node, "version")
-        if not isinstance(name, ScalarNode) or not name.value:
-            raise item.error("Item has no mapping for key 'name'", pos)
-        if not isinstance(version, ScalarNode) or not version.value:
-            raise item.error("Item has no mapping for key 'version'", pos)
-        if parse_version(version.value) is None:
+        name = _required_scalar(item, node, "name", pos)
+        version = _required_scalar(item, node, "version", pos)
+        if parse_version(version) is None:
             raise self._validate_error(
-                item, f"Invalid required version '{version.value}' for plugin '{name.value}'", pos)
-        return str(name.value)
+                item, f"Invalid required version '{version}' for plugin '{name}'", pos)
+        return name
 
-    # -- lists and macros ---------------------------------------------------------------------
+    # -- append and override (lists, macros, rules) -----------------------------------------
 
-    def _appends(self, item: Item, overridable: tuple[str, ...]) -> bool:
-        """Whether a list/macro item appends (`append: true` or `override: {k: append}`);
-        otherwise it defines or replaces."""
+    def _append_and_overrides(self, item: Item, appendable: tuple[str, ...],
+                              replaceable: tuple[str, ...]) -> tuple[bool, dict[str, str]]:
+        """The deprecated `append: true` flag (warned about) and the `override` mapping;
+        an item may use one or the other, not both."""
         append = item.optional_boolean("append", False)
         if append:
-            self._warn_deprecated_append(item)
-        overrides = self._overrides(item, overridable, overridable)
+            self.reporter.add("LOAD_DEPRECATED_ITEM",
+                              "The 'append' key is deprecated. Add an 'append' entry (e.g. "
+                              "'condition: append') under 'override' instead.",
+                              item.position, item.kind, item.name)
+        overrides = self._overrides(item, appendable, replaceable)
         if append and overrides:
             raise item.error(_OVERRIDE_APPEND_ERROR)
-        return append or "append" in overrides.values()
-
-    def _list(self, item: Item) -> None:
-        items = [text for text, _ in item.string_list("items")]
-        append = self._appends(item, ("items",))
-        self._warn_unknown_keys(item, _LIST_KEYS)
-        if append:
-            prev = self.lists.get(item.name)
-            if prev is None:
-                raise self._validate_error(item, "List has 'append' key but no list by that "
-                                                 "name already exists")
-            prev.items.extend(items)
-            prev.visibility = self._next_index()
-            return
-        self._define(self.lists, ListInfo(item.name, items, 0, 0, item.position))
-
-    def _macro(self, item: Item) -> None:
-        cond = item.located("condition")
-        append = self._appends(item, ("condition",))
-        self._warn_unknown_keys(item, _MACRO_KEYS)
-        if append:
-            prev = self.macros.get(item.name)
-            if prev is None:
-                raise self._validate_error(item, "Macro has 'append' key but no macro by that "
-                                                 "name already exists")
-            prev.cond = prev.cond + " " + cond
-            prev.visibility = self._next_index()
-            return
-        self._define(self.macros, MacroInfo(item.name, cond, 0, 0, item.position))
-
-    def _define(self, table: dict, info: ListInfo | MacroInfo | RuleInfo) -> None:
-        """Insert or redefine: a redefinition keeps the original index (order)."""
-        index = self._next_index()
-        prev = table.get(info.name)
-        info.index = prev.index if prev is not None else index
-        if not isinstance(info, RuleInfo):
-            info.visibility = index
-        table[info.name] = info
-
-    # -- rules --------------------------------------------------------------------------------
+        return append, overrides
 
     def _overrides(self, item: Item, appendable: tuple[str, ...],
                    replaceable: tuple[str, ...]) -> dict[str, str]:
+        """The `override: {key: append|replace}` mapping, checked against what each key
+        allows and against the keys the item actually gives (each needs an entry)."""
         if not item.has("override"):
             return {}
         node = item.value_node("override")
@@ -303,14 +287,58 @@ class Collector:
                              "is defined.", item.key_position(key))
         return out
 
+    # -- lists and macros ---------------------------------------------------------------------
+
+    def _append_target(self, item: Item, table: dict[str, _ListOrMacro], key: str,
+                       known_keys: frozenset[str]) -> _ListOrMacro | None:
+        """For a list/macro item that appends (`append: true` or `override: {key:
+        append}`), the earlier definition it extends, whose visibility moves here (it now
+        sees what was defined before this item); None when the item (re)defines."""
+        append, overrides = self._append_and_overrides(item, (key,), (key,))
+        self._warn_unknown_keys(item, known_keys)
+        if not append and "append" not in overrides.values():
+            return None
+        prev = table.get(item.name)
+        if prev is None:
+            raise self._validate_error(item, f"{item.kind.capitalize()} has 'append' key but no "
+                                             f"{item.kind} by that name already exists")
+        prev.visibility = self._next_index()
+        return prev
+
+    def _list(self, item: Item) -> None:
+        """Define a list, or append items to an earlier one."""
+        items = [text for text, _ in item.string_list("items")]
+        prev = self._append_target(item, self.lists, "items", _LIST_KEYS)
+        if prev is None:
+            self._define(self.lists, ListInfo(item.name, items, 0, 0, item.position))
+        else:
+            prev.items.extend(items)
+
+    def _macro(self, item: Item) -> None:
+        """Define a macro, or append to an earlier one's condition."""
+        cond = item.located("condition")
+        prev = self._append_target(item, self.macros, "condition", _MACRO_KEYS)
+        if prev is None:
+            self._define(self.macros, MacroInfo(item.name, cond, 0, 0, item.position))
+        else:
+            prev.cond = prev.cond + " " + cond
+
+    def _define(self, table: dict[str, _Info], info: _Info) -> None:
+        """Insert or redefine: a redefinition keeps the original index (order)."""
+        index = self._next_index()
+        prev = table.get(info.name)
+        info.index = prev.index if prev is not None else index
+        if not isinstance(info, RuleInfo):
+            info.visibility = index
+        table[info.name] = info
+
+    # -- rules --------------------------------------------------------------------------------
+
     def _rule(self, item: Item) -> None:
+        """Define, redefine, append to or override a rule (or the old enabled-only form)."""
         source = item.optional_string("source")
-        has_append = item.optional_boolean("append", False)
-        if has_append:
-            self._warn_deprecated_append(item)
-        overrides = self._overrides(item, _RULE_APPENDABLE, _RULE_REPLACEABLE)
-        if has_append and overrides:
-            raise item.error(_OVERRIDE_APPEND_ERROR)
+        has_append, overrides = self._append_and_overrides(item, _RULE_APPENDABLE,
+                                                           _RULE_REPLACEABLE)
         self._warn_unknown_keys(item, _RULE_KEYS)
         if overrides:
             appended = [k for k, op in overrides.items() if op == "append"]
@@ -336,6 +364,7 @@ class Collector:
             self._define_rule(item, item.string("source") if item.has("source") else "syscall")
 
     def _priority(self, item: Item) -> str:
+        """The canonical priority name (any case of Falco's names, or `info`)."""
         text = item.string("priority")
         priority = parse_priority(text)
         if priority is None:
@@ -344,6 +373,7 @@ class Collector:
         return priority
 
     def _define_rule(self, item: Item, source: str) -> None:
+        """A full rule definition (or redefinition, which keeps the original order)."""
         rule = RuleInfo(
             name=item.name,
             cond=item.located("condition"),
@@ -373,6 +403,7 @@ class Collector:
         self._define(self.rules, rule)
 
     def _update_rule(self, item: Item, source: str, keys: list[str], append: bool) -> None:
+        """Append to or replace `keys` of an earlier rule of the same source."""
         prev = self.rules.get(item.name)
         if prev is None:
             verb = "append to" if append else "replace"
@@ -390,65 +421,54 @@ class Collector:
                 self._replace_key(item, prev, key)
 
     def _append_key(self, item: Item, prev: RuleInfo, key: str) -> None:
-        if key == "condition":
-            prev.cond = prev.cond + " " + item.located("condition")
-        elif key == "output":
-            prev.output = prev.output + " " + item.located("output")
-        elif key == "desc":
-            prev.desc = f"{prev.desc} {item.string('desc')}"
+        """Append one key's new value to the rule, as Falco does: texts joined by a blank,
+        tags and exceptions added (an existing exception only gains values)."""
+        if key in _RULE_TEXTS:
+            attr, read = _RULE_READS[key]
+            setattr(prev, attr, getattr(prev, attr) + " " + read(item, key))
         elif key == "tags":
             prev.tags = _unique(prev.tags + [t for t, _ in item.string_list("tags")])
         elif key == "exceptions":
             for ex in self._exceptions(item, appending=True):
-                existing = next((e for e in prev.exceptions if e.name == ex.name), None)
-                if existing is None:
-                    if ex.fields is None:
-                        raise self._validate_error(item, "Rule exception must have fields "
-                                                   "property with a list of fields", ex.position)
-                    if not ex.values:
-                        raise self._validate_error(item, "Rule exception must have values "
-                                                   "property with a list of values", ex.position)
-                    self._validate_exception(item, ex)
-                    prev.exceptions.append(ex)
-                else:
-                    if ex.fields is not None:
-                        raise self._validate_error(item, "Can not append exception fields to "
-                                                   "existing exception, only values", ex.position)
-                    if ex.comps is not None:
-                        raise self._validate_error(item, "Can not append exception comps to "
-                                                   "existing exception, only values", ex.position)
-                    existing.values.extend(ex.values)
+                self._append_exception(item, prev, ex)
+
+    def _append_exception(self, item: Item, prev: RuleInfo, ex: ExceptionInfo) -> None:
+        """A new exception must be complete; one named like an existing exception may only
+        bring more values."""
+        existing = next((e for e in prev.exceptions if e.name == ex.name), None)
+        if existing is None:
+            for key, missing in (("fields", ex.fields is None), ("values", not ex.values)):
+                if missing:
+                    raise self._validate_error(item, f"Rule exception must have {key} property "
+                                                     f"with a list of {key}", ex.position)
+            self._validate_exception(item, ex)
+            prev.exceptions.append(ex)
+            return
+        for key, given in (("fields", ex.fields), ("comps", ex.comps)):
+            if given is not None:
+                raise self._validate_error(item, f"Can not append exception {key} to existing "
+                                                 "exception, only values", ex.position)
+        existing.values.extend(ex.values)
 
     def _replace_key(self, item: Item, prev: RuleInfo, key: str) -> None:
-        match key:
-            case "condition":
-                prev.cond = item.located("condition")
-            case "output":
-                prev.output = item.located("output")
-            case "desc":
-                prev.desc = item.string("desc")
-            case "tags":
-                prev.tags = _unique([t for t, _ in item.string_list("tags")])
-            case "exceptions":
-                prev.exceptions = self._exceptions(item, appending=False)
-                for ex in prev.exceptions:
-                    self._validate_exception(item, ex)
-            case "priority":
-                prev.priority = self._priority(item)
-            case "enabled":
-                prev.enabled = item.boolean("enabled")
-            case "warn_evttypes":
-                prev.warn_evttypes = item.boolean("warn_evttypes")
-            case "skip-if-unknown-filter":
-                prev.skip_if_unknown_filter = item.boolean("skip-if-unknown-filter")
-            case "capture":
-                prev.capture = item.boolean("capture")
-            case "capture_duration":
-                prev.capture_duration = item.integer("capture_duration")
+        """Replace one key of the rule by the item's value."""
+        if key in _RULE_READS:
+            attr, read = _RULE_READS[key]
+            setattr(prev, attr, read(item, key))
+        elif key == "tags":
+            prev.tags = _unique([t for t, _ in item.string_list("tags")])
+        elif key == "exceptions":
+            prev.exceptions = self._exceptions(item, appending=False)
+            for ex in prev.exceptions:
+                self._validate_exception(item, ex)
+        elif key == "priority":
+            prev.priority = self._priority(item)
 
     # -- exceptions ---------------------------------------------------------------------------
 
     def _exceptions(self, item: Item, appending: bool) -> list[ExceptionInfo]:
+        """The item's `exceptions:` entries, shape-checked; when appending, `fields` may be
+        left out (an existing exception is extended)."""
         if not item.has("exceptions") or is_null(item.keys["exceptions"][1]):
             return []
         node = item.keys["exceptions"][1]
@@ -460,10 +480,7 @@ class Collector:
             pos = node_position(item.source.name, ex_node)
             if not isinstance(ex_node, MappingNode):
                 raise item.error("Rule exception must be a mapping", pos)
-            name_node = _mapping_value(ex_node, "name")
-            if not isinstance(name_node, ScalarNode) or not name_node.value:
-                raise item.error("Item has no mapping for key 'name'", pos)
-            name = str(name_node.value)
+            name = _required_scalar(item, ex_node, "name", pos)
             if any(e.name == name for e in out):
                 self.reporter.add("LOAD_EXCEPTION_NAME_NOT_UNIQUE",
                                   f"Multiple definitions of exception '{name}' in the same rule",
@@ -487,6 +504,8 @@ class Collector:
         return out
 
     def _validate_exception(self, item: Item, ex: ExceptionInfo) -> None:
+        """Fields must exist and comps be operators, consistent in shape; comps default to
+        `=` per field (list form) or `in` (single field), as in Falco."""
         ops = {o.strip() for o in (*UNARY_OPS, *NUM_OPS, *STR_OPS, *LIST_OPS)}
         modifier_ops = {f"{o.strip()} {m.strip()}" for o in STR_OPS for m in STR_OP_MODIFIERS}
         if ex.fields is None:
@@ -531,10 +550,19 @@ def _mapping_value(node: object, key: str) -> Node | None:
     """The value node under `key` in a mapping node, or None."""
     if not isinstance(node, MappingNode):
         return None
-    for k, v in node.value:
+    pairs: list[tuple[Node, Node]] = node.value
+    for k, v in pairs:
         if isinstance(k, ScalarNode) and k.value == key:
             return v
     return None
+
+
+def _required_scalar(item: Item, node: MappingNode, key: str, pos: Position) -> str:
+    """The non-empty scalar under `key` in a nested mapping (an error at `pos` otherwise)."""
+    value = _mapping_value(node, key)
+    if not isinstance(value, ScalarNode) or not value.value:
+        raise item.error(f"Item has no mapping for key '{key}'", pos)
+    return str(value.value)
 
 
 def _entry(item: Item, node: object, key: str, pos: Position) -> str | list[str] | None:
@@ -556,14 +584,16 @@ def _entry(item: Item, node: object, key: str, pos: Position) -> str | list[str]
     raise item.error(f"Rule exception {key} must be a string or a list of strings", pos)
 
 
-def _exception_value(item: Item, node: object) -> ExceptionValue:
+def _exception_value(item: Item, node: Node) -> ExceptionValue:
+    """A value (a string, or a list for a tuple or an `in` list), nested as written."""
     if isinstance(node, ScalarNode):
         return str(node.value)
     if isinstance(node, SequenceNode):
         return [_exception_value(item, child) for child in node.value]
     raise item.error("Rule exception values must be strings or lists",
-                     node_position(item.source.name, node))  # type: ignore[arg-type]
+                     node_position(item.source.name, node))
 
 
 def _unique(tags: list[str]) -> list[str]:
+    """Tags without repeats, first occurrence order kept (Falco keeps a set of them)."""
     return list(dict.fromkeys(tags))

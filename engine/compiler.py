@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from falconer.engine import ast
 from falconer.engine.checks import Check, CheckError, compile_check
-from falconer.engine.collector import Collector, ExceptionInfo, RuleInfo
+from falconer.engine.collector import Collector, ExceptionInfo, ListInfo, MacroInfo, RuleInfo
 from falconer.engine.diagnostics import LoadError, Position, Reporter
 from falconer.engine.evttypes import EvtSet, event_types
 from falconer.engine.fields import FIELDS
@@ -99,6 +99,7 @@ class Compiler:
     # -- lists ------------------------------------------------------------------------------
 
     def compile_lists(self) -> None:
+        """Resolve items naming an earlier list into that list's items."""
         by_order = sorted(self.col.lists.values(), key=lambda info: info.index)
         for info in by_order:
             items: list[str] = []
@@ -121,6 +122,7 @@ class Compiler:
         return self._texts[i].position(pos - self._bases[i])
 
     def _error(self, code: str, message: str, pos: int, kind: str, name: str) -> LoadError:
+        """A LoadError at the file position of node position `pos`."""
         return LoadError(code, message, self.where(pos), kind, name)
 
     def parse(self, text: LocatedText, kind: str, name: str) -> ast.Expr:
@@ -154,11 +156,10 @@ class Compiler:
         return tuple(out)
 
     def _substitute(self, node: ast.Expr, kind: str, name: str) -> ast.Expr:
-        if isinstance(node, (ast.And, ast.Or)):
-            return type(node)(tuple(self._substitute(c, kind, name)
-                                    for c in node.children), node.pos)
-        if isinstance(node, ast.Not):
-            return ast.Not(self._substitute(node.child, kind, name), node.pos)
+        """Replace list names standing as bare values by the lists' items."""
+        if isinstance(node, ast.BOOLEAN):
+            return ast.with_operands(node, [self._substitute(c, kind, name)
+                                            for c in ast.operands(node)])
         if not isinstance(node, ast.BinaryCheck):
             return node
         right = node.right
@@ -187,11 +188,9 @@ class Compiler:
     def expand(self, node: ast.Expr, visible: Callable[[str], bool], kind: str, name: str,
                path: tuple[str, ...] = ()) -> ast.Expr:
         """Replace macro references by their (expanded) conditions."""
-        if isinstance(node, (ast.And, ast.Or)):
-            return type(node)(tuple(self.expand(c, visible, kind, name, path)
-                                    for c in node.children), node.pos)
-        if isinstance(node, ast.Not):
-            return ast.Not(self.expand(node.child, visible, kind, name, path), node.pos)
+        if isinstance(node, ast.BOOLEAN):
+            return ast.with_operands(node, [self.expand(c, visible, kind, name, path)
+                                            for c in ast.operands(node)])
         if not isinstance(node, ast.Identifier):
             return node
         ref = node.name
@@ -211,6 +210,8 @@ class Compiler:
         return self.expand(self.macro_asts[ref], visible, kind, name, (*path, ref))
 
     def compile_macros(self) -> None:
+        """Parse every macro, then expand each against the macros it can see; a broken
+        macro is reported once, and rules using it fail silently (cascade)."""
         ordered = sorted(self.col.macros.values(), key=lambda info: info.index)
         for info in ordered:
             try:
@@ -238,6 +239,8 @@ class Compiler:
     # -- rules ------------------------------------------------------------------------------
 
     def compile_rules(self) -> list[CompiledRule]:
+        """Compile every rule of a known source; a failing rule is reported (or, with
+        skip-if-unknown-filter and an unknown field, dropped with a warning)."""
         out: list[CompiledRule] = []
         for info in sorted(self.col.rules.values(), key=lambda r: r.index):
             if info.unknown_source:
@@ -256,6 +259,7 @@ class Compiler:
         return out
 
     def _compile_output(self, info: RuleInfo) -> OutputFormat:
+        """The rule's output format; deprecated tokens and fields are warned about."""
         text = info.output.text
         if _CONTAINER_INFO in text:
             self.reporter.add("LOAD_DEPRECATED_ITEM",
@@ -280,6 +284,7 @@ class Compiler:
         return output
 
     def _compile_rule(self, info: RuleInfo) -> CompiledRule:
+        """Output, then condition with exceptions, expanded, checked and closed over."""
         output = self._compile_output(info)
         cond = with_exceptions(info)
         tree = self.parse(cond, "rule", info.name)
@@ -314,6 +319,7 @@ class Compiler:
                     break
 
     def _closure(self, node: ast.Expr, name: str) -> Check:
+        """The expanded tree as nested closures."""
         if isinstance(node, ast.And):
             return _all_of([self._closure(c, name) for c in node.children])
         if isinstance(node, ast.Or):
@@ -333,16 +339,16 @@ class Compiler:
                                    getattr(node, "pos", 0), "rule", name))
 
     def warn_unused(self) -> None:
-        for info in sorted(self.col.macros.values(), key=lambda m: m.index):
-            if info.name not in self.used_macros:
-                self.reporter.add("LOAD_UNUSED_MACRO",
-                                  "Macro not referred to by any other rule/macro",
-                                  info.position, "macro", info.name)
-        for linfo in sorted(self.col.lists.values(), key=lambda m: m.index):
-            if linfo.name not in self.used_lists:
-                self.reporter.add("LOAD_UNUSED_LIST",
-                                  "List not referred to by any other rule/macro",
-                                  linfo.position, "list", linfo.name)
+        """Warn about macros, then lists, that nothing refers to (often a typo elsewhere)."""
+        unused: tuple[tuple[str, Iterable[MacroInfo | ListInfo], set[str]], ...] = (
+            ("macro", self.col.macros.values(), self.used_macros),
+            ("list", self.col.lists.values(), self.used_lists))
+        for kind, infos, used in unused:
+            for info in sorted(infos, key=lambda i: i.index):
+                if info.name not in used:
+                    self.reporter.add(f"LOAD_UNUSED_{kind.upper()}",
+                                      f"{kind.capitalize()} not referred to by any other "
+                                      "rule/macro", info.position, kind, info.name)
 
 
 def _shifted(node: ast.Expr, delta: int) -> ast.Expr:
@@ -360,10 +366,9 @@ def _shifted(node: ast.Expr, delta: int) -> ast.Expr:
 
 
 def _checks(node: ast.Expr) -> list[ast.BinaryCheck | ast.UnaryCheck]:
-    if isinstance(node, (ast.And, ast.Or)):
-        return [c for child in node.children for c in _checks(child)]
-    if isinstance(node, ast.Not):
-        return _checks(node.child)
+    """Every check of a condition, in order."""
+    if isinstance(node, ast.BOOLEAN):
+        return [c for child in ast.operands(node) for c in _checks(child)]
     if isinstance(node, (ast.BinaryCheck, ast.UnaryCheck)):
         return [node]
     return []
@@ -401,6 +406,8 @@ def _merge_alternatives(children: tuple[ast.Expr, ...], checks: list[Check]) -> 
 
 
 def _all_of(checks: list[Check]) -> Check:
+    """`and` of checks. Kept apart from its mirror `_any_of` (rather than one function
+    with a flag) so that the per-event loop tests each result directly."""
     if len(checks) == 2:
         a, b = checks
         return lambda ev: a(ev) and b(ev)
@@ -414,6 +421,7 @@ def _all_of(checks: list[Check]) -> Check:
 
 
 def _any_of(checks: list[Check]) -> Check:
+    """`or` of checks (see `_all_of`)."""
     if len(checks) == 2:
         a, b = checks
         return lambda ev: a(ev) or b(ev)
@@ -427,6 +435,7 @@ def _any_of(checks: list[Check]) -> Check:
 
 
 def _quote(item: str) -> str:
+    """An exception value as Falco writes it into the condition: quoted if it has a blank."""
     if " " in item and item[:1] not in ("'", '"'):
         return f'"{item}"'
     return item

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 
@@ -28,9 +28,7 @@ _ISO = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|
 
 def parse_time(value: object) -> int:
     """Nanoseconds since the epoch from an int or an ISO-8601 string (ns precision kept)."""
-    if isinstance(value, bool):
-        raise ValueError("'time' must be an integer (ns) or an ISO-8601 string")
-    if isinstance(value, int):
+    if isinstance(value, int) and not isinstance(value, bool):
         return value
     if not isinstance(value, str):
         raise ValueError("'time' must be an integer (ns) or an ISO-8601 string")
@@ -39,11 +37,11 @@ def parse_time(value: object) -> int:
         raise ValueError(f"'time' is not an ISO-8601 timestamp: {value!r}")
     zone = m.group(3) or "Z"
     zone = "+00:00" if zone == "Z" else zone
+    # Whole seconds from datetime (always zone-aware here: a zone is always appended);
+    # the fraction is kept as digits, since a float timestamp would lose nanoseconds.
     base = datetime.fromisoformat(m.group(1).replace(" ", "T") + zone)
-    if base.tzinfo is None:
-        base = base.replace(tzinfo=timezone.utc)
     frac = (m.group(2) or "").ljust(9, "0")
-    return int(base.timestamp()) * 1_000_000_000 + int(frac or 0)
+    return int(base.timestamp()) * 1_000_000_000 + int(frac)
 
 
 class MappingEvent:

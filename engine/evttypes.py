@@ -31,9 +31,11 @@ class EvtSet:
         return self.negated
 
     def complement(self) -> EvtSet:
+        """The types this set does not contain (how `not` and `!=` act)."""
         return EvtSet(self.names, not self.negated)
 
     def __and__(self, other: EvtSet) -> EvtSet:
+        """Intersection (`and`), on names and "all but names" alike."""
         if not self.negated and not other.negated:
             return EvtSet(self.names & other.names, False)
         if self.negated and other.negated:
@@ -42,6 +44,7 @@ class EvtSet:
         return EvtSet(pos.names - neg.names, False)
 
     def __or__(self, other: EvtSet) -> EvtSet:
+        """Union (`or`)."""
         if not self.negated and not other.negated:
             return EvtSet(self.names | other.names, False)
         if self.negated and other.negated:
@@ -77,6 +80,7 @@ def _evt_num_invariant(node: ast.BinaryCheck) -> EvtSet | None:
 
 
 def _check_types(node: ast.BinaryCheck, negated: bool) -> EvtSet:
+    """The types one check (negated when under an odd number of `not`) can match."""
     invariant = _evt_num_invariant(node)
     if invariant is not None:
         return invariant.complement() if negated else invariant

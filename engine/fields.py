@@ -309,6 +309,7 @@ k8s.daemonset.name string none - DaemonSet Name
 
 
 def _parse_table(table: str) -> dict[str, FieldInfo]:
+    """The registry from `_TABLE` (flags are comma-separated; `-` means none)."""
     out: dict[str, FieldInfo] = {}
     for line in table.strip().splitlines():
         name, ftype, arg, flags, description = line.split(" ", 4)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from falconer.engine.located import OffsetError
+
 _SPACE = " \t\n\v\f\r"
 _BLANK = " \t\b\r\n"
 
@@ -39,13 +41,8 @@ _SIMPLE_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t",
                    " ": "\\", "\\": "\\", "/": "/"}
 
 
-class ConditionSyntaxError(Exception):
+class ConditionSyntaxError(OffsetError):
     """A condition that does not parse; `offset` is where the parser stopped."""
-
-    def __init__(self, message: str, offset: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
 
 
 def unescape(token: str, offset: int) -> str:

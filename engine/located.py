@@ -14,6 +14,16 @@ from dataclasses import dataclass
 from falconer.engine.diagnostics import Position
 
 
+class OffsetError(Exception):
+    """A problem at a character offset of a condition or output text, raised where only
+    the text is known; the loader turns `offset` into a file position (`LocatedText`)."""
+
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
 @dataclass(frozen=True)
 class Span:
     """Characters `start..end` of the text sit on one file line from `column` on.
@@ -47,6 +57,7 @@ class LocatedText:
         return cls(text, (Span(0, len(text), where.file, where.line, where.column, False),))
 
     def __add__(self, other: LocatedText | str) -> LocatedText:
+        """Concatenation; a plain str adds characters with no position of their own."""
         if isinstance(other, str):
             return LocatedText(self.text + other, self.spans)
         shift = len(self.text)

@@ -16,19 +16,15 @@ from falconer.engine import ast
 from falconer.engine.checks import CheckError, Getter, operand
 from falconer.engine.fields import FieldInfo
 from falconer.engine.lexer import ConditionSyntaxError
+from falconer.engine.located import OffsetError
 from falconer.engine.parser import parse_field_or_transformer
 
 NOT_AVAILABLE = "<NA>"
 _PAD = re.compile(r"[0-9]+")
 
 
-class OutputFormatError(Exception):
+class OutputFormatError(OffsetError):
     """A format that does not compile; `offset` is the `%` of the bad token."""
-
-    def __init__(self, message: str, offset: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
 
 
 @dataclass(frozen=True)
@@ -42,6 +38,7 @@ class Token:
 
 
 def _render(value: object) -> str:
+    """A value as text in the output line (`<NA>` when missing, lists space-separated)."""
     if value is None:
         return NOT_AVAILABLE
     if isinstance(value, bool):

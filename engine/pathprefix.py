@@ -17,6 +17,7 @@ _GLOB_CHARS = re.compile(r"[?*\[]")
 
 
 def _components(path: str) -> list[str]:
+    """The non-empty components (`/usr//bin/` is `usr`, `bin`)."""
     return [c for c in path.split("/") if c]
 
 
@@ -32,6 +33,7 @@ class _Node:
         self.terminal = False
 
     def child(self, comp: str) -> _Node:
+        """The node for one filter component, shared by paths that share it."""
         if _GLOB_CHARS.search(comp):
             rx = glob_regex(comp)
             for known, node in self.globs:
@@ -60,6 +62,7 @@ class PathPrefixes:
 
 
 def _match(node: _Node, comps: list[str], i: int) -> bool:
+    """Whether `comps[i:]` reaches a terminal node from `node` (globs may branch)."""
     if node.terminal:
         return True
     if i == len(comps):

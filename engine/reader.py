@@ -102,7 +102,8 @@ class Item:
 
     def string(self, key: str, can_be_empty: bool = False) -> str:
         """A required string (any scalar decodes to its text, as in yaml-cpp)."""
-        return self.scalar_node(key, can_be_empty).value
+        value: str = self.scalar_node(key, can_be_empty).value
+        return value
 
     def optional_string(self, key: str, default: str = "") -> str:
         """An optional string; absent means `default`."""

@@ -12,20 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 from falconer.engine.collector import PRIORITIES, parse_priority
 from falconer.engine.compiler import CompiledRule
 from falconer.engine.events import Event
+from falconer.engine.timefields import iso8601, time_of_day
 
 Selection = Sequence[tuple[str, str, str]]
-
-
-def format_time(time_ns: int) -> str:
-    """Falco's JSON time: `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ` in UTC."""
-    secs, nanos = divmod(time_ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(secs, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{nanos:09d}Z"
 
 
 @dataclass
@@ -52,14 +45,12 @@ class Alert:
             "rule": self.rule,
             "source": self.source,
             "tags": list(self.tags),
-            "time": format_time(self.time_ns),
+            "time": iso8601(self.time_ns),
         }
 
     def text_line(self) -> str:
         """Falco's text line: `<time>: <Priority> <output>` (time of day, UTC, ns)."""
-        secs, nanos = divmod(self.time_ns, 1_000_000_000)
-        clock = datetime.fromtimestamp(secs, tz=timezone.utc).strftime("%H:%M:%S")
-        return f"{clock}.{nanos:09d}: {self.priority} {self.output}"
+        return f"{time_of_day(self.time_ns)}: {self.priority} {self.output}"
 
 
 def _name_matcher(pattern: str) -> re.Pattern[str]:
@@ -102,6 +93,7 @@ class Ruleset:
         self.errors = 0
 
     def __len__(self) -> int:
+        """The number of rules, enabled or not."""
         return len(self.rules)
 
     def rules_for(self, source: str, evt_type: str) -> tuple[CompiledRule, ...]:
@@ -141,6 +133,7 @@ class Ruleset:
 
     @staticmethod
     def _alert(rule: CompiledRule, event: Event) -> Alert:
+        """The alert of a rule that matched (its output rendered from the event)."""
         output, fields = rule.output.render(event)
         return Alert(rule.name, rule.priority, rule.source, event.time_ns, output, fields,
                      list(rule.tags))

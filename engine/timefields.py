@@ -11,15 +11,26 @@ from datetime import datetime, timezone
 
 
 def _clock(ns: int, fmt: str, nanos: bool) -> str:
+    """`fmt` in UTC, optionally followed by the nine digits of the nanoseconds."""
     secs, frac = divmod(ns, 1_000_000_000)
     text = datetime.fromtimestamp(secs, tz=timezone.utc).strftime(fmt)
     return f"{text}.{frac:09d}" if nanos else text
 
 
+def time_of_day(ns: int) -> str:
+    """`evt.time`, also the time that starts Falco's text alert line."""
+    return _clock(ns, "%H:%M:%S", True)
+
+
+def iso8601(ns: int) -> str:
+    """`evt.time.iso8601`, also the `time` of Falco's JSON alert."""
+    return _clock(ns, "%Y-%m-%dT%H:%M:%S", True) + "Z"
+
+
 TIME_FIELDS: dict[str, Callable[[int], object]] = {
-    "evt.time": lambda ns: _clock(ns, "%H:%M:%S", True),
+    "evt.time": time_of_day,
     "evt.time.s": lambda ns: _clock(ns, "%H:%M:%S", False),
-    "evt.time.iso8601": lambda ns: _clock(ns, "%Y-%m-%dT%H:%M:%S", True) + "Z",
+    "evt.time.iso8601": iso8601,
     "evt.datetime": lambda ns: _clock(ns, "%Y-%m-%d %H:%M:%S", True),
     "evt.datetime.s": lambda ns: _clock(ns, "%Y-%m-%d %H:%M:%S", False),
     "evt.rawtime": lambda ns: ns,

@@ -8,9 +8,11 @@ delayed `kopf.TemporaryError`, so the operator never hot-loops.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import kopf
 
@@ -22,12 +24,27 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 #: Seconds before a handler that hit an API failure is retried: doubling from the
 #: first to the last, so a lasting failure costs one request every few minutes.
 RETRY_FIRST, RETRY_MAX = 5.0, 300.0
-#: The Reconciler for this process, made at startup (handlers run only after it).
-_RECONCILER: list[Reconciler] = []
 
 
-def _reconciler() -> Reconciler:
-    return _RECONCILER[0]
+class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's "last handled" state as a digest, not a copy of the spec.
+
+    A copy of a large FalcoRule's spec would not fit in an annotation (256 KiB for all of
+    an object's annotations). The handlers are level-based and never read the diff: they
+    only need to know that something changed, which equal digests tell as well.
+    """
+
+    def build(self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None) -> kopf.BodyEssence:
+        """The digest of kopf's essence (spec, labels, annotations) of `body`."""
+        essence = super().build(body=body, extra_fields=extra_fields)
+        canonical = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
+        return cast(kopf.BodyEssence, {"digest": hashlib.sha256(canonical.encode()).hexdigest()})
+
+
+def _reconciler(memo: kopf.Memo) -> Reconciler:
+    """The process's Reconciler, made at startup (handlers run only after startup)."""
+    reconciler: Reconciler = memo["reconciler"]
+    return reconciler
 
 
 def _post_event(body: dict[str, Any], type_: str, reason: str, message: str) -> None:
@@ -52,15 +69,15 @@ def _guard(what: str, fn: Callable[[], Any], retry: int = 0) -> None:
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, logger: Logger, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Keep kopf's bookkeeping in annotations of our group (status is schema-checked)."""
     from kubernetes import client, config
 
     from falconer.operator.kube import Kube
 
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="falconer.io")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="falconer.io", key="last-handled-configuration"
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(
+        prefix="falconer.io", key="last-handled-digest"
     )
     settings.persistence.finalizer = "falconer.io/cleanup"
     settings.posting.level = logging.INFO
@@ -68,20 +85,24 @@ def configure(settings: kopf.OperatorSettings, logger: Logger, **_: Any) -> None
     settings.watching.client_timeout = 330
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
     config.load_config()  # type: ignore[no-untyped-call]
-    _RECONCILER[:] = [Reconciler(Kube(client.ApiClient()), _post_event)]
+    memo["reconciler"] = Reconciler(Kube(client.ApiClient()), _post_event)
 
 
 @kopf.on.resume(GROUP, VERSION, "falcorules")
 @kopf.on.create(GROUP, VERSION, "falcorules")
 @kopf.on.update(GROUP, VERSION, "falcorules")
-def falcorule_changed(body: kopf.Body, namespace: str | None, name: str, retry: int, **_: Any) -> None:
+def falcorule_changed(
+    body: kopf.Body, namespace: str | None, name: str, retry: int, memo: kopf.Memo, **_: Any
+) -> None:
     """Compile the FalcoRule, report in its status, re-render the instances using it."""
     _namespaced(namespace)
-    _guard(f"FalcoRule {namespace}/{name}", lambda: _reconciler().reconcile_rule(_plain(body)), retry)
+    _guard(f"FalcoRule {namespace}/{name}", lambda: _reconciler(memo).reconcile_rule(_plain(body)), retry)
 
 
 @kopf.on.event(GROUP, VERSION, "falcorules")
-def falcorule_event(type: str | None, body: kopf.Body, namespace: str | None, name: str, **_: Any) -> None:
+def falcorule_event(
+    type: str | None, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
+) -> None:
     """A deleted FalcoRule (no finalizer, so only the watch tells): re-render its instances."""
     if type != "DELETED":
         return
@@ -89,8 +110,8 @@ def falcorule_event(type: str | None, body: kopf.Body, namespace: str | None, na
     ns = _namespaced(namespace)
 
     def rerender() -> None:
-        for inst in _reconciler().instances_using(ns, name, labels):
-            _reconciler().reconcile_instance(ns, inst["metadata"]["name"])
+        for inst in _reconciler(memo).instances_using(ns, name, labels):
+            _reconciler(memo).reconcile_instance(ns, inst["metadata"]["name"])
 
     _guard(f"FalcoRule {ns}/{name} deleted", rerender)
 
@@ -98,27 +119,29 @@ def falcorule_event(type: str | None, body: kopf.Body, namespace: str | None, na
 @kopf.on.resume(GROUP, VERSION, "falcoinstances")
 @kopf.on.create(GROUP, VERSION, "falcoinstances")
 @kopf.on.update(GROUP, VERSION, "falcoinstances")
-def falcoinstance_changed(namespace: str | None, name: str, retry: int, **_: Any) -> None:
+def falcoinstance_changed(namespace: str | None, name: str, retry: int, memo: kopf.Memo, **_: Any) -> None:
     """Render and apply the instance's ConfigMap, DaemonSet and RBAC; report status."""
     ns = _namespaced(namespace)
-    _guard(f"FalcoInstance {ns}/{name}", lambda: _reconciler().reconcile_instance(ns, name), retry)
+    _guard(f"FalcoInstance {ns}/{name}", lambda: _reconciler(memo).reconcile_instance(ns, name), retry)
 
 
 @kopf.on.delete(GROUP, VERSION, "falcoinstances")
-def falcoinstance_deleted(namespace: str | None, name: str, retry: int, logger: Logger, **_: Any) -> None:
+def falcoinstance_deleted(
+    namespace: str | None, name: str, retry: int, logger: Logger, memo: kopf.Memo, **_: Any
+) -> None:
     """Delete the sensor's ClusterRoleBinding; owner references take care of the rest."""
     ns = _namespaced(namespace)
-    _guard(f"FalcoInstance {ns}/{name} deleted", lambda: _reconciler().instance_deleted(ns, name), retry)
+    _guard(f"FalcoInstance {ns}/{name} deleted", lambda: _reconciler(memo).instance_deleted(ns, name), retry)
     logger.info("removed the sensor binding of %s/%s", namespace, name)
 
 
 @kopf.on.event("apps", "v1", "daemonsets", labels={"app.kubernetes.io/managed-by": "falconer-operator"})
-def daemonset_event(body: kopf.Body, namespace: str | None, **_: Any) -> None:
+def daemonset_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     """A sensor DaemonSet changed (rollout progress, deletion): refresh its instance."""
-    instance = _reconciler().instance_of_daemonset(_plain(body))
+    instance = _reconciler(memo).instance_of_daemonset(_plain(body))
     if instance:
         ns = _namespaced(namespace)
-        _guard(f"FalcoInstance {ns}/{instance}", lambda: _reconciler().reconcile_instance(ns, instance))
+        _guard(f"FalcoInstance {ns}/{instance}", lambda: _reconciler(memo).reconcile_instance(ns, instance))
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

@@ -98,7 +98,7 @@ class Reconciler:
             return compiled
         self._patch_status("FalcoRule", meta["namespace"], meta["name"], new)
         valid = verdicts[0]
-        was = next((c for c in old.get("conditions") or () if c.get("type") == "Valid"), {})
+        was: dict[str, Any] = next((c for c in old.get("conditions") or () if c.get("type") == "Valid"), {})
         if (was.get("status"), was.get("message")) != (str(valid.status), valid.message):
             type_, reason = ("Normal", "Compiled") if valid.status else ("Warning", "CompileFailed")
             self._post(body, type_, reason, valid.message)

@@ -130,7 +130,7 @@ def compile_texts(texts: Sequence[RuleText], options: EngineOptions | None = Non
         if cached is not None:
             _CACHE.move_to_end(key)
             return cached
-    compiled = _compile(texts, opts)
+    compiled = compile_uncached(texts, opts)
     with _CACHE_LOCK:
         _CACHE[key] = compiled
         while len(_CACHE) > _CACHE_SIZE:
@@ -138,8 +138,8 @@ def compile_texts(texts: Sequence[RuleText], options: EngineOptions | None = Non
     return compiled
 
 
-def _compile(texts: Sequence[RuleText], opts: EngineOptions) -> Compiled:
-    """Run the engine; map its diagnostics."""
+def compile_uncached(texts: Sequence[RuleText], opts: EngineOptions) -> Compiled:
+    """Run the engine and map its diagnostics (what `compile_texts` caches)."""
     result = Engine(opts).load([RulesSource(name=t.name, text=t.text) for t in texts])
     by_name = {t.name: t for t in texts}
     maps: dict[str, ruleyaml.PositionMap] = {}

@@ -16,8 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "sensor", help="run the eBPF sensor on this host (root) and print alerts",
         description="Watch this host's system calls (bcc/eBPF) and evaluate Falco rules.")
-    p.add_argument("--rules", nargs="+", type=Path, metavar="FILE",
-                   help="rules files, loaded in order (default: Falconer's rules)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--rules", nargs="+", type=Path, metavar="FILE",
+                        help="rules files, loaded in order (default: Falconer's rules)")
+    source.add_argument("--config", type=Path, metavar="FILE",
+                        help="a FalcoInstance's falconer.yaml (rules files, engine options, "
+                        "output format, buffer size); reloaded when its content changes")
     p.add_argument("--json", action="store_true", help="print alerts as Falco JSON lines")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="engine option: priority=<min priority>, rule_matching=first|all")
@@ -26,7 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--all-events", action="store_true",
                    help="forward every syscall, not only those the rules need")
     p.add_argument("--buffer-pages", type=int, default=None, metavar="N",
-                   help="ring buffer size in pages (power of two, default 1024)")
+                   help="ring buffer size in pages (power of two; default: the config's "
+                   "bufferSizeBytes, else 1024)")
     p.set_defaults(run=run)
 
 
@@ -47,19 +52,24 @@ def run(args: argparse.Namespace) -> int:
     from falconer import paths  # noqa: PLC0415
     from falconer.engine import EngineOptions  # noqa: PLC0415
     from falconer.sensor import probe  # noqa: PLC0415
+    from falconer.sensor.config import RulesInput  # noqa: PLC0415
     from falconer.sensor.runner import Sensor, SensorOptions  # noqa: PLC0415
 
     try:
-        engine_opts = EngineOptions(**parse_options(args.options))
+        if args.config is not None:
+            if args.options:
+                raise ValueError("-o cannot be combined with --config: the engine options "
+                                 "come from the config file")
+            rules = RulesInput(config=args.config.absolute())
+        else:
+            engine_opts = EngineOptions(**parse_options(args.options))
+            rules = RulesInput(rules=list(args.rules or paths.default_rules_files()),
+                               engine=engine_opts)
     except (ValueError, TypeError) as exc:
         print(f"falconer sensor: {exc}", file=sys.stderr)
         return 2
-    opts = SensorOptions(
-        rules=list(args.rules or paths.default_rules_files()),
-        json_output=args.json, engine=engine_opts, capture=args.capture,
-        all_events=args.all_events,
-        buffer_pages=args.buffer_pages or probe.DEFAULT_BUFFER_PAGES,
-    )
+    opts = SensorOptions(rules=rules, json_output=args.json, capture=args.capture,
+                         all_events=args.all_events, buffer_pages=args.buffer_pages)
     sensor = Sensor(opts)
     try:
         sensor.start()

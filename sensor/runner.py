@@ -1,10 +1,12 @@
 """The sensor's main loop: kernel records -> state -> engine -> alerts.
 
 It owns the life cycle users see: load rules, compile and attach the probe, seed the
-process table from /proc, then poll the ring buffer until SIGINT/SIGTERM. Rules are
-re-read when a file's mtime changes or on SIGHUP; a reload with errors keeps the rules
-already running. Lost records are checked once a second and reported as Falco's
-internal drop alert (rate limited) and in the final summary.
+process table from /proc, then poll the ring buffer until SIGINT/SIGTERM. Once a second
+the rules input (`--rules` files, or a `--config` file and the rules it names) is read
+again and reloaded when its content changed (mtimes mean nothing when kubelet swaps a
+ConfigMap's `..data` symlink), or on SIGHUP; a missing or broken config, or rules with
+errors, keep the rules already running. Lost records are checked once a second and
+reported as Falco's internal drop alert (rate limited) and in the final summary.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from falconer.engine import Alert, Engine, EngineOptions, LoadResult
+from falconer.engine import Alert, Engine, LoadResult
 from falconer.sensor import alerts, probe, record, syscalls
+from falconer.sensor.config import ConfigError, RulesInput, Snapshot
 from falconer.sensor.capture import CaptureWriter
 from falconer.sensor.tracker import Tracker
 
@@ -33,12 +36,11 @@ CHECK_EVERY_S = 1.0
 class SensorOptions:
     """Everything `falconer sensor` can be told."""
 
-    rules: list[Path]
-    json_output: bool = False
-    engine: EngineOptions = field(default_factory=EngineOptions)
+    rules: RulesInput
+    json_output: bool = False           # forces JSON even when a config says text
     capture: Path | None = None
     all_events: bool = False
-    buffer_pages: int = probe.DEFAULT_BUFFER_PAGES
+    buffer_pages: int | None = None     # None: the config's bufferSizeBytes, or the default
 
 
 @dataclass
@@ -62,14 +64,17 @@ class Sensor:
         self.opts = opts
         self.out = out
         self.err = err
-        self.engine = Engine(opts.engine)
+        self.engine = Engine(opts.rules.engine)
+        self.json_output = opts.json_output
+        self.stdout_enabled = True
         self.tracker = Tracker()
         self.stats = Stats()
         self.drop_bucket = alerts.TokenBucket()
         self.probe: probe.Probe | None = None
         self.capture: CaptureWriter | None = None
         self._capture_file: TextIO | None = None
-        self._mtimes: dict[Path, float] = {}
+        self._digest = ""              # of the input the running rules came from
+        self._attempt = ""             # of the last input tried (digest or problem)
         self._stopping = False
         self._reload_requested = False
         self._last_ring = self._last_stash = 0
@@ -78,12 +83,17 @@ class Sensor:
 
     def start(self) -> None:
         """Load rules, compile and attach the probe, seed state. Raises on failure."""
-        result = self._load()
+        try:
+            snap = self.opts.rules.read()
+        except ConfigError as exc:
+            raise probe.ProbeError(f"bad configuration: {exc}") from exc
+        result = self._load(snap)
         if not result.ok:
             raise probe.ProbeError("rules have errors:\n" + _format_errors(result))
+        self._apply_config(snap)
         probe.preflight()
         self.tracker.seed()
-        self.probe = probe.Probe(self.opts.buffer_pages)
+        self.probe = probe.Probe(self._buffer_pages(snap))
         self._apply_event_filter()
         self.probe.open(self._on_record)
         if self.opts.capture is not None:
@@ -177,18 +187,48 @@ class Sensor:
             self._say(f"falconer sensor: {msg}")
 
     def _emit(self, alert: Alert) -> None:
-        if self.opts.json_output:
+        if self.json_output:
             line = json.dumps(alert.to_json(self.tracker.hostname))
         else:
             line = alert.text_line()
-        self.out.write(line + "\n")
-        self.out.flush()
+        if self.stdout_enabled:
+            self.out.write(line + "\n")
+            self.out.flush()
 
     # -- rules ----------------------------------------------------------------------------
 
-    def _load(self) -> LoadResult:
-        self._mtimes = {p: _mtime(p) for p in self.opts.rules}
-        return self.engine.load(list(self.opts.rules))
+    def _load(self, snap: Snapshot) -> LoadResult:
+        """Load a snapshot; with changed engine options into a new engine, swapped in
+        only when the load is clean (so errors keep the running rules either way)."""
+        self._attempt = snap.digest
+        engine = self.engine if snap.engine == self.engine.options else Engine(snap.engine)
+        result = engine.load(list(snap.sources))
+        if result.ok:
+            self.engine = engine
+            self._digest = snap.digest
+        return result
+
+    def _apply_config(self, snap: Snapshot) -> None:
+        """Take the output settings of a loaded config; say what it asks that we ignore."""
+        config = snap.config
+        if config is None:
+            return
+        self.json_output = self.opts.json_output or config.json_output
+        self.stdout_enabled = config.stdout_enabled
+        if self.probe is not None:
+            if self._buffer_pages(snap) != self.probe.buffer_pages:
+                self._say("falconer sensor: the ring buffer size changed; it takes effect on restart")
+            return
+        if config.instance:
+            self._say(f"falconer sensor: instance {config.instance} ({self.opts.rules.config})")
+        if config.unsupported_outputs:
+            self._say("falconer sensor: outputs not delivered by this sensor (ignored): "
+                      + ", ".join(config.unsupported_outputs))
+
+    def _buffer_pages(self, snap: Snapshot) -> int:
+        if self.opts.buffer_pages is not None:
+            return self.opts.buffer_pages
+        return snap.config.buffer_pages if snap.config else probe.DEFAULT_BUFFER_PAGES
 
     def _apply_event_filter(self) -> None:
         assert self.probe is not None
@@ -200,15 +240,31 @@ class Sensor:
         self.probe.set_forwarded(syscalls.numbers_for(names))
 
     def _maybe_reload(self) -> None:
-        changed = any(_mtime(p) != m for p, m in self._mtimes.items())
-        if not (changed or self._reload_requested):
+        """Reload when the input's content changed since the last attempt, or on request.
+
+        A problem is reported once, not every second, until the input changes again.
+        """
+        forced, self._reload_requested = self._reload_requested, False
+        try:
+            snap = self.opts.rules.read()
+        except ConfigError as exc:
+            problem = f"problem:{exc}"
+            if forced or problem != self._attempt:
+                self._attempt = problem
+                self._say(f"falconer sensor: reload failed, keeping the previous rules: {exc}")
             return
-        self._reload_requested = False
-        result = self._load()
+        if not forced and snap.digest == self._digest != self._attempt:
+            self._attempt = snap.digest
+            self._say("falconer sensor: the rules input is back to the running rules")
+            return
+        if not forced and snap.digest == self._attempt:
+            return
+        result = self._load(snap)
         if not result.ok:
             self._say("falconer sensor: reload failed, keeping the previous rules:\n"
                       + _format_errors(result))
             return
+        self._apply_config(snap)
         self._apply_event_filter()
         counts = result.counts
         self._say(f"falconer sensor: rules reloaded ({counts.get('rules', 0)} rules), "
@@ -231,13 +287,6 @@ class Sensor:
     def _say(self, msg: str) -> None:
         self.err.write(msg + "\n")
         self.err.flush()
-
-
-def _mtime(p: Path) -> float:
-    try:
-        return p.stat().st_mtime
-    except OSError:
-        return -1.0
 
 
 def _format_errors(result: LoadResult) -> str:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import upstream
 
 BAD = """- rule: Broken
@@ -24,24 +25,28 @@ def _falconer(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
+@pytest.fixture
+def bad(tmp_path: Path) -> Path:
+    """A rules file whose one rule has a condition syntax error (line 3, column 34)."""
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD)
+    return path
+
+
 def test_validate_ok_prints_counts() -> None:
     proc = _falconer("validate", str(upstream.STABLE))
     assert proc.returncode == 0
     assert "25 rules, 87 macros, 49 lists" in proc.stdout
 
 
-def test_validate_error_exit_code_and_position(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(BAD)
+def test_validate_error_exit_code_and_position(bad: Path) -> None:
     proc = _falconer("validate", str(bad))
     assert proc.returncode == 1
     assert f"{bad}:3:34: error LOAD_ERR_COMPILE_CONDITION" in proc.stdout
     assert "(rule 'Broken')" in proc.stdout
 
 
-def test_validate_json_keys(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(BAD)
+def test_validate_json_keys(bad: Path) -> None:
     proc = _falconer("validate", "--json", str(bad))
     assert proc.returncode == 1
     doc = json.loads(proc.stdout)
@@ -73,9 +78,7 @@ def test_replay_prints_alerts(tmp_path: Path) -> None:
     assert text.stdout.startswith("10:00:00.000000001: Warning Sensitive file opened")
 
 
-def test_replay_with_broken_rules_fails(tmp_path: Path) -> None:
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(BAD)
+def test_replay_with_broken_rules_fails(bad: Path, tmp_path: Path) -> None:
     events = tmp_path / "e.jsonl"
     events.write_text("")
     proc = _falconer("replay", "--rules", str(bad), str(events))

@@ -247,12 +247,9 @@ def assert_alert(alert: Any, expected: str | dict[str, Any], where: str) -> None
     if isinstance(expected, str):
         expected = {"rule": expected}
     assert alert.rule == expected["rule"], where
-    if "output" in expected:
-        assert alert.output == expected["output"], where
-    if "priority" in expected:
-        assert alert.priority == expected["priority"], where
-    if "source" in expected:
-        assert alert.source == expected["source"], where
+    for key in ("output", "priority", "source"):
+        if key in expected:
+            assert getattr(alert, key) == expected[key], f"{where}: {key}"
     if "tags" in expected:
         # Falco keeps tags in a std::set: compare as sets, order is not part of the contract
         assert sorted(alert.tags) == sorted(expected["tags"]), where

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-from functools import cache
-
 import pytest
 
-from falconer import paths
-from falconer.engine import Engine, EngineOptions, MappingEvent
+from falconer.engine import MappingEvent
 from falconer.engine.ruleset import Ruleset
-
-
-@cache
-def _ruleset() -> Ruleset:
-    engine = Engine(EngineOptions(rule_matching="all"))
-    assert engine.load(paths.default_rules_files()).ok
-    assert engine.ruleset is not None
-    return engine.ruleset
 
 
 def _open(path: str, proc: str, write: bool = False, **extra: object) -> dict[str, object]:
@@ -49,16 +38,16 @@ CASES = [
 
 
 @pytest.mark.parametrize("rule,attack,routine", CASES, ids=[c[0] for c in CASES])
-def test_rule_fires_on_attack_only(rule: str, attack: dict[str, object],
+def test_rule_fires_on_attack_only(default_ruleset: Ruleset, rule: str,
+                                   attack: dict[str, object],
                                    routine: dict[str, object]) -> None:
-    ruleset = _ruleset()
-    assert [a.rule for a in ruleset.evaluate(MappingEvent(attack))] == [rule]
-    assert ruleset.evaluate(MappingEvent(routine)) == []
+    assert [a.rule for a in default_ruleset.evaluate(MappingEvent(attack))] == [rule]
+    assert default_ruleset.evaluate(MappingEvent(routine)) == []
 
 
-def test_every_default_rule_is_covered_and_tagged_with_mitre() -> None:
-    ruleset = _ruleset()
-    assert {r.name for r in ruleset.rules} == {c[0] for c in CASES}
-    for rule in ruleset.rules:
+def test_every_default_rule_is_covered_and_tagged_with_mitre(
+        default_ruleset: Ruleset) -> None:
+    assert {r.name for r in default_ruleset.rules} == {c[0] for c in CASES}
+    for rule in default_ruleset.rules:
         assert any(t.startswith("mitre_") for t in rule.tags), rule.name
         assert any(t.startswith("T") and t[1:5].isdigit() for t in rule.tags), rule.name

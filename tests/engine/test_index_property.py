@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from functools import cache
-
-import upstream
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from falconer.engine import Engine, EngineOptions, MappingEvent
+from falconer.engine import MappingEvent
 from falconer.engine.ruleset import Ruleset
 
 _TYPES = ["execve", "execveat", "openat", "open", "openat2", "connect", "accept", "listen",
@@ -20,14 +17,6 @@ _NAMES = ["bash", "sh", "cat", "nginx", "python3", "sshd", "kubectl", "nc", "vi"
 _PATHS = ["/etc/shadow", "/etc/passwd", "/root/.ssh/authorized_keys", "/dev/shm/x", "/tmp/a",
           "/proc/self/mem", "/var/run/docker.sock", "/usr/bin/ls", "/etc/sudoers",
           "/bin/bash", "10.0.0.1:40000->10.0.0.2:4444"]
-
-
-@cache
-def _ruleset() -> Ruleset:
-    engine = Engine(EngineOptions(rule_matching="all"))
-    assert engine.load(upstream.upstream_files()).ok
-    assert engine.ruleset is not None
-    return engine.ruleset
 
 
 _EVENTS = st.fixed_dictionaries({
@@ -53,10 +42,10 @@ _EVENTS = st.fixed_dictionaries({
 
 @given(st.lists(_EVENTS, min_size=1, max_size=20))
 @settings(max_examples=150, deadline=None)
-def test_index_agrees_with_full_scan(events: list[MappingEvent]) -> None:
-    ruleset = _ruleset()
+def test_index_agrees_with_full_scan(upstream_ruleset: Ruleset,
+                                     events: list[MappingEvent]) -> None:
     for event in events:
-        indexed = [a.rule for a in ruleset.evaluate(event)]
-        full = [a.rule for a in ruleset.evaluate_unindexed(event)]
+        indexed = [a.rule for a in upstream_ruleset.evaluate(event)]
+        full = [a.rule for a in upstream_ruleset.evaluate_unindexed(event)]
         assert indexed == full, event.fields
-    assert ruleset.errors == 0
+    assert upstream_ruleset.errors == 0

@@ -96,6 +96,30 @@ def test_invalid_falcorule_reports_item_and_position(operator: operator_harness.
                          for e in events_for(kube, op_namespace, "FalcoRule", "broken")), what="a Warning event")
 
 
+def test_large_falcorule_fits(operator: operator_harness.OperatorProcess, installed: Path,
+                              op_namespace: str, kube: Kube) -> None:
+    """A spec larger than all annotations may be (256 KiB): kopf keeps only a digest."""
+    values = [f"/opt/vendor/agent-{n:05d}/bin/some-long-binary-name" for n in range(7000)]
+    items = [{"list": "vendor_binaries", "items": values},
+             {"rule": "Vendor binary", "desc": "d", "condition": "evt.type = execve and proc.exe in (vendor_binaries)",
+              "output": "o %proc.exe", "priority": "Informational"}]
+    apply(installed, op_namespace, {"apiVersion": GV, "kind": "FalcoRule", "metadata": {"name": "large"},
+                                    "spec": {"items": items}})
+    fr = wait_for(lambda: (o := kube.get(GV, "FalcoRule", "large", op_namespace)) and observed(o) and o,
+                  what="the large FalcoRule's status", timeout=60)
+    assert len(json.dumps(fr["spec"])) > 300_000
+    assert condition(fr, "Valid")["status"] == "True"
+    assert fr["status"]["counts"] == {"rules": 1, "macros": 0, "lists": 1}
+    time.sleep(1.0)  # kopf writes its bookkeeping after the handler: give it the chance to fail
+    fr = kube.get(GV, "FalcoRule", "large", op_namespace)
+    assert sum(len(v) for v in (fr["metadata"].get("annotations") or {}).values()) < 1000
+    assert "falconer.io/last-handled-digest" in fr["metadata"]["annotations"]
+    unexpected = [line for line in operator.log().splitlines()
+                  if "[ERROR" in line and "storage is (re)initializing" not in line]
+    assert unexpected == [], unexpected[:3]
+    kubectl(installed, "delete", "falcorule", "large", "-n", op_namespace)
+
+
 def owned_objects(kube: Kube, namespace: str) -> dict[str, dict[str, Any] | None]:
     return {
         "ConfigMap": kube.get("v1", "ConfigMap", f"{INSTANCE}-rules", namespace),
@@ -110,8 +134,10 @@ def binding(kube: Kube, namespace: str, name: str = INSTANCE) -> dict[str, Any] 
 
 def test_instance_renders_configmap_daemonset_rbac(operator: operator_harness.OperatorProcess, installed: Path,
                                                    op_namespace: str, kube: Kube, sensor_node: str) -> None:
+    # Pinned to our Node: other tests of the session may register Nodes of their own.
     apply(installed, op_namespace, {"apiVersion": GV, "kind": "FalcoInstance", "metadata": {"name": INSTANCE},
-                                    "spec": {"ruleSelector": {"matchLabels": {"set": "base"}}}})
+                                    "spec": {"ruleSelector": {"matchLabels": {"set": "base"}},
+                                             "nodeSelector": {"kubernetes.io/hostname": sensor_node}}})
     inst = wait_for(lambda: (o := kube.get(GV, "FalcoInstance", INSTANCE, op_namespace)) and observed(o)
                     and o["status"].get("desiredNumberScheduled") == 1 and o, what="instance status")
     objs = wait_for(lambda: (o := owned_objects(kube, op_namespace)) and all(o.values()) and o, what="owned objects")
@@ -239,6 +265,14 @@ def test_added_relabelled_and_deleted_falcorules(operator: operator_harness.Oper
     kubectl(installed, "delete", "falcorule", "aaa-extra", "-n", op_namespace)
     wait_for(lambda: files() == [f"{RULES}.yaml"] and "aaa-extra.yaml" not in live_state(kube, op_namespace)[0]["data"],
              what="the deleted FalcoRule to leave the ConfigMap")
+
+
+def test_deleted_daemonset_comes_back(operator: operator_harness.OperatorProcess, installed: Path,
+                                      op_namespace: str, kube: Kube) -> None:
+    old_uid = live_state(kube, op_namespace)[1]["metadata"]["uid"]
+    kubectl(installed, "delete", "daemonset", f"{INSTANCE}-sensor", "-n", op_namespace, "--wait=false")
+    wait_for(lambda: (d := live_state(kube, op_namespace)[1]) and d["metadata"]["uid"] != old_uid,
+             what="the operator to recreate the DaemonSet")
 
 
 def versions(kube: Kube, namespace: str) -> dict[str, str]:

@@ -1,0 +1,161 @@
+"""`falconer sensor --config`: the FalcoInstance configuration and its hot reload through
+a kubelet-style ConfigMap volume (`..data` symlink swap)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from falconer.e2e import configmap_volume
+from falconer.engine import EngineOptions
+from falconer.sensor import config
+
+RULE = """
+- rule: {name}
+  desc: a test rule
+  condition: evt.type = {evt} and {field} startswith {prefix}
+  output: "{name} saw %{field}"
+  priority: {priority}
+"""
+
+
+def falconer_yaml(files: list[str], min_priority: str = "debug", **extra: object) -> str:
+    """falconer.yaml shaped as the operator renders it (operator/render.py)."""
+    return yaml.safe_dump({
+        "instance": {"namespace": "security", "name": "default"},
+        "rulesFiles": files,
+        "engine": {"minPriority": min_priority, "ruleMatching": "first", "selection": []},
+        "outputs": {},
+        "bufferSizeBytes": 1 << 20,
+        **extra,
+    }, sort_keys=False)
+
+
+def swap(volume: Path, files: dict[str, str]) -> None:
+    """A kubelet update whose new files carry the OLD mtimes: only content can tell."""
+    before = {k: (volume / k).stat().st_mtime for k in files if (volume / k).exists()}
+    assert configmap_volume.write(volume, files)
+    for key, mtime in before.items():
+        os.utime(volume / key, (mtime, mtime))
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "falconer", "sensor", *args], text=True,
+                          capture_output=True, timeout=120, cwd="/",
+                          env=dict(os.environ, PYTHONSAFEPATH="1"))
+
+
+# -- the configuration file ------------------------------------------------------------
+
+
+def test_config_names_rules_relative_to_its_folder_and_sets_the_engine(tmp_path):
+    cfg = config.parse(falconer_yaml(["a.yaml", "b.yaml"], "warning",
+                                     engine={"minPriority": "warning", "ruleMatching": "all",
+                                             "selection": [["disable", "tag", "network"]]},
+                                     outputs={"stdout": {"format": "text"}, "http": {"url": "http://x"}}),
+                       tmp_path / "falconer.yaml")
+    assert cfg.instance == "security/default"
+    assert cfg.rules_files == (tmp_path / "a.yaml", tmp_path / "b.yaml")
+    assert cfg.engine == EngineOptions("warning", "all", (("disable", "tag", "network"),))
+    assert (cfg.json_output, cfg.stdout_enabled, cfg.unsupported_outputs) == (False, True, ("http",))
+    assert cfg.buffer_pages == (1 << 20) // os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("rulesFiles: [a.yaml]\nengine: {minPriority: loud}\n", "engine: invalid minimum priority 'loud'"),
+    ("rulesFiles: a.yaml\n", "rulesFiles: expected list, got str"),
+    ("rulesFiles: []\n", "rulesFiles: expected a non-empty list"),
+    ("rulesFiles: [a.yaml]\nengine: {selection: [[drop, rule, x]]}\n", "engine.selection[0]"),
+    ("rulesFiles: [a.yaml]\nbufferSizeBytes: 100\n", "bufferSizeBytes: must be at least 4096"),
+    ("rulesFiles: [a.yaml\nengine: {}\n", "falconer.yaml:2:"),
+    ("- just a list\n", "expected a mapping at the top level"),
+])
+def test_bad_config_is_a_clear_error(tmp_path, text, message):
+    with pytest.raises(config.ConfigError) as info:
+        config.parse(text, tmp_path / "falconer.yaml")
+    assert message in str(info.value) and str(tmp_path / "falconer.yaml") in str(info.value)
+
+
+def test_buffer_pages_round_down_to_a_power_of_two():
+    page = os.sysconf("SC_PAGE_SIZE")
+    assert [config.buffer_pages(n) for n in (4096, 3 * page, 8 << 20)] == [1, 2, (8 << 20) // page]
+
+
+def test_snapshot_digest_follows_content_through_a_symlink_swap(tmp_path):
+    volume = tmp_path / "vol"
+    data = {"falconer.yaml": falconer_yaml(["r.yaml"]), "r.yaml": "- list: a\n  items: [x]\n"}
+    configmap_volume.write(volume, data)
+    rules = config.RulesInput(config=volume / "falconer.yaml")
+    first = rules.read()
+    assert not configmap_volume.write(volume, data)      # same data: kubelet does nothing
+    assert rules.read().digest == first.digest
+    swap(volume, {**data, "r.yaml": "- list: a\n  items: [y]\n"})
+    second = rules.read()
+    assert second.digest != first.digest
+    assert [s.text for s in second.sources] == ["- list: a\n  items: [y]\n"]
+    assert sorted(p.name for p in volume.iterdir() if not p.name.startswith("..")) == [
+        "falconer.yaml", "r.yaml"]
+    assert len([p for p in volume.iterdir() if p.is_dir() and not p.is_symlink()]) == 1
+
+
+def test_config_and_rules_are_exclusive():
+    r = run_cli("--config", "/x.yaml", "--rules", "/y.yaml")
+    assert r.returncode == 2 and "not allowed with argument" in r.stderr
+    r = run_cli("--config", "/x.yaml", "-o", "priority=error")
+    assert r.returncode == 2 and "-o cannot be combined with --config" in r.stderr
+
+
+def test_missing_or_bad_config_stops_the_start(tmp_path):
+    r = run_cli("--config", str(tmp_path / "nope.yaml"))
+    assert r.returncode == 2 and f"{tmp_path / 'nope.yaml'}: does not exist" in r.stderr
+    (tmp_path / "falconer.yaml").write_text(falconer_yaml(["gone.yaml"]))
+    r = run_cli("--config", str(tmp_path / "falconer.yaml"))
+    assert r.returncode == 2 and "LOAD_ERR_FILE_READ" in r.stderr and "gone.yaml" in r.stderr
+
+
+# -- a running sensor ----------------------------------------------------------------
+
+
+def test_config_volume_hot_reload(start_sensor, tmp_path, marker):
+    volume = tmp_path / "etc-falconer"
+    opened = RULE.format(name="Opened marked file", evt="openat", field="fd.name",
+                         prefix=tmp_path / "a_", priority="WARNING")
+    quiet = RULE.format(name="Quiet open", evt="openat", field="fd.name",
+                        prefix=tmp_path / "a_", priority="INFO")
+    configmap_volume.write(volume, {
+        "falconer.yaml": falconer_yaml(["quiet.yaml", "opened.yaml"], min_priority="warning"),
+        "quiet.yaml": quiet, "opened.yaml": opened})
+    sensor = start_sensor("--config", str(volume / "falconer.yaml"))
+    assert sensor.wait_stderr("instance security/default")
+    (tmp_path / f"a_{marker}").write_text("x")
+    # minPriority from the config: the INFO rule is loaded, not enabled.
+    assert sensor.rules_for(f"a_{marker}") == {"Opened marked file"}
+
+    # mkdir is needed neither by the first rules nor by the state tracker: it reaches
+    # user space only if the reload also updated the kernel-side syscall filter.
+    made = RULE.format(name="Made marked dir", evt="mkdir", field="evt.arg.path",
+                       prefix=tmp_path / "b_", priority="NOTICE")
+    good = {"falconer.yaml": falconer_yaml(["made.yaml"], min_priority="notice"), "made.yaml": made}
+    swap(volume, good)
+    assert sensor.wait_stderr("rules reloaded (1 rules)")
+    (tmp_path / f"b_{marker}").mkdir()
+    assert sensor.rules_for(f"b_{marker}") == {"Made marked dir"}
+
+    swap(volume, {**good, "falconer.yaml": "rulesFiles: [made.yaml\n"})
+    assert sensor.wait_stderr("reload failed, keeping the previous rules")
+    swap(volume, {"made.yaml": made})                      # the config key disappeared
+    assert sensor.wait_stderr("falconer.yaml: does not exist")
+    swap(volume, {**good, "made.yaml": "- rule: [broken\n"})
+    assert sensor.wait_stderr("LOAD_ERR_YAML_PARSE")
+    (tmp_path / f"b_{marker}2").mkdir()
+    assert sensor.rules_for(f"b_{marker}2") == {"Made marked dir"}
+    problems = sum("reload failed" in line for line in sensor.stderr)
+    assert problems == 3, sensor.stderr                     # each said once, not every second
+    swap(volume, good)                                      # what runs already: no reload
+    assert sensor.wait_stderr("the rules input is back to the running rules")
+    assert sum("rules reloaded" in line for line in sensor.stderr) == 1
