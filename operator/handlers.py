@@ -99,13 +99,13 @@ def falcorule_changed(
     _guard(f"FalcoRule {namespace}/{name}", lambda: _reconciler(memo).reconcile_rule(_plain(body)), retry)
 
 
-@kopf.on.event(GROUP, VERSION, "falcorules")
-def falcorule_event(
-    type: str | None, body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any
-) -> None:
+def _deleted(type: str | None, **_: Any) -> bool:
+    return type == "DELETED"
+
+
+@kopf.on.event(GROUP, VERSION, "falcorules", when=_deleted)
+def falcorule_deleted(body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
     """A deleted FalcoRule (no finalizer, so only the watch tells): re-render its instances."""
-    if type != "DELETED":
-        return
     labels = dict(body.get("metadata", {}).get("labels") or {})
     ns = _namespaced(namespace)
 
