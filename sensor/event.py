@@ -239,6 +239,23 @@ def _fd_remote(fd: FdInfo, server: object, client: object) -> object:
     return client if fd.is_server else server
 
 
+#: How a raw register value of each parameter kind reads in Falco's spelling. Kinds that
+#: need more than the value (paths, user names) are handled in `_render_param`.
+_RAW_RENDERERS: dict[str, Callable[[int], str]] = {
+    syscalls.FD: lambda raw: str(render.fd_arg(raw)),
+    syscalls.OFLAGS: render.open_flags,
+    syscalls.MODE: render.chmod_mode,
+    syscalls.OMODE: render.oct_mode,
+    syscalls.PTRACE_REQ: render.ptrace_request,
+    syscalls.DOMAIN: render.family,
+    syscalls.SOCKTYPE: render.sock_type,
+    syscalls.BPF_CMD: render.bpf_cmd,
+    syscalls.AT_FLAGS: render.at_flags,
+    syscalls.HEX: hex,
+    syscalls.UINT: str,
+}
+
+
 def _render_param(ev: SensorEvent, index: int, kind: str) -> str | None:
     rec = ev.rec
     raw = rec.args[index]
@@ -246,31 +263,11 @@ def _render_param(ev: SensorEvent, index: int, kind: str) -> str | None:
         return rec.str_a()
     if kind == syscalls.PATH_B:
         return rec.str_b()
-    if kind == syscalls.FD:
-        return str(render.fd_arg(raw))
-    if kind == syscalls.OFLAGS:
-        return render.open_flags(raw)
-    if kind == syscalls.MODE:
-        return render.chmod_mode(raw)
-    if kind == syscalls.OMODE:
-        return render.oct_mode(raw)
-    if kind == syscalls.PTRACE_REQ:
-        return render.ptrace_request(raw)
     if kind == syscalls.UID:
-        return ev.tracker.users.name(raw & 0xFFFFFFFF) or str(raw & 0xFFFFFFFF)
-    if kind == syscalls.DOMAIN:
-        return render.family(raw)
-    if kind == syscalls.SOCKTYPE:
-        return render.sock_type(raw)
-    if kind == syscalls.BPF_CMD:
-        return render.bpf_cmd(raw)
-    if kind == syscalls.AT_FLAGS:
-        return render.at_flags(raw)
-    if kind == syscalls.HEX:
-        return hex(raw)
-    if kind == syscalls.UINT:
-        return str(raw)
-    return str(render.signed(raw))
+        uid = raw & 0xFFFFFFFF
+        return ev.tracker.users.name(uid) or str(uid)
+    renderer = _RAW_RENDERERS.get(kind)
+    return renderer(raw) if renderer else str(render.signed(raw))
 
 
 def _params(ev: SensorEvent) -> list[tuple[str, str | None]]:

@@ -189,15 +189,24 @@ static __always_inline void read_sock_at(struct falconer_event *e, struct falcon
     }
 }
 
+/* The capture spec of syscall `nr` if user space asked to forward it, else NULL. */
+static __always_inline struct falconer_spec *forwarded_spec(s64 nr)
+{
+    if (nr < 0 || nr >= FALCONER_MAX_SYSCALLS)
+        return NULL;
+    u32 key = nr;
+    struct falconer_spec *spec = specs.lookup(&key);
+    if (!spec || spec->forward == FORWARD_NO)
+        return NULL;
+    return spec;
+}
+
 TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 {
     /* Cheapest test first: most syscalls are not forwarded (one array lookup). */
     s64 nr = args->id;
-    if (nr < 0 || nr >= FALCONER_MAX_SYSCALLS)
-        return 0;
-    u32 key = nr;
-    struct falconer_spec *spec = specs.lookup(&key);
-    if (!spec || spec->forward == FORWARD_NO)
+    struct falconer_spec *spec = forwarded_spec(nr);
+    if (!spec)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32, tid = (u32)pid_tgid;
@@ -248,11 +257,8 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
      * execve sees the same number as its enter, so the test below is exact; a stash left
      * behind by a syscall that never returns (exit) is removed at sched_process_exit. */
     s64 nr = args->id;
-    if (nr < 0 || nr >= FALCONER_MAX_SYSCALLS)
-        return 0;
-    u32 key = nr;
-    struct falconer_spec *spec = specs.lookup(&key);
-    if (!spec || spec->forward == FORWARD_NO)
+    struct falconer_spec *spec = forwarded_spec(nr);
+    if (!spec)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tid = (u32)pid_tgid;
