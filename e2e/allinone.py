@@ -322,13 +322,19 @@ def main(argv: list[str]) -> int:
     if os.geteuid() != 0:
         print("falconer all-in-one: must run as root (the sensor loads eBPF)", file=sys.stderr)
         return 1
-    demo = AllInOne(parse_args(argv))
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    settings = parse_args(argv)
     # A Ctrl-C (or SIGTERM) during start-up ends the step in progress; start() then
     # stops whatever already runs.
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started ignoring it
     try:
+        demo = AllInOne(settings)
         demo.start()
-    except (AllInOneError, ControlPlaneError, binaries.BinaryNotFound, OSError) as exc:
+    except (AllInOneError, ControlPlaneError, binaries.BinaryNotFound, OSError,
+            subprocess.SubprocessError, ApiException, HTTPError) as exc:
         print(f"falconer all-in-one: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

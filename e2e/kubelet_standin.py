@@ -46,6 +46,22 @@ def node_name() -> str:
     return name or "localhost"
 
 
+def _arch() -> str:
+    """This machine's architecture in Go's (and so Kubernetes') spelling."""
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+
+
+def _os_image() -> str:
+    """The distribution's name, as kubelet reports it (PRETTY_NAME of os-release)."""
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.partition("=")[2].strip().strip('"')
+    except OSError:
+        pass
+    return platform.platform()
+
+
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.timezone.utc)
 
@@ -82,8 +98,7 @@ class KubeletStandIn:
         from kubernetes.client.exceptions import ApiException
 
         labels = {"kubernetes.io/hostname": self.node, "kubernetes.io/os": "linux",
-                  "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(
-                      platform.machine(), platform.machine())}
+                  "kubernetes.io/arch": _arch()}
         body = client.V1Node(metadata=client.V1ObjectMeta(name=self.node, labels=labels))
         try:
             self.core.create_node(body)
@@ -103,8 +118,8 @@ class KubeletStandIn:
             "capacity": CAPACITY, "allocatable": CAPACITY,
             "addresses": [{"type": "Hostname", "address": self.node},
                           {"type": "InternalIP", "address": "127.0.0.1"}],
-            "nodeInfo": {"architecture": platform.machine(), "operatingSystem": "linux",
-                         "kernelVersion": platform.release(), "osImage": platform.platform(),
+            "nodeInfo": {"architecture": _arch(), "operatingSystem": "linux",
+                         "kernelVersion": platform.release(), "osImage": _os_image(),
                          "kubeletVersion": "falconer-standin", "kubeProxyVersion": "",
                          "containerRuntimeVersion": "none://", "machineID": "", "systemUUID": "",
                          "bootID": ""},

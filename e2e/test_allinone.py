@@ -136,9 +136,11 @@ def test_allinone_detects_reloads_and_stops_cleanly(demo: Demo, tmp_path: Path) 
         "rule": "Marked directory made", "desc": "added by the all-in-one test",
         "condition": f"evt.type = mkdir and evt.arg.path contains {marker}",
         "output": "Marked directory made (path=%evt.arg.path)", "priority": "WARNING"}]
+    projected = os.readlink(demo.work_dir / "volume" / "..data")
     demo.kubectl("patch", "falcorule", RULE, "-n", NS, "--type", "merge",
                  "-p", json.dumps({"spec": {"items": items}}))
     demo.wait_for(f"rules reloaded ({rule['status']['counts']['rules'] + 1} rules)", 30)
+    assert os.readlink(demo.work_dir / "volume" / "..data") != projected  # kubelet-style swap
     (tmp_path / f"dir-{marker}").mkdir()
     assert "Marked directory made" in demo.wait_for(f"path={tmp_path / f'dir-{marker}'}", 15)
 
