@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from falconer.sensor import hostproc
+
 HOST = "host"
 
 _RUNTIME = re.compile(r"docker|containerd|cri-o|crio|libpod|podman|kubepods")
@@ -30,7 +32,7 @@ def container_id(cgroup_text: str) -> str:
 def container_id_of(pid: int) -> str | None:
     """container.id of a live process, or None when /proc no longer has it."""
     try:
-        with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as f:
+        with open(hostproc.path(pid, "cgroup"), encoding="utf-8", errors="replace") as f:
             return container_id(f.read())
     except OSError:
         return None

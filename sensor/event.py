@@ -12,7 +12,7 @@ import posixpath
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from falconer.sensor import render, syscalls
+from falconer.sensor import hostproc, render, syscalls
 from falconer.sensor.containers import HOST
 from falconer.sensor.record import Record
 from falconer.sensor.state import UNSET_LOGINUID, FdInfo, Process, read_proc
@@ -136,7 +136,7 @@ def _fd_attr(fn: Callable[[FdInfo], object]) -> Field:
 
 def _status_caps(pid: int, key: str) -> str | None:
     try:
-        with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+        with open(hostproc.path(pid, "status"), encoding="utf-8") as f:
             for line in f:
                 if line.startswith(key):
                     bits = int(line.split()[1], 16)
@@ -152,7 +152,7 @@ def _vpid(p: Process) -> int:
     if p.vpid is None:
         p.vpid = p.pid
         try:
-            with open(f"/proc/{p.pid}/status", encoding="utf-8") as f:
+            with open(hostproc.path(p.pid, "status"), encoding="utf-8") as f:
                 for line in f:
                     if line.startswith("NSpid:"):
                         p.vpid = int(line.split()[-1])
@@ -164,7 +164,7 @@ def _vpid(p: Process) -> int:
 
 def _env(ev: SensorEvent, arg: str | None) -> str | None:
     try:
-        with open(f"/proc/{ev.proc.pid}/environ", "rb") as f:
+        with open(hostproc.path(ev.proc.pid, "environ"), "rb") as f:
             items = [e.decode("utf-8", "replace") for e in f.read().split(b"\0") if e]
     except OSError:
         return None

@@ -14,7 +14,7 @@ import pwd
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from falconer.sensor import containers
+from falconer.sensor import hostproc, containers
 
 MAX_PROCESSES = 32768
 MAX_FDS_PER_PROCESS = 1024
@@ -135,7 +135,7 @@ class ProcessTable:
 
     def seed(self, boot_ns: int) -> int:
         """Read every live process from /proc (parents first); returns how many."""
-        pids = sorted(int(d) for d in os.listdir("/proc") if d.isdigit())
+        pids = sorted(int(d) for d in os.listdir(hostproc.ROOT) if d.isdigit())
         for pid in pids:
             p = read_proc(pid, boot_ns)
             if p is not None:
@@ -164,7 +164,7 @@ def fd_from_proc(pid: int, num: int) -> FdInfo | None:
     Only the kind and the path are known this way; socket addresses stay unknown.
     """
     try:
-        target = os.readlink(f"/proc/{pid}/fd/{num}")
+        target = os.readlink(hostproc.path(pid, "fd", num))
     except OSError:
         return None
     if target.startswith("/"):
@@ -178,7 +178,7 @@ def fd_from_proc(pid: int, num: int) -> FdInfo | None:
 def exe_link(pid: int) -> tuple[str, bool] | None:
     """(Falco-style exepath, is memfd) from /proc/<pid>/exe, None if unreadable."""
     try:
-        target = os.readlink(f"/proc/{pid}/exe")
+        target = os.readlink(hostproc.path(pid, "exe"))
     except OSError:
         return None
     if target.startswith("/memfd:"):
@@ -189,7 +189,7 @@ def exe_link(pid: int) -> tuple[str, bool] | None:
 
 def read_proc(pid: int, boot_ns: int) -> Process | None:
     """A Process from /proc/<pid>, or None if it is gone (or a kernel thread's is partial)."""
-    stat = _read(f"/proc/{pid}/stat")
+    stat = _read(hostproc.path(pid, "stat"))
     if stat is None:
         return None
     # comm may hold spaces and parentheses: split after the last ')'.
@@ -198,17 +198,17 @@ def read_proc(pid: int, boot_ns: int) -> Process | None:
     rest = stat[rparen + 2:].split()
     ppid, pgid, sid, tty = int(rest[1]), int(rest[2]), int(rest[3]), int(rest[4])
     start_ticks = int(rest[19])
-    cmd = (_read(f"/proc/{pid}/cmdline") or b"").split(b"\0")
+    cmd = (_read(hostproc.path(pid, "cmdline")) or b"").split(b"\0")
     if cmd and cmd[-1] == b"":
         cmd.pop()
     argv = [a.decode("utf-8", "replace") for a in cmd]
     link = exe_link(pid)
     exepath, memfd = link if link else ("", False)
     try:
-        cwd = os.readlink(f"/proc/{pid}/cwd")
+        cwd = os.readlink(hostproc.path(pid, "cwd"))
     except OSError:
         cwd = "/"
-    loginuid = (_read(f"/proc/{pid}/loginuid") or b"").strip()
+    loginuid = (_read(hostproc.path(pid, "loginuid")) or b"").strip()
     return Process(
         pid=pid, ppid=ppid, name=comm, exe=argv[0] if argv else comm, exepath=exepath,
         args=argv[1:], cwd=cwd, tty=tty, sid=sid, pgid=pgid,
@@ -221,7 +221,7 @@ def read_proc(pid: int, boot_ns: int) -> Process | None:
 
 def boot_time_ns() -> int:
     """Epoch ns of boot (for /proc start times), from /proc/stat's btime."""
-    for line in (_read("/proc/stat") or b"").splitlines():
+    for line in (_read(hostproc.path("stat")) or b"").splitlines():
         if line.startswith(b"btime "):
             return int(line.split()[1]) * 1_000_000_000
     return 0
