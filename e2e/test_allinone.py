@@ -29,16 +29,6 @@ START_TIMEOUT_S = 90.0
 NS, RULE, INSTANCE = "falconer", "falconer-rules", "default"
 
 
-def ebpf_missing() -> str | None:
-    from falconer.sensor import probe
-
-    try:
-        probe.preflight()
-    except (probe.ProbeError, RuntimeError) as exc:
-        return str(exc)
-    return None
-
-
 class Demo:
     """`python -m falconer.main_job --work-dir DIR` with its output collected."""
 
@@ -101,8 +91,7 @@ def alive(pid: int) -> bool:
 def demo(tmp_path_factory: pytest.TempPathFactory):
     problems = missing_server_binaries()
     prereq.require(not problems, "; ".join(problems))
-    why = ebpf_missing()
-    prereq.require(why is None, why or "")
+    prereq.require_ebpf()
     d = Demo(tmp_path_factory.mktemp("allinone"))
     yield d
     if d.proc.poll() is None:  # the test failed before its own Ctrl-C

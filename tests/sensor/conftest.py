@@ -24,23 +24,6 @@ import pytest
 STARTUP_TIMEOUT_S = 60.0
 
 
-def ebpf_missing() -> str | None:
-    """Why the sensor cannot run here (None when it can)."""
-    from falconer.sensor import probe
-
-    try:
-        probe.preflight()
-    except (probe.ProbeError, RuntimeError) as exc:
-        return str(exc)
-    return None
-
-
-def require_ebpf() -> None:
-    """Skip on a dev machine, fail in CI, when root/bcc/headers/tracefs are missing."""
-    why = ebpf_missing()
-    prereq.require(why is None, why or "")
-
-
 class SensorProcess:
     """`falconer sensor --json ...` in a subprocess, its alerts gathered in a list."""
 
@@ -123,7 +106,7 @@ class SensorProcess:
 @pytest.fixture(scope="session")
 def ebpf() -> None:
     """Require root, bcc, kernel headers and tracefs (fails in CI when missing)."""
-    require_ebpf()
+    prereq.require_ebpf()
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +115,7 @@ def start_sensor() -> Iterator[Callable[..., SensorProcess]]:
     started: list[SensorProcess] = []
 
     def start(*args: str) -> SensorProcess:
-        require_ebpf()
+        prereq.require_ebpf()
         s = SensorProcess(*args)
         started.append(s)
         return s

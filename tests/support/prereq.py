@@ -20,3 +20,20 @@ def require(ok: bool, why: str) -> None:
     if IN_CI:
         pytest.fail(f"prerequisite missing in CI: {why}", pytrace=False)
     pytest.skip(why)
+
+
+def ebpf_missing() -> str | None:
+    """Why the sensor cannot run here (root, bcc, headers, tracefs), None when it can."""
+    from falconer.sensor import probe
+
+    try:
+        probe.preflight()
+    except (probe.ProbeError, RuntimeError) as exc:
+        return str(exc)
+    return None
+
+
+def require_ebpf() -> None:
+    """Skip on a dev machine, fail in CI, when the sensor's prerequisites are missing."""
+    why = ebpf_missing()
+    require(why is None, why or "")
