@@ -141,7 +141,8 @@ class AllInOne:
         ns = self.settings.namespace
         say(f"==> applying the default rules and FalcoInstance {ns}/{self.settings.instance}")
         self._kubectl_apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-        for order, (name, path) in enumerate(default_rules()):
+        rules = default_rules()
+        for order, (name, path) in enumerate(rules):
             manifest = subprocess.run(
                 [sys.executable, "-m", "falconer", "rules", "to-crd", str(path), "--name", name,
                  "--namespace", ns, "--order", str(order)], capture_output=True, text=True,
@@ -152,7 +153,7 @@ class AllInOne:
             self._kubectl("apply", "--server-side", "-f", "-", stdin=manifest.stdout)
             say(f"    FalcoRule {ns}/{name} from {path.name}")
         self._kubectl_apply(instance_manifest(self.settings))
-        for name, _ in default_rules():
+        for name, _ in rules:
             self._wait(f"FalcoRule {ns}/{name} to be Valid", lambda n=name: self._rule_valid(n))
         say("    the operator compiled every FalcoRule: Valid")
 
@@ -245,10 +246,12 @@ class AllInOne:
         return f"{self.settings.instance}-rules"
 
     def _echo(self, lines: Iterator[str]) -> None:
+        """Relay the sensor's log to our stdout (its alerts are what the demo shows)."""
         for line in lines:
             print(line, end="", flush=True)
 
     def _kubectl(self, *args: str, stdin: str | None = None) -> str:
+        """Run the version-matched kubectl as admin; its stderr becomes the error."""
         done = subprocess.run([str(self.kubectl), "--kubeconfig", str(self.control_plane.kubeconfig),
                                *args], input=stdin, capture_output=True, text=True, check=False,
                               timeout=STEP_TIMEOUT_S + 30)
@@ -260,6 +263,8 @@ class AllInOne:
         self._kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(manifest))
 
     def _rule_valid(self, name: str) -> bool:
+        """Whether the operator marked FalcoRule `name` Valid; raises when it is not
+        (waiting longer would not help: the default rules must compile)."""
         from kubernetes import client
 
         body = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
@@ -270,7 +275,7 @@ class AllInOne:
             raise AllInOneError(f"FalcoRule {name} is not valid: {valid.get('message')}")
         return valid is not None and valid.get("status") == "True"
 
-    def _wait(self, what: str, ready: Any) -> None:
+    def _wait(self, what: str, ready: Callable[[], bool]) -> None:
         """Poll `ready()` until true; fail after STEP_TIMEOUT_S, or when the operator died."""
         deadline = time.monotonic() + STEP_TIMEOUT_S
         while not ready():

@@ -166,14 +166,14 @@ class ControlPlane:
 
     def _write_kubeconfigs(self) -> None:
         """The admin kubeconfig, and one per controller with that controller's identity."""
-        kubeconfig.write(self.kubeconfig, server=self.server, ca_cert=self.pki.ca.cert,
-                         client=self.pki.admin, user=pki.ADMIN[0])
-        kubeconfig.write(self._component_kubeconfig("kube-controller-manager"),
-                         server=self.server, ca_cert=self.pki.ca.cert,
-                         client=self.pki.controller_manager, user=pki.CONTROLLER_MANAGER[0])
-        kubeconfig.write(self._component_kubeconfig("kube-scheduler"),
-                         server=self.server, ca_cert=self.pki.ca.cert,
-                         client=self.pki.scheduler, user=pki.SCHEDULER[0])
+        for path, client, identity in (
+            (self.kubeconfig, self.pki.admin, pki.ADMIN),
+            (self._component_kubeconfig("kube-controller-manager"),
+             self.pki.controller_manager, pki.CONTROLLER_MANAGER),
+            (self._component_kubeconfig("kube-scheduler"), self.pki.scheduler, pki.SCHEDULER),
+        ):
+            kubeconfig.write(path, server=self.server, ca_cert=self.pki.ca.cert,
+                             client=client, user=identity[0])
 
     def _component_kubeconfig(self, component: str) -> Path:
         return self.work_dir / f"{component}.kubeconfig"

@@ -129,15 +129,16 @@ class KubeletStandIn:
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
-        spec = client.V1LeaseSpec(holder_identity=self.node, lease_duration_seconds=LEASE_SECONDS,
-                                  renew_time=_now())
+        now = _now()
         try:
             self.coordination.patch_namespaced_lease(self.node, LEASE_NAMESPACE, {"spec": {
                 "holderIdentity": self.node, "leaseDurationSeconds": LEASE_SECONDS,
-                "renewTime": _now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")}})
+                "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}})
         except ApiException as exc:
             if exc.status != 404:
                 raise
+            spec = client.V1LeaseSpec(holder_identity=self.node,
+                                      lease_duration_seconds=LEASE_SECONDS, renew_time=now)
             self.coordination.create_namespaced_lease(LEASE_NAMESPACE, client.V1Lease(
                 metadata=client.V1ObjectMeta(name=self.node), spec=spec))
 

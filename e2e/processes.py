@@ -57,6 +57,7 @@ class Child:
         return None if self._process is None else self._process.poll()
 
     def running(self) -> bool:
+        """Whether the command was started and has not exited (polls, so never stale)."""
         return self._process is not None and self._process.poll() is None
 
     def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
@@ -85,6 +86,7 @@ class Child:
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Signal a process group that may already be gone (stopping twice is harmless)."""
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import prereq
@@ -49,6 +50,7 @@ class Demo:
                 self.lines.append(line)
 
     def output(self) -> str:
+        """Everything the demo printed so far (for failure messages)."""
         with self._lock:
             return "".join(self.lines)
 
@@ -66,6 +68,7 @@ class Demo:
         pytest.fail(f"no {text!r} within {timeout_s:.0f}s; output:\n{self.output()}")
 
     def kubectl(self, *args: str) -> str:
+        """kubectl as the demo's admin; its stdout (fails the test on a non-zero exit)."""
         kubeconfig = self.work_dir / "controlplane" / "admin.kubeconfig"
         done = subprocess.run([str(binaries.locate("kubectl").path), "--kubeconfig", str(kubeconfig),
                                *args], capture_output=True, text=True, timeout=60, check=True)
@@ -88,7 +91,7 @@ def alive(pid: int) -> bool:
 
 
 @pytest.fixture
-def demo(tmp_path_factory: pytest.TempPathFactory):
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     problems = missing_server_binaries()
     prereq.require(not problems, "; ".join(problems))
     prereq.require_ebpf()

@@ -13,8 +13,7 @@ from typing import Any
 import yaml
 
 from falconer.operator import ruleyaml
-
-API_VERSION = "falconer.io/v1alpha1"
+from falconer.operator.api import API_VERSION
 
 #: A Kubernetes object name (DNS-1123 subdomain).
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

@@ -12,13 +12,14 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import kopf
 
+from falconer.operator.api import GROUP, MANAGED_BY, VERSION
 from falconer.operator.reconcile import Reconciler, TransientError
 
-GROUP, VERSION = "falconer.io", "v1alpha1"
+T = TypeVar("T")
 #: kopf passes this logger type to handlers.
 Logger = logging.Logger | logging.LoggerAdapter[Any]
 #: Seconds before a handler that hit an API failure is retried: doubling from the
@@ -59,10 +60,11 @@ def _namespaced(namespace: str | None) -> str:
     return namespace
 
 
-def _guard(what: str, fn: Callable[[], Any], retry: int = 0) -> None:
-    """Run `fn`; API failures retry later with exponential backoff, never in a tight loop."""
+def _guard(what: str, fn: Callable[[], T], retry: int = 0) -> T:
+    """Run `fn` (its result returned); API failures retry later with exponential backoff,
+    never in a tight loop."""
     try:
-        fn()
+        return fn()
     except TransientError as exc:
         delay = min(RETRY_MAX, RETRY_FIRST * 2 ** min(retry, 16))
         raise kopf.TemporaryError(f"{what}: {exc}", delay=delay) from exc
@@ -100,6 +102,7 @@ def falcorule_changed(
 
 
 def _deleted(type: str | None, **_: Any) -> bool:
+    """kopf's `when` filter for watch events of deletion (kopf names the kwarg `type`)."""
     return type == "DELETED"
 
 
@@ -108,12 +111,7 @@ def falcorule_deleted(body: kopf.Body, namespace: str | None, name: str, memo: k
     """A deleted FalcoRule (no finalizer, so only the watch tells): re-render its instances."""
     labels = dict(body.get("metadata", {}).get("labels") or {})
     ns = _namespaced(namespace)
-
-    def rerender() -> None:
-        for inst in _reconciler(memo).instances_using(ns, name, labels):
-            _reconciler(memo).reconcile_instance(ns, inst["metadata"]["name"])
-
-    _guard(f"FalcoRule {ns}/{name} deleted", rerender)
+    _guard(f"FalcoRule {ns}/{name} deleted", lambda: _reconciler(memo).rule_deleted(ns, name, labels))
 
 
 @kopf.on.resume(GROUP, VERSION, "falcoinstances")
@@ -131,11 +129,11 @@ def falcoinstance_deleted(
 ) -> None:
     """Delete the sensor's ClusterRoleBinding; owner references take care of the rest."""
     ns = _namespaced(namespace)
-    _guard(f"FalcoInstance {ns}/{name} deleted", lambda: _reconciler(memo).instance_deleted(ns, name), retry)
-    logger.info("removed the sensor binding of %s/%s", namespace, name)
+    if _guard(f"FalcoInstance {ns}/{name} deleted", lambda: _reconciler(memo).instance_deleted(ns, name), retry):
+        logger.info("removed the sensor binding of %s/%s", ns, name)
 
 
-@kopf.on.event("apps", "v1", "daemonsets", labels={"app.kubernetes.io/managed-by": "falconer-operator"})
+@kopf.on.event("apps", "v1", "daemonsets", labels=MANAGED_BY)
 def daemonset_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
     """A sensor DaemonSet changed (rollout progress, deletion): refresh its instance."""
     instance = _reconciler(memo).instance_of_daemonset(_plain(body))
@@ -151,6 +149,7 @@ def _plain(body: kopf.Body) -> dict[str, Any]:
 
 
 def _copy(value: Any) -> Any:
+    """A deep copy of kopf's mapping views (which are not dicts) as plain containers."""
     if hasattr(value, "items"):
         return {k: _copy(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -19,15 +19,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kubernetes.dynamic.exceptions import DynamicApiError
+from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+from urllib3.exceptions import HTTPError
 
 from falconer.operator import render, rules, selectors, status
+from falconer.operator.api import API_VERSION, RULES_HASH_ANNOTATION
 from falconer.operator.kube import Kube
 from falconer.operator.ruleyaml import RuleText
 
-GROUP_VERSION = "falconer.io/v1alpha1"
 #: HTTP statuses that mean "this object is wrong", not "try again".
 PERMANENT_HTTP = frozenset({400, 403, 404, 422})
+#: Failures below HTTP (API server unreachable, connection reset, TLS) and a resource
+#: type not served (yet): all worth a delayed retry, never a crash or a tight loop.
+UNREACHABLE = (HTTPError, OSError, ResourceNotFoundError)
 
 
 class EventSink(Protocol):
@@ -55,6 +59,11 @@ def _api_error(exc: DynamicApiError, what: str) -> str:
     return f"{what}: {exc.status} {exc.reason}: {exc.summary()}"  # type: ignore[no-untyped-call]
 
 
+def _unreachable(exc: Exception, what: str) -> TransientError:
+    """A TransientError for a failure below HTTP, naming its type (the text may be empty)."""
+    return TransientError(f"{what}: {type(exc).__name__}: {exc}")
+
+
 class Reconciler:
     """Reconciles the operator's resources against one API server."""
 
@@ -66,54 +75,46 @@ class Reconciler:
 
     # ---- FalcoRule ---------------------------------------------------------------
 
-    def reconcile_rule(self, body: dict[str, Any]) -> rules.Compiled:
+    def reconcile_rule(self, body: dict[str, Any]) -> None:
         """Compile a FalcoRule, write its status, re-render the instances using it."""
         meta = body["metadata"]
-        users = self.instances_using(meta["namespace"], meta["name"], meta.get("labels") or {})
-        compiled = self._write_rule_status(body, users)
-        for instance in users:
-            self.reconcile_instance(meta["namespace"], instance["metadata"]["name"])
-        return compiled
+        users = self._instances_using(meta["namespace"], meta["name"], meta.get("labels") or {})
+        self._write_rule_status(body, users)
+        self._rerender(meta["namespace"], users)
 
-    def _write_rule_status(self, body: dict[str, Any], instances: list[dict[str, Any]]) -> rules.Compiled:
+    def rule_deleted(self, namespace: str, name: str, labels: dict[str, str]) -> None:
+        """Re-render the instances that selected (or rendered) a deleted FalcoRule."""
+        self._rerender(namespace, self._instances_using(namespace, name, labels))
+
+    def _rerender(self, namespace: str, instances: Sequence[dict[str, Any]]) -> None:
+        """Reconcile each instance (each under its own lock, reading it afresh)."""
+        for instance in instances:
+            self.reconcile_instance(namespace, instance["metadata"]["name"])
+
+    def _write_rule_status(self, body: dict[str, Any], instances: Sequence[dict[str, Any]]) -> None:
         """Compile the FalcoRule (cached) and write its status if it changed; an Event when
         its validity changed."""
         meta = body["metadata"]
         text, compiled = rules.compile_falcorule(meta["name"], body.get("spec"))
         labels = meta.get("labels") or {}
         selected_by = sum(1 for i in instances if _selects(i, labels) and not i["metadata"].get("deletionTimestamp"))
-        generation = int(meta.get("generation") or 0)
         old = body.get("status") or {}
-        verdicts = status.rule_verdicts(compiled, selected_by)
-        new = {
-            "observedGeneration": generation,
-            "conditions": status.merge_conditions(old.get("conditions"), verdicts, generation, status.now()),
-            "counts": compiled.counts,
-            "errors": [f.to_status() for f in compiled.errors],
-            "warnings": [f.to_status() for f in compiled.warnings],
-            "rulesHash": text.digest[:16] if text else "",
-            "instances": selected_by,
-        }
+        new, verdicts = status.rule_status(
+            old, compiled, text.digest if text else None, selected_by, int(meta.get("generation") or 0)
+        )
         if not self._status_differs(old, new):
-            return compiled
+            return
         self._patch_status("FalcoRule", meta["namespace"], meta["name"], new)
-        valid = verdicts[0]
-        was: dict[str, Any] = next((c for c in old.get("conditions") or () if c.get("type") == "Valid"), {})
-        if (was.get("status"), was.get("message")) != (str(valid.status), valid.message):
-            type_, reason = ("Normal", "Compiled") if valid.status else ("Warning", "CompileFailed")
-            self._post(body, type_, reason, valid.message)
-        return compiled
+        event = status.rule_event(old.get("conditions"), verdicts)
+        if event:
+            self._post(body, *event)
 
-    def instances_using(self, namespace: str, rule_name: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    def _instances_using(self, namespace: str, rule_name: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         """Instances whose selector matches the labels, or that rendered this FalcoRule before."""
         found = []
         for inst in self._list("FalcoInstance", namespace):
             before = {r.get("name") for r in (inst.get("status") or {}).get("rules") or ()}
-            try:
-                selected = selectors.matches((inst.get("spec") or {}).get("ruleSelector"), labels)
-            except selectors.SelectorError:
-                selected = False
-            if selected or rule_name in before:
+            if _selects(inst, labels) or rule_name in before:
                 found.append(inst)
         return found
 
@@ -128,6 +129,7 @@ class Reconciler:
             self._reconcile_instance(body)
 
     def _reconcile_instance(self, body: dict[str, Any]) -> None:
+        """Select, compile, render and apply; an invalid combination keeps the live ConfigMap."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
         spec = render.with_defaults(body.get("spec"))
@@ -159,13 +161,19 @@ class Reconciler:
         )
         rules_hash = rendered.rules_hash if combined.valid and not apply_error else _live_hash(live_cm)
         self._finish(body, state, chosen, combined, rules_hash)
+        self._announce(body, names, rendered, changed, len(texts))
+        self._update_rule_counts(namespace)
+
+    def _announce(
+        self, body: dict[str, Any], names: render.Names, rendered: render.Rendered, changed: set[str], files: int
+    ) -> None:
+        """Events for what this reconcile actually wrote (nothing when nothing changed)."""
         if "ConfigMap" in changed:
             self._post(body, "Normal", "RulesRendered",
-                       f"ConfigMap {names.configmap}: {len(texts)} FalcoRule(s), rules hash {rendered.rules_hash}")
+                       f"ConfigMap {names.configmap}: {files} FalcoRule(s), rules hash {rendered.rules_hash}")
         if "DaemonSet" in changed:
             self._post(body, "Normal", "SensorsUpdated",
                        f"DaemonSet {names.daemonset} applied (settings hash {rendered.config_hash})")
-        self._update_rule_counts(namespace)
 
     def _apply(self, objects: Sequence[dict[str, Any]]) -> tuple[set[str], str | None]:
         """Apply in order; the kinds that changed, and the API server's refusal, if any."""
@@ -178,6 +186,8 @@ class Reconciler:
                 if exc.status not in PERMANENT_HTTP:
                     raise TransientError(_api_error(exc, f"applying {what}")) from exc
                 return changed, _api_error(exc, f"the API server rejected {what}")
+            except UNREACHABLE as exc:
+                raise _unreachable(exc, f"applying {what}") from exc
             if did_change:
                 changed.add(obj["kind"])
         return changed, None
@@ -231,17 +241,8 @@ class Reconciler:
         if not self._status_differs(old, new):
             return
         self._patch_status("FalcoInstance", meta["namespace"], meta["name"], new)
-        before = {c.get("type"): c for c in old.get("conditions") or ()}
-        for v in verdicts:
-            if v.type not in ("Degraded", "RulesRedefined", "Ready"):
-                continue
-            was = before.get(v.type, {})
-            if was.get("status") == ("True" if v.status else "False") and was.get("reason") == v.reason:
-                continue
-            if v.type == "Ready" and v.status:
-                self._post(body, "Normal", "Ready", v.message)
-            elif v.type != "Ready" and v.status:
-                self._post(body, "Warning", v.reason, v.message)
+        for event in status.instance_events(old.get("conditions"), verdicts):
+            self._post(body, *event)
 
     def _update_rule_counts(self, namespace: str) -> None:
         """Refresh every FalcoRule's `instances` and `Applied` after instances changed."""
@@ -270,20 +271,25 @@ class Reconciler:
     # ---- plumbing ----------------------------------------------------------------
 
     def _lock(self, namespace: str, name: str) -> threading.Lock:
+        """The lock serialising reconciles of one instance (handlers run in several threads)."""
         with self._locks_guard:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
     @staticmethod
     def _status_differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
+        """Whether writing `new` would change anything (an unchanged status is not written)."""
         return any(old.get(k) != v for k, v in new.items())
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
+        """Run an API read (or the binding's delete); any failure is worth a later retry."""
         try:
             return fn()
         except DynamicApiError as exc:
             raise TransientError(_api_error(exc, what)) from exc
+        except UNREACHABLE as exc:
+            raise _unreachable(exc, what) from exc
 
-    def _get(self, kind: str, name: str, namespace: str, api_version: str = GROUP_VERSION) -> dict[str, Any] | None:
+    def _get(self, kind: str, name: str, namespace: str, api_version: str = API_VERSION) -> dict[str, Any] | None:
         found: dict[str, Any] | None = self._call(
             f"reading {kind} {namespace}/{name}", lambda: self._kube.get(api_version, kind, name, namespace)
         )
@@ -291,20 +297,26 @@ class Reconciler:
 
     def _list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self._call(
-            f"listing {kind} in {namespace}", lambda: self._kube.list(GROUP_VERSION, kind, namespace)
+            f"listing {kind} in {namespace}", lambda: self._kube.list(API_VERSION, kind, namespace)
         )
         return found
 
     def _patch_status(self, kind: str, namespace: str, name: str, new: dict[str, Any]) -> None:
+        """Write a status; an object deleted meanwhile needs none."""
+        what = f"writing status of {kind} {namespace}/{name}"
         try:
-            self._kube.patch_status(GROUP_VERSION, kind, namespace, name, new)
+            self._kube.patch_status(API_VERSION, kind, namespace, name, new)
         except DynamicApiError as exc:
             if exc.status == 404:
-                return  # deleted meanwhile: nothing to report on
-            raise TransientError(_api_error(exc, f"writing status of {kind} {namespace}/{name}")) from exc
+                return
+            raise TransientError(_api_error(exc, what)) from exc
+        except UNREACHABLE as exc:
+            raise _unreachable(exc, what) from exc
 
 
 def _selects(instance: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether the instance's selector takes a FalcoRule with these labels; a selector the
+    schema should have refused selects nothing (the instance reports it in its status)."""
     try:
         return selectors.matches((instance.get("spec") or {}).get("ruleSelector"), labels)
     except selectors.SelectorError:
@@ -312,4 +324,5 @@ def _selects(instance: dict[str, Any], labels: dict[str, str]) -> bool:
 
 
 def _live_hash(configmap: dict[str, Any] | None) -> str | None:
-    return ((configmap or {}).get("metadata", {}).get("annotations") or {}).get("falconer.io/rules-hash")
+    """The rules hash of the ConfigMap the sensors read now (kept when a render is refused)."""
+    return ((configmap or {}).get("metadata", {}).get("annotations") or {}).get(RULES_HASH_ANNOTATION)

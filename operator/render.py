@@ -18,14 +18,13 @@ from typing import Any
 import jinja2
 import yaml
 
+from falconer.operator.api import API_VERSION, MANAGED_BY, RULES_HASH_ANNOTATION
 from falconer.operator.ruleyaml import RuleText
 
-API_VERSION = "falconer.io/v1alpha1"
 #: The ClusterRole every sensor is bound to (installed with the operator).
 SENSOR_CLUSTER_ROLE = "falconer-sensor"
-#: Labels the operator puts on what it makes, and watches DaemonSets by.
-MANAGED_BY = {"app.kubernetes.io/managed-by": "falconer-operator"}
 INSTANCE_LABEL = "falconer.io/instance"
+#: The ConfigMap key of the sensor's configuration, mounted in /etc/falconer.
 CONFIG_FILE = "falconer.yaml"
 
 #: Defaults of FalcoInstance.spec (the CRD's defaults, for objects written without them).
@@ -101,6 +100,7 @@ def rule_file_key(falcorule: str) -> str:
 
 
 def _digest(*parts: str) -> str:
+    """A short content hash of `parts`, NUL-separated so that ("ab", "c") != ("a", "bc")."""
     h = hashlib.sha256()
     for part in parts:
         h.update(part.encode())
@@ -165,6 +165,8 @@ def render_instance(instance: dict[str, Any], files: Sequence[RuleText]) -> Rend
         "config_hash": config_hash(spec),
         "grpc_port": ((spec.get("outputs") or {}).get("grpc") or {}).get("port"),
         "sensor_cluster_role": SENSOR_CLUSTER_ROLE,
+        "config_file": CONFIG_FILE,
+        "rules_hash_annotation": RULES_HASH_ANNOTATION,
     }
     sa, crb = yaml.safe_load_all(_ENV.get_template("rbac.yaml.j2").render(context))
     return Rendered(

@@ -9,6 +9,7 @@ same generation costs nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -144,11 +145,8 @@ def compile_uncached(texts: Sequence[RuleText], opts: EngineOptions) -> Compiled
     by_name = {t.name: t for t in texts}
     maps: dict[str, ruleyaml.PositionMap] = {}
 
-    def place(diag: Diagnostic) -> Finding:
-        return _place(diag, by_name, maps)
-
-    errors = tuple(place(d) for d in result.errors[:MAX_FINDINGS])
-    warnings = tuple(place(d) for d in result.warnings[:MAX_FINDINGS])
+    errors = tuple(_place(d, by_name, maps) for d in result.errors[:MAX_FINDINGS])
+    warnings = tuple(_place(d, by_name, maps) for d in result.warnings[:MAX_FINDINGS])
     return Compiled(counts=dict(result.counts), errors=errors, warnings=warnings)
 
 
@@ -175,24 +173,20 @@ def _place(diag: Diagnostic, texts: dict[str, RuleText], maps: dict[str, ruleyam
         if index is None:
             return base
         pos = ruleyaml.FieldPosition(index, None, None, None)
-    snippet = base.snippet
-    if pos.line is not None and pos.column is not None and diag.line:
-        # Show the field's own line (without the generated file's indentation).
-        text_line = text.text.split("\n")[diag.line - 1]
-        indent = (diag.column or 1) - pos.column
-        snippet = f"{text_line[indent:]}\n{' ' * (pos.column - 1)}^"
-    return Finding(
-        code=base.code,
-        message=base.message,
-        falco_rule=base.falco_rule,
-        path=pos.path(),
-        line=pos.line,
-        column=pos.column,
-        snippet=snippet,
-        item_index=pos.index,
-        item_kind=base.item_kind,
-        item_name=base.item_name,
+    return dataclasses.replace(
+        base, path=pos.path(), line=pos.line, column=pos.column,
+        snippet=_field_snippet(text, diag, pos) or base.snippet, item_index=pos.index,
     )
+
+
+def _field_snippet(text: RuleText, diag: Diagnostic, pos: ruleyaml.FieldPosition) -> str | None:
+    """The field's own line with a caret under the column, without the generated file's
+    indentation (which the user never wrote); None without an in-field position."""
+    if pos.line is None or pos.column is None or not diag.line:
+        return None
+    text_line = text.text.split("\n")[diag.line - 1]
+    indent = (diag.column or 1) - pos.column
+    return f"{text_line[indent:]}\n{' ' * (pos.column - 1)}^"
 
 
 def compile_falcorule(name: str, spec: Any) -> tuple[RuleText | None, Compiled]:
@@ -207,8 +201,17 @@ def compile_falcorule(name: str, spec: Any) -> tuple[RuleText | None, Compiled]:
 
 @lru_cache(maxsize=256)
 def _defined_rules(text: str) -> tuple[str, ...]:
-    """Names of rules a rules text defines (not appends to, overrides or toggles)."""
-    items = yaml.safe_load(text) or []
+    """Names of rules a rules text defines (not appends to, overrides or toggles).
+
+    The text may be a last valid rendering read back from a ConfigMap, which anyone with
+    access could have edited: what is not a YAML list of items defines nothing here (the
+    engine reports it), rather than failing the reconcile."""
+    try:
+        items = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return ()
+    if not isinstance(items, list):
+        return ()
     return tuple(
         str(item["rule"])
         for item in items

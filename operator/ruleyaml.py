@@ -20,9 +20,6 @@ import yaml
 #: that the engine's line/column inside them maps exactly back into the field.
 _BLOCK_KEYS = frozenset({"condition", "output"})
 
-#: Item kinds, in the order the schema documents them.
-ITEM_KINDS = ("rule", "macro", "list", "required_engine_version", "required_plugin_versions")
-
 
 @dataclass(frozen=True)
 class RuleText:
@@ -54,30 +51,18 @@ class _Dumper(yaml.SafeDumper):
 
 
 def _represent_literal(dumper: yaml.SafeDumper, value: _LiteralStr) -> yaml.ScalarNode:
+    """A condition or output: always a literal block (see _BLOCK_KEYS)."""
     return dumper.represent_scalar("tag:yaml.org,2002:str", str(value), style="|")
 
 
 def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    """Any other string: a literal block when multi-line, so positions inside map back."""
     style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
 _Dumper.add_representer(_LiteralStr, _represent_literal)
 _Dumper.add_representer(str, _represent_str)
-
-
-def item_kind(item: dict[str, Any]) -> str | None:
-    """The item's kind: the first of ITEM_KINDS it names, or None."""
-    return next((k for k in ITEM_KINDS if k in item), None)
-
-
-def item_name(item: dict[str, Any]) -> str | None:
-    """The item's name for rules, macros and lists (None for the other kinds)."""
-    kind = item_kind(item)
-    if kind in ("rule", "macro", "list"):
-        value = item.get(kind)
-        return value if isinstance(value, str) else None
-    return None
 
 
 def _blockable(value: str) -> bool:
@@ -149,6 +134,8 @@ class FieldPosition:
 
 @dataclass(frozen=True)
 class _ValueSpan:
+    """One key of an item and its value's nodes, for locating positions."""
+
     key: str
     key_node: yaml.Node
     node: yaml.Node
@@ -202,6 +189,8 @@ class PositionMap:
         return FieldPosition(index, None, None, None)
 
     def _in_scalar(self, index: int, span: _ValueSpan, line: int, column: int) -> FieldPosition:
+        """The in-field line/column where it is exact: literal blocks and single-line
+        scalars without escapes; else the field alone."""
         node = span.node
         if node.style == "|":
             field_line = line - 1 - node.start_mark.line

@@ -41,7 +41,7 @@ def merge_conditions(
     existing: Sequence[dict[str, Any]] | None, verdicts: Sequence[Verdict], generation: int, at: str
 ) -> list[dict[str, Any]]:
     """The conditions list for `verdicts`, keeping transition times of unchanged statuses."""
-    before = {c.get("type"): c for c in existing or () if isinstance(c, dict)}
+    before = _by_type(existing)
     out = []
     for v in verdicts:
         status = "True" if v.status else "False"
@@ -61,6 +61,7 @@ def merge_conditions(
 
 
 def _summary(compiled: Compiled) -> str:
+    """What a valid FalcoRule defines, for its Valid message."""
     c = compiled.counts
     return (
         f"{c.get('rules', 0)} rules, {c.get('macros', 0)} macros, {c.get('lists', 0)} lists; "
@@ -69,9 +70,44 @@ def _summary(compiled: Compiled) -> str:
 
 
 def _first_errors(compiled: Compiled, limit: int = 3) -> str:
+    """The first errors for a condition message; the full list stays in status.errors."""
     shown = "; ".join(f.text() for f in compiled.errors[:limit])
     more = len(compiled.errors) - limit
     return shown + (f" (and {more} more, see status.errors)" if more > 0 else "")
+
+
+def _by_type(conditions: Sequence[dict[str, Any]] | None) -> dict[Any, dict[str, Any]]:
+    return {c.get("type"): c for c in conditions or () if isinstance(c, dict)}
+
+
+def rule_status(
+    old: dict[str, Any], compiled: Compiled, digest: str | None, selected_by: int, generation: int
+) -> tuple[dict[str, Any], list[Verdict]]:
+    """A FalcoRule's status for a compile result, and the verdicts behind its conditions."""
+    verdicts = rule_verdicts(compiled, selected_by)
+    new = {
+        "observedGeneration": generation,
+        "conditions": merge_conditions(old.get("conditions"), verdicts, generation, now()),
+        "counts": compiled.counts,
+        "errors": [f.to_status() for f in compiled.errors],
+        "warnings": [f.to_status() for f in compiled.warnings],
+        "rulesHash": digest[:16] if digest else "",
+        "instances": selected_by,
+    }
+    return new, verdicts
+
+
+def rule_event(old: Sequence[dict[str, Any]] | None, verdicts: Sequence[Verdict]) -> tuple[str, str, str] | None:
+    """The Event (type, reason, message) to post when a FalcoRule's validity or its
+    message changed; None when the Valid condition reads as before.
+
+    The message is compared as stored (cut to MAX_MESSAGE), so a long one does not
+    repeat the Event on every status write."""
+    valid = verdicts[0]
+    was = _by_type(old).get("Valid", {})
+    if (was.get("status"), was.get("message")) == (str(valid.status), valid.message[:MAX_MESSAGE]):
+        return None
+    return ("Normal", "Compiled", valid.message) if valid.status else ("Warning", "CompileFailed", valid.message)
 
 
 def rule_verdicts(compiled: Compiled, selected_by: int) -> list[Verdict]:
@@ -144,6 +180,8 @@ class InstanceState:
 
 
 def _degraded(state: InstanceState) -> Verdict:
+    """The most pressing problem, first match wins: what blocks the sensors (a refused
+    object, rules that do not compile) before what only limits them."""
     if state.apply_error:
         return Verdict("Degraded", True, "ApplyFailed", state.apply_error)
     if state.compile_errors:
@@ -166,6 +204,7 @@ def _degraded(state: InstanceState) -> Verdict:
 
 
 def _progressing(state: InstanceState) -> Verdict:
+    """Whether the DaemonSet still rolls out (a missing one is being created)."""
     r = state.rollout
     if r is None:
         return Verdict("Progressing", True, "Creating", "the DaemonSet is being created")
@@ -202,3 +241,22 @@ def instance_verdicts(state: InstanceState) -> list[Verdict]:
         Verdict("Stalled", degraded.status, degraded.reason, degraded.message),
         redefined,
     ]
+
+
+#: The instance conditions that post an Event when they turn True (or change reason).
+_EVENTFUL = ("Degraded", "RulesRedefined", "Ready")
+
+
+def instance_events(old: Sequence[dict[str, Any]] | None, verdicts: Sequence[Verdict]) -> list[tuple[str, str, str]]:
+    """Events (type, reason, message) for problems that are new and for becoming Ready,
+    so that a steady state posts nothing."""
+    before = _by_type(old)
+    events = []
+    for v in verdicts:
+        if v.type not in _EVENTFUL or not v.status:
+            continue
+        was = before.get(v.type, {})
+        if was.get("status") == "True" and was.get("reason") == v.reason:
+            continue
+        events.append(("Normal", "Ready", v.message) if v.type == "Ready" else ("Warning", v.reason, v.message))
+    return events

@@ -57,11 +57,13 @@ class CaptureWriter:
             v = ev.get(name)
             if v is not None:
                 values[name] = v
-        for i in range(1, ANCESTOR_DEPTH + 1):
-            for base in ("proc.aname", "proc.apid"):
-                v = ev.get(base, str(i))
-                if v is not None:
-                    values[f"{base}[{i}]"] = v
+        # The whole ancestor lists once (each indexed get would walk the chain again).
+        for base in ("proc.aname", "proc.apid"):
+            chain = ev.get(base)
+            if isinstance(chain, list):
+                for i, v in enumerate(chain[:ANCESTOR_DEPTH], start=1):
+                    if v is not None:
+                        values[f"{base}[{i}]"] = v
         if ev.spec is not None:
             for pname, _, _ in ev.spec.params:
                 v = ev.get("evt.arg", pname)

@@ -158,7 +158,7 @@ def _vpid(p: Process) -> int:
                         p.vpid = int(line.split()[-1])
                         break
         except OSError:
-            return p.vpid
+            pass
     return p.vpid
 
 
@@ -194,32 +194,19 @@ def _sname(ev: SensorEvent, arg: str | None) -> str | None:
     return s.name if s is not None else None
 
 
-def _open_flags(ev: SensorEvent) -> int | None:
-    name = ev.type
-    if name == "creat":
-        return render.CREAT_FLAGS
-    if name == "open":
-        return ev.rec.args[1]
-    if name == "openat":
-        return ev.rec.args[2]
-    if name == "openat2":
-        return ev.rec.args[3]
-    return None
-
-
 def _is_open(test: Callable[[int], bool]) -> Field:
     def get(ev: SensorEvent, arg: str | None) -> bool:
-        flags = _open_flags(ev)
+        flags = syscalls.open_flags(ev.type, ev.rec.args)
         return flags is not None and test(flags)
     return get
 
 
 def _is_open_exec(ev: SensorEvent, arg: str | None) -> bool:
     """Created with an execute bit in the mode (O_CREAT + S_IX*), as Falco defines it."""
-    flags = _open_flags(ev)
+    flags = syscalls.open_flags(ev.type, ev.rec.args)
     if flags is None or not flags & 0o100:
         return False
-    mode = {"open": 2, "openat": 3, "creat": 1}.get(ev.type)
+    mode = syscalls.OPEN_MODE_ARG.get(ev.type)
     return mode is not None and bool(ev.rec.args[mode] & 0o111)
 
 
@@ -270,10 +257,14 @@ def _render_param(ev: SensorEvent, index: int, kind: str) -> str | None:
     return renderer(raw) if renderer else str(render.signed(raw))
 
 
+#: Syscalls whose result Falco names `fd` (every other result is `res`).
+_RETURNS_FD = frozenset({"open", "openat", "openat2", "creat", "socket", "accept", "accept4",
+                         "memfd_create"})
+
+
 def _params(ev: SensorEvent) -> list[tuple[str, str | None]]:
     """Falco's exit-event parameter list: the result first, then the arguments."""
-    ret_name = "fd" if ev.type in ("open", "openat", "openat2", "creat", "socket", "accept",
-                                   "accept4", "memfd_create") else "res"
+    ret_name = "fd" if ev.type in _RETURNS_FD else "res"
     out: list[tuple[str, str | None]] = [(ret_name, str(ev.rec.ret))]
     if ev.spec is not None:
         out += [(name, _render_param(ev, i, kind)) for name, i, kind in ev.spec.params]

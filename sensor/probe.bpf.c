@@ -131,6 +131,13 @@ static __always_inline u64 arg_at(struct falconer_event *e, u8 idx1)
     return e->args[i];
 }
 
+/* A user string into a str_a/str_b slot; its length including the NUL, 0 if unreadable. */
+static __always_inline u16 read_path(char *dst, u64 uptr)
+{
+    long n = bpf_probe_read_user_str(dst, FALCONER_STR_LEN, (void *)uptr);
+    return n > 0 ? n : 0;
+}
+
 static __always_inline void read_argv(struct falconer_event *e, const char *const *uargv)
 {
     u32 off = 0;
@@ -223,14 +230,10 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
 #pragma unroll
     for (int i = 0; i < 6; i++)
         e->args[i] = args->args[i];
-    if (spec->path_a) {
-        long n = bpf_probe_read_user_str(e->str_a, sizeof(e->str_a), (void *)arg_at(e, spec->path_a));
-        e->len_a = n > 0 ? n : 0;
-    }
-    if (spec->path_b) {
-        long n = bpf_probe_read_user_str(e->str_b, sizeof(e->str_b), (void *)arg_at(e, spec->path_b));
-        e->len_b = n > 0 ? n : 0;
-    }
+    if (spec->path_a)
+        e->len_a = read_path(e->str_a, arg_at(e, spec->path_a));
+    if (spec->path_b)
+        e->len_b = read_path(e->str_b, arg_at(e, spec->path_b));
     if (spec->argv)
         read_argv(e, (const char *const *)arg_at(e, spec->argv));
     if (spec->deref && spec->deref_to) {
@@ -278,14 +281,10 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
     e->ret = args->ret;
     /* A path in a page not yet faulted in cannot be read at sys_enter; the kernel has
      * touched it by now, so one more try here. */
-    if (spec->path_a && e->len_a == 0) {
-        long n = bpf_probe_read_user_str(e->str_a, sizeof(e->str_a), (void *)arg_at(e, spec->path_a));
-        e->len_a = n > 0 ? n : 0;
-    }
-    if (spec->path_b && e->len_b == 0) {
-        long n = bpf_probe_read_user_str(e->str_b, sizeof(e->str_b), (void *)arg_at(e, spec->path_b));
-        e->len_b = n > 0 ? n : 0;
-    }
+    if (spec->path_a && e->len_a == 0)
+        e->len_a = read_path(e->str_a, arg_at(e, spec->path_a));
+    if (spec->path_b && e->len_b == 0)
+        e->len_b = read_path(e->str_b, arg_at(e, spec->path_b));
     read_sock_at(e, spec, 1);
     /* Most records carry at most one path: send only the part in use. */
     u64 size = SIZE_FULL;
@@ -356,7 +355,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     if (old_tid != new_tid) {
         struct falconer_event *stash = inflight.lookup(&old_tid);
         if (stash) {
-            inflight.update(&new_tid, stash);
+            /* the execve's record lives in this stash: a failed move loses it */
+            if (inflight.update(&new_tid, stash) != 0)
+                count(CNT_STASH_FULL);
             inflight.delete(&old_tid);
         }
     }

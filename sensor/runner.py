@@ -25,6 +25,7 @@ from falconer.engine import Alert, Engine, LoadResult
 from falconer.sensor import alerts, probe, record, syscalls
 from falconer.sensor.config import ConfigError, RulesInput, Snapshot
 from falconer.sensor.capture import CaptureWriter
+from falconer.sensor.state import Process
 from falconer.sensor.tracker import Tracker
 
 POLL_MS = 100
@@ -52,7 +53,7 @@ class Stats:
     dropped_ring: int = 0
     dropped_stash: int = 0
     undecodable: int = 0
-    failed: int = 0             # decoded, but capture or evaluation raised
+    failed: int = 0             # decoded, but state, capture or evaluation raised
     alerts: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -151,6 +152,8 @@ class Sensor:
                  f"{self.drop_bucket.throttled})",
                  f"events not evaluated (errors): {s.failed}",
                  f"processes evicted from the table: {self.tracker.procs.evicted}",
+                 f"descriptors evicted from full fd tables: {Process.fds_evicted}, "
+                 f"user/group names evicted from the cache: {self.tracker.users.evicted}",
                  f"alerts: {sum(s.alerts.values())}"]
         lines += [f"  {n:>8}  {rule}" for rule, n in s.alerts.most_common()]
         return "\n".join(lines)
@@ -158,12 +161,19 @@ class Sensor:
     # -- per record -----------------------------------------------------------------------
 
     def _on_record(self, raw: bytes) -> None:
+        """One ring-buffer record: state, then rules. Runs inside bcc's ctypes callback,
+        where an escaping exception would be printed and the record silently lost, so
+        every failure is counted here instead."""
         self.stats.records += 1
         try:
             ev = self.tracker.handle(record.Record.decode(raw))
         except (ValueError, IndexError, KeyError, UnicodeError, struct.error) as exc:
             self.stats.undecodable += 1
             self._complain(f"undecodable record skipped: {exc!r}")
+            return
+        except Exception as exc:  # noqa: BLE001 - one bad record must not stop the sensor
+            self.stats.failed += 1
+            self._complain(f"record not processed: {exc!r}")
             return
         if ev is None:
             return
@@ -187,13 +197,16 @@ class Sensor:
             self._say(f"falconer sensor: {msg}")
 
     def _emit(self, alert: Alert) -> None:
+        """Print one alert (already counted) when stdout is on; formatting an alert
+        evaluates its output fields, so it is skipped when nothing would print it."""
+        if not self.stdout_enabled:
+            return
         if self.json_output:
             line = json.dumps(alert.to_json(self.tracker.hostname))
         else:
             line = alert.text_line()
-        if self.stdout_enabled:
-            self.out.write(line + "\n")
-            self.out.flush()
+        self.out.write(line + "\n")
+        self.out.flush()
 
     # -- rules ----------------------------------------------------------------------------
 
@@ -226,11 +239,14 @@ class Sensor:
                       + ", ".join(config.unsupported_outputs))
 
     def _buffer_pages(self, snap: Snapshot) -> int:
+        """The command line's size wins over the config's (an operator's override)."""
         if self.opts.buffer_pages is not None:
             return self.opts.buffer_pages
         return snap.config.buffer_pages if snap.config else probe.DEFAULT_BUFFER_PAGES
 
     def _apply_event_filter(self) -> None:
+        """Forward only what the running rules (plus state tracking) need, so that the
+        kernel drops the rest before it costs a record."""
         assert self.probe is not None
         if self.opts.all_events:
             self.probe.set_forwarded(syscalls.all_names())
@@ -273,6 +289,7 @@ class Sensor:
     # -- drops ----------------------------------------------------------------------------
 
     def _check_drops(self) -> None:
+        """Take the kernel's loss counters; new losses become a (rate-limited) alert."""
         if self.probe is None:
             return
         ring, stash, _ = self.probe.counters()
@@ -290,5 +307,6 @@ class Sensor:
 
 
 def _format_errors(result: LoadResult) -> str:
+    """A load's errors, one `file:line:col: CODE: message` line each (for stderr)."""
     return "\n".join(f"  {d.file}:{d.line}:{d.column}: {d.code}: {d.message}"
                      for d in result.errors)

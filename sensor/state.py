@@ -13,12 +13,17 @@ import os
 import pwd
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import ClassVar, TypeVar
 
 from falconer.sensor import hostproc, containers
 
 MAX_PROCESSES = 32768
 MAX_FDS_PER_PROCESS = 1024
+#: uid -> passwd entry and gid -> group name entries kept (misses included).
+MAX_NAMES = 4096
 UNSET_LOGINUID = 0xFFFFFFFF
+#: /proc/<pid>/stat start times are in clock ticks.
+_NS_PER_TICK = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(slots=True)
@@ -60,6 +65,9 @@ class Process:
     exe_from_memfd: bool = False
     vpid: int | None = None
     fds: dict[int, FdInfo] = field(default_factory=dict)
+    #: Descriptors dropped from full tables, all processes together: the bound is per
+    #: process, but the summary reports what the sensor as a whole forgot.
+    fds_evicted: ClassVar[int] = 0
 
     def cmdline(self) -> str:
         """Falco's proc.cmdline: the name followed by the arguments."""
@@ -88,6 +96,7 @@ class Process:
         """Record a descriptor (bounded: the oldest entry goes when full)."""
         if num not in self.fds and len(self.fds) >= MAX_FDS_PER_PROCESS:
             del self.fds[next(iter(self.fds))]
+            Process.fds_evicted += 1
         self.fds[num] = info
 
 
@@ -213,7 +222,7 @@ def read_proc(pid: int, boot_ns: int) -> Process | None:
         pid=pid, ppid=ppid, name=comm, exe=argv[0] if argv else comm, exepath=exepath,
         args=argv[1:], cwd=cwd, tty=tty, sid=sid, pgid=pgid,
         loginuid=int(loginuid) if loginuid.isdigit() else UNSET_LOGINUID,
-        start_ns=boot_ns + start_ticks * (1_000_000_000 // os.sysconf("SC_CLK_TCK")),
+        start_ns=boot_ns + start_ticks * _NS_PER_TICK,
         container_id=containers.container_id_of(pid) or containers.HOST,
         exe_from_memfd=memfd,
     )
@@ -227,21 +236,36 @@ def boot_time_ns() -> int:
     return 0
 
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
 class Users:
     """uid/gid -> names from the passwd/group databases, cached (misses too), so that
-    `user.name` costs one dict lookup per event after the first."""
+    `user.name` costs one dict lookup per event after the first. Each cache holds at most
+    MAX_NAMES entries (a process can switch to any of 2^32 ids); the oldest goes first and
+    is counted in `evicted`."""
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = MAX_NAMES) -> None:
         self._users: dict[int, pwd.struct_passwd | None] = {}
         self._groups: dict[int, str | None] = {}
+        self.limit = limit
+        self.evicted = 0
+
+    def _remember(self, cache: dict[_K, _V], key: _K, value: _V) -> None:
+        if len(cache) >= self.limit:
+            del cache[next(iter(cache))]
+            self.evicted += 1
+        cache[key] = value
 
     def user(self, uid: int) -> pwd.struct_passwd | None:
         """The passwd entry of uid (None for an unknown uid)."""
         if uid not in self._users:
             try:
-                self._users[uid] = pwd.getpwuid(uid)
+                entry: pwd.struct_passwd | None = pwd.getpwuid(uid)
             except KeyError:
-                self._users[uid] = None
+                entry = None
+            self._remember(self._users, uid, entry)
         return self._users[uid]
 
     def name(self, uid: int) -> str | None:
@@ -253,7 +277,8 @@ class Users:
         """The group name of gid, or None."""
         if gid not in self._groups:
             try:
-                self._groups[gid] = grp.getgrgid(gid).gr_name
+                name: str | None = grp.getgrgid(gid).gr_name
             except KeyError:
-                self._groups[gid] = None
+                name = None
+            self._remember(self._groups, gid, name)
         return self._groups[gid]

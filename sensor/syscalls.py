@@ -1,8 +1,8 @@
 """The syscalls Falconer decodes: numbers (x86_64), Falco's parameter names, and what
 the kernel side must read for each.
 
-One table drives both sides: `specs_for()` fills the BPF `specs` map (which args are
-paths, argv, socket addresses) and the decoder uses the same rows to name arguments
+One table drives both sides: `probe.Probe.set_forwarded()` fills the BPF `specs` map
+(which args are paths, argv, socket addresses) and the decoder uses the same rows to name arguments
 (`evt.arg.<name>`) the way Falco's event table does, so a rule written for Falco finds
 the argument under the name it expects.
 """
@@ -10,8 +10,11 @@ the argument under the name it expects.
 from __future__ import annotations
 
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+
+from falconer.sensor import render
 
 # Parameter renderings (how `evt.arg.<name>` shows the raw value).
 FD = "fd"            # signed 32-bit descriptor
@@ -130,6 +133,25 @@ STATE_SYSCALLS: frozenset[str] = frozenset({
     "accept4", "bind", "socket", "dup", "dup2", "dup3", "close", "chdir", "fchdir",
     "memfd_create",
 })
+
+#: The open family: raw arg index of the open(2) flags and of the creation mode (None:
+#: not in a register; openat2's mode stays inside struct open_how). creat(2) has no flags
+#: argument: it is open(2) with `render.CREAT_FLAGS`.
+OPEN_FLAGS_ARG: dict[str, int] = {"open": 1, "openat": 2, "openat2": 3}
+OPEN_MODE_ARG: dict[str, int] = {"open": 2, "openat": 3, "creat": 1}
+
+
+def open_flags(name: str, args: Sequence[int]) -> int | None:
+    """The open(2) flags an open-family call used (creat's implied ones), else None.
+
+    One place for the tracker (fd type, O_CLOEXEC) and the fields (evt.is_open_*), so
+    the two cannot disagree about where a syscall keeps its flags.
+    """
+    i = OPEN_FLAGS_ARG.get(name)
+    if i is not None:
+        return args[i]
+    return render.CREAT_FLAGS if name == "creat" else None
+
 
 BY_NR: dict[int, Syscall] = {s.nr: s for s in DECODED}
 BY_NAME: dict[str, Syscall] = {s.name: s for s in DECODED}

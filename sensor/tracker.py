@@ -132,14 +132,8 @@ class Tracker:
 def _open(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
     name = syscalls.BY_NR[rec.nr].name
     raw = rec.str_a()
-    if name == "open":
-        dirfd, flags = AT_FDCWD, rec.args[1]
-    elif name == "creat":
-        dirfd, flags = AT_FDCWD, render.CREAT_FLAGS
-    elif name == "openat2":
-        dirfd, flags = render.fd_arg(rec.args[0]), rec.args[3]
-    else:
-        dirfd, flags = render.fd_arg(rec.args[0]), rec.args[2]
+    dirfd = AT_FDCWD if name in ("open", "creat") else render.fd_arg(rec.args[0])
+    flags = syscalls.open_flags(name, rec.args) or 0
     info = FdInfo("d" if flags & O_DIRECTORY else "f", t.resolve(p, dirfd, raw) or "",
                   nameraw=raw or "", flags=flags)
     if rec.ret >= 0:

@@ -15,13 +15,11 @@ from typing import Any
 import operator_harness
 import pytest
 import yaml
-from operator_harness import kubectl, wait_for
+from operator_harness import GV, condition, kubectl, observed, wait_for
 
 from falconer.operator.kube import Kube
 
 pytestmark = pytest.mark.kube
-
-GV = "falconer.io/v1alpha1"
 
 
 def rule(name: str = "R", condition: str = "evt.type = execve and proc.name = bash", **extra: Any) -> dict[str, Any]:
@@ -122,16 +120,6 @@ INVALID = {
 
 def get(kube: Kube, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
     return kube.get(GV, kind, name, namespace)
-
-
-def observed(obj: dict[str, Any] | None) -> dict[str, Any] | None:
-    if obj and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]:
-        return obj
-    return None
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next((c for c in obj["status"].get("conditions") or () if c["type"] == type_), {})
 
 
 def apply(admin: Path, namespace: str, *objs: dict[str, Any]) -> None:

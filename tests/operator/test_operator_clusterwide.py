@@ -12,13 +12,11 @@ from pathlib import Path
 import operator_harness
 import pytest
 import yaml
-from operator_harness import kubectl, wait_for
+from operator_harness import GV, kubectl, wait_for
 
 from falconer.operator.kube import Kube
 
 pytestmark = pytest.mark.kube
-
-GV = "falconer.io/v1alpha1"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import operator_harness
 import pytest
 import upstream
 import yaml
-from operator_harness import kubectl, wait_for
+from operator_harness import GV, condition, kubectl, observed, wait_for
 
 from falconer.engine import Engine, EngineOptions
 from falconer.operator import convert
@@ -24,7 +24,6 @@ from falconer.operator.kube import Kube
 
 pytestmark = pytest.mark.kube
 
-GV = "falconer.io/v1alpha1"
 RULES = "falco-rules"
 INSTANCE = "main"
 
@@ -35,15 +34,6 @@ def apply(admin: Path, namespace: str, obj: dict[str, Any]) -> None:
 
 def patch(admin: Path, namespace: str, kind: str, name: str, ops: list[dict[str, Any]]) -> None:
     kubectl(admin, "patch", kind, name, "-n", namespace, "--type", "json", "-p", json.dumps(ops))
-
-
-def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
-    return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or () if c["type"] == type_), {})
-
-
-def observed(obj: dict[str, Any] | None) -> bool:
-    """The operator has reported on the object's current generation."""
-    return bool(obj) and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
 
 
 def events_for(kube: Kube, namespace: str, kind: str, name: str) -> list[dict[str, Any]]:

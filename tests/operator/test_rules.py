@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from falconer.operator import rules
+from falconer.operator.ruleyaml import RuleText
 
 BAD = {"items": [
     {"macro": "m", "condition": "proc.name = x and\n  (fd.name = y"},
@@ -70,3 +71,9 @@ def test_redefinitions_across_falcorules() -> None:
     (message,) = rules.redefinitions([("a", a), ("b", b)])
     assert "'R'" in message and "a and b" in message
     assert rules.redefinitions([("a", a)]) == []
+
+
+@pytest.mark.parametrize("text", ["- rule: [unclosed\n", "42\n", "a: mapping\n", ""])
+def test_redefinitions_ignore_text_that_is_not_a_list_of_items(text: str) -> None:
+    """A ConfigMap's last valid text can be edited by hand: it must not fail the reconcile."""
+    assert rules.redefinitions([("edited", RuleText("edited", text))]) == []

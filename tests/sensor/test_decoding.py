@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from falconer.sensor import containers, record, render, syscalls
-from falconer.sensor.state import Process
+from falconer.sensor.state import MAX_FDS_PER_PROCESS, FdInfo, Process, Users
 from falconer.sensor.tracker import Tracker, parse_sockaddr
 
 AT_FDCWD = (1 << 64) - 100   # -100 as the kernel's unsigned long register
@@ -277,3 +277,38 @@ def test_descriptors_from_before_the_start_are_learned_from_proc(tmp_path):
     finally:
         os.close(r)
         os.close(w)
+
+
+# -- bounds ------------------------------------------------------------------------------
+
+def test_open_flags_come_from_each_calls_own_register():
+    args = (10, 11, 12, 13, 14, 15)
+    assert [syscalls.open_flags(n, args) for n in ("open", "openat", "openat2")] == [11, 12, 13]
+    assert syscalls.open_flags("creat", args) == render.CREAT_FLAGS
+    assert syscalls.open_flags("close", args) is None
+
+
+def test_open_exec_reads_the_mode_of_each_open_call(tracker):
+    creat_x = feed(tracker, raw_record(nr("creat"), 3, (0, 0o755), str_a="/tmp/x"))
+    assert creat_x.get("evt.is_open_exec") is True and creat_x.get("evt.is_open_create") is True
+    openat_rw = feed(tracker, raw_record(nr("openat"), 4, (AT_FDCWD, 0, os.O_CREAT | os.O_WRONLY,
+                                                           0o644), str_a="/tmp/y"))
+    assert openat_rw.get("evt.is_open_exec") is False and openat_rw.get("evt.is_open_write")
+
+
+def test_name_caches_are_bounded_and_count_evictions():
+    users = Users(limit=2)
+    for uid in (0, 65534, 4_000_000_000):
+        users.name(uid)
+    assert users.evicted == 1 and len(users._users) == 2
+    assert users.name(0) == "root"          # evicted, asked again: looked up again
+    assert users.evicted == 2
+
+
+def test_a_full_fd_table_drops_the_oldest_and_counts_it():
+    p = Process(pid=1, ppid=0)
+    before = Process.fds_evicted
+    for num in range(MAX_FDS_PER_PROCESS + 3):
+        p.set_fd(num, FdInfo("f", f"/f{num}"))
+    assert len(p.fds) == MAX_FDS_PER_PROCESS and 0 not in p.fds
+    assert Process.fds_evicted - before == 3

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import yaml
 
 from falconer.e2e import binaries
+from falconer.operator.api import API_VERSION as GV  # the tests' apiVersion, re-exported
 from falconer.paths import CRDS_DIR, ROOT
 
 RBAC_MANIFEST = ROOT / "operator" / "manifests" / "rbac.yaml"
@@ -49,6 +50,18 @@ def wait_for(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.
         if time.monotonic() > deadline:
             raise Timeout(f"timed out after {timeout}s waiting for {what or check}; last seen: {last!r}")
         time.sleep(interval)
+
+
+def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
+    """The object's status condition of that type, or {} (no status yet, or no such condition)."""
+    return next((c for c in ((obj or {}).get("status") or {}).get("conditions") or () if c["type"] == type_), {})
+
+
+def observed(obj: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The object, if the operator has reported on its current generation; else None."""
+    if obj and (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]:
+        return obj
+    return None
 
 
 def kubectl(
@@ -103,12 +116,12 @@ class OperatorProcess:
     def start(self) -> None:
         """Start the operator; returns once it has handled its first objects or is idle."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONSAFEPATH": "1"}
-        log = self.log_path.open("ab")
         scope = ["--namespace", self.namespace] if self.namespace else []
-        self._proc = subprocess.Popen(
-            [str(FALCONER), "operator", *scope],
-            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-        )
+        with self.log_path.open("ab") as log:  # the child keeps its own descriptor
+            self._proc = subprocess.Popen(
+                [str(FALCONER), "operator", *scope],
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            )
         self.starts += 1
         wait_for(lambda: self.log().count("Initial authentication has finished") >= self.starts,
                  timeout=30, what="the operator to log in")
