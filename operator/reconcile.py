@@ -102,12 +102,7 @@ class Reconciler:
         new, verdicts = status.rule_status(
             old, compiled, text.digest if text else None, selected_by, int(meta.get("generation") or 0)
         )
-        if not self._status_differs(old, new):
-            return
-        self._patch_status("FalcoRule", meta["namespace"], meta["name"], new)
-        event = status.rule_event(old.get("conditions"), verdicts)
-        if event:
-            self._post(body, *event)
+        self._write_status("FalcoRule", body, new, status.rule_events(old.get("conditions"), verdicts))
 
     def _instances_using(self, namespace: str, rule_name: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         """Instances whose selector matches the labels, or that rendered this FalcoRule before."""
@@ -238,11 +233,7 @@ class Reconciler:
             "errors": [f.to_status(with_rule=True) for f in (combined.errors if combined else ())],
             "warnings": [f.to_status(with_rule=True) for f in (combined.warnings if combined else ())],
         }
-        if not self._status_differs(old, new):
-            return
-        self._patch_status("FalcoInstance", meta["namespace"], meta["name"], new)
-        for event in status.instance_events(old.get("conditions"), verdicts):
-            self._post(body, *event)
+        self._write_status("FalcoInstance", body, new, status.instance_events(old.get("conditions"), verdicts))
 
     def _update_rule_counts(self, namespace: str) -> None:
         """Refresh every FalcoRule's `instances` and `Applied` after instances changed."""
@@ -275,10 +266,18 @@ class Reconciler:
         with self._locks_guard:
             return self._locks.setdefault((namespace, name), threading.Lock())
 
-    @staticmethod
-    def _status_differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
-        """Whether writing `new` would change anything (an unchanged status is not written)."""
-        return any(old.get(k) != v for k, v in new.items())
+    def _write_status(
+        self, kind: str, body: dict[str, Any], new: dict[str, Any], events: Sequence[status.EventSpec]
+    ) -> None:
+        """Write `new` as the object's status only when it changes something (so a repeated
+        reconcile writes nothing), then post the Events the change calls for."""
+        old = body.get("status") or {}
+        if not any(old.get(k) != v for k, v in new.items()):
+            return
+        meta = body["metadata"]
+        self._patch_status(kind, meta["namespace"], meta["name"], new)
+        for event in events:
+            self._post(body, *event)
 
     def _call(self, what: str, fn: Callable[[], Any]) -> Any:
         """Run an API read (or the binding's delete); any failure is worth a later retry."""

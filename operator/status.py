@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 #: Condition messages are cut to this length.
 MAX_MESSAGE = 2048
+#: An Event to post about the object: (type, reason, message).
+EventSpec = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -97,17 +99,17 @@ def rule_status(
     return new, verdicts
 
 
-def rule_event(old: Sequence[dict[str, Any]] | None, verdicts: Sequence[Verdict]) -> tuple[str, str, str] | None:
-    """The Event (type, reason, message) to post when a FalcoRule's validity or its
-    message changed; None when the Valid condition reads as before.
+def rule_events(old: Sequence[dict[str, Any]] | None, verdicts: Sequence[Verdict]) -> list[EventSpec]:
+    """The Event to post when a FalcoRule's validity or its message changed; none when
+    the Valid condition reads as before.
 
     The message is compared as stored (cut to MAX_MESSAGE), so a long one does not
     repeat the Event on every status write."""
     valid = verdicts[0]
     was = _by_type(old).get("Valid", {})
     if (was.get("status"), was.get("message")) == (str(valid.status), valid.message[:MAX_MESSAGE]):
-        return None
-    return ("Normal", "Compiled", valid.message) if valid.status else ("Warning", "CompileFailed", valid.message)
+        return []
+    return [("Normal", "Compiled", valid.message) if valid.status else ("Warning", "CompileFailed", valid.message)]
 
 
 def rule_verdicts(compiled: Compiled, selected_by: int) -> list[Verdict]:
@@ -247,7 +249,7 @@ def instance_verdicts(state: InstanceState) -> list[Verdict]:
 _EVENTFUL = ("Degraded", "RulesRedefined", "Ready")
 
 
-def instance_events(old: Sequence[dict[str, Any]] | None, verdicts: Sequence[Verdict]) -> list[tuple[str, str, str]]:
+def instance_events(old: Sequence[dict[str, Any]] | None, verdicts: Sequence[Verdict]) -> list[EventSpec]:
     """Events (type, reason, message) for problems that are new and for becoming Ready,
     so that a steady state posts nothing."""
     before = _by_type(old)

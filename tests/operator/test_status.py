@@ -112,17 +112,17 @@ def test_rule_conditions() -> None:
     assert message.endswith("(and 2 more, see status.errors)")
 
 
-def test_rule_event_only_when_the_valid_condition_changes() -> None:
+def test_rule_events_only_when_the_valid_condition_changes() -> None:
     long = Compiled(counts={"rules": 0, "macros": 0, "lists": 0}, warnings=(), errors=(
         Finding("LOAD_ERR_COMPILE_CONDITION", "x" * 3000, "fr", "spec.items[0].condition", 1, 1),))
     new, verdicts = status.rule_status({}, long, None, 0, 1)
-    assert status.rule_event(None, verdicts) == ("Warning", "CompileFailed", verdicts[0].message)
+    assert status.rule_events(None, verdicts) == [("Warning", "CompileFailed", verdicts[0].message)]
     # The stored message is cut to MAX_MESSAGE: reading it back must not count as a change.
     assert len(new["conditions"][0]["message"]) == status.MAX_MESSAGE
-    assert status.rule_event(new["conditions"], verdicts) is None
+    assert status.rule_events(new["conditions"], verdicts) == []
     ok = Compiled(counts={"rules": 1, "macros": 0, "lists": 0}, errors=(), warnings=())
     _, fixed = status.rule_status(new, ok, "abc", 0, 2)
-    assert status.rule_event(new["conditions"], fixed) == ("Normal", "Compiled", fixed[0].message)
+    assert status.rule_events(new["conditions"], fixed) == [("Normal", "Compiled", fixed[0].message)]
 
 
 def test_instance_events_for_new_problems_and_readiness_only() -> None:
