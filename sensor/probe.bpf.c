@@ -57,7 +57,7 @@
 
 /* Counters (per CPU). */
 #define CNT_RING_FULL 0     /* ring buffer reserve failed: record lost */
-#define CNT_STASH_FULL 1    /* in-flight table full: record lost */
+#define CNT_STASH_FULL 1    /* lost in flight: table full, or exit never seen */
 #define CNT_EMITTED 2       /* records handed to the ring buffer */
 #define CNT_MAX 3
 
@@ -268,7 +268,14 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit)
     struct falconer_event *e = inflight.lookup(&tid);
     if (!e)
         return 0;
-    if (e->nr != nr || spec->forward != FORWARD_EMIT) {
+    if (e->nr != nr) {
+        /* The stashed syscall's own exit was never seen (e.g. the forwarded set changed
+         * while it ran): its record is lost, and counted as an in-flight loss. */
+        count(CNT_STASH_FULL);
+        inflight.delete(&tid);
+        return 0;
+    }
+    if (spec->forward != FORWARD_EMIT) {
         inflight.delete(&tid);
         return 0;
     }

@@ -104,7 +104,7 @@ class Probe:
         self.bpf.ring_buffer_poll(timeout_ms)
 
     def counters(self) -> tuple[int, int, int]:
-        """(ring buffer full, in-flight table full, emitted), summed over CPUs."""
+        """(ring buffer full, lost in flight, emitted), summed over CPUs."""
         table = self.bpf[b"counters"]
         vals = [sum(table[ctypes.c_int(i)]) for i in range(3)]
         return vals[record.CNT_RING_FULL], vals[record.CNT_STASH_FULL], vals[record.CNT_EMITTED]

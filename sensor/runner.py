@@ -54,6 +54,7 @@ class Stats:
     dropped_stash: int = 0
     undecodable: int = 0
     failed: int = 0             # decoded, but state, capture or evaluation raised
+    unwritten: int = 0          # alerts that could not be written to stdout
     alerts: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -147,10 +148,11 @@ class Sensor:
         s = self.stats
         lines = [f"events: {s.events} syscall events from {s.records} records",
                  f"dropped: {s.dropped_ring + s.dropped_stash} "
-                 f"(ring buffer full {s.dropped_ring}, in-flight table full {s.dropped_stash}, "
+                 f"(ring buffer full {s.dropped_ring}, lost in flight {s.dropped_stash}, "
                  f"undecodable {s.undecodable}, drop alerts throttled "
                  f"{self.drop_bucket.throttled})",
                  f"events not evaluated (errors): {s.failed}",
+                 f"alerts not written (stdout failed): {s.unwritten}",
                  f"processes evicted from the table: {self.tracker.procs.evicted}",
                  f"descriptors evicted from full fd tables: {Process.fds_evicted}, "
                  f"user/group names evicted from the cache: {self.tracker.users.evicted}",
@@ -205,8 +207,13 @@ class Sensor:
             line = json.dumps(alert.to_json(self.tracker.hostname))
         else:
             line = alert.text_line()
-        self.out.write(line + "\n")
-        self.out.flush()
+        try:
+            self.out.write(line + "\n")
+            self.out.flush()
+        except (OSError, ValueError) as exc:  # a closed or broken stdout loses the alert
+            self.stats.unwritten += 1
+            if self.stats.unwritten == 1:
+                self._say(f"falconer sensor: alert not written to stdout: {exc!r}")
 
     # -- rules ----------------------------------------------------------------------------
 
