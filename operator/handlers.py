@@ -3,7 +3,9 @@
 Every handler is synchronous (kopf runs it in a worker thread) and level-based: it asks
 the reconciler to bring the object in line with the world, whatever the event was. Bad
 input never raises from here (it ends in a condition); only API failures do, as a
-delayed `kopf.TemporaryError`, so the operator never hot-loops.
+delayed `kopf.TemporaryError`, so the operator never hot-loops. kopf retries that for
+the change handlers only: the `on.event` ones (FalcoRule deleted, DaemonSet changed)
+log it and are not retried, so their instance catches up at its next event or resume.
 """
 
 from __future__ import annotations
