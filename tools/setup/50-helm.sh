@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Helm, for the chart's tests (tests/operator/test_helm.py: lint and template). Built from
 # the Go module proxy like the control plane (no release tarballs), with the Go toolchain
-# that step 30 provides, into $FALCONER_CACHE/bin/helm-<version>; nothing to do when present.
+# that lib.sh finds or fetches, into $FALCONER_CACHE/bin/helm-<version>; nothing to do when present.
 set -euo pipefail
 ROOT="${FALCONER_ROOT:?}"
 source "$ROOT/tools/setup/lib.sh"
@@ -10,22 +10,7 @@ HELM_VERSION=v3.19.0
 BIN="$FALCONER_CACHE/bin"
 [ -x "$BIN/helm-$HELM_VERSION" ] && exit 0
 
-# True when `$1` is a go command of version 1.24 or newer (helm 3.19 needs it).
-go_is_recent() {
-    local v
-    v="$("$1" env GOVERSION 2>/dev/null)" || return 1
-    v="${v#go}"
-    [ "${v%%.*}" -gt 1 ] || { v="${v#*.}"; [ "${v%%.*}" -ge 24 ]; }
-}
-
-GO=""
-for candidate in "$(command -v go 2>/dev/null)" /usr/local/go/bin/go "$FALCONER_CACHE"/go/toolchain-*/bin/go; do
-    if [ -n "$candidate" ] && [ -x "$candidate" ] && go_is_recent "$candidate"; then
-        GO="$candidate"
-        break
-    fi
-done
-[ -n "$GO" ] || { echo "no go >= 1.24 found (tools/setup/30-controlplane.sh provides one)" >&2; exit 1; }
+GO="$(falconer_go)"
 
 echo "    building helm $HELM_VERSION (a few minutes on a cold cache)" >&2
 mkdir -p "$BIN" "$FALCONER_CACHE/go"
