@@ -65,6 +65,14 @@ REJECTED = {
     "instance-selection-both": (instance("instance-selection-both",
                                          selection=[{"action": "disable", "rule": "x", "tag": "net"}]),
                                 "exactly one of rule or tag"),
+    "instance-huge-buffer": (instance("instance-huge-buffer", bufferSizeBytes=1 << 40),
+                             "spec.bufferSizeBytes: Invalid value"),
+    "instance-in-without-values": (instance("instance-in-without-values",
+                                            ruleSelector={"matchExpressions": [{"key": "a", "operator": "In"}]}),
+                                   "values must be non-empty for In and NotIn"),
+    "instance-exists-with-values": (instance("instance-exists-with-values", ruleSelector={
+        "matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}),
+        "empty for Exists and DoesNotExist"),
 }
 
 
@@ -180,7 +188,7 @@ def test_instance_selecting_only_an_invalid_rule(installed: Path, op_namespace: 
     wait_for(lambda: (i := get(kube, "FalcoInstance", "only-invalid", op_namespace)) and observed(i)
              and condition(i, "Degraded").get("reason") == "FalcoRuleInvalid", what="FalcoRuleInvalid")
     cm = kube.get("v1", "ConfigMap", "only-invalid-rules", op_namespace)
-    assert cm is not None and "only-invalid.yaml" not in cm["data"]  # never reached a sensor
+    assert cm is not None and "rules-only-invalid.yaml" not in cm["data"]  # never reached a sensor
 
 
 def test_rules_that_fail_only_together(installed: Path, op_namespace: str, kube: Kube,
