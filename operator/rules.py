@@ -189,14 +189,30 @@ def _field_snippet(text: RuleText, diag: Diagnostic, pos: ruleyaml.FieldPosition
     return f"{text_line[indent:]}\n{' ' * (pos.column - 1)}^"
 
 
-def compile_falcorule(name: str, spec: Any) -> tuple[RuleText | None, Compiled]:
-    """Compile one FalcoRule on its own (its Valid condition); bad shapes become errors."""
+def compile_falcorule(name: str, spec: Any, before: Sequence[RuleText] = (),
+                      options: EngineOptions | None = None) -> tuple[RuleText | None, Compiled]:
+    """Compile one FalcoRule as it will be loaded: after the texts `before` it (the
+    FalcoRules earlier in an instance's load order), so that an `append`/`override` of a
+    rule defined in another FalcoRule compiles as Falco would load the files in sequence.
+
+    Only the findings in this FalcoRule's own text are returned (the earlier texts' are
+    theirs), and the counts are those of its own items. Bad shapes become errors.
+    """
     try:
         text = render_text(name, spec)
     except SpecError as exc:
         finding = Finding(code="LOAD_ERR_YAML_VALIDATE", message=str(exc), falco_rule=name, path=exc.path)
         return None, Compiled(counts={"rules": 0, "macros": 0, "lists": 0}, errors=(finding,), warnings=())
-    return text, compile_texts([text])
+    if not before:
+        return text, compile_texts([text], options)
+    whole = compile_texts([*before, text], options)
+    prior = compile_texts(before, options)
+    own = Compiled(
+        counts={k: v - prior.counts.get(k, 0) for k, v in whole.counts.items()},
+        errors=tuple(f for f in whole.errors if f.falco_rule == name),
+        warnings=tuple(f for f in whole.warnings if f.falco_rule == name),
+    )
+    return text, own
 
 
 @lru_cache(maxsize=256)
@@ -234,3 +250,16 @@ def redefinitions(texts: Sequence[tuple[str, RuleText]]) -> list[str]:
                 )
             first.setdefault(rule, falco_rule)
     return found
+
+
+def merge_contexts(results: Sequence[Compiled]) -> Compiled:
+    """One FalcoRule compiled in several instances' load orders: every distinct finding of
+    any of them (a FalcoRule is valid only where every instance can load it)."""
+    def distinct(findings: list[Finding]) -> tuple[Finding, ...]:
+        return tuple(dict.fromkeys(findings))
+
+    return Compiled(
+        counts=results[0].counts,
+        errors=distinct([f for r in results for f in r.errors]),
+        warnings=distinct([f for r in results for f in r.warnings]),
+    )
