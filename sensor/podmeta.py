@@ -76,3 +76,19 @@ class PodMeta:
             if c.id.startswith(container_id) or container_id.startswith(c.id):
                 return c
         return None
+
+
+def image_parts(ref: str) -> tuple[str, str, str]:
+    """(repository, tag, digest) of an image reference, as Falco splits it.
+
+    "docker.io/library/busybox:1.36" -> ("docker.io/library/busybox", "1.36", "");
+    "registry:5000/app@sha256:ab.." -> ("registry:5000/app", "", "sha256:ab..");
+    "busybox" -> ("busybox", "latest", ""). The registry host (and port) stays in the
+    repository; a tag is only a `:` after the last `/`.
+    """
+    name, _, digest = ref.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1:], digest
+    return name, "" if digest else "latest", digest
