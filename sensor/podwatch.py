@@ -197,8 +197,10 @@ class PodWatch:
     """
 
     def __init__(self, api: client.ApiClient, node: str, index: PodIndex | None = None,
+                 resync_s: float = RESYNC_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.node = node
+        self.resync_s = resync_s
         self.index = index if index is not None else PodIndex()
         self.stats = WatchStats()
         self.workloads = Workloads(api)
@@ -255,11 +257,11 @@ class PodWatch:
         while not self._stop.is_set():
             try:
                 version = self._relist()
-                resync_at = self._clock() + RESYNC_S
+                resync_at = self._clock() + self.resync_s
                 while not self._stop.is_set() and self._clock() < resync_at:
                     version = self._watch_once(version, resync_at)
                 backoff = BACKOFF_S
-            except _Gone:
+            except Gone:
                 self.stats.gone += 1
             except Exception:  # noqa: BLE001 - any failure: back off, then relist
                 self.stats.failures += 1
@@ -281,7 +283,7 @@ class PodWatch:
                     break
         except ApiException as exc:
             if exc.status == 410:
-                raise _Gone() from exc
+                raise Gone() from exc
             raise
         return version
 
@@ -290,7 +292,7 @@ class PodWatch:
         if kind == "ERROR":
             raw = event.get("raw_object") or {}
             if raw.get("code") == 410:
-                raise _Gone()
+                raise Gone()
             raise RuntimeError(f"watch error: {raw}")
         if kind == "BOOKMARK":
             return str(obj["metadata"]["resourceVersion"] if isinstance(obj, dict)
@@ -303,5 +305,5 @@ class PodWatch:
         return str(obj.metadata.resource_version)
 
 
-class _Gone(Exception):
+class Gone(Exception):
     """The watch's resourceVersion is too old (HTTP 410): relist."""
