@@ -259,3 +259,49 @@ def test_the_resolver_finds_a_container_the_watch_has_not_seen(runtime):
         assert meta.runtime_name(cgroup) == "containerd"
     finally:
         client.close()
+
+
+RULES = """
+- rule: Enrich probe
+  desc: an exec whose command line carries a test marker
+  condition: evt.type in (execve, execveat) and proc.cmdline contains "enrich-mark"
+  output: >-
+    cmd=%proc.cmdline id=%container.id name=%container.name image=%container.image
+    repo=%container.image.repository tag=%container.image.tag priv=%container.privileged
+    ns=%k8s.ns.name pod=%k8s.pod.name uid=%k8s.pod.uid app=%k8s.pod.label[app]
+    type=%container.type mount=%container.mount.dest[/tmp/*]
+  priority: WARNING
+"""
+
+
+@pytest.fixture(scope="module")
+def sensor(runtime, start_sensor, tmp_path_factory):
+    rules = tmp_path_factory.mktemp("rules") / "enrich.yaml"
+    rules.write_text(RULES)
+    return start_sensor("--rules", str(rules), "--cri-socket", runtime.socket)
+
+
+def test_the_sensor_enriches_a_process_in_a_real_container(runtime, sensor, marker):
+    # The shell lives a second, so its exec is decoded while /proc still has its cgroup;
+    # `busybox true` then inherits the container at fork.
+    _cri(runtime.socket, "exec", runtime.container_id, "/bin/sh", "-c",
+         f"sleep 1; /bin/busybox true enrich-mark-{marker}")
+    assert sensor.rules_for(marker) == {"Enrich probe"}
+    inside = [a for a in sensor.matching(marker) if "cmd=crictl" not in a["output"]]
+    assert len(inside) == 2                      # sh -c ..., then busybox true ...
+    for alert in inside:
+        out = alert["output"]
+        assert (f"id={runtime.container_id[:12]} name={CONTAINER} image=falconer.test/busybox:1 "
+                f"repo=falconer.test/busybox tag=1 priv=true ns={NAMESPACE} pod={POD} "
+                f"uid={runtime.pod_uid} app=shop-web type=containerd mount=/host/data") in out, out
+        assert alert["output_fields"]["k8s.ns.name"] == NAMESPACE
+
+
+def test_the_sensor_sees_a_host_process_as_the_host(sensor, marker):
+    subprocess.run(["/bin/sh", "-c", f": enrich-mark-{marker}"], check=True, cwd="/")
+    assert sensor.rules_for(marker) == {"Enrich probe"}
+    [alert] = sensor.matching(marker)
+    assert ("id=host name=host image= repo= tag= priv=false ns=<NA> pod=<NA> uid=<NA> "
+            "app=<NA> type=host mount=<NA>") in alert["output"], alert["output"]
+    assert alert["output_fields"]["container.id"] == "host"
+    assert alert["output_fields"]["k8s.ns.name"] is None
