@@ -26,6 +26,7 @@ from falconer.sensor.podmeta import ContainerMeta, PodMeta
 
 if TYPE_CHECKING:
     from falconer.sensor.event import SensorEvent
+    from falconer.sensor.podwatch import PodWatch
 
 #: Containers whose CRI answer (or miss) is remembered.
 MAX_CACHED = 4096
@@ -68,6 +69,11 @@ class Metadata:
         self._runtime_name: str | None = None
         #: container id -> (CRI answer or None, when to ask again if None)
         self._cri_cache: OrderedDict[str, tuple[PodMeta | None, float]] = OrderedDict()
+
+    def follow(self, watch: PodWatch) -> None:
+        """Take pods from a pod watch (its index, and its relist for misses)."""
+        self.index = watch.index
+        self.relist = watch.relist_now
 
     def lookup(self, cgroup: Cgroup) -> Found:
         """(pod, container) of a process's cgroup identity; (None, None) on the host."""

@@ -103,14 +103,21 @@ def _duration(ev: SensorEvent, arg: str | None) -> int | None:
     return ev.time_ns - start if start is not None else None
 
 
+def _container_id(ev: SensorEvent, arg: str | None) -> str:
+    return ev.proc.cgroup.short_id
+
+
+def _container_full_id(ev: SensorEvent, arg: str | None) -> str:
+    return ev.proc.cgroup.container_id
+
+
 def _container_type(ev: SensorEvent, arg: str | None) -> str:
-    metadata = ev.tracker.metadata
-    return metadata.runtime_name(ev.proc.cgroup)
+    return ev.tracker.metadata.runtime_name(ev.proc.cgroup)
 
 
 FIELDS: dict[str, Field] = {
-    "container.id": lambda ev, a: ev.proc.cgroup.short_id,
-    "container.full_id": lambda ev, a: ev.proc.cgroup.container_id,
+    "container.id": _container_id,
+    "container.full_id": _container_full_id,
     "container.type": _container_type,
     "container.name": _container_attr(lambda c: c.name or None, HOST),
     "container.image": _container_attr(lambda c: c.image, ""),

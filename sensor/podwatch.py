@@ -114,7 +114,8 @@ class Workloads:
             if exc.status == 403:
                 self.forbidden.add(kind)
             return None
-        ref = next((r for r in obj.metadata.owner_references or [] if r.controller), None)
+        refs = obj.metadata.owner_references if obj.metadata is not None else None
+        ref = next((r for r in refs or [] if r.controller), None)
         found = Workload(ref.kind, ref.name) if ref is not None else None
         self._owners[key] = found
         if len(self._owners) > MAX_OWNERS:
@@ -223,7 +224,7 @@ class PodWatch:
         """Ask the loop to end."""
         self._stop.set()
         if self._watch is not None:
-            self._watch.stop()
+            self._watch.stop()  # type: ignore[no-untyped-call]
 
     def wait_synced(self, timeout_s: float) -> bool:
         """Whether a first list completed within the timeout."""
@@ -249,7 +250,7 @@ class PodWatch:
             self.index.replace(pod_meta(p, self.workloads.of(p)) for p in pods.items)
             self.stats.lists += 1
             self._synced.set()
-            return str(pods.metadata.resource_version)
+            return str(pods.metadata.resource_version if pods.metadata is not None else "")
 
     def run(self) -> None:
         """List, then watch, until stopped (see the module docstring)."""
@@ -270,14 +271,13 @@ class PodWatch:
 
     def _watch_once(self, version: str, resync_at: float) -> str:
         """One watch request from `version`; returns the last version seen."""
-        self._watch = watch.Watch()
+        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
         timeout = max(1, min(WATCH_TIMEOUT_S, int(resync_at - self._clock())))
+        events = self._watch.stream(  # type: ignore[no-untyped-call]
+            self._core.list_pod_for_all_namespaces, field_selector=self._selector,
+            resource_version=version, timeout_seconds=timeout, allow_watch_bookmarks=True)
         try:
-            for event in self._watch.stream(self._core.list_pod_for_all_namespaces,
-                                            field_selector=self._selector,
-                                            resource_version=version,
-                                            timeout_seconds=timeout,
-                                            allow_watch_bookmarks=True):
+            for event in events:
                 version = self._apply(event, version)
                 if self._stop.is_set():
                     break

@@ -227,7 +227,8 @@ def test_an_event_that_races_ahead_of_the_watch_is_still_enriched(kube_client, k
     solo = _bare_pod(kube_client, kube_namespace, node, "racer")
     _report_container(kube_client, solo, CID)
     w = PodWatch(kube_client, node)                          # never started
-    meta = Metadata(index=w.index, relist=w.relist_now)
+    meta = Metadata()
+    meta.follow(w)
     pod, container = meta.lookup(Cgroup(CID, "cri", solo.metadata.uid))
     assert pod is not None and pod.name == "racer" and container is not None
     assert meta.stats.relists == 1 and meta.stats.misses == 0
