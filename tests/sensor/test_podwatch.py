@@ -158,6 +158,28 @@ def test_the_watch_indexes_this_nodes_pods_with_their_workload(kube_client, kube
     assert w.stats.events >= 3 and w.stats.failures == 0
 
 
+def test_a_job_pod_belongs_to_its_cronjob(kube_client, kube_namespace, node, watches):
+    batch = client.BatchV1Api(kube_client)
+    template = client.V1PodTemplateSpec(
+        metadata=client.V1ObjectMeta(labels={"app": "nightly"}),
+        spec=client.V1PodSpec(node_name=node, restart_policy="Never", containers=[
+            client.V1Container(name="run", image="busybox:1.36")]))
+    cron = batch.create_namespaced_cron_job(kube_namespace, client.V1CronJob(
+        metadata=client.V1ObjectMeta(name="nightly"),
+        spec=client.V1CronJobSpec(schedule="0 3 1 1 *", job_template=client.V1JobTemplateSpec(
+            spec=client.V1JobSpec(template=template)))))
+    # The Job the CronJob controller would create at 03:00, owned the same way.
+    batch.create_namespaced_job(kube_namespace, client.V1Job(
+        metadata=client.V1ObjectMeta(name="nightly-29000000", owner_references=[
+            client.V1OwnerReference(api_version="batch/v1", kind="CronJob", name="nightly",
+                                    uid=cron.metadata.uid, controller=True)]),
+        spec=client.V1JobSpec(template=template)))
+    w = _start(kube_client, node, watches)
+    pod = _the_pod(kube_client, kube_namespace, "nightly")
+    indexed = eventually(lambda: w.index.by_uid(pod.metadata.uid), "the job's pod")
+    assert indexed.workload == podwatch.Workload("CronJob", "nightly")
+
+
 def _pod_reader(kube_client, namespace: str) -> client.ApiClient:
     """A client whose identity may list and watch pods, and nothing else."""
     account, role = "podwatch", f"podwatch-{namespace}"
