@@ -30,6 +30,7 @@ from pathlib import Path
 
 import prereq
 import pytest
+import upstream
 
 from falconer.sensor import cri
 from falconer.sensor.containers import Cgroup, parse_cgroup
@@ -64,7 +65,8 @@ def _image_archive(path: Path, tag: str, entrypoint: list[str]) -> None:
     layer = io.BytesIO()
     with tarfile.open(fileobj=layer, mode="w") as t:
         t.add(BUSYBOX, arcname="bin/busybox")
-        for applet in ("sh", "sleep", "cat"):
+        # debugfs is no busybox applet: exec'ing it succeeds, then busybox says so.
+        for applet in ("sh", "sleep", "cat", "nc", "debugfs"):
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             t.addfile(link)
@@ -72,6 +74,10 @@ def _image_archive(path: Path, tag: str, entrypoint: list[str]) -> None:
             info = tarfile.TarInfo(d)
             info.type, info.mode = tarfile.DIRTYPE, 0o755
             t.addfile(info)
+        shadow = b"root:*:19000:0:99999:7:::\n"
+        info = tarfile.TarInfo("etc/shadow")
+        info.size, info.mode = len(shadow), 0o640
+        t.addfile(info, io.BytesIO(shadow))
     layer_bytes = layer.getvalue()
     diff_id = hashlib.sha256(layer_bytes).hexdigest()
     config = json.dumps({
@@ -111,6 +117,16 @@ def _cri(runtime_socket: str, *args: str) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"crictl {' '.join(args)}: {done.stderr}")
     return done.stdout.strip()
+
+
+def _in_container(runtime: Runtime, command: str) -> None:
+    """Run a shell command in the container. The shell stays a few seconds: the sensor
+    learns a process's container from /proc/<pid>/cgroup when it decodes the exec, and
+    the command inherits it from the shell (see the report: the kernel does not send
+    the cgroup yet)."""
+    subprocess.run([_crictl() or "", "--runtime-endpoint", f"unix://{runtime.socket}", "exec",
+                    runtime.container_id, "/bin/sh", "-c", f"{command}; sleep 5"],
+                   capture_output=True, timeout=60, check=False)
 
 
 def _remove_cgroups(pod_uid: str) -> None:
@@ -282,10 +298,7 @@ def sensor(runtime, start_sensor, tmp_path_factory):
 
 
 def test_the_sensor_enriches_a_process_in_a_real_container(runtime, sensor, marker):
-    # The shell lives a second, so its exec is decoded while /proc still has its cgroup;
-    # `busybox true` then inherits the container at fork.
-    _cri(runtime.socket, "exec", runtime.container_id, "/bin/sh", "-c",
-         f"sleep 1; /bin/busybox true enrich-mark-{marker}")
+    _in_container(runtime, f"/bin/busybox true enrich-mark-{marker}")
     assert sensor.rules_for(marker) == {"Enrich probe"}
     inside = [a for a in sensor.matching(marker) if "cmd=crictl" not in a["output"]]
     assert len(inside) == 2                      # sh -c ..., then busybox true ...
@@ -305,3 +318,30 @@ def test_the_sensor_sees_a_host_process_as_the_host(sensor, marker):
             "app=<NA> type=host mount=<NA>") in alert["output"], alert["output"]
     assert alert["output_fields"]["container.id"] == "host"
     assert alert["output_fields"]["k8s.ns.name"] is None
+
+
+@pytest.fixture(scope="module")
+def stable_sensor(runtime, start_sensor):
+    return start_sensor("--rules", str(upstream.STABLE), "--buffer-pages", "4096",
+                        "--cri-socket", runtime.socket)
+
+
+@pytest.mark.parametrize(("command", "rule"), [
+    # by path: busybox's shell runs a bare applet name through /proc/self/exe ("exe")
+    ("/bin/nc -e /bin/true 127.0.0.1 9 {marker}", "Netcat Remote Code Execution in Container"),
+    ("debugfs {marker}", "Debugfs Launched in Privileged Container"),
+    ("cat /etc/shadow /{marker}", "Read sensitive file untrusted"),
+])
+def test_container_only_stable_rules_fire_in_a_real_container(runtime, stable_sensor, marker,
+                                                              command, rule):
+    _in_container(runtime, command.format(marker=marker))
+    assert stable_sensor.rules_for(marker) == {rule}
+
+
+def test_the_same_netcat_on_the_host_is_not_in_a_container(stable_sensor, marker, tmp_path):
+    nc = tmp_path / "nc"
+    nc.symlink_to(BUSYBOX)
+    subprocess.run([str(nc), "-e", "/bin/true", "127.0.0.1", "9", marker], capture_output=True,
+                   timeout=30, check=False, cwd="/")
+    assert stable_sensor.rules_for(marker, expect=False) == set()
+
