@@ -32,8 +32,10 @@ class ContainerMeta:
 
     id: str                              # 64 hex characters
     name: str = ""
-    image: str = ""                      # as the pod spec names it, e.g. "busybox:1.36"
-    image_repository: str = ""           # "busybox" (registry host kept when present)
+    image: str = ""                      # as the runtime reports it (kubelet's containerStatuses
+                                         # image, CRI's ImageSpec), e.g.
+                                         # "docker.io/library/busybox:1.36"
+    image_repository: str = ""           # "docker.io/library/busybox" (registry host kept)
     image_tag: str = ""                  # "1.36" ("latest" when the reference has none)
     image_digest: str = ""               # "sha256:…" when known
     privileged: bool = False

@@ -247,7 +247,9 @@ class PodWatch:
         with self._list_lock:
             self._last_list = self._clock()
             pods = self._core.list_pod_for_all_namespaces(field_selector=self._selector)
-            self.index.replace(pod_meta(p, self.workloads.of(p)) for p in pods.items)
+            # Built before the index's lock is taken: owners may need API reads.
+            fresh = [pod_meta(p, self.workloads.of(p)) for p in pods.items]
+            self.index.replace(fresh)
             self.stats.lists += 1
             self._synced.set()
             return str(pods.metadata.resource_version if pods.metadata is not None else "")

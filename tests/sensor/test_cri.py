@@ -34,7 +34,7 @@ import upstream
 
 from falconer.sensor import cri
 from falconer.sensor.containers import Cgroup, parse_cgroup
-from falconer.sensor.metadata import Metadata
+from falconer.sensor.metadata import RETRY_S, Metadata
 from falconer.sensor.podmeta import Mount
 
 BUSYBOX = "/bin/busybox"
@@ -345,3 +345,19 @@ def test_the_same_netcat_on_the_host_is_not_in_a_container(stable_sensor, marker
                    timeout=30, check=False, cwd="/")
     assert stable_sensor.rules_for(marker, expect=False) == set()
 
+
+
+def test_a_failing_runtime_is_asked_again_only_after_a_while(tmp_path):
+    now = [0.0]
+    client = cri.CriClient(str(tmp_path / "gone.sock"))
+    meta = Metadata(cri=client, clock=lambda: now[0])
+    cgroup = Cgroup("ab" * 32, "cri", "")
+    try:
+        assert meta.lookup(cgroup) == (None, None)
+        assert meta.lookup(cgroup) == (None, None)
+        assert (meta.stats.cri_errors, meta.stats.misses) == (1, 2)   # every miss counted
+        now[0] += RETRY_S
+        meta.lookup(cgroup)
+        assert meta.stats.cri_errors == 2
+    finally:
+        client.close()
