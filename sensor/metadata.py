@@ -67,6 +67,7 @@ class Metadata:
         self.stats = MetadataStats()
         self._clock = clock
         self._runtime_name: str | None = None
+        self._watch: PodWatch | None = None
         #: container id -> (CRI answer or None, when to ask again if None)
         self._cri_cache: OrderedDict[str, tuple[PodMeta | None, float]] = OrderedDict()
 
@@ -74,6 +75,21 @@ class Metadata:
         """Take pods from a pod watch (its index, and its relist for misses)."""
         self.index = watch.index
         self.relist = watch.relist_now
+        self._watch = watch
+
+    def report(self) -> str:
+        """One summary line: where lookups were answered, what was missed or lost."""
+        m = self.stats
+        line = (f"container metadata lookups: index {m.index}, CRI {m.cri}, pod UID "
+                f"{m.pod_uid}, relists {m.relists}, CRI errors {m.cri_errors}, "
+                f"misses {m.misses}")
+        w = self._watch
+        if w is not None:
+            line += (f"; pod watch: lists {w.stats.lists}, 410 Gone {w.stats.gone}, failures "
+                     f"{w.stats.failures}, events {w.stats.events}, pods not indexed (full) "
+                     f"{w.index.overflow}, deployments named from the ReplicaSet "
+                     f"{w.workloads.derived}")
+        return line
 
     def lookup(self, cgroup: Cgroup) -> Found:
         """(pod, container) of a process's cgroup identity; (None, None) on the host."""

@@ -25,7 +25,6 @@ from falconer.engine import Alert, Engine, LoadResult
 from falconer.sensor import alerts, cri, probe, record, syscalls
 from falconer.sensor.config import ConfigError, RulesInput, Snapshot
 from falconer.sensor.capture import CaptureWriter
-from falconer.sensor.metadata import MetadataStats
 from falconer.sensor.state import Process
 from falconer.sensor.tracker import Tracker
 
@@ -176,7 +175,7 @@ class Sensor:
                  f"events not evaluated (errors): {s.failed}",
                  f"alerts not written (stdout failed): {s.unwritten}",
                  f"processes evicted from the table: {self.tracker.procs.evicted}",
-                 _metadata_line(self.tracker.metadata.stats),
+                 self.tracker.metadata.report(),
                  f"descriptors evicted from full fd tables: {Process.fds_evicted}, "
                  f"user/group names evicted from the cache: {self.tracker.users.evicted}",
                  f"alerts: {sum(s.alerts.values())}"]
@@ -334,12 +333,6 @@ class Sensor:
     def _say(self, msg: str) -> None:
         self.err.write(msg + "\n")
         self.err.flush()
-
-
-def _metadata_line(m: MetadataStats) -> str:
-    """Where container/pod lookups were answered, and how many found nothing."""
-    return (f"container metadata lookups: index {m.index}, CRI {m.cri}, pod UID {m.pod_uid}, "
-            f"relists {m.relists}, CRI errors {m.cri_errors}, misses {m.misses}")
 
 
 def _format_errors(result: LoadResult) -> str:

@@ -256,3 +256,4 @@ def test_an_event_that_races_ahead_of_the_watch_is_still_enriched(kube_client, k
     assert meta.stats.relists == 1 and meta.stats.misses == 0
     assert meta.lookup(Cgroup("0f" * 32, "cri", "")) == (None, None)
     assert meta.stats.misses == 1 and w.stats.lists == 1     # rate-limited: no second list
+    assert "misses 1; pod watch: lists 1, 410 Gone 0, failures 0" in meta.report()
