@@ -31,6 +31,7 @@ CONFIG_FILE = "falconer.yaml"
 SPEC_DEFAULTS: dict[str, Any] = {
     "image": "ghcr.io/falconer/falconer:0.1.0",
     "imagePullPolicy": "IfNotPresent",
+    "criSocket": "/run/containerd/containerd.sock",
     "minPriority": "debug",
     "ruleMatching": "first",
     "bufferSizeBytes": 8 << 20,

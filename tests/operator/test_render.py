@@ -56,10 +56,19 @@ def test_daemonset_has_exactly_the_sensor_privileges() -> None:
     assert pod["hostPID"] is True and "hostNetwork" not in pod
     assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"],
-                                  "add": ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH"]}
+                                  "add": ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"]}
     mounts = {m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]}
     assert mounts == {"/etc/falconer": True, "/host/proc": True, "/sys/kernel/tracing": True,
-                      "/sys/kernel/debug": True, "/lib/modules": True, "/usr/src": True, "/tmp": False}
+                      "/sys/kernel/debug": True, "/lib/modules": True, "/usr/src": True, "/tmp": False,
+                      "/run/containerd/containerd.sock": True}
+    assert container["args"][-2:] == ["--cri-socket", "/run/containerd/containerd.sock"]
+
+
+def test_no_cri_socket_means_no_mount() -> None:
+    inst = {**INSTANCE, "spec": {**INSTANCE["spec"], "criSocket": ""}}
+    pod = rendered(inst).daemonset["spec"]["template"]["spec"]
+    assert "--cri-socket" not in pod["containers"][0]["args"]
+    assert all(v["name"] != "cri-socket" for v in pod["volumes"])
     assert pod["serviceAccountName"] == rendered().serviceaccount["metadata"]["name"]
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert container["ports"] == [{"name": "grpc", "containerPort": 5060, "protocol": "TCP"}]
