@@ -84,11 +84,42 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 SYSTEM_PYTHON = Path("/usr/bin/python3")
 
 #: Environment of the sensor container.
-SENSOR_ENV = (
+SENSOR_IMAGE_ENV = (
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
     # Alerts reach the container log as they happen, not when a pipe buffer fills.
     "PYTHONUNBUFFERED=1",
 )
+
+
+
+@dataclass(frozen=True)
+class HostMount:
+    """A node folder a sensor container needs, bind-mounted read-only."""
+
+    host_path: str
+    container_path: str
+    why: str
+
+
+#: What a container of the sensor image needs from its node to run bcc, besides the
+#: node's PID namespace (hostPID) and its rules folder. Kernel headers are not in the
+#: image: bcc compiles against the node's. Verified by tests/images/test_containerd.py,
+#: which runs the image with exactly these (and fails with each mount left out).
+SENSOR_HOST_MOUNTS: tuple[HostMount, ...] = (
+    HostMount("/proc", "/host/proc", "the node's processes, read through $FALCONER_HOST_PROC"),
+    HostMount("/sys/kernel/tracing", "/sys/kernel/tracing",
+              "tracefs: the tracepoints' ids the probe attaches to"),
+    HostMount("/lib/modules", "/lib/modules",
+              "/lib/modules/$(uname -r)/build: the headers bcc compiles the probe against"),
+    HostMount("/usr/src", "/usr/src", "where Debian's header trees (and those links) are"),
+)
+#: The sensor container's environment for those mounts.
+SENSOR_POD_ENV: dict[str, str] = {"FALCONER_HOST_PROC": "/host/proc"}
+#: The capabilities it needs (all others dropped, not privileged): BPF and PERFMON load
+#: the programs and open the ring buffer; SYS_PTRACE and DAC_READ_SEARCH read other
+#: processes' /proc entries (exe, cwd, fds), without which fields such as
+#: proc.pexepath stay empty for processes started before the sensor.
+SENSOR_CAPABILITIES: tuple[str, ...] = ("BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH")
 
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"
 GROUP = "root:x:0:\nnogroup:x:65534:\n"
@@ -440,7 +471,7 @@ RECIPES: dict[str, Recipe] = {
                       oci.ImageConfig(entrypoint=[], cmd=["sh"]),
                       ("Debian busybox-static: /bin/busybox, applet links, /etc, /tmp",)),
     "sensor": Recipe(_sensor_key, _sensor_layers,
-                     oci.ImageConfig(entrypoint=["falconer"], cmd=["--help"], env=SENSOR_ENV),
+                     oci.ImageConfig(entrypoint=["falconer"], cmd=["--help"], env=SENSOR_IMAGE_ENV),
                      (f"debootstrap --variant=minbase {DEBIAN_SUITE} + "
                       + ",".join(BASE_PACKAGES) + "; pip " + " ".join(BASE_PIP),
                       "pip install --no-deps falconer (this checkout)")),
