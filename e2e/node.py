@@ -168,6 +168,10 @@ class Node:
                  tb: TracebackType | None) -> None:
         self.stop()
 
+    def running(self) -> bool:
+        """Whether start() succeeded and stop() has not been called since."""
+        return bool(self._children)
+
     def log(self, component: str) -> Path:
         """The log file of "containerd", "kubelet" or "kube-proxy"."""
         return self.paths.logs / f"{component}.log"
