@@ -103,6 +103,10 @@ class _Sink(Protocol):
     def write(self, data: memoryview, /) -> object: ...
 
 
+class _Source(Protocol):
+    def read(self, size: int, /) -> bytes: ...
+
+
 class _Hashing(io.RawIOBase):
     """A write-only stream that hashes and counts what passes through to `sink`."""
 
@@ -391,17 +395,34 @@ def _json_blob(tar: tarfile.TarFile, descriptor: dict[str, Any], media_type: str
     return json.loads(_open_blob(tar, descriptor, media_type).read())
 
 
+class _HashingReader(io.RawIOBase):
+    """A read-only stream that hashes what is read through it from `source`."""
+
+    def __init__(self, source: _Source) -> None:
+        self.source = source
+        self.sha = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.source.read(len(buffer))
+        buffer[:len(data)] = data
+        self.sha.update(data)
+        return len(data)
+
+
 def _layer_diff_id(gzipped: IO[bytes]) -> str:
-    """sha256 of the uncompressed layer, after checking it is a readable tar."""
-    hashing = _Hashing(None)
+    """sha256 of the uncompressed layer, checking on the way that it is a readable tar
+    (one pass: the tar is read through the hashing stream, then the rest drained)."""
     try:
         with gzip.GzipFile(fileobj=gzipped, mode="rb") as plain:
-            while chunk := plain.read(CHUNK):
-                hashing.write(chunk)
-            plain.seek(0)
-            with tarfile.open(fileobj=plain, mode="r|") as tar:
+            hashing = _HashingReader(plain)
+            with tarfile.open(fileobj=hashing, mode="r|") as tar:
                 for _ in tar:
                     pass
+            while hashing.read(CHUNK):
+                pass
     except (OSError, EOFError, tarfile.TarError) as error:
         raise LayoutError(f"a layer is not a gzip'd tar: {error}") from None
     return "sha256:" + hashing.sha.hexdigest()
