@@ -46,7 +46,7 @@ import yaml
 
 from falconer.e2e import binaries, kubeconfig, node_config, node_host, pki, processes
 from falconer.e2e.controlplane import ControlPlane, free_ports
-from falconer.e2e.tcp_relay import TcpRelay
+from falconer.e2e.tcp_relay import RelayCounters, TcpRelay
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -167,6 +167,12 @@ class Node:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+    @property
+    def relay_counters(self) -> RelayCounters | None:
+        """What the `kubernetes` Service's relay did (None when not running): relayed
+        connections and those lost because the API server refused them."""
+        return None if self._relay is None else self._relay.counters
 
     def running(self) -> bool:
         """Whether start() succeeded and stop() has not been called since."""

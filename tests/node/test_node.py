@@ -11,7 +11,7 @@ import ssl
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from kube_fixtures import exec_in_pod, run_busybox_pod
@@ -43,10 +43,10 @@ def _name(stem: str) -> str:
     return f"{stem}-{uuid.uuid4().hex[:6]}"
 
 
-def _container_id(pod: object) -> str:
+def _container_id(pod: dict[str, Any]) -> str:
     """The 64-hex container id of the pod's only container (containerd://<id>)."""
-    status = pod.status.container_statuses[0]  # type: ignore[attr-defined]
-    runtime, _, container_id = status.container_id.partition("://")
+    status = pod["status"]["container_statuses"][0]
+    runtime, _, container_id = status["container_id"].partition("://")
     assert runtime == "containerd"
     return str(container_id)
 
@@ -54,16 +54,16 @@ def _container_id(pod: object) -> str:
 def test_node_registers_ready(kube_node: Node, kube_client: ApiClient) -> None:
     from kubernetes import client
 
-    node = client.CoreV1Api(kube_client).read_node(kube_node.name)
-    ready = {c.type: c.status for c in node.status.conditions}
+    node = client.CoreV1Api(kube_client).read_node(kube_node.name).to_dict()
+    ready = {c["type"]: c["status"] for c in node["status"]["conditions"]}
     assert ready["Ready"] == "True"
-    assert not node.spec.taints
-    addresses = {a.type: a.address for a in node.status.addresses}
+    assert not node["spec"]["taints"]
+    addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
     assert addresses["InternalIP"] == kube_node.network.node_ip
-    info = node.status.node_info
-    assert info.kubelet_version == binaries.KUBERNETES_VERSION
-    assert info.container_runtime_version.startswith("containerd://")
-    assert int(node.status.capacity["pods"]) > 0
+    info = node["status"]["node_info"]
+    assert info["kubelet_version"] == binaries.KUBERNETES_VERSION
+    assert info["container_runtime_version"].startswith("containerd://")
+    assert int(node["status"]["capacity"]["pods"]) > 0
 
 
 def test_busybox_pod_runs_and_its_logs_and_exec_work(
@@ -73,9 +73,9 @@ def test_busybox_pod_runs_and_its_logs_and_exec_work(
 
     marker = uuid.uuid4().hex
     pod = run_busybox_pod(kube_client, kube_namespace, "hello",
-                          ["sh", "-c", f"echo started-{marker}; exec sleep 3600"])
-    assert pod.spec.node_name == kube_node.name
-    assert ipaddress.ip_address(pod.status.pod_ip) in ipaddress.ip_network(
+                          ["sh", "-c", f"echo started-{marker}; exec sleep 3600"]).to_dict()
+    assert pod["spec"]["node_name"] == kube_node.name
+    assert ipaddress.ip_address(pod["status"]["pod_ip"]) in ipaddress.ip_network(
         kube_node.network.pod_cidr)
     logs = client.CoreV1Api(kube_client).read_namespaced_pod_log("hello", kube_namespace)
     assert f"started-{marker}" in logs
@@ -99,15 +99,17 @@ def test_container_cgroup_is_kubepods_qos_pod_container(
     in every hierarchy (Guaranteed pods sit right under /kubepods)."""
     from kubernetes import client
 
-    requirements = client.V1ResourceRequirements(**resources) if resources else None
+    requirements = (client.V1ResourceRequirements(requests=resources.get("requests"),
+                                                  limits=resources.get("limits"))
+                    if resources else None)
     name = _name(qos.lower())
     pod = run_busybox_pod(kube_client, kube_namespace, name, ["sleep", "3600"],
-                          resources=requirements)
-    assert pod.status.qos_class == qos
+                          resources=requirements).to_dict()
+    assert pod["status"]["qos_class"] == qos
     container_id = _container_id(pod)
     assert re.fullmatch(r"[0-9a-f]{64}", container_id)
     pid = json.loads(kube_node.crictl("inspect", container_id))["info"]["pid"]
-    expected = f"/kubepods/{segment}pod{pod.metadata.uid}/{container_id}"
+    expected = f"/kubepods/{segment}pod{pod['metadata']['uid']}/{container_id}"
     lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     assert lines
     assert {line.split(":", 2)[2] for line in lines} == {expected}
@@ -124,8 +126,8 @@ def test_host_network_pod_reaches_the_api_server_in_cluster(
         control_plane: ControlPlane) -> None:
     """As the sensor DaemonSet's pod will: hostNetwork and hostPID."""
     pod = run_busybox_pod(kube_client, kube_namespace, "host", ["sleep", "3600"],
-                          host_network=True, host_pid=True)
-    assert pod.status.pod_ip == kube_node.network.node_ip
+                          host_network=True, host_pid=True).to_dict()
+    assert pod["status"]["pod_ip"] == kube_node.network.node_ip
     user = _whoami(control_plane, kube_namespace, "host")
     assert user == f"system:serviceaccount:{kube_namespace}:default"
 
@@ -134,8 +136,13 @@ def test_pod_network_pod_reaches_the_api_server_in_cluster(
         kube_node: Node, kube_client: ApiClient, kube_namespace: str,
         control_plane: ControlPlane) -> None:
     run_busybox_pod(kube_client, kube_namespace, "podnet", ["sleep", "3600"])
+    counters = kube_node.relay_counters
+    assert counters is not None
+    relayed = counters.relayed
     user = _whoami(control_plane, kube_namespace, "podnet")
     assert user == f"system:serviceaccount:{kube_namespace}:default"
+    assert counters.relayed > relayed
+    assert counters.target_failures == 0
 
 
 def test_service_ip_serves_the_api_server_certificate(
