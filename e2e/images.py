@@ -11,11 +11,12 @@ Three images, each an OCI image-layout tar that `ctr -n k8s.io images import` ta
   /etc/shadow (so `cat /etc/shadow` reads a real file) and /tmp.
 - `sensor`: what a FalcoInstance's DaemonSet runs (entrypoint `falconer`). Layer 1 is a
   Debian 12 `debootstrap --variant=minbase` root with python3, python3-bpfcc and the
-  Debian packages of Falconer's dependencies, plus `kubernetes` and `kopf` from PyPI
-  (Debian's are too old); it is cached by its recipe (suite, mirror, package lists), so
-  it is built once (minutes). Layer 2 is Falconer installed from this checkout (a wheel,
-  `pip install --no-deps`), rebuilt in seconds when the code changes. Kernel headers
-  are not in the image: the pod mounts the node's /lib/modules and /usr/src.
+  Debian packages of Falconer's dependencies, upgraded from -updates and -security, plus
+  `kubernetes` and `kopf` from PyPI (Debian's are too old); it is cached by its recipe
+  (suite, mirrors, package lists), so it is built once (minutes). Layer 2 is Falconer
+  installed from this checkout (a wheel, `pip install --no-deps`), rebuilt in seconds
+  when the code changes. Kernel headers are not in the image: the pod mounts the
+  node's /lib/modules and /usr/src (see `SENSOR_HOST_MOUNTS`).
 
 `build(name)` returns the cached archive `$FALCONER_CACHE/images/<name>-<key>.tar`, where
 `key` hashes the image's inputs; it builds only when no archive has that key. Command
@@ -75,9 +76,10 @@ BASE_PACKAGES = (
 #: Falconer's dependencies Debian 12 has only in too old a release, from PyPI (pinned).
 BASE_PIP = ("kopf==1.45.2", "kubernetes==37.0.2")
 #: Changes whenever the base recipe changes in a way the lists above do not show.
-BASE_RECIPE = 1
-#: Where debootstrap fetches from when the machine's apt sources name no Debian mirror.
+BASE_RECIPE = 2
+#: The mirrors used when the machine's apt sources name none (main archive, security).
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 
 #: The Python that installs Falconer into the sensor image: Debian's, so the wheel lands
 #: where the image's Debian python3 looks (/usr/local/lib/python3.X/dist-packages).
@@ -241,22 +243,33 @@ def _busybox_layers(cache: Path, blobs: Path) -> list[oci.Layer]:
 
 # --- sensor: the Debian base ---------------------------------------------------------------
 
-def debian_mirror() -> str:
-    """The Debian mirror this machine's apt uses for the main archive (sources.list or
-    deb822 .sources), else DEFAULT_MIRROR."""
+@dataclass(frozen=True)
+class Mirrors:
+    """Debian mirrors: `main` for the release and its -updates, `security` for
+    -security."""
+
+    main: str
+    security: str
+
+
+def debian_mirrors() -> Mirrors:
+    """The Debian mirrors this machine's apt uses (sources.list or deb822 .sources): the
+    first URI ending in /debian and the first ending in /debian-security, else the
+    defaults (deb.debian.org)."""
     texts = [p.read_text() for p in [Path("/etc/apt/sources.list"),
                                      *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
              if p.is_file() and p.suffix in ("", ".list", ".sources")]
-    for text in texts:
-        for match in re.finditer(r"(?:^deb\s+(?:\[[^]]*\]\s+)?|^URIs:\s*)(\S+)", text, re.M):
-            uri = match.group(1).rstrip("/")
-            if uri.endswith("/debian") and "security" not in uri:
-                return uri
-    return DEFAULT_MIRROR
+    uris = [m.group(1).rstrip("/") for text in texts for m in
+            re.finditer(r"(?:^deb\s+(?:\[[^]]*\]\s+)?|^URIs:\s*)(\S+)", text, re.M)]
+    main = next((u for u in uris if u.endswith("/debian")), DEFAULT_MIRROR)
+    security = next((u for u in uris if u.endswith("/debian-security")),
+                    DEFAULT_SECURITY_MIRROR)
+    return Mirrors(main, security)
 
 
-def _base_key(mirror: str) -> str:
-    return _sha256(str(BASE_RECIPE), DEBIAN_SUITE, mirror, *BASE_PACKAGES, "--", *BASE_PIP)
+def _base_key(mirrors: Mirrors) -> str:
+    return _sha256(str(BASE_RECIPE), DEBIAN_SUITE, mirrors.main, mirrors.security,
+                   *BASE_PACKAGES, "--", *BASE_PIP)
 
 
 def _chroot_env() -> dict[str, str]:
@@ -307,12 +320,14 @@ def _chroot_session(rootfs: Path) -> Iterator[dict[str, str]]:
 
 
 def _install_packages(rootfs: Path) -> None:
-    """apt-get BASE_PACKAGES into `rootfs` (apt, unlike debootstrap's --include, resolves
-    virtual packages), then pip BASE_PIP there (so Debian's packages satisfy what they
+    """Upgrade `rootfs` from -updates and -security, apt-get BASE_PACKAGES into it (apt,
+    unlike debootstrap's --include, resolves virtual packages), then pip BASE_PIP there (so Debian's packages satisfy what they
     can) and `pip check` the result."""
     with _chroot_session(rootfs) as env:
         _streamed(["chroot", rootfs, "apt-get", "update", "-q"], "sensor base: apt-get update",
                   env=env)
+        _streamed(["chroot", rootfs, "apt-get", "upgrade", "-y", "-q"],
+                  "sensor base: apt-get upgrade (-updates, -security)", env=env)
         _streamed(["chroot", rootfs, "apt-get", "install", "-y", "-q", "--no-install-recommends",
                    *BASE_PACKAGES], "sensor base: apt-get install", env=env)
         _streamed(["chroot", rootfs, "python3", "-m", "pip", "install",
@@ -326,7 +341,8 @@ def _trim(rootfs: Path) -> None:
     """Drop what a running image never uses: downloaded .debs, apt lists, logs, caches."""
     for pattern in ("var/cache/apt/archives/*.deb", "var/cache/apt/*.bin",
                     "var/lib/apt/lists/*_*", "var/log/*.log", "var/log/apt/*",
-                    "root/.cache", "tmp/*", "var/tmp/*"):
+                    "root/.cache", "tmp/*", "var/tmp/*", "usr/share/man/*",
+                    "usr/share/info/*"):
         for path in rootfs.glob(pattern):
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -334,9 +350,12 @@ def _trim(rootfs: Path) -> None:
                 path.unlink()
 
 
-def _write_apt_sources(rootfs: Path, mirror: str) -> None:
-    """The image's sources.list: the mirror it is built from."""
-    (rootfs / "etc/apt/sources.list").write_text(f"deb {mirror} {DEBIAN_SUITE} main\n")
+def _write_apt_sources(rootfs: Path, mirrors: Mirrors) -> None:
+    """The image's sources.list: the release, its -updates and -security."""
+    (rootfs / "etc/apt/sources.list").write_text(
+        f"deb {mirrors.main} {DEBIAN_SUITE} main\n"
+        f"deb {mirrors.main} {DEBIAN_SUITE}-updates main\n"
+        f"deb {mirrors.security} {DEBIAN_SUITE}-security main\n")
 
 
 def sensor_base_layer(cache: Path) -> oci.Layer:
@@ -344,8 +363,8 @@ def sensor_base_layer(cache: Path) -> oci.Layer:
     `cache/blobs` and described by `cache/layers/sensor-base-<key>.json` (a layer of an
     older recipe is removed). Takes minutes when cold (debootstrap, then apt and pip
     download some 200 packages); prints progress."""
-    mirror = debian_mirror()
-    key = _base_key(mirror)
+    mirrors = debian_mirrors()
+    key = _base_key(mirrors)
     layers = cache / "layers"
     record = layers / f"sensor-base-{key[:16]}.json"
     if record.is_file():
@@ -354,12 +373,13 @@ def sensor_base_layer(cache: Path) -> oci.Layer:
             return layer
     if shutil.which("debootstrap") is None:
         raise ImageBuildError("debootstrap missing: install it (tools/setup/45-images.sh)")
+    # Named like the sensor's scratch folders: swept with them after a killed build.
     with tempfile.TemporaryDirectory(prefix="sensor-base-", dir=cache) as work:
         rootfs = Path(work) / "rootfs"
         _streamed(["debootstrap", "--variant=minbase",
                    "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg",
-                   DEBIAN_SUITE, rootfs, mirror], "sensor base: debootstrap")
-        _write_apt_sources(rootfs, mirror)
+                   DEBIAN_SUITE, rootfs, mirrors.main], "sensor base: debootstrap")
+        _write_apt_sources(rootfs, mirrors)
         _install_packages(rootfs)
         _trim(rootfs)
         progress("sensor base: packing the layer")
@@ -443,7 +463,7 @@ def falconer_layer(blobs: Path) -> oci.Layer:
 
 
 def _sensor_key() -> str:
-    return _sha256(_base_key(debian_mirror()), _source_hash(), _python_version(SYSTEM_PYTHON))
+    return _sha256(_base_key(debian_mirrors()), _source_hash(), _python_version(SYSTEM_PYTHON))
 
 
 def _sensor_layers(cache: Path, blobs: Path) -> list[oci.Layer]:
@@ -479,10 +499,11 @@ RECIPES: dict[str, Recipe] = {
 
 
 @contextmanager
-def _locked(cache: Path) -> Iterator[None]:
-    """Serialise builds sharing `cache` (setup steps and test sessions may overlap)."""
+def _locked(cache: Path, name: str) -> Iterator[None]:
+    """Serialise builds of image `name` sharing `cache` (set-up steps and test sessions
+    of several checkouts overlap); other images build meanwhile."""
     cache.mkdir(parents=True, exist_ok=True)
-    with (cache / ".lock").open("w") as lock:
+    with (cache / f".lock-{name}").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -500,28 +521,59 @@ def _recipe(name: str) -> Recipe:
         raise ValueError(f"no image {name!r}; images: {', '.join(RECIPES)}") from None
 
 
+#: An archive not asked for in this long is removed when another of its image is built
+#: (several checkouts share the cache, each with its own sensor archive).
+UNUSED_ARCHIVE_SECONDS = 3600.0
+
+
+def _mounts_under(folder: Path) -> list[str]:
+    """Mount points below `folder`, deepest first (from /proc/self/mountinfo)."""
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return sorted({p for p in points if p.startswith(f"{folder}/")}, key=len, reverse=True)
+
+
+def _sweep_scratch(cache: Path, name: str) -> None:
+    """Remove the scratch folders (`<name>-*`) a killed build of image `name` left in
+    `cache`, with the /proc it may have mounted in a new root; called with that image
+    locked, so none is in use."""
+    for folder in cache.glob(f"{name}-*"):
+        if folder.is_dir():
+            for mount in _mounts_under(folder):
+                _run(["umount", "-l", mount], f"unmounting {mount} left by a killed build")
+            progress(f"removing {folder}, left by a killed build")
+            shutil.rmtree(folder)
+
+
+def _prune(cache: Path, name: str, keep: Path) -> None:
+    """Remove archives of image `name` other than `keep` that nobody asked for lately."""
+    for old in cache.glob(f"{name}-*.tar"):
+        if old != keep and time.time() - old.stat().st_mtime > UNUSED_ARCHIVE_SECONDS:
+            old.unlink()
+
+
 def build(name: str, cache: Path | None = None) -> Path:
     """The OCI archive of image `name` ("pause", "busybox" or "sensor"), imported as
-    `REFS[name]`: the cached one when its inputs are unchanged, else built now (an
-    older archive of the same image is removed). `cache` defaults to `cache_dir()`.
+    `REFS[name]`: the cached one when its inputs are unchanged, else built now. Archives
+    of the same image unused for `UNUSED_ARCHIVE_SECONDS` are then removed. `cache`
+    defaults to `cache_dir()`.
 
     Raises ValueError for an unknown name and ImageBuildError when a build step fails
     (a missing tool names the set-up step that installs it).
     """
     recipe = _recipe(name)
     cache = cache or cache_dir()
-    with _locked(cache):
+    with _locked(cache, name):
         out = archive_path(name, cache)
         if out.is_file():
+            os.utime(out)  # in use: not pruned by a build of another checkout
             return out
+        _sweep_scratch(cache, name)
         started = time.monotonic()
         progress(f"building {REFS[name]}")
         with tempfile.TemporaryDirectory(prefix=f"{name}-", dir=cache) as scratch:
             layers = recipe.layers(cache, Path(scratch))
             oci.write_archive(out, REFS[name], layers, recipe.config, recipe.history)
-        for old in cache.glob(f"{name}-*.tar"):
-            if old != out:
-                old.unlink()
+        _prune(cache, name, out)
         progress(f"{REFS[name]}: {out} ({out.stat().st_size / 1e6:.1f} MB, "
                  f"{time.monotonic() - started:.0f} s)")
         return out

@@ -55,13 +55,33 @@ def test_image_is_valid_and_reproducible(tmp_path: Path, name: str) -> None:
 def test_a_cached_image_is_reused_and_a_changed_input_rebuilds(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     first = images.build("busybox", tmp_path)
-    built_at = first.stat().st_mtime_ns
     assert images.build("busybox", tmp_path) == first
-    assert first.stat().st_mtime_ns == built_at
     monkeypatch.setattr(images, "PASSWD", images.PASSWD + "guest:x:1000:1000::/tmp:/bin/sh\n")
     second = images.build("busybox", tmp_path)
-    assert second != first and not first.exists(), "the stale archive is removed"
+    assert second != first and first.exists(), "a recently used archive stays"
     assert b"guest:x:1000" in layer_file(second, "etc/passwd")
+    # Unused for longer than UNUSED_ARCHIVE_SECONDS: the next build of busybox removes it.
+    long_ago = time.time() - images.UNUSED_ARCHIVE_SECONDS - 60
+    os.utime(first, (long_ago, long_ago))
+    monkeypatch.setattr(images, "PASSWD", images.PASSWD + "other:x:1001:1001::/tmp:/bin/sh\n")
+    third = images.build("busybox", tmp_path)
+    assert not first.exists() and second.exists() and third.exists()
+
+
+def test_a_killed_builds_scratch_is_swept(tmp_path: Path) -> None:
+    prereq.require(os.geteuid() == 0, "needs root to mount")
+    leftover = tmp_path / "pause-killed" / "rootfs" / "proc"
+    leftover.mkdir(parents=True)
+    other_image = tmp_path / "busybox-building"  # another image's build, maybe running
+    other_image.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", leftover], check=True)
+    try:
+        images.build("pause", tmp_path)
+        assert not leftover.parent.parent.exists()
+        assert other_image.is_dir()
+        assert str(leftover) not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        subprocess.run(["umount", leftover], capture_output=True, check=False)
 
 
 def test_an_unknown_image_is_refused(tmp_path: Path) -> None:
