@@ -252,13 +252,17 @@ class Mirrors:
     security: str
 
 
-def debian_mirrors() -> Mirrors:
-    """The Debian mirrors this machine's apt uses (sources.list or deb822 .sources): the
-    first URI ending in /debian and the first ending in /debian-security, else the
-    defaults (deb.debian.org)."""
-    texts = [p.read_text() for p in [Path("/etc/apt/sources.list"),
-                                     *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-             if p.is_file() and p.suffix in ("", ".list", ".sources")]
+def apt_source_files() -> list[Path]:
+    """This machine's apt sources: /etc/apt/sources.list and sources.list.d/*.{list,sources}."""
+    candidates = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    return [p for p in candidates if p.is_file() and p.suffix in ("", ".list", ".sources")]
+
+
+def debian_mirrors(sources: Sequence[Path] | None = None) -> Mirrors:
+    """The Debian mirrors named in `sources` (one-line or deb822 apt sources; default
+    `apt_source_files()`): the first URI ending in /debian and the first ending in
+    /debian-security, else the defaults (deb.debian.org)."""
+    texts = [p.read_text() for p in (apt_source_files() if sources is None else sources)]
     uris = [m.group(1).rstrip("/") for text in texts for m in
             re.finditer(r"(?:^deb\s+(?:\[[^]]*\]\s+)?|^URIs:\s*)(\S+)", text, re.M)]
     main = next((u for u in uris if u.endswith("/debian")), DEFAULT_MIRROR)
@@ -321,8 +325,8 @@ def _chroot_session(rootfs: Path) -> Iterator[dict[str, str]]:
 
 def _install_packages(rootfs: Path) -> None:
     """Upgrade `rootfs` from -updates and -security, apt-get BASE_PACKAGES into it (apt,
-    unlike debootstrap's --include, resolves virtual packages), then pip BASE_PIP there (so Debian's packages satisfy what they
-    can) and `pip check` the result."""
+    unlike debootstrap's --include, resolves virtual packages), then pip BASE_PIP there
+    (so Debian's packages satisfy what they can) and `pip check` the result."""
     with _chroot_session(rootfs) as env:
         _streamed(["chroot", rootfs, "apt-get", "update", "-q"], "sensor base: apt-get update",
                   env=env)

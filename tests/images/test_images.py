@@ -167,3 +167,26 @@ def test_pause_reaps_orphans_as_pid_1(pause_binary: Path) -> None:
         if unshare.poll() is None:
             unshare.kill()
             unshare.wait()
+
+
+def test_debian_mirrors_come_from_the_apt_sources(tmp_path: Path) -> None:
+    one_line = tmp_path / "sources.list"
+    one_line.write_text("# deb http://old.example/debian bookworm main\n"
+                        "deb [signed-by=/usr/share/keyrings/x.gpg] http://mirror.example/debian/ "
+                        "bookworm main\n"
+                        "deb http://apt.example/nodesource nodistro main\n")
+    deb822 = tmp_path / "debian.sources"
+    deb822.write_text("Types: deb\nURIs: http://sec.example/debian-security\n"
+                      "Suites: bookworm-security\nComponents: main\n")
+    assert images.debian_mirrors([one_line, deb822]) == images.Mirrors(
+        "http://mirror.example/debian", "http://sec.example/debian-security")
+    assert images.debian_mirrors([]) == images.Mirrors(
+        images.DEFAULT_MIRROR, images.DEFAULT_SECURITY_MIRROR)
+
+
+def test_command_line_builds_and_refuses_unknown_names(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert images.main(["build", "pause", "--cache", str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"{images.build('pause', tmp_path)}\n"
+    assert images.main(["build", "alpine", "--cache", str(tmp_path)]) == 1
+    assert "no image 'alpine'" in capsys.readouterr().err
