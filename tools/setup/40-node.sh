@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # A real Kubernetes node on this host (e2e/node.py): Debian's containerd (its CRI plugin
-# runs the pods), runc, the CNI plugins (bridge, host-local, loopback, portmap) and
-# iptables (kube-proxy's Service rules), plus crictl, which the node harness uses to tear
-# pods down through the CRI. kubelet and kube-proxy come from 30-controlplane.sh (same
-# wrapper module, same version as the API server).
+# runs the pods), runc, the CNI plugins (bridge, host-local, loopback, portmap), iptables
+# (kube-proxy's Service rules) and iproute2 (the bridge), plus crictl, which the node
+# harness uses to tear pods down through the CRI. kubelet and kube-proxy come from
+# 30-controlplane.sh (same wrapper module, same version as the API server).
 #
 # crictl is built from the Go module proxy into $FALCONER_CACHE/bin/crictl-<version>
-# (~35 s cold; a rerun does nothing). Debian has no crictl package.
+# (35 s to 3 min cold, depending on the module cache and load; a rerun does nothing).
+# Debian has no crictl package.
 set -euo pipefail
 ROOT="${FALCONER_ROOT:?}"
 source "$ROOT/tools/setup/lib.sh"
@@ -17,7 +18,7 @@ CRICTL_VERSION=v1.34.0
 START=$SECONDS
 say() { echo "    [$((SECONDS - START))s] $*" >&2; }
 
-need_apt containerd runc containernetworking-plugins iptables
+need_apt containerd runc containernetworking-plugins iptables iproute2
 
 BIN="$FALCONER_CACHE/bin"
 mkdir -p "$BIN"
