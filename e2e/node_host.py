@@ -17,6 +17,10 @@ outlives them (measured on this machine, see /work/shared/notes/kubelet.md):
 
 Several of these (the kubepods cgroups, the KUBE-* chains, /var/lib/kubelet) are
 machine-wide, so only one node may run on a host at a time: `HostLock` serialises them.
+The sweep therefore treats every `/kubepods` process, KUBE-*/CNI-* chain and
+/run/netns/cni-* namespace as the node's: do not run another kubelet or CNI runtime on a
+host where Falconer's node runs (a plain containerd, e.g. for image tests, is fine: the
+node keeps its containerd and runc state in its own work dir).
 `HostState` is written to STATE_DIR before anything changes, so the next start can
 `sweep` what a killed run left behind; a clean stop sweeps and then `forget`s it.
 """
@@ -195,8 +199,8 @@ def sweep(state: HostState) -> list[str]:
     problems: list[str] = []
     kill_processes(state.work_dir)
     kill_cgroup_processes()
-    problems += unmount_under((state.work_dir, str(NETNS_DIR / CNI_NETNS_PREFIX),
-                               "/run/containerd", "/var/lib/kubelet"))
+    created = tuple(p for p in state.absent_paths if p != str(NETNS_DIR))
+    problems += unmount_under((state.work_dir, str(NETNS_DIR / CNI_NETNS_PREFIX), *created))
     problems += remove_cni_netns()
     problems += remove_shim_sockets(Path(state.work_dir))
     problems += remove_kubepods_cgroups()
@@ -224,10 +228,11 @@ def _own_lineage() -> set[int]:
     return lineage
 
 
-def kill_processes(marker: str) -> list[int]:
-    """SIGKILL every process whose command line contains `marker` (the node's work dir:
-    containerd, kubelet, kube-proxy and containerd's shims, whose -address names the
-    socket in it). Returns the pids signalled, after they are gone."""
+def kill_processes(work_dir: str) -> list[int]:
+    """SIGKILL every process whose command line names a file in `work_dir` (containerd,
+    kubelet and kube-proxy name their configs there, containerd's shims its socket).
+    Returns the pids signalled, after they are gone."""
+    marker = work_dir.rstrip("/") + "/"
     spare = _own_lineage()
     killed: list[int] = []
     for pid in _pids():
