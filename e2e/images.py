@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from falconer import __version__
-from falconer.e2e import oci
+from falconer.e2e import node_host, oci
 from falconer.paths import ROOT
 
 #: The registry host part of every local image reference; nothing is ever pulled from it.
@@ -186,6 +186,14 @@ def _sha256(*parts: bytes | str) -> str:
 def _code_hash() -> str:
     """The hash of the code that lays images out: any change rebuilds every archive."""
     return _sha256(Path(oci.__file__).read_bytes(), Path(__file__).read_bytes())
+
+
+def _unmount_under(folder: Path) -> None:
+    """Unmount everything mounted below `folder` (a new root's /proc and /sys), so that
+    deleting the folder can never reach into them; ImageBuildError if one stays."""
+    problems = node_host.unmount_under((f"{folder}/",))
+    if problems:
+        raise ImageBuildError(f"cannot clear {folder}: {'; '.join(problems)}")
 
 
 # --- pause -------------------------------------------------------------------------------
@@ -362,6 +370,14 @@ def _write_apt_sources(rootfs: Path, mirrors: Mirrors) -> None:
         f"deb {mirrors.security} {DEBIAN_SUITE}-security main\n")
 
 
+def _read_record(path: Path) -> oci.Layer | None:
+    """The layer a record file describes; None when it is missing or unreadable."""
+    try:
+        return oci.Layer.from_record(json.loads(path.read_text()))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def sensor_base_layer(cache: Path) -> oci.Layer:
     """The sensor's Debian layer, built once per recipe (`_base_key`): its blob is kept in
     `cache/blobs` and described by `cache/layers/sensor-base-<key>.json` (a layer of an
@@ -371,27 +387,31 @@ def sensor_base_layer(cache: Path) -> oci.Layer:
     key = _base_key(mirrors)
     layers = cache / "layers"
     record = layers / f"sensor-base-{key[:16]}.json"
-    if record.is_file():
-        layer = oci.Layer.from_record(json.loads(record.read_text()))
-        if layer.path.is_file() and layer.path.stat().st_size == layer.size:
-            return layer
+    cached = _read_record(record)
+    if cached is not None and cached.path.is_file() and cached.path.stat().st_size == cached.size:
+        return cached
     if shutil.which("debootstrap") is None:
         raise ImageBuildError("debootstrap missing: install it (tools/setup/45-images.sh)")
     # Named like the sensor's scratch folders: swept with them after a killed build.
     with tempfile.TemporaryDirectory(prefix="sensor-base-", dir=cache) as work:
         rootfs = Path(work) / "rootfs"
-        _streamed(["debootstrap", "--variant=minbase",
-                   "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg",
-                   DEBIAN_SUITE, rootfs, mirrors.main], "sensor base: debootstrap")
-        _write_apt_sources(rootfs, mirrors)
-        _install_packages(rootfs)
-        _trim(rootfs)
-        progress("sensor base: packing the layer")
-        layer = oci.tree_layer(cache / "blobs", rootfs, mtime=None,
-                               skip_contents=("dev", "proc", "sys", "run"))
+        try:
+            _streamed(["debootstrap", "--variant=minbase",
+                       "--keyring=/usr/share/keyrings/debian-archive-keyring.gpg",
+                       DEBIAN_SUITE, rootfs, mirrors.main], "sensor base: debootstrap")
+            _write_apt_sources(rootfs, mirrors)
+            _install_packages(rootfs)
+            _trim(rootfs)
+            progress("sensor base: packing the layer")
+            layer = oci.tree_layer(cache / "blobs", rootfs, mtime=None,
+                                   skip_contents=("dev", "proc", "sys", "run"))
+        finally:
+            # A failed debootstrap may leave its /proc and /sys mounted in the new root:
+            # they must be gone before the folder is deleted.
+            _unmount_under(Path(work))
     for old in layers.glob("sensor-base-*.json"):
-        old_layer = oci.Layer.from_record(json.loads(old.read_text()))
-        if old_layer.path != layer.path:
+        old_layer = _read_record(old)
+        if old_layer is not None and old_layer.path != layer.path:
             old_layer.path.unlink(missing_ok=True)
         old.unlink()
     layers.mkdir(parents=True, exist_ok=True)
@@ -452,7 +472,9 @@ def falconer_layer(blobs: Path) -> oci.Layer:
         progress("sensor: building the Falconer wheel")
         _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", wheels, src],
              "building the Falconer wheel")
-        wheel = next(wheels.glob("falconer-*.whl"))
+        wheel = next(wheels.glob("falconer-*.whl"), None)
+        if wheel is None:
+            raise ImageBuildError(f"pip wheel wrote no falconer-*.whl into {wheels}")
         _run([SYSTEM_PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
               "--no-warn-script-location", "--root", staging, wheel],
              "installing the Falconer wheel", env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore"})
@@ -530,20 +552,13 @@ def _recipe(name: str) -> Recipe:
 UNUSED_ARCHIVE_SECONDS = 3600.0
 
 
-def _mounts_under(folder: Path) -> list[str]:
-    """Mount points below `folder`, deepest first (from /proc/self/mountinfo)."""
-    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    return sorted({p for p in points if p.startswith(f"{folder}/")}, key=len, reverse=True)
-
-
 def _sweep_scratch(cache: Path, name: str) -> None:
     """Remove the scratch folders (`<name>-*`) a killed build of image `name` left in
     `cache`, with the /proc it may have mounted in a new root; called with that image
     locked, so none is in use."""
     for folder in cache.glob(f"{name}-*"):
         if folder.is_dir():
-            for mount in _mounts_under(folder):
-                _run(["umount", "-l", mount], f"unmounting {mount} left by a killed build")
+            _unmount_under(folder)
             progress(f"removing {folder}, left by a killed build")
             shutil.rmtree(folder)
 

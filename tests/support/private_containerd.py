@@ -16,6 +16,7 @@ from pathlib import Path
 import prereq
 import pytest
 
+from falconer.e2e import node_host
 from falconer.e2e.processes import Child
 
 #: The containerd namespace images are imported into (the one the kubelet's CRI uses).
@@ -101,13 +102,6 @@ def containerd() -> Iterator[Containerd]:
         yield daemon
     finally:
         daemon.stop()
-        for mount in mounts_under(work):
-            subprocess.run(["umount", "-l", mount], capture_output=True, check=False)
+        problems = node_host.unmount_under((str(work),))
+        assert not problems, problems
         shutil.rmtree(work, ignore_errors=True)
-
-
-def mounts_under(folder: Path) -> list[str]:
-    """Mount points at or below `folder`, deepest first (from /proc/self/mountinfo)."""
-    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    inside = [p for p in points if p == str(folder) or p.startswith(f"{folder}/")]
-    return sorted(set(inside), key=len, reverse=True)
