@@ -8,15 +8,16 @@ import ipaddress
 import json
 import re
 import ssl
+import time
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
-from kube_fixtures import exec_in_pod, run_busybox_pod
+from kube_fixtures import exec_in_pod, run_busybox_pod, wait_pod_running
 
-from falconer.e2e import binaries, pki
+from falconer.e2e import binaries, images, pki
 from falconer.e2e.controlplane import ControlPlane
 from falconer.e2e.node import Node
 
@@ -37,6 +38,10 @@ IN_CLUSTER_WHOAMI = (
     'https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT'
     '/apis/authentication.k8s.io/v1/selfsubjectreviews'
 )
+
+
+#: The hostPort the Service test maps on the node IP.
+HOST_PORT = 18080
 
 
 def _name(stem: str) -> str:
@@ -155,3 +160,47 @@ def test_service_ip_serves_the_api_server_certificate(
     with urllib.request.urlopen(url, context=context, timeout=10) as answer:
         version = json.load(answer)
     assert version["gitVersion"] == binaries.KUBERNETES_VERSION
+
+
+def test_services_and_host_ports_reach_a_pod(kube_node: Node, kube_client: ApiClient,
+                                             kube_namespace: str) -> None:
+    """kube-proxy routes a ClusterIP Service to its pod (EndpointSlice from the pod's
+    labels), and the portmap plugin a hostPort on the node IP, both from the host."""
+    from kubernetes import client
+
+    marker = uuid.uuid4().hex
+    web = client.V1Pod(
+        metadata=client.V1ObjectMeta(name="web", labels={"app": "web"}),
+        spec=client.V1PodSpec(termination_grace_period_seconds=0, containers=[
+            client.V1Container(
+                name="main", image=images.REFS["busybox"], image_pull_policy="Never",
+                command=["sh", "-c", f"mkdir /www && echo {marker} > /www/id && "
+                         "exec httpd -f -p 8080 -h /www"],
+                ports=[client.V1ContainerPort(container_port=8080, host_port=HOST_PORT)],
+            )]),
+    )
+    core = client.CoreV1Api(kube_client)
+    core.create_namespaced_pod(kube_namespace, web)
+    wait_pod_running(kube_client, kube_namespace, "web")
+    service = core.create_namespaced_service(kube_namespace, client.V1Service(
+        metadata=client.V1ObjectMeta(name="web"),
+        spec=client.V1ServiceSpec(selector={"app": "web"}, ports=[
+            client.V1ServicePort(port=80, target_port=8080)]),
+    ))
+    assert service.spec is not None
+    for url in (f"http://{service.spec.cluster_ip}/id",
+                f"http://{kube_node.network.node_ip}:{HOST_PORT}/id"):
+        assert _get_eventually(url) == marker, url
+
+
+def _get_eventually(url: str, timeout: float = 30.0) -> str:
+    """GET `url` until it answers (kube-proxy syncs a new Service within a second or two)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                return str(answer.read().decode().strip())
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
