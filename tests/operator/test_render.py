@@ -63,15 +63,15 @@ def test_daemonset_has_exactly_the_sensor_privileges() -> None:
                       "/run/containerd/containerd.sock": True}
     assert container["args"][-2:] == ["--cri-socket", "/run/containerd/containerd.sock"]
 
+    assert pod["serviceAccountName"] == rendered().serviceaccount["metadata"]["name"]
+    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
+    assert container["ports"] == [{"name": "grpc", "containerPort": 5060, "protocol": "TCP"}]
 
 def test_no_cri_socket_means_no_mount() -> None:
     inst = {**INSTANCE, "spec": {**INSTANCE["spec"], "criSocket": ""}}
     pod = rendered(inst).daemonset["spec"]["template"]["spec"]
     assert "--cri-socket" not in pod["containers"][0]["args"]
     assert all(v["name"] != "cri-socket" for v in pod["volumes"])
-    assert pod["serviceAccountName"] == rendered().serviceaccount["metadata"]["name"]
-    assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
-    assert container["ports"] == [{"name": "grpc", "containerPort": 5060, "protocol": "TCP"}]
 
 
 def test_binding_targets_the_sensor_role_and_account() -> None:
