@@ -118,10 +118,30 @@ def kube_node(control_plane: ControlPlane,
                 sandbox_image=images.REFS["pause"],
                 images=[images.build(name) for name in NODE_IMAGES])
     node.start()
+    _SESSION_NODES.append(node)
     try:
         yield node
     finally:
+        _SESSION_NODES.remove(node)
         node.stop()
+
+
+#: The session's running nodes (one host holds one node at a time).
+_SESSION_NODES: list[Node] = []
+
+
+@pytest.fixture
+def host_free_of_nodes() -> Iterator[None]:
+    """For a test that runs a node of its own (the all-in-one): the session's node, if
+    one was started, is stopped for the test and started again after it."""
+    paused = [n for n in _SESSION_NODES if n.running()]
+    for node in paused:
+        node.stop()
+    try:
+        yield
+    finally:
+        for node in paused:
+            node.start()
 
 
 def run_busybox_pod(api: ApiClient, namespace: str, name: str, command: Sequence[str], *,
