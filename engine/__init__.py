@@ -4,6 +4,7 @@ The public contract every component codes against; nothing here imports bcc or a
 Kubernetes client.
 """
 
+from falconer.engine.appendoutput import AppendOutput, ExtraField, parse_append_output
 from falconer.engine.collector import ENGINE_VERSION
 from falconer.engine.diagnostics import Diagnostic, LoadResult
 from falconer.engine.engine import Engine, EngineOptions, RulesSource
@@ -11,6 +12,6 @@ from falconer.engine.events import Event, MappingEvent
 from falconer.engine.ruleset import Alert, Ruleset
 
 __all__ = [
-    "ENGINE_VERSION", "Alert", "Diagnostic", "Engine", "EngineOptions", "Event", "LoadResult",
+    "ENGINE_VERSION", "Alert", "AppendOutput", "ExtraField", "parse_append_output", "Diagnostic", "Engine", "EngineOptions", "Event", "LoadResult",
     "MappingEvent", "Ruleset", "RulesSource",
 ]

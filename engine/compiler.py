@@ -13,11 +13,11 @@ Every problem is a positioned LoadError; unused lists and macros become warnings
 from __future__ import annotations
 
 import bisect
-import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from falconer.engine import ast
+from falconer.engine import ast, fieldrefs
+from falconer.engine.appendoutput import AppendOutput
 from falconer.engine.checks import Check, CheckError, compile_check
 from falconer.engine.collector import Collector, ExceptionInfo, ListInfo, MacroInfo, RuleInfo
 from falconer.engine.diagnostics import LoadError, Position, Reporter
@@ -32,8 +32,12 @@ _EQUALITY_OPS = frozenset({"=", "==", "!=", "in", "intersects", "pmatch"})
 #: Fields whose extractors print `<NA>` for a missing value (k8s audit): comparing them
 #: to `<NA>` is what Falco flags as an unsafe check.
 _UNSAFE_NA_PREFIXES = ("ka.", "jevt.")
-#: Falco's old output shorthand, now dropped with a deprecation warning.
+#: Falco's old output shorthand, now dropped with Falco's deprecation warning
+#: (rule_loader_compiler.cpp: replaced by the empty string, warned at the rule).
 _CONTAINER_INFO = "%container.info"
+_CONTAINER_INFO_DEPRECATED = ("%container.info is deprecated and no more useful, and will be "
+                              "dropped by Falco 1.0.0. The container plugin will automatically "
+                              "add required fields to the output message.")
 
 
 @dataclass
@@ -50,6 +54,28 @@ class CompiledRule:
     check: Check
     evttypes: EvtSet
     output: OutputFormat
+    #: `append_output` extra fields: output_fields keys that are not in the text.
+    extra_fields: tuple[ExtraOutputField, ...] = ()
+    #: Base names of every field the rule uses (condition, exceptions, outputs).
+    fields: frozenset[str] = frozenset()
+
+    def render(self, event: object) -> tuple[str, dict[str, object]]:
+        """The output text and output_fields of an event that matched."""
+        text, fields = self.output.render(event)
+        for extra in self.extra_fields:
+            extra_text, extra_values = extra.format.render(event)
+            fields[extra.key] = extra_values.get(extra.key) if extra.raw else extra_text
+        return text, fields
+
+
+@dataclass(frozen=True)
+class ExtraOutputField:
+    """A compiled `append_output` extra field: `raw` gives the field's typed value, else
+    the format's text (formats.cpp format_event)."""
+
+    key: str
+    format: OutputFormat
+    raw: bool
 
 
 @dataclass
@@ -83,9 +109,13 @@ def _item_value(text: str) -> ast.Value:
 class Compiler:
     """Compiles one collection; diagnostics go to the reporter."""
 
-    def __init__(self, collector: Collector, reporter: Reporter) -> None:
+    def __init__(self, collector: Collector, reporter: Reporter,
+                 answered_fields: frozenset[str] | None = None,
+                 append_output: tuple[AppendOutput, ...] = ()) -> None:
         self.col = collector
         self.reporter = reporter
+        self.answered_fields = answered_fields
+        self.append_output = append_output
         self.lists: dict[str, list[str]] = {}
         self.used_lists: set[str] = set()
         self.macro_asts: dict[str, ast.Expr] = {}
@@ -135,7 +165,7 @@ class Compiler:
         base = self._bases[-1] + len(self._texts[-1].text) + 1 if self._bases else 0
         self._bases.append(base)
         self._texts.append(text)
-        return self._substitute(_shifted(tree, base), kind, name)
+        return self._substitute(ast.shifted(tree, base), kind, name)
 
     def _list_values(self, value: ast.Value, after: int = -1) -> tuple[ast.Value, ...] | None:
         """The items of the list a bare value names, or None.
@@ -258,34 +288,60 @@ class Compiler:
                     self.reporter.add_error(failure.error)
         return out
 
-    def _compile_output(self, info: RuleInfo) -> OutputFormat:
-        """The rule's output format; deprecated tokens and fields are warned about."""
-        text = info.output.text
+    def _output_text(self, info: RuleInfo) -> LocatedText:
+        """The rule's output with every matching `append_output` text after a blank."""
+        text = info.output
+        for entry in self.append_output:
+            if entry.matches(info.name, info.source, info.tags):
+                for fmt in entry.formats(info.source):
+                    text = text + LocatedText.synthetic(" " + fmt, info.position)
+        return text
+
+    def _compile_output(self, info: RuleInfo) -> tuple[OutputFormat, LocatedText]:
+        """The rule's output format (with appended output) and the text it was compiled
+        from; deprecated tokens and fields are warned about."""
+        located = self._output_text(info)
+        text = located.text
         if _CONTAINER_INFO in text:
-            self.reporter.add("LOAD_DEPRECATED_ITEM",
-                              f"{_CONTAINER_INFO} is deprecated: container fields are added to "
-                              "outputs by the engine; the token is dropped",
-                              info.output.position(text.index(_CONTAINER_INFO)), "rule",
-                              info.name)
+            self.reporter.add("LOAD_DEPRECATED_ITEM", _CONTAINER_INFO_DEPRECATED,
+                              info.position, "rule", info.name)
             text = text.replace(_CONTAINER_INFO, "")
         try:
             output = compile_output(text)
         except OutputFormatError as exc:
             raise _Failure(LoadError("LOAD_ERR_COMPILE_OUTPUT", exc.message,
-                                     info.output.position(exc.offset), "rule", info.name),
+                                     located.position(exc.offset), "rule", info.name),
                            unknown_field=exc.message.startswith("unknown filter")) from None
         for token in output.tokens:
             if token.info.deprecated:
                 name = token.info.name
                 self.reporter.add("LOAD_DEPRECATED_ITEM", f"usage of deprecated field "
                                   f"'{name}' has been detected in the rule output",
-                                  info.output.position(max(text.find(name) - 1, 0)), "rule",
+                                  located.position(max(text.find(name) - 1, 0)), "rule",
                                   info.name)
-        return output
+        return output, located
+
+    def _extra_fields(self, info: RuleInfo) -> dict[str, ExtraOutputField]:
+        """The `extra_fields` of the matching `append_output` entries, compiled; a later
+        entry's key replaces an earlier one's (Falco keeps them in a map)."""
+        out: dict[str, ExtraOutputField] = {}
+        for entry in self.append_output:
+            if not entry.matches(info.name, info.source, info.tags):
+                continue
+            for extra in entry.extra_fields:
+                try:
+                    out[extra.key] = ExtraOutputField(extra.key, compile_output(extra.format),
+                                                      extra.raw)
+                except OutputFormatError as exc:
+                    raise _Failure(LoadError("LOAD_ERR_COMPILE_OUTPUT", exc.message,
+                                             info.output.position(0), "rule",
+                                             info.name)) from None
+        return out
 
     def _compile_rule(self, info: RuleInfo) -> CompiledRule:
         """Output, then condition with exceptions, expanded, checked and closed over."""
-        output = self._compile_output(info)
+        output, output_text = self._compile_output(info)
+        extra_fields = self._extra_fields(info)
         cond = with_exceptions(info)
         tree = self.parse(cond, "rule", info.name)
         tree = self.expand(tree, lambda ref: True, "rule", info.name)
@@ -296,8 +352,28 @@ class Compiler:
             self.reporter.add("LOAD_NO_EVTTYPE", "Rule matches too many evt.type values. This "
                               "has a significant performance penalty.", info.position,
                               "rule", info.name)
+        used = [(node, self.where(node.pos)) for node in fieldrefs.fields_of(tree)]
+        used += [(node, output_text.position(node.pos)) for token in output.tokens
+                 for node in fieldrefs.fields_of(token.node)]
+        used += [(node, info.output.position(0)) for extra in extra_fields.values()
+                 for token in extra.format.tokens for node in fieldrefs.fields_of(token.node)]
+        self._warn_unanswered(info.name, used)
+        names = frozenset(n for n in (fieldrefs.base_name(node) for node, _ in used) if n)
         return CompiledRule(info.name, info.index, info.priority, info.source, info.desc,
-                            sorted(info.tags), info.enabled, check, types, output)
+                            sorted(info.tags), info.enabled, check, types, output,
+                            tuple(extra_fields.values()), names)
+
+    def _warn_unanswered(self, rule: str, used: list[tuple[ast.Field, Position | None]]) -> None:
+        """`LOAD_UNANSWERED_FIELD` at the first use of each field the source does not
+        answer (only when the engine was told what the source answers)."""
+        if self.answered_fields is None:
+            return
+        where = {id(node): pos for node, pos in used}
+        for node in fieldrefs.unanswered([node for node, _ in used], self.answered_fields):
+            self.reporter.add("LOAD_UNANSWERED_FIELD",
+                              f"field '{fieldrefs.base_name(node)}' is not answered by the event "
+                              "source: it always reads as missing", where[id(node)], "rule",
+                              rule)
 
     def _warn_condition(self, tree: ast.Expr, name: str) -> None:
         """Deprecated fields, and `<NA>` comparisons on fields that print `<NA>` when missing."""
@@ -349,20 +425,6 @@ class Compiler:
                     self.reporter.add(f"LOAD_UNUSED_{kind.upper()}",
                                       f"{kind.capitalize()} not referred to by any other "
                                       "rule/macro", info.position, kind, info.name)
-
-
-def _shifted(node: ast.Expr, delta: int) -> ast.Expr:
-    """The same tree with every position moved by `delta`."""
-    if delta == 0:
-        return node
-    changes: dict[str, object] = {"pos": node.pos + delta}
-    for attr in ("children", "args", "values"):
-        if hasattr(node, attr):
-            changes[attr] = tuple(_shifted(c, delta) for c in getattr(node, attr))
-    for attr in ("child", "left", "right"):
-        if hasattr(node, attr):
-            changes[attr] = _shifted(getattr(node, attr), delta)
-    return dataclasses.replace(node, **changes)  # type: ignore[arg-type]
 
 
 def _checks(node: ast.Expr) -> list[ast.BinaryCheck | ast.UnaryCheck]:
@@ -483,9 +545,11 @@ def with_exceptions(info: RuleInfo) -> LocatedText:
     return cond
 
 
-def compile_collection(collector: Collector, reporter: Reporter) -> Compiled:
-    """Run stage 3 over everything collected."""
-    compiler = Compiler(collector, reporter)
+def compile_collection(collector: Collector, reporter: Reporter,
+                       answered_fields: frozenset[str] | None = None,
+                       append_output: tuple[AppendOutput, ...] = ()) -> Compiled:
+    """Run stage 3 over everything collected (see EngineOptions for the options)."""
+    compiler = Compiler(collector, reporter, answered_fields, append_output)
     compiler.compile_lists()
     compiler.compile_macros()
     rules = compiler.compile_rules()

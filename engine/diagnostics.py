@@ -33,6 +33,12 @@ WARNING_CODES: frozenset[str] = frozenset({
     "LOAD_EXCEPTION_NAME_NOT_UNIQUE",
     "LOAD_UNSAFE_NA_CHECK",
     "LOAD_UNKNOWN_PLUGIN",
+    "LOAD_COMPILE_CONDITION",
+    "LOAD_UNKNOWN_KEY",
+    # Falconer's own: a rule uses a field its event source does not answer (see
+    # falconer.engine.fieldrefs). Not Falco's LOAD_UNKNOWN_FILTER: that one means the
+    # rule was dropped, while this rule loads and reads the field as missing.
+    "LOAD_UNANSWERED_FIELD",
 })
 
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from falconer.engine.appendoutput import AppendOutput
 from falconer.engine.collector import Collector
 from falconer.engine.compiler import compile_collection
 from falconer.engine.diagnostics import LoadError, LoadResult, Position, Reporter
@@ -20,11 +21,21 @@ from falconer.engine.ruleset import Ruleset, Selection
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How the loaded rules are selected and matched."""
+    """How the loaded rules are compiled, selected and matched.
+
+    - `answered_fields`: base names of the fields the event source answers (e.g.
+      `proc.aname` for `proc.aname[2]`, `evt.arg` for `evt.arg.flags`); a rule using
+      another known field loads with a `LOAD_UNANSWERED_FIELD` warning at the field.
+      None: no check.
+    - `append_output`: falco.yaml's `append_output` entries (see
+      `falconer.engine.appendoutput.parse_append_output`), applied to every rule.
+    """
 
     min_priority: str = "debug"
     rule_matching: str = "first"
     selection: Selection = field(default_factory=tuple)
+    answered_fields: frozenset[str] | None = None
+    append_output: tuple[AppendOutput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,7 +88,8 @@ class Engine:
             result.counts = {"rules": len(collector.rules), "macros": len(collector.macros),
                              "lists": len(collector.lists)}
             return result
-        compiled = compile_collection(collector, reporter)
+        compiled = compile_collection(collector, reporter, self.options.answered_fields,
+                                      self.options.append_output)
         result.counts = {"rules": len(compiled.rules), "macros": compiled.macros,
                          "lists": compiled.lists}
         if not result.errors:

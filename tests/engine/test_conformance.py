@@ -259,7 +259,7 @@ def assert_alert(alert: Any, expected: str | dict[str, Any], where: str) -> None
         doc = alert.to_json(HOSTNAME)
         # Falco's JSON "output" is the whole text line (time, priority, message):
         # falco userspace/engine/formats.cpp format_event, output = prefix + " " + message
-        assert doc["output"] == alert.text_line(), f"{where}: json output vs text line"
+        assert doc["output"] == alert.line(), f"{where}: json output vs alert line"
         for key, value in expected["json"].items():
             got = sorted(doc[key]) if key == "tags" else doc[key]
             want = sorted(value) if key == "tags" else value
