@@ -172,12 +172,13 @@ class Collector:
                 self.reporter.add("LOAD_UNKNOWN_ITEM", "Unknown top level item", item.position)
 
     def _warn_unknown_keys(self, item: Item, expected: frozenset[str]) -> None:
-        """Unknown keys are warned about and ignored, as Falco does (not an error)."""
+        """Unknown keys are a LOAD_UNKNOWN_KEY warning at the item, and ignored
+        (rule_loader_reader.cpp warn_unknown_keys)."""
         for key in item.keys:
             if key not in expected:
-                self.reporter.add("LOAD_UNKNOWN_ITEM",
+                self.reporter.add("LOAD_UNKNOWN_KEY",
                                   f"Unknown key '{key}'. The key will be ignored.",
-                                  item.key_position(key), item.kind, item.name)
+                                  item.position, item.kind, item.name)
 
     def _validate_error(self, item: Item, message: str, pos: Position | None = None) -> LoadError:
         """A LOAD_ERR_VALIDATE error: the item is well-formed but means something invalid."""
@@ -368,8 +369,7 @@ class Collector:
         text = item.string("priority")
         priority = parse_priority(text)
         if priority is None:
-            raise self._validate_error(item, f"Invalid priority '{text}'",
-                                       item.key_position("priority"))
+            raise item.error("Invalid priority", item.key_position("priority"))
         return priority
 
     def _define_rule(self, item: Item, source: str) -> None:

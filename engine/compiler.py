@@ -88,15 +88,13 @@ class Compiled:
 
 
 class _Failure(Exception):
-    """Carries a LoadError out of deep recursion, or a skip-if-unknown-filter drop."""
+    """Carries a LoadError out of deep recursion; `unknown_field` marks what
+    skip-if-unknown-filter may turn into a warning that drops the rule."""
 
-    def __init__(self, error: LoadError, unknown_field: bool = False,
-                 cascade: bool = False) -> None:
+    def __init__(self, error: LoadError, unknown_field: bool = False) -> None:
         super().__init__(error.message)
         self.error = error
         self.unknown_field = unknown_field
-        #: The failure comes from a macro already reported broken: don't report it again.
-        self.cascade = cascade
 
 
 def _item_value(text: str) -> ast.Value:
@@ -120,7 +118,6 @@ class Compiler:
         self.used_lists: set[str] = set()
         self.macro_asts: dict[str, ast.Expr] = {}
         self.used_macros: set[str] = set()
-        self.broken_macros: set[str] = set()
         # Every parsed text gets a distinct range of node positions, so a node expanded
         # from a macro into a rule still knows which text (and file line) it came from.
         self._bases: list[int] = []
@@ -224,53 +221,37 @@ class Compiler:
         if not isinstance(node, ast.Identifier):
             return node
         ref = node.name
-        if ref in self.broken_macros and visible(ref):
-            self.used_macros.add(ref)
-            raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", f"macro '{ref}' is invalid",
-                                       node.pos, kind, name), cascade=True)
         if ref not in self.macro_asts or not visible(ref):
-            raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION",
+            raise _Failure(self._error("LOAD_ERR_VALIDATE",
                                        f"Undefined macro '{ref}' used in filter.", node.pos,
                                        kind, name))
         if ref in path:
-            raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION",
-                                       f"reference loop in macro '{ref}'", node.pos, kind,
-                                       name))
+            raise _Failure(self._error("LOAD_ERR_VALIDATE", f"reference loop in macro '{ref}'",
+                                       node.pos, kind, name))
         self.used_macros.add(ref)
         return self.expand(self.macro_asts[ref], visible, kind, name, (*path, ref))
 
     def compile_macros(self) -> None:
-        """Parse every macro, then expand each against the macros it can see; a broken
-        macro is reported once, and rules using it fail silently (cascade)."""
+        """Parse every macro, then expand each against the macros it can see (those
+        defined before it); the first failure ends the compile (raised)."""
         ordered = sorted(self.col.macros.values(), key=lambda info: info.index)
         for info in ordered:
-            try:
-                self.macro_asts[info.name] = self.parse(info.cond, "macro", info.name)
-            except _Failure as failure:
-                self.broken_macros.add(info.name)
-                self.reporter.add_error(failure.error)
+            self.macro_asts[info.name] = self.parse(info.cond, "macro", info.name)
         for info in ordered:
-            if info.name not in self.macro_asts:
-                continue
             limit = info.visibility
             macros = self.col.macros
 
             def visible(ref: str, limit: int = limit) -> bool:
                 return macros[ref].index < limit
-            try:
-                self.macro_asts[info.name] = self.expand(self.macro_asts[info.name], visible,
-                                                         "macro", info.name, (info.name,))
-            except _Failure as failure:
-                del self.macro_asts[info.name]
-                self.broken_macros.add(info.name)
-                if not failure.cascade:
-                    self.reporter.add_error(failure.error)
+            self.macro_asts[info.name] = self.expand(self.macro_asts[info.name], visible,
+                                                     "macro", info.name)
 
     # -- rules ------------------------------------------------------------------------------
 
     def compile_rules(self) -> list[CompiledRule]:
-        """Compile every rule of a known source; a failing rule is reported (or, with
-        skip-if-unknown-filter and an unknown field, dropped with a warning)."""
+        """Compile every rule of a known source, in order; the first failure ends the
+        compile (raised), except an unknown field under skip-if-unknown-filter, which
+        drops the rule with a LOAD_UNKNOWN_FILTER warning."""
         out: list[CompiledRule] = []
         for info in sorted(self.col.rules.values(), key=lambda r: r.index):
             if info.unknown_source:
@@ -278,14 +259,11 @@ class Compiler:
             try:
                 out.append(self._compile_rule(info))
             except _Failure as failure:
-                if failure.cascade:
-                    continue
-                if failure.unknown_field and info.skip_if_unknown_filter:
-                    err = failure.error
-                    self.reporter.add("LOAD_UNKNOWN_FILTER", err.message, err.position,
-                                      "rule", info.name)
-                else:
-                    self.reporter.add_error(failure.error)
+                if not (failure.unknown_field and info.skip_if_unknown_filter):
+                    raise
+                err = failure.error
+                self.reporter.add("LOAD_UNKNOWN_FILTER", err.message, err.position, "rule",
+                                  info.name)
         return out
 
     def _output_text(self, info: RuleInfo) -> LocatedText:
@@ -339,10 +317,11 @@ class Compiler:
         return out
 
     def _compile_rule(self, info: RuleInfo) -> CompiledRule:
-        """Output, then condition with exceptions, expanded, checked and closed over."""
+        """Exceptions, output, then the condition expanded, checked and closed over (the
+        order of Falco's compile_rule_infos, so the first error is the same)."""
+        cond = with_exceptions(info)
         output, output_text = self._compile_output(info)
         extra_fields = self._extra_fields(info)
-        cond = with_exceptions(info)
         tree = self.parse(cond, "rule", info.name)
         tree = self.expand(tree, lambda ref: True, "rule", info.name)
         self._warn_condition(tree, info.name)
@@ -548,10 +527,18 @@ def with_exceptions(info: RuleInfo) -> LocatedText:
 def compile_collection(collector: Collector, reporter: Reporter,
                        answered_fields: frozenset[str] | None = None,
                        append_output: tuple[AppendOutput, ...] = ()) -> Compiled:
-    """Run stage 3 over everything collected (see EngineOptions for the options)."""
+    """Run stage 3 over everything collected (see EngineOptions for the options).
+
+    As in Falco (rule_loader::compiler::compile), the first error ends the stage: it is
+    the only error reported, and no unused-macro/list warnings follow it.
+    """
     compiler = Compiler(collector, reporter, answered_fields, append_output)
-    compiler.compile_lists()
-    compiler.compile_macros()
-    rules = compiler.compile_rules()
+    try:
+        compiler.compile_lists()
+        compiler.compile_macros()
+        rules = compiler.compile_rules()
+    except _Failure as failure:
+        reporter.add_error(failure.error)
+        return Compiled([], len(collector.macros), len(collector.lists))
     compiler.warn_unused()
     return Compiled(rules, len(collector.macros), len(collector.lists))

@@ -133,7 +133,8 @@ def test_control_characters_in_appended_values_are_escaped_in_text_lines() -> No
 def test_bad_field_in_append_output_is_an_output_compile_error() -> None:
     entries = (AppendOutput(extra_output="%proc.nosuch"),)
     result = Engine(EngineOptions(append_output=entries)).load([RulesSource("r.yaml", RULES)])
-    assert [d.code for d in result.errors] == ["LOAD_ERR_COMPILE_OUTPUT"] * 2
+    # the compile stops at the first error, as in Falco
+    assert [(d.code, d.item_name) for d in result.errors] == [("LOAD_ERR_COMPILE_OUTPUT", "Shadow")]
     entries = (AppendOutput(extra_fields=(ExtraField("x", "%nosuch.field", raw=False),)),)
     result = Engine(EngineOptions(append_output=entries)).load([RulesSource("r.yaml", RULES)])
     assert {d.code for d in result.errors} == {"LOAD_ERR_COMPILE_OUTPUT"}
