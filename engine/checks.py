@@ -308,7 +308,7 @@ def _scalar_pred(op: str, vtype: str, rhs: Any, pos: int) -> Pred:
             try:
                 rx = compile_posix(str(rhs))
             except RegexError as exc:
-                raise CheckError(f"invalid regular expression '{rhs}': {exc}", pos) from None
+                raise CheckError(f"invalid regex pattern: {exc}", pos) from None
             return lambda v: rx.fullmatch(v) is not None
     raise CheckError(f"operator '{op}' is not supported", pos)
 
