@@ -16,11 +16,17 @@ from typing import TypeVar
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from falconer.engine import ast
+from falconer.engine.checks import compile_check
 from falconer.engine.diagnostics import LoadError, Position, Reporter
 from falconer.engine.fields import UnknownField, resolve
-from falconer.engine.lexer import LIST_OPS, NUM_OPS, STR_OP_MODIFIERS, STR_OPS, UNARY_OPS
+from falconer.engine.lexer import (
+    LIST_OPS, NUM_OPS, STR_OP_MODIFIERS, STR_OPS, UNARY_OPS, ConditionSyntaxError,
+)
 from falconer.engine.located import LocatedText
+from falconer.engine.parser import parse_condition
 from falconer.engine.reader import Item, is_null, node_position
+from falconer.engine.transformers import CheckError
 
 #: The engine version Falconer implements (the upstream files require 0.57.0).
 ENGINE_VERSION = "0.58.0"
@@ -536,14 +542,32 @@ class Collector:
                           "intersects) or a modifier operator (e.g. startswith oneof)",
                     ex.position)
         for name in fields:
-            m = re.fullmatch(r"([a-zA-Z0-9_.]+)(?:\[([^\]]*)\])?", name)
-            try:
-                if m is None:
-                    raise UnknownField(name)
-                resolve(m.group(1), m.group(2))
-            except UnknownField:
+            if not is_valid_lhs_field(name):
                 raise self._validate_error(item, f"'{name}' is not a supported filter field",
-                                           ex.position) from None
+                                           ex.position)
+
+
+def is_valid_lhs_field(text: str) -> bool:
+    """Whether an exception's field can stand on the left of a check: a known field, or
+    (with a parenthesis) a transformer expression that compiles as `<text> exists`
+    (falco_source.h is_valid_lhs_field)."""
+    if "(" in text:
+        try:
+            node = parse_condition(f"{text} exists")
+            if not isinstance(node, ast.UnaryCheck):
+                return False
+            compile_check(node)
+        except (ConditionSyntaxError, CheckError):
+            return False
+        return True
+    m = re.fullmatch(r"([a-zA-Z0-9_.]+)(?:\[([^\]]*)\])?", text)
+    if m is None:
+        return False
+    try:
+        resolve(m.group(1), m.group(2))
+    except UnknownField:
+        return False
+    return True
 
 
 def _mapping_value(node: object, key: str) -> Node | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from falconer.engine import ast, fieldrefs
 from falconer.engine.appendoutput import AppendOutput
-from falconer.engine.checks import Check, CheckError, compile_check
+from falconer.engine.checks import Check, compile_check
 from falconer.engine.collector import Collector, ExceptionInfo, ListInfo, MacroInfo, RuleInfo
 from falconer.engine.diagnostics import LoadError, Position, Reporter
 from falconer.engine.evttypes import EvtSet, event_types
@@ -27,6 +27,7 @@ from falconer.engine.lexer import ConditionSyntaxError, LIST_OPS
 from falconer.engine.located import LocatedText
 from falconer.engine.output import OutputFormat, OutputFormatError, compile_output
 from falconer.engine.parser import parse_condition
+from falconer.engine.transformers import CheckError
 
 _EQUALITY_OPS = frozenset({"=", "==", "!=", "in", "intersects", "pmatch"})
 #: Fields whose extractors print `<NA>` for a missing value (k8s audit): comparing them

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from falconer.engine import ast
-from falconer.engine.checks import CheckError, Getter, operand
+from falconer.engine.transformers import CheckError, Getter, operand
 from falconer.engine.fieldrefs import fields_of
 from falconer.engine.fields import FieldInfo
 from falconer.engine.lexer import ConditionSyntaxError
