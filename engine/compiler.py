@@ -28,6 +28,7 @@ from falconer.engine.located import LocatedText
 from falconer.engine.output import OutputFormat, OutputFormatError, compile_output
 from falconer.engine.parser import parse_condition
 from falconer.engine.transformers import CheckError
+from falconer.engine.valuewarnings import value_warnings
 
 _EQUALITY_OPS = frozenset({"=", "==", "!=", "in", "intersects", "pmatch"})
 #: Fields whose extractors print `<NA>` for a missing value (k8s audit): comparing them
@@ -327,6 +328,7 @@ class Compiler:
         tree = self.expand(tree, lambda ref: True, "rule", info.name)
         self._warn_condition(tree, info.name)
         check = self._closure(tree, info.name)
+        self._warn_values(tree, info.name)
         types = event_types(tree)
         if types.is_all_but and info.warn_evttypes:
             self.reporter.add("LOAD_NO_EVTTYPE", "Rule matches too many evt.type values. This "
@@ -373,6 +375,19 @@ class Compiler:
                                       "a missing value from a present one",
                                       self.where(node.pos), "rule", name)
                     break
+
+    def _warn_values(self, tree: ast.Expr, name: str) -> None:
+        """LOAD_COMPILE_CONDITION warnings about the constants of a compiled rule's checks
+        (values from lists and exceptions included), at each check's right side."""
+        for node in _checks(tree):
+            if not isinstance(node, ast.BinaryCheck) or isinstance(node.right, ast.Transformer):
+                continue
+            right = node.right
+            values = right.values if isinstance(right, ast.ListValue) else (right,)
+            for value in values:
+                for message in value_warnings(node.op, value.text):
+                    self.reporter.add("LOAD_COMPILE_CONDITION", message, self.where(right.pos),
+                                      "rule", name)
 
     def _closure(self, node: ast.Expr, name: str) -> Check:
         """The expanded tree as nested closures."""
