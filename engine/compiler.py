@@ -20,7 +20,7 @@ from falconer.engine import ast, fieldrefs
 from falconer.engine.appendoutput import AppendOutput
 from falconer.engine.checks import Check, compile_check
 from falconer.engine.collector import Collector, ExceptionInfo, ListInfo, MacroInfo, RuleInfo
-from falconer.engine.diagnostics import LoadError, Position, Reporter
+from falconer.engine.diagnostics import LoadError, Position, Reporter, Step
 from falconer.engine.evttypes import EvtSet, event_types
 from falconer.engine.fields import FIELDS
 from falconer.engine.lexer import ConditionSyntaxError, LIST_OPS
@@ -124,6 +124,7 @@ class Compiler:
         # from a macro into a rule still knows which text (and file line) it came from.
         self._bases: list[int] = []
         self._texts: list[LocatedText] = []
+        self._owners: list[str] = []  # the item kind each text is the condition of
 
     # -- lists ------------------------------------------------------------------------------
 
@@ -152,7 +153,15 @@ class Compiler:
 
     def _error(self, code: str, message: str, pos: int, kind: str, name: str) -> LoadError:
         """A LoadError at the file position of node position `pos`."""
-        return LoadError(code, message, self.where(pos), kind, name)
+        return LoadError(code, message, self.where(pos), kind, name, self.steps(pos))
+
+    def steps(self, pos: int) -> tuple[Step, ...]:
+        """The context below the item of node position `pos`: the condition it is in
+        (`rule condition`/`macro condition`), then the `condition expression` token."""
+        i = bisect.bisect_right(self._bases, pos) - 1
+        if i < 0:
+            return ()
+        return _condition_steps(self._texts[i], self._owners[i], pos - self._bases[i])
 
     def parse(self, text: LocatedText, kind: str, name: str) -> ast.Expr:
         """Parse and substitute lists; syntax errors are positioned."""
@@ -160,10 +169,12 @@ class Compiler:
             tree = parse_condition(text.text)
         except ConditionSyntaxError as exc:
             raise _Failure(LoadError("LOAD_ERR_COMPILE_CONDITION", exc.message,
-                                     text.position(exc.offset), kind, name)) from None
+                                     text.position(exc.offset), kind, name,
+                                     _condition_steps(text, kind, exc.offset))) from None
         base = self._bases[-1] + len(self._texts[-1].text) + 1 if self._bases else 0
         self._bases.append(base)
         self._texts.append(text)
+        self._owners.append(kind)
         return self._substitute(ast.shifted(tree, base), kind, name)
 
     def _list_values(self, value: ast.Value, after: int = -1) -> tuple[ast.Value, ...] | None:
@@ -265,7 +276,7 @@ class Compiler:
                     raise
                 err = failure.error
                 self.reporter.add("LOAD_UNKNOWN_FILTER", err.message, err.position, "rule",
-                                  info.name)
+                                  info.name, err.steps)
         return out
 
     def _output_text(self, info: RuleInfo) -> LocatedText:
@@ -289,8 +300,10 @@ class Compiler:
         try:
             output = compile_output(text)
         except OutputFormatError as exc:
-            raise _Failure(LoadError("LOAD_ERR_COMPILE_OUTPUT", exc.message,
-                                     located.position(exc.offset), "rule", info.name),
+            pos = located.position(exc.offset)
+            steps = (Step("rule output", "", pos),) if pos is not None else ()
+            raise _Failure(LoadError("LOAD_ERR_COMPILE_OUTPUT", exc.message, pos, "rule",
+                                     info.name, steps),
                            unknown_field=exc.message.startswith("unknown filter")) from None
         for token in output.tokens:
             if token.info.deprecated:
@@ -387,7 +400,7 @@ class Compiler:
             for value in values:
                 for message in value_warnings(node.op, value.text):
                     self.reporter.add("LOAD_COMPILE_CONDITION", message, self.where(right.pos),
-                                      "rule", name)
+                                      "rule", name, self.steps(right.pos))
 
     def _closure(self, node: ast.Expr, name: str) -> Check:
         """The expanded tree as nested closures."""
@@ -538,6 +551,18 @@ def with_exceptions(info: RuleInfo) -> LocatedText:
         if clause:
             cond = cond + LocatedText.synthetic(" and not " + clause, ex.position)
     return cond
+
+
+def _condition_steps(text: LocatedText, kind: str, offset: int) -> tuple[Step, ...]:
+    """`<kind> condition` at the text's start, then the `condition expression` at
+    `offset`, named as Falco names it: the condition's first characters, quoted."""
+    start, token = text.position(0), text.position(offset)
+    if start is None or token is None:
+        return ()
+    cond = text.text if len(text.text) <= 20 else text.text[:17] + "..."
+    content = '"' + cond.replace("\n", " ").replace("\r", " ") + '"'
+    return (Step(f"{kind} condition", "", start),
+            Step("condition expression", "", token, content))
 
 
 def compile_collection(collector: Collector, reporter: Reporter,

@@ -14,7 +14,7 @@ from pathlib import Path
 from falconer.engine.appendoutput import AppendOutput
 from falconer.engine.collector import Collector
 from falconer.engine.compiler import compile_collection
-from falconer.engine.diagnostics import LoadError, LoadResult, Position, Reporter
+from falconer.engine.diagnostics import ItemRef, LoadError, LoadResult, Position, Reporter
 from falconer.engine.reader import SourceFile, read_items
 from falconer.engine.ruleset import Ruleset, Selection
 
@@ -77,12 +77,15 @@ class Engine:
         for source in files:
             for item in read_items(source):
                 if isinstance(item, LoadError):
+                    reporter.current = None
                     reporter.add_error(item)
                     continue
+                reporter.note_item(ItemRef(item.kind, item.label, item.position, item.index))
                 try:
                     collector.collect(item)
                 except LoadError as err:
                     reporter.add_error(err)
+        reporter.current = None
         result = reporter.result
         if result.errors:
             result.counts = {"rules": len(collector.rules), "macros": len(collector.macros),
