@@ -300,8 +300,9 @@ class Compiler:
         try:
             output = compile_output(text)
         except OutputFormatError as exc:
-            pos = located.position(exc.offset)
-            steps = (Step("rule output", "", pos),) if pos is not None else ()
+            pos, start = located.position(exc.offset), located.position(0)
+            steps = (Step("rule output", "", start), Step("rule output expression", "", pos)) \
+                if pos is not None and start is not None else ()
             raise _Failure(LoadError("LOAD_ERR_COMPILE_OUTPUT", exc.message, pos, "rule",
                                      info.name, steps),
                            unknown_field=exc.message.startswith("unknown filter")) from None

@@ -35,7 +35,8 @@ def test_condition_error_chain_ends_at_the_token() -> None:
 def test_output_error_chain() -> None:
     diag = _diag("- rule: r\n  desc: d\n  condition: evt.type = execve and m\n"
                  "  output: x %proc.nope\n  priority: INFO\n")
-    assert _chain(diag)[1:] == [("rule", "r", 5, 3), ("rule output", "", 8, 13)]
+    assert _chain(diag)[1:] == [("rule", "r", 5, 3), ("rule output", "", 8, 11),
+                                ("rule output expression", "", 8, 13)]
 
 
 def test_priority_error_chain() -> None:
