@@ -283,12 +283,18 @@ def _modifier_pred(op: str, vtype: str, values: list[object], pos: int) -> Pred:
 
 
 def _validate_op(op: str, info: FieldInfo, vtype: str, pos: int) -> None:
-    """Reject at load time an operator the field's type (or list-ness) can't support."""
-    base = op.split(" ", 1)[0]
+    """Reject at load time an operator the field's type (or list-ness) can't support,
+    with libsinsp's messages (filter_compare.cpp flt_is_comparable: the operator is
+    named without its modifier)."""
+    base, _, modifier = op.partition(" ")
     if info.is_list and base not in _LIST_FIELD_OPS:
-        raise CheckError(f"'{op}' operator not supported list filters", pos)
+        raise CheckError(f"filter error: '{base}' operator not supported list filters", pos)
     if base not in _ALLOWED_OPS[vtype]:
-        raise CheckError(f"'{op}' operator not supported for {_TYPE_WORDS[vtype]} filters", pos)
+        if modifier and vtype in ("ipaddr", "ipnet"):
+            raise CheckError(f"filter error: '{base}' with modifier not supported for ip "
+                             "address and network filters", pos)
+        raise CheckError(f"filter error: '{base}' operator not supported for "
+                         f"{_TYPE_WORDS[vtype]} filters", pos)
 
 
 def _right_values(node: ast.BinaryCheck, vtype: str) -> list[object]:
