@@ -55,6 +55,22 @@ class Engine:
                 self.options.selection)  # validate the options now, not at first load
         self.ruleset: Ruleset | None = None
 
+    @staticmethod
+    def _read(source: SourceFile, collector: Collector, reporter: Reporter) -> None:
+        """Read and collect one file's items; as in Falco (rule_loader_reader.cpp read),
+        the first error ends the file: its later items are not read."""
+        for item in read_items(source):
+            if isinstance(item, LoadError):
+                reporter.current = None
+                reporter.add_error(item)
+                return
+            reporter.note_item(ItemRef(item.kind, item.label, item.position, item.index))
+            try:
+                collector.collect(item)
+            except LoadError as err:
+                reporter.add_error(err)
+                return
+
     def load(self, sources: Iterable[RulesSource | Path | str]) -> LoadResult:
         """Load files in order as one set; on error keep the previous ruleset."""
         files: list[SourceFile] = []
@@ -75,16 +91,7 @@ class Engine:
             reporter.add_error(err)
         collector = Collector(reporter)
         for source in files:
-            for item in read_items(source):
-                if isinstance(item, LoadError):
-                    reporter.current = None
-                    reporter.add_error(item)
-                    continue
-                reporter.note_item(ItemRef(item.kind, item.label, item.position, item.index))
-                try:
-                    collector.collect(item)
-                except LoadError as err:
-                    reporter.add_error(err)
+            self._read(source, collector, reporter)
         reporter.current = None
         result = reporter.result
         if result.errors:
