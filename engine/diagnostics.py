@@ -8,6 +8,7 @@ caret. The codes are Falco's own names, so that tooling written for Falco's
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 #: Errors: any of these makes a load fail (the engine keeps its previous rules).
@@ -131,7 +132,9 @@ class Diagnostic:
             "column": self.column,
             "item": self.item_name,
             "kind": self.item_kind,
+            "item_index": self.item_index,
             "snippet": self.snippet,
+            "locations": [dataclasses.asdict(loc) for loc in self.locations],
         }
 
     def human(self) -> str:

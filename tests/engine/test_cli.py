@@ -54,6 +54,9 @@ def test_validate_json_keys(bad: Path) -> None:
     (err,) = doc["errors"]
     assert err["code"] == "LOAD_ERR_COMPILE_CONDITION"
     assert (err["line"], err["column"], err["item"], err["kind"]) == (3, 34, "Broken", "rule")
+    assert err["item_index"] == 0
+    assert [loc["item_type"] for loc in err["locations"]] == [
+        "rules content", "rule", "rule condition", "condition expression"]
 
 
 def test_replay_prints_alerts(tmp_path: Path) -> None:
