@@ -81,15 +81,16 @@ def default_rules() -> list[tuple[str, Path]]:
     return [(p.stem.replace("_", "-").lower(), p) for p in paths.default_rules_files()]
 
 
-def instance_manifest(settings: Settings, node: str) -> dict[str, Any]:
-    """The default FalcoInstance: every FalcoRule of the namespace, on the demo's node,
-    from the locally built sensor image; text alerts on the sensor's log, FalcoAlerts and
-    Events in the API."""
+def instance_manifest(settings: Settings, node: Node) -> dict[str, Any]:
+    """The default FalcoInstance: every FalcoRule of the namespace, on the demo's node
+    (with that node's containerd socket), from the locally built sensor image; text alerts
+    on the sensor's log, FalcoAlerts and Events in the API."""
     return {
         "apiVersion": GROUP_VERSION, "kind": "FalcoInstance",
         "metadata": {"name": settings.instance, "namespace": settings.namespace},
         "spec": {"image": images.REFS["sensor"], "imagePullPolicy": "Never",
-                 "nodeSelector": {"kubernetes.io/hostname": node},
+                 "nodeSelector": {"kubernetes.io/hostname": node.name},
+                 "criSocket": str(node.paths.containerd_socket),
                  "outputs": {"stdout": {"enabled": True, "format": "text"},
                              "falcoAlerts": True, "kubernetesEvents": True}},
     }
@@ -195,7 +196,7 @@ class AllInOne:
             if manifest.returncode != 0:
                 raise AllInOneError(f"falconer rules to-crd {path} failed:\n{manifest.stderr}")
             self._create_missing(yaml.safe_load(manifest.stdout))
-        self._create_missing(instance_manifest(self.settings, self.node.name))
+        self._create_missing(instance_manifest(self.settings, self.node))
         for name, _ in rules:
             self._wait(f"FalcoRule {ns}/{name} to be compiled", lambda n=name: self._rule_checked(n))
 

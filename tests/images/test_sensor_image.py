@@ -101,3 +101,17 @@ def test_daemonset_gives_the_sensor_what_the_image_leaves_to_the_node() -> None:
     context = container["securityContext"]
     assert context["privileged"] is False and context["capabilities"]["drop"] == ["ALL"]
     assert set(images.SENSOR_CAPABILITIES) <= set(context["capabilities"]["add"])
+
+
+def test_base_covers_every_runtime_dependency() -> None:
+    """Each dependency in pyproject.toml comes from a Debian package or a pinned wheel
+    of the sensor's base (a dependency added to one but not the other broke the pod)."""
+    import re
+    import tomllib
+
+    deps = tomllib.loads((images.ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~ \[;]", d, maxsplit=1)[0].lower() for d in deps}
+    debian = {"pyyaml": "python3-yaml", "jinja2": "python3-jinja2", "cryptography": "python3-cryptography"}
+    pinned = {p.split("==")[0].lower() for p in images.BASE_PIP}
+    missing = {n for n in names if n not in pinned and debian.get(n) not in images.BASE_PACKAGES}
+    assert missing == set(), f"add to images.BASE_PIP or BASE_PACKAGES: {sorted(missing)}"
