@@ -27,6 +27,8 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 #: Seconds before a handler that hit an API failure is retried: doubling from the
 #: first to the last, so a lasting failure costs one request every few minutes.
 RETRY_FIRST, RETRY_MAX = 5.0, 300.0
+#: Seconds between two roll-ups of an instance's sensor reports into status.
+ROLLUP_EVERY_S = 5.0
 
 
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -123,6 +125,14 @@ def falcoinstance_changed(namespace: str | None, name: str, retry: int, memo: ko
     """Render and apply the instance's ConfigMap, DaemonSet and RBAC; report status."""
     ns = _namespaced(namespace)
     _guard(f"FalcoInstance {ns}/{name}", lambda: _reconciler(memo).reconcile_instance(ns, name), retry)
+
+
+@kopf.timer(GROUP, VERSION, "falcoinstances", interval=ROLLUP_EVERY_S, initial_delay=ROLLUP_EVERY_S)
+def falcoinstance_rollup(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """Roll the sensors' reports (status.sensors, which no change handler sees) up into
+    the instance's and its FalcoRules' status; a reconcile that writes only differences."""
+    ns = _namespaced(namespace)
+    _guard(f"FalcoInstance {ns}/{name} roll-up", lambda: _reconciler(memo).reconcile_instance(ns, name))
 
 
 @kopf.on.delete(GROUP, VERSION, "falcoinstances")
