@@ -88,21 +88,21 @@ class Kube:
                 content_type: str = "application/json", query: Mapping[str, str] | None = None) -> Any:
         """One call to `path` (e.g. "/api/v1/namespaces/ns/events"); the decoded JSON answer."""
         import urllib3  # noqa: PLC0415
-        from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
 
         try:
-            data = self.client.call_api(
-                path, method, query_params=list((query or {}).items()),
+            params = self.client.param_serialize(
+                method, path, query_params=list((query or {}).items()),
                 header_params={"Content-Type": content_type, "Accept": "application/json"},
-                body=body, auth_settings=["BearerToken"], response_type=None,
-                _preload_content=False, _request_timeout=REQUEST_TIMEOUT_S)[0]
-        except ApiException as exc:
-            if exc.status in (429,) or (exc.status or 0) >= 500 or not exc.status:
-                raise KubeUnavailable(f"{method} {path}: HTTP {exc.status} {exc.reason}") from exc
-            raise KubeRejected(int(exc.status), f"{method} {path}: {_reason(exc.body)}") from exc
+                body=body, auth_settings=["BearerToken"])
+            answer = self.client.call_api(*params, _request_timeout=REQUEST_TIMEOUT_S)
+            raw = answer.read()
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
-        raw = data.data
+        status = int(answer.status)
+        if status == 429 or status >= 500:
+            raise KubeUnavailable(f"{method} {path}: HTTP {status}: {_reason(raw)}")
+        if not 200 <= status <= 299:
+            raise KubeRejected(status, f"{method} {path}: {_reason(raw)}")
         return json.loads(raw) if raw else None
 
     # -- the objects the sinks write ---------------------------------------------------

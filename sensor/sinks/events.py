@@ -8,12 +8,15 @@ flush (`flush_every_s`) and only while the write budget (a token bucket from
 Its name is derived from that identity and the node, so a restarted sensor continues
 the same Event (adding to the count the API server holds) instead of starting a new one.
 
-Facts from the Kubernetes API (core/v1 Event, `pkg/apis/core/validation/events.go`):
-`type` is Normal or Warning; `reason` is meant as a short UpperCamelCase word (at most
-128 characters), so a rule name that is not one is mapped (`reason_for`) and the rule
-name is kept in the message and the `falconer.io/rule` annotation; events.k8s.io limits
-the message (its `note`) to 1024 characters, so messages are cut there; Events of a
-Node live in namespace `default`, like kubelet's.
+What the API server accepts (checked on kube-apiserver v1.34): a core/v1 Event is
+created whatever its `reason` (spaces, 200 characters), `message` (5000 characters) or
+even `type`, but the same Event read or written through events.k8s.io/v1 must keep
+`reason` within 128 characters and the message (its `note`) within 1024 (the
+events.k8s.io/v1 API reference), and the convention is a short UpperCamelCase reason.
+So a rule name that is not such a word is mapped (`reason_for`), the rule name is kept
+in the message and the `falconer.io/rule` annotation, messages are cut to 1024
+characters, and `type` is Normal or Warning. Events of a Node live in namespace
+`default`, like kubelet's.
 """
 
 from __future__ import annotations
