@@ -28,6 +28,10 @@ from falconer.sensor.podmeta import PodMeta
 QUEUE_SIZE = 10_000
 #: Retry delays after a failed flush, seconds (the last one repeats).
 BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 10.0)
+#: An aggregate the API server keeps refusing (a deleted namespace, an invalid object)
+#: is retried at each flush for this long, then its waiting alerts are dropped (counted).
+#: Long enough for an API server that just restarted to sync its authorizers and CRDs.
+GIVE_UP_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,23 @@ class SinkStats:
     dropped: int = 0
     writes: int = 0
     failures: int = 0
+
+
+@dataclass
+class Aggregate:
+    """Alerts counted into one API object. The object's count is `base + total`;
+    `written` of the `total` have reached the API server."""
+
+    total: int = 0              # alerts absorbed (minus any dropped after refusals)
+    written: int = 0
+    base: int = 0               # the count the object had before this sensor wrote to it
+    created: bool = False
+    refused_since: float | None = None
+
+    @property
+    def dirty(self) -> bool:
+        """Whether alerts wait to be written."""
+        return self.total > self.written
 
 
 class Counters:
@@ -157,6 +178,26 @@ class ApiSink(Sink):
         """Alerts absorbed but not yet written (for the final report)."""
         return 0
 
+    def written(self, agg: Aggregate, total: int) -> None:
+        """The API server now holds `total` alerts of `agg`."""
+        self.counters.add("delivered", total - agg.written)
+        agg.written, agg.refused_since = total, None
+
+    def refused(self, agg: Aggregate, what: str, exc: Exception) -> None:
+        """The API server refused writing `agg`: keep its alerts for the next flush, and
+        drop them (counted, said) once refused for GIVE_UP_S; never blocks other objects."""
+        now = time.monotonic()
+        if agg.refused_since is None:
+            agg.refused_since = now
+            self.say(f"{what} refused, retrying for up to {GIVE_UP_S:.0f} s: {exc}")
+            return
+        if now - agg.refused_since < GIVE_UP_S:
+            return
+        lost = agg.total - agg.written
+        agg.total, agg.refused_since = agg.written, None
+        self.counters.add("dropped", lost)
+        self.say(f"{what} still refused after {GIVE_UP_S:.0f} s: {lost} alerts dropped: {exc}")
+
     # -- worker --------------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -170,9 +211,12 @@ class ApiSink(Sink):
             self._flush_now = False
             try:
                 self.flush()
-            except KubeUnavailable as exc:
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any failure
                 self.counters.add("failures")
-                self._outage(exc)
+                if isinstance(exc, KubeUnavailable):
+                    self._outage(exc)
+                else:
+                    self.say(f"flush failed, retrying with backoff: {exc!r}")
                 if stopping:
                     return
                 next_flush = time.monotonic() + BACKOFF_S[min(attempt, len(BACKOFF_S) - 1)]

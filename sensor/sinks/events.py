@@ -24,12 +24,12 @@ from __future__ import annotations
 import datetime
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from falconer.sensor.alerts import TokenBucket
 from falconer.sensor.kube import Kube, KubeRejected, events_path
-from falconer.sensor.sinks.base import ApiSink, Delivery
+from falconer.sensor.sinks.base import Aggregate, ApiSink, Delivery
 
 #: The Event's source component and reportingComponent.
 COMPONENT = "falconer-sensor"
@@ -73,23 +73,15 @@ def rfc3339(ns: int) -> str:
 
 
 @dataclass
-class _Aggregate:
+class _Aggregate(Aggregate):
     """One Event as this sensor knows it."""
 
-    namespace: str
-    name: str
-    body: dict[str, Any]        # the Event without count, message and timestamps
-    first_ns: int
+    namespace: str = ""
+    name: str = ""
+    body: dict[str, Any] = field(default_factory=dict)  # without count, message, timestamps
+    first_ns: int = 0
     last_ns: int = 0
     message: str = ""
-    total: int = 0              # alerts absorbed
-    written: int = 0            # of those, how many the API server's count holds
-    base: int = 0               # the count the Event had before this sensor wrote to it
-    created: bool = False
-
-    @property
-    def dirty(self) -> bool:
-        return self.total > self.written
 
 
 class EventsSink(ApiSink):
@@ -127,8 +119,8 @@ class EventsSink(ApiSink):
             if not self._make_room():
                 self.counters.add("dropped")
                 return
-            agg = _Aggregate(namespace, key[1], self._body(involved, namespace, key[1], alert.rule, reason, type_),
-                             first_ns=alert.time_ns)
+            agg = _Aggregate(namespace=namespace, name=key[1], first_ns=alert.time_ns,
+                             body=self._body(involved, namespace, key[1], alert.rule, reason, type_))
             self._events[key] = agg
         agg.total += 1
         agg.last_ns = max(agg.last_ns, alert.time_ns)
@@ -186,12 +178,9 @@ class EventsSink(ApiSink):
             if exc.status == 404 and agg.created:  # expired (the Event TTL): start it again
                 agg.created, agg.base = False, -agg.written
                 return
-            lost, agg.written = total - agg.written, total
-            self.counters.add("dropped", lost)
-            self.say(f"Event {agg.namespace}/{agg.name} refused ({lost} alerts dropped): {exc}")
+            self.refused(agg, f"Event {agg.namespace}/{agg.name}", exc)
             return
-        self.counters.add("delivered", total - agg.written)
-        agg.written = total
+        self.written(agg, total)
 
     def _create(self, agg: _Aggregate, changes: dict[str, Any]) -> None:
         """POST the Event; if it exists (a restarted sensor), continue its count."""

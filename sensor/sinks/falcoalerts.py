@@ -24,13 +24,13 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from falconer.sensor.alerts import TokenBucket
 from falconer.sensor.kube import GROUP_VERSION, Kube, KubeRejected, falcoalerts_path
 from falconer.sensor.podmeta import PodMeta
-from falconer.sensor.sinks.base import ApiSink, Delivery
+from falconer.sensor.sinks.base import Aggregate, ApiSink, Delivery
 from falconer.sensor.sinks.events import rfc3339
 
 #: Label naming the node whose sensor writes the FalcoAlert.
@@ -56,23 +56,17 @@ def _slug(text: str) -> str:
 
 
 @dataclass
-class _Aggregate:
-    namespace: str
-    name: str
-    spec: dict[str, Any]
-    first: str
+class _Aggregate(Aggregate):
+    """One FalcoAlert as this sensor knows it."""
+
+    namespace: str = ""
+    name: str = ""
+    spec: dict[str, Any] = field(default_factory=dict)
+    first: str = ""
     last: str = ""
     output: str = ""
     fields: dict[str, Any] | None = None
     pod: dict[str, str] | None = None
-    total: int = 0
-    written: int = 0
-    base: int = 0
-    created: bool = False
-
-    @property
-    def dirty(self) -> bool:
-        return self.total > self.written
 
 
 class FalcoAlertsSink(ApiSink):
@@ -116,7 +110,7 @@ class FalcoAlertsSink(ApiSink):
                                     "tags": list(alert.tags), "node": self.node, "instance": self.instance}
             if kind:
                 spec["workload"] = {"kind": kind, "name": wl_name}
-            agg = _Aggregate(namespace, key[1], spec, first=rfc3339(alert.time_ns))
+            agg = _Aggregate(namespace=namespace, name=key[1], spec=spec, first=rfc3339(alert.time_ns))
             self._alerts[key] = agg
         agg.total += 1
         agg.last = rfc3339(alert.time_ns)
@@ -144,8 +138,11 @@ class FalcoAlertsSink(ApiSink):
         now = time.monotonic()
         for namespace, due in list(self._gc_due.items()):
             if now >= due:
-                self._gc(namespace)
                 self._gc_due[namespace] = now + GC_EVERY_S
+                try:
+                    self._gc(namespace)
+                except KubeRejected as exc:
+                    self.say(f"the cap of FalcoAlerts in {namespace} could not be enforced: {exc}")
 
     def _write(self, agg: _Aggregate) -> None:
         total = agg.total
@@ -161,12 +158,9 @@ class FalcoAlertsSink(ApiSink):
             if exc.status == 404 and agg.created:  # removed by the cap or by hand: make it again
                 agg.created, agg.base = False, -agg.written
                 return
-            lost, agg.written = total - agg.written, total
-            self.counters.add("dropped", lost)
-            self.say(f"FalcoAlert {agg.namespace}/{agg.name} refused ({lost} alerts dropped): {exc}")
+            self.refused(agg, f"FalcoAlert {agg.namespace}/{agg.name}", exc)
             return
-        self.counters.add("delivered", total - agg.written)
-        agg.written = total
+        self.written(agg, total)
 
     def _create(self, agg: _Aggregate) -> None:
         """Create the FalcoAlert; an existing one (a restarted sensor) keeps its count."""
