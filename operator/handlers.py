@@ -46,6 +46,15 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         return cast(kopf.BodyEssence, {"digest": hashlib.sha256(canonical.encode()).hexdigest()})
 
 
+class QuietRollup(logging.Filter):
+    """Drops kopf's "Timer 'falcoinstance_rollup' succeeded." lines: the roll-up runs every
+    few seconds by design, and an idle operator must log nothing (its failures still log)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for the roll-up timer's success line only."""
+        return record.getMessage() != f"Timer {falcoinstance_rollup.__name__!r} succeeded."
+
+
 def _reconciler(memo: kopf.Memo) -> Reconciler:
     """The process's Reconciler, made at startup (handlers run only after startup)."""
     reconciler: Reconciler = memo["reconciler"]
@@ -90,6 +99,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
+    logging.getLogger("kopf.objects").addFilter(QuietRollup())
     config.load_config()  # type: ignore[no-untyped-call]
     memo["reconciler"] = Reconciler(Kube(client.ApiClient()), _post_event)
 
