@@ -52,7 +52,7 @@ class QuietRollup(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         """False for the roll-up timer's success line only."""
-        return record.getMessage() != f"Timer {falcoinstance_rollup.__name__!r} succeeded."
+        return record.getMessage() != "Timer 'falcoinstance_rollup' succeeded."
 
 
 def _reconciler(memo: kopf.Memo) -> Reconciler:

@@ -70,7 +70,7 @@ def api_client(kubeconfig: Path | None = None) -> Any:
     path = kubeconfig or (Path(os.environ["KUBECONFIG"]) if os.environ.get("KUBECONFIG") else None)
     try:
         if path is not None:
-            return config.new_client_from_config(config_file=str(path))
+            return config.new_client_from_config(config_file=str(path))  # type: ignore[no-untyped-call]
         config.load_incluster_config()  # type: ignore[no-untyped-call]
         return client.ApiClient()
     except (ConfigException, OSError, ValueError) as exc:
