@@ -289,11 +289,6 @@ class SinkSet:
         for sink in self.sinks:
             sink.offer(delivery)
 
-    def start(self) -> None:
-        """Start every sink's worker."""
-        for sink in self.sinks:
-            sink.start()
-
     def close(self, timeout_s: float = 5.0) -> None:
         """Close every sink (each gets up to `timeout_s` to deliver what it holds)."""
         for sink in self.sinks:
