@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
@@ -20,6 +21,7 @@ import kopf
 
 from falconer.operator.api import GROUP, MANAGED_BY, VERSION
 from falconer.operator.reconcile import Reconciler, TransientError
+from falconer.sensor.report import SENSORS_KEY
 
 T = TypeVar("T")
 #: kopf passes this logger type to handlers.
@@ -27,8 +29,9 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 #: Seconds before a handler that hit an API failure is retried: doubling from the
 #: first to the last, so a lasting failure costs one request every few minutes.
 RETRY_FIRST, RETRY_MAX = 5.0, 300.0
-#: Seconds between two roll-ups of an instance's sensor reports into status.
-ROLLUP_EVERY_S = 5.0
+#: Seconds between two resyncs of each FalcoInstance (`falconer operator --resync-seconds`
+#: sets $FALCONER_RESYNC_SECONDS before the handlers are imported).
+RESYNC_SECONDS = float(os.environ.get("FALCONER_RESYNC_SECONDS", "60"))
 
 
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -44,15 +47,6 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         essence = super().build(body=body, extra_fields=extra_fields)
         canonical = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
         return cast(kopf.BodyEssence, {"digest": hashlib.sha256(canonical.encode()).hexdigest()})
-
-
-class QuietRollup(logging.Filter):
-    """Drops kopf's "Timer 'falcoinstance_rollup' succeeded." lines: the roll-up runs every
-    few seconds by design, and an idle operator must log nothing (its failures still log)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """False for the roll-up timer's success line only."""
-        return record.getMessage() != "Timer 'falcoinstance_rollup' succeeded."
 
 
 def _reconciler(memo: kopf.Memo) -> Reconciler:
@@ -83,6 +77,17 @@ def _guard(what: str, fn: Callable[[], T], retry: int = 0) -> T:
         raise kopf.TemporaryError(f"{what}: {exc}", delay=delay) from exc
 
 
+class _QuietResync(logging.Filter):
+    """Drops kopf's line for every successful resync (one per instance per period) and
+    roll-up of sensor reports (one per report): an idle operator logs nothing; one that
+    fails or repairs something is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (record.levelno <= logging.INFO and "succeeded" in message
+                    and ("falcoinstance_resync" in message or "falcoinstance_reported" in message))
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Keep kopf's bookkeeping in annotations of our group (status is schema-checked)."""
@@ -96,10 +101,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     )
     settings.persistence.finalizer = "falconer.io/cleanup"
     settings.posting.level = logging.INFO
+    logging.getLogger("kopf.objects").addFilter(_QuietResync())
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
-    logging.getLogger("kopf.objects").addFilter(QuietRollup())
     config.load_config()  # type: ignore[no-untyped-call]
     memo["reconciler"] = Reconciler(Kube(client.ApiClient()), _post_event)
 
@@ -137,14 +142,6 @@ def falcoinstance_changed(namespace: str | None, name: str, retry: int, memo: ko
     _guard(f"FalcoInstance {ns}/{name}", lambda: _reconciler(memo).reconcile_instance(ns, name), retry)
 
 
-@kopf.timer(GROUP, VERSION, "falcoinstances", interval=ROLLUP_EVERY_S, initial_delay=ROLLUP_EVERY_S)
-def falcoinstance_rollup(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """Roll the sensors' reports (status.sensors, which no change handler sees) up into
-    the instance's and its FalcoRules' status; a reconcile that writes only differences."""
-    ns = _namespaced(namespace)
-    _guard(f"FalcoInstance {ns}/{name} roll-up", lambda: _reconciler(memo).reconcile_instance(ns, name))
-
-
 @kopf.on.delete(GROUP, VERSION, "falcoinstances")
 def falcoinstance_deleted(
     namespace: str | None, name: str, retry: int, logger: Logger, memo: kopf.Memo, **_: Any
@@ -155,13 +152,54 @@ def falcoinstance_deleted(
         logger.info("removed the sensor binding of %s/%s", ns, name)
 
 
-@kopf.on.event("apps", "v1", "daemonsets", labels=MANAGED_BY)
-def daemonset_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """A sensor DaemonSet changed (rollout progress, deletion): refresh its instance."""
-    instance = _reconciler(memo).instance_of_daemonset(_plain(body))
+def _owned_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo) -> None:
+    """Something an instance owns changed or vanished: reconcile the instance, which puts
+    back what drifted (compare-then-apply writes only what differs)."""
+    instance = _reconciler(memo).instance_of_owned(_plain(body))
     if instance:
         ns = _namespaced(namespace)
         _guard(f"FalcoInstance {ns}/{instance}", lambda: _reconciler(memo).reconcile_instance(ns, instance))
+
+
+@kopf.on.event("apps", "v1", "daemonsets", labels=MANAGED_BY)
+def daemonset_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A sensor DaemonSet changed (rollout progress, an edit, deletion)."""
+    _owned_event(body, namespace, memo)
+
+
+@kopf.on.event("", "v1", "configmaps", labels=MANAGED_BY)
+def configmap_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A rules ConfigMap was edited or deleted behind the operator's back."""
+    _owned_event(body, namespace, memo)
+
+
+@kopf.on.event("", "v1", "serviceaccounts", labels=MANAGED_BY)
+def serviceaccount_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A sensor ServiceAccount was edited or deleted behind the operator's back."""
+    _owned_event(body, namespace, memo)
+
+
+@kopf.timer(GROUP, VERSION, "falcoinstances", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+def falcoinstance_resync(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """The periodic resync: whatever a watch missed (the sensor's ClusterRoleBinding, which
+    is cluster-scoped and not watched; events lost while the API server was away) is put
+    back within one period. Compare-then-apply makes a resync of a healthy instance reads only."""
+    ns = _namespaced(namespace)
+    _guard(f"FalcoInstance {ns}/{name} resync", lambda: _reconciler(memo).reconcile_instance(ns, name))
+
+
+def _reported(type: str | None, body: kopf.Body, **_: Any) -> bool:
+    """kopf's `when` filter: an instance changed and carries sensor reports (a sensor's
+    status write, or the operator's own, which rolls up to no change and writes nothing)."""
+    return type == "MODIFIED" and bool((body.get("status") or {}).get(SENSORS_KEY))
+
+
+@kopf.on.event(GROUP, VERSION, "falcoinstances", when=_reported)
+def falcoinstance_reported(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A sensor reported (status.sensors, which no change handler sees): roll the reports
+    up into the instance's and its FalcoRules' status now, not at the next resync."""
+    ns = _namespaced(namespace)
+    _guard(f"FalcoInstance {ns}/{name} roll-up", lambda: _reconciler(memo).reconcile_instance(ns, name))
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

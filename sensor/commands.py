@@ -37,6 +37,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "(default: $KUBECONFIG, else the in-cluster ServiceAccount)")
     p.add_argument("--node-name", metavar="NAME",
                    help="the node this sensor watches (default: $NODE_NAME)")
+    p.add_argument("--cri-socket", metavar="PATH", default=None,
+                   help="the container runtime's CRI socket for container and pod metadata "
+                   "(default: /run/containerd/containerd.sock or /run/crio/crio.sock, "
+                   "whichever exists)")
     p.set_defaults(run=run)
 
 
@@ -75,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     opts = SensorOptions(rules=rules, json_output=args.json, capture=args.capture,
                          all_events=args.all_events, buffer_pages=args.buffer_pages,
-                         kubeconfig=args.kubeconfig, node_name=args.node_name)
+                         kubeconfig=args.kubeconfig, node_name=args.node_name,
+                         cri_socket=args.cri_socket)
     sensor = Sensor(opts)
     try:
         sensor.start()

@@ -24,11 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from falconer.engine import Alert, Engine, Event
-from falconer.sensor import alerts, kube, probe, record, syscalls
+from falconer.engine import Alert, Engine
+from falconer.sensor import alerts, cri, kube, metadata, probe, record, syscalls
 from falconer.sensor.capture import CaptureWriter
 from falconer.sensor.config import RulesInput, SensorConfig, Snapshot
 from falconer.sensor.drops import DropAccount
+from falconer.sensor.event import SensorEvent
+from falconer.sensor.podwatch import PodWatch
 from falconer.sensor.podmeta import PodMeta
 from falconer.sensor.rules_watcher import Failed, Loaded, RulesError, RulesWatcher
 from falconer.sensor.sinks.base import Delivery, Sink, SinkSet
@@ -45,13 +47,8 @@ CHECK_EVERY_S = 1.0
 #: Seconds the sinks get at shutdown to deliver what they hold.
 CLOSE_TIMEOUT_S = 5.0
 
-#: The pod an event came from (None: the host, or not known). The enrichment provides it.
-PodOf = Callable[[Event], PodMeta | None]
-
-
-def no_pod(_event: Event) -> PodMeta | None:
-    """The default `pod_of`: every event is a host event."""
-    return None
+#: The pod an event came from (None: the host, or not known); `metadata.pod_of` by default.
+PodOf = Callable[[SensorEvent], PodMeta | None]
 
 
 @dataclass
@@ -65,6 +62,7 @@ class SensorOptions:
     buffer_pages: int | None = None     # None: the config's bufferSizeBytes, or the default
     kubeconfig: Path | None = None      # None: $KUBECONFIG, else in-cluster
     node_name: str | None = None        # None: $NODE_NAME
+    cri_socket: str | None = None       # None: the first of cri.DEFAULT_SOCKETS that exists
 
 
 @dataclass
@@ -93,7 +91,7 @@ class Sensor:
     """One running sensor. `start()`, then `run()` until `stop()` (or a signal), `close()`."""
 
     def __init__(self, opts: SensorOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
-                 pod_of: PodOf = no_pod) -> None:
+                 pod_of: PodOf = metadata.pod_of) -> None:
         self.opts = opts
         self.err = err
         self.pod_of = pod_of
@@ -105,6 +103,7 @@ class Sensor:
         self.stdout = StdoutSink(out, err, self.tracker.hostname, json_output=opts.json_output)
         self.sinks = SinkSet([self.stdout])
         self.status: StatusReporter | None = None
+        self.pod_watch: PodWatch | None = None
         self.probe: probe.Probe | None = None
         self.capture: CaptureWriter | None = None
         self._capture_file: TextIO | None = None
@@ -126,6 +125,7 @@ class Sensor:
         self._apply_config(loaded.snapshot)
         self._start_api_sinks(loaded.snapshot.config)
         probe.preflight()
+        self._connect_cri()
         self.tracker.seed()
         self.probe = probe.Probe(self._buffer_pages(loaded.snapshot))
         apply_filter(self.probe, self._wanted(self.engine))
@@ -136,6 +136,25 @@ class Sensor:
         self._report_loaded(loaded)
         self._say(f"falconer sensor: watching {len(self.probe.forwarded)} syscalls, "
                   f"{len(self.tracker.procs)} processes known")
+
+    def _connect_cri(self) -> None:
+        """Give the metadata resolver the container runtime's socket, when there is one."""
+        path = self.opts.cri_socket or next(
+            (p for p in cri.DEFAULT_SOCKETS if Path(p).is_socket()), None)
+        if path is None:
+            self._say("falconer sensor: no CRI socket; container fields beyond container.id "
+                      "come only from the pod watch")
+            return
+        client = cri.CriClient(path)
+        try:
+            version = client.version()
+        except cri.CriError as exc:
+            self._say(f"falconer sensor: CRI socket {path} does not answer ({exc}); "
+                      "asking again per container")
+        else:
+            self._say(f"falconer sensor: container metadata from {version.runtime_name} "
+                      f"{version.runtime_version} ({path})")
+        self.tracker.metadata.cri = client
 
     def install_signals(self) -> None:
         """SIGINT/SIGTERM stop the loop; SIGHUP reloads the rules."""
@@ -181,6 +200,8 @@ class Sensor:
         if self._capture_file is not None:
             self._capture_file.close()
             self._capture_file = None
+        if self.pod_watch is not None:
+            self.pod_watch.stop()
         self.sinks.close(CLOSE_TIMEOUT_S)
         self._say(self.summary())
 
@@ -193,6 +214,7 @@ class Sensor:
                  f"events not evaluated (errors): {s.failed}",
                  f"alerts not written (stdout failed): {self.stdout.stats().dropped}",
                  f"processes evicted from the table: {self.tracker.procs.evicted}",
+                 self.tracker.metadata.report(),
                  f"descriptors evicted from full fd tables: {Process.fds_evicted}, "
                  f"user/group names evicted from the cache: {self.tracker.users.evicted}"]
         for name, st in self.sinks.stats().items():
@@ -322,6 +344,9 @@ class Sensor:
                                       ("falcoAlerts", config.falco_alerts), ("status", True)) if on]
             self._say(f"falconer sensor: not delivered: {', '.join(wanted)}: {exc}")
             return
+        self.pod_watch = PodWatch(self.api_client(), node)
+        self.pod_watch.start()
+        self.tracker.metadata.follow(self.pod_watch)
         ns, name = config.instance_namespace, config.instance_name
         api: list[Sink] = []
         if config.kubernetes_events:
