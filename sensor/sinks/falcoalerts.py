@@ -3,9 +3,9 @@
 `kubectl get falcoalerts -A` is the admin's view. A FalcoAlert lives in the pod's
 namespace (the FalcoInstance's for host events) under a name derived from its identity,
 so a restarted sensor continues the same object and adds to its count. Its `spec` is
-the identity (rule, priority, source, tags, node, instance, workload); its `status`
-holds the count, first and last seen, the last output, its output fields and the last
-pod.
+the identity (rule, priority, source, tags, node, instance, workload) and the pod of the
+first alert; its `status` holds the count, first and last seen, the last output, its
+output fields and the last alert's pod.
 
 Writes are bounded per node: each FalcoAlert with new alerts is written at most once per
 flush (`flush_every_s`), and only while a token bucket (`outputs.rateLimit`: perSecond,
@@ -108,7 +108,8 @@ class FalcoAlertsSink(ApiSink):
                 return
             spec: dict[str, Any] = {"rule": alert.rule, "priority": alert.priority, "source": alert.source,
                                     "tags": list(alert.tags), "node": self.node, "instance": self.instance}
-            if kind:
+            if pod is not None:
+                spec["pod"] = _pod_ref(pod)
                 spec["workload"] = {"kind": kind, "name": wl_name}
             agg = _Aggregate(namespace=namespace, name=key[1], spec=spec, first=rfc3339(alert.time_ns))
             self._alerts[key] = agg
@@ -116,7 +117,7 @@ class FalcoAlertsSink(ApiSink):
         agg.last = rfc3339(alert.time_ns)
         agg.output = alert.output
         agg.fields = {k: UNKNOWN if v is None else v for k, v in alert.output_fields.items()}
-        agg.pod = {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid} if pod is not None else None
+        agg.pod = _pod_ref(pod) if pod is not None else None
 
     def _make_room(self) -> bool:
         if len(self._alerts) < self.max_aggregates:
@@ -213,6 +214,11 @@ def _workload(pod: PodMeta | None) -> tuple[str, str]:
     if pod.workload is not None:
         return pod.workload.kind, pod.workload.name
     return "Pod", pod.name
+
+
+def _pod_ref(pod: PodMeta) -> dict[str, str]:
+    """A FalcoAlert's reference to a pod."""
+    return {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid}
 
 
 def _label(value: str) -> str:

@@ -158,7 +158,8 @@ def test_instance_schema() -> None:
 def test_alert_schema() -> None:
     alert = {"apiVersion": "falconer.io/v1alpha1", "kind": "FalcoAlert", "metadata": {"name": "a"},
              "spec": {"rule": "Terminal shell in container", "priority": "Notice", "source": "syscall",
-                      "tags": ["T1059"], "node": "n1", "workload": {"kind": "Deployment", "name": "web"}},
+                      "tags": ["T1059"], "node": "n1", "pod": {"name": "p", "namespace": "ns", "uid": "u"},
+                      "workload": {"kind": "Deployment", "name": "web"}},
              "status": {"count": 3, "firstSeen": "2026-11-25T08:00:00Z", "lastSeen": "2026-11-25T08:01:00Z",
                         "lastOutput": "x", "lastOutputFields": {"proc.name": "bash", "proc.pid": 4},
                         "pod": {"name": "p", "namespace": "ns", "uid": "u"}}}

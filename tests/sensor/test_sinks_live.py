@@ -116,6 +116,7 @@ def test_falcoalerts_one_per_rule_workload_node(sensor_api, admin, kube_namespac
     fa = items[alert_name(SHELL, "Deployment", "web", NODE)]
     assert fa["spec"] == {"rule": SHELL, "priority": "Notice", "source": "syscall", "tags": ["container", "T1059"],
                           "node": NODE, "instance": f"{kube_namespace}/{INSTANCE}",
+                          "pod": {"namespace": kube_namespace, "name": "web-1", "uid": a.uid},
                           "workload": {"kind": "Deployment", "name": "web"}}
     st = fa["status"]
     assert st["count"] == 42 and st["firstSeen"] <= st["lastSeen"]
