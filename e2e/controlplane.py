@@ -157,6 +157,20 @@ class ControlPlane:
 
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
+    def stop_apiserver(self) -> None:
+        """Stop only the API server (etcd and the controllers keep running), to test
+        clients through an outage; `start_apiserver()` brings it back on the same port."""
+        self._child("kube-apiserver").stop()
+
+    def start_apiserver(self) -> None:
+        """Start the stopped API server again; returns once /readyz is ok."""
+        child = self._child("kube-apiserver")
+        child.start()
+        self._wait(child, f"{self.server}/readyz", time.monotonic() + self.start_timeout, expect=b"ok")
+
+    def _child(self, name: str) -> processes.Child:
+        return next(c for c in self._children if c.name == name)
+
     def log(self, component: str) -> Path:
         """The log file of `component` ("etcd", "kube-apiserver", ...)."""
         return self.work_dir / "logs" / f"{component}.log"

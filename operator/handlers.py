@@ -21,6 +21,7 @@ import kopf
 
 from falconer.operator.api import GROUP, MANAGED_BY, VERSION
 from falconer.operator.reconcile import Reconciler, TransientError
+from falconer.sensor.report import SENSORS_KEY
 
 T = TypeVar("T")
 #: kopf passes this logger type to handlers.
@@ -77,12 +78,14 @@ def _guard(what: str, fn: Callable[[], T], retry: int = 0) -> T:
 
 
 class _QuietResync(logging.Filter):
-    """Drops kopf's line for every successful resync (one per instance per period): an idle
-    operator logs nothing; a resync that fails or repairs something is still logged."""
+    """Drops kopf's line for every successful resync (one per instance per period) and
+    roll-up of sensor reports (one per report): an idle operator logs nothing; one that
+    fails or repairs something is still logged."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno <= logging.INFO and "falcoinstance_resync" in record.getMessage()
-                    and "succeeded" in record.getMessage())
+        message = record.getMessage()
+        return not (record.levelno <= logging.INFO and "succeeded" in message
+                    and ("falcoinstance_resync" in message or "falcoinstance_reported" in message))
 
 
 @kopf.on.startup()
@@ -183,6 +186,20 @@ def falcoinstance_resync(namespace: str | None, name: str, memo: kopf.Memo, **_:
     back within one period. Compare-then-apply makes a resync of a healthy instance reads only."""
     ns = _namespaced(namespace)
     _guard(f"FalcoInstance {ns}/{name} resync", lambda: _reconciler(memo).reconcile_instance(ns, name))
+
+
+def _reported(type: str | None, body: kopf.Body, **_: Any) -> bool:
+    """kopf's `when` filter: an instance changed and carries sensor reports (a sensor's
+    status write, or the operator's own, which rolls up to no change and writes nothing)."""
+    return type == "MODIFIED" and bool((body.get("status") or {}).get(SENSORS_KEY))
+
+
+@kopf.on.event(GROUP, VERSION, "falcoinstances", when=_reported)
+def falcoinstance_reported(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """A sensor reported (status.sensors, which no change handler sees): roll the reports
+    up into the instance's and its FalcoRules' status now, not at the next resync."""
+    ns = _namespaced(namespace)
+    _guard(f"FalcoInstance {ns}/{name} roll-up", lambda: _reconciler(memo).reconcile_instance(ns, name))
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

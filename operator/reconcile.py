@@ -14,18 +14,21 @@ Errors split in two:
 
 from __future__ import annotations
 
+import datetime
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import yaml
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 from urllib3.exceptions import HTTPError
 
-from falconer.operator import render, rules, selectors, status
+from falconer.operator import render, rollup, rules, selectors, status
 from falconer.operator.api import API_VERSION, RULES_HASH_ANNOTATION
 from falconer.operator.kube import Kube
 from falconer.operator.ruleyaml import RuleText
+from falconer.sensor.report import FALCO_RULES_KEY, SENSORS_KEY
 
 #: HTTP statuses that mean "this object is wrong", not "try again".
 PERMANENT_HTTP = frozenset({400, 403, 404, 422})
@@ -104,9 +107,10 @@ class Reconciler:
             compiled = rules.merge_contexts(in_context)
         selected_by = len(selecting)
         old = body.get("status") or {}
-        new, verdicts = status.rule_status(
-            old, compiled, text.digest if text else None, selected_by, int(meta.get("generation") or 0)
-        )
+        generation = int(meta.get("generation") or 0)
+        new, verdicts = status.rule_status(old, compiled, text.digest if text else None, selected_by, generation)
+        new.update(rollup.rule_rollup(meta["namespace"], meta["name"], generation, rollup.defined_rules(body.get("spec")),
+                                      instances, datetime.datetime.now(datetime.UTC)))
         self._write_status("FalcoRule", body, new, status.rule_events(old.get("conditions"), verdicts))
 
     def _compiled_in(self, instance: dict[str, Any], rule_name: str) -> rules.Compiled | None:
@@ -157,7 +161,7 @@ class Reconciler:
         texts = [s.text for s in chosen if s.text is not None]
         options = rules.engine_options(spec["minPriority"], spec["ruleMatching"], render.selection_actions(spec))
         combined = rules.compile_texts(texts, options)
-        rendered = render.render_instance(body, texts)
+        rendered = render.render_instance(body, texts, _shipped_generations(chosen, live_data))
         objects = rendered.objects()
         if not combined.valid:
             # Keep the last valid rules: everything but the ConfigMap is still applied.
@@ -239,7 +243,9 @@ class Reconciler:
         generation = int(meta.get("generation") or 0)
         names = render.Names.for_instance(meta["namespace"], meta["name"])
         old = body.get("status") or {}
-        verdicts = status.instance_verdicts(state)
+        sensors = rollup.instance_rollup(old, rules_hash or "", datetime.datetime.now(datetime.UTC))
+        verdicts = [*status.instance_verdicts(state), sensors.verdict,
+                    rollup.outputs_verdict(render.with_defaults(body.get("spec")).get("outputs"))]
         new: dict[str, Any] = {
             "observedGeneration": generation,
             "conditions": status.merge_conditions(old.get("conditions"), verdicts, generation, status.now()),
@@ -252,7 +258,11 @@ class Reconciler:
             "counts": combined.counts if combined else {"rules": 0, "macros": 0, "lists": 0},
             "errors": [f.to_status(with_rule=True) for f in (combined.errors if combined else ())],
             "warnings": [f.to_status(with_rule=True) for f in (combined.warnings if combined else ())],
+            "sensorsReporting": sensors.reporting,
+            "sensorsCurrent": sensors.current,
         }
+        if sensors.stale_nodes:  # merge patch: null removes the report of a sensor that is gone
+            new[SENSORS_KEY] = dict.fromkeys(sensors.stale_nodes)
         self._write_status("FalcoInstance", body, new, status.instance_events(old.get("conditions"), verdicts))
 
     def _update_rule_counts(self, namespace: str) -> None:
@@ -340,6 +350,20 @@ def _selects(instance: dict[str, Any], labels: dict[str, str]) -> bool:
         return selectors.matches((instance.get("spec") or {}).get("ruleSelector"), labels)
     except selectors.SelectorError:
         return False
+
+
+def _shipped_generations(chosen: Sequence[Selected], live_data: dict[str, str]) -> dict[str, int]:
+    """The generation whose text each FalcoRule ships: its own when valid, else the one
+    the live ConfigMap recorded for the last valid text it keeps (0 when unknown), so a
+    sensor never reports a generation it was not given."""
+    live: dict[str, int] = {}
+    try:
+        doc = yaml.safe_load(live_data.get(render.CONFIG_FILE, "")) or {}
+        for entry in doc.get(FALCO_RULES_KEY) or () if isinstance(doc, dict) else ():
+            live[str(entry["name"])] = int(entry["generation"])
+    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+        live = {}
+    return {s.name: s.generation if s.valid else live.get(s.name, 0) for s in chosen if s.text is not None}
 
 
 def _live_hash(configmap: dict[str, Any] | None) -> str | None:

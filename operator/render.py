@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +20,7 @@ import yaml
 
 from falconer.operator.api import API_VERSION, MANAGED_BY, RULES_HASH_ANNOTATION
 from falconer.operator.ruleyaml import RuleText
+from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
 
 #: The ClusterRole every sensor is bound to (installed with the operator).
 SENSOR_CLUSTER_ROLE = "falconer-sensor"
@@ -57,6 +58,7 @@ class Names:
     daemonset: str
     serviceaccount: str
     clusterrolebinding: str
+    role: str                   # the Role (and RoleBinding) for the instance's status
 
     @classmethod
     def for_instance(cls, namespace: str, name: str) -> Names:
@@ -66,6 +68,7 @@ class Names:
             daemonset=f"{name}-sensor",
             serviceaccount=f"{name}-sensor",
             clusterrolebinding=f"falconer-sensor:{namespace}:{name}",
+            role=f"{name}-sensor-status",
         )
 
 
@@ -75,6 +78,8 @@ class Rendered:
 
     serviceaccount: dict[str, Any]
     clusterrolebinding: dict[str, Any]
+    role: dict[str, Any]
+    rolebinding: dict[str, Any]
     configmap: dict[str, Any]
     daemonset: dict[str, Any]
     rules_hash: str
@@ -82,7 +87,8 @@ class Rendered:
 
     def objects(self) -> list[dict[str, Any]]:
         """Apply order: identity first, then configuration, then the workload."""
-        return [self.serviceaccount, self.clusterrolebinding, self.configmap, self.daemonset]
+        return [self.serviceaccount, self.clusterrolebinding, self.role, self.rolebinding, self.configmap,
+                self.daemonset]
 
 
 def with_defaults(spec: dict[str, Any] | None) -> dict[str, Any]:
@@ -128,11 +134,16 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()[:16]
 
 
-def sensor_config(namespace: str, name: str, spec: dict[str, Any], files: Sequence[RuleText]) -> dict[str, Any]:
-    """The sensor's configuration file (falconer.yaml) for this instance."""
+def sensor_config(namespace: str, name: str, spec: dict[str, Any], files: Sequence[RuleText],
+                  generations: Mapping[str, int]) -> dict[str, Any]:
+    """The sensor's configuration file (falconer.yaml) for this instance, without its
+    `rulesHash` (which covers this text; `render_instance` adds it). `generations` maps a
+    FalcoRule's name to the generation whose text `files` holds (0 when unknown)."""
     return {
         "instance": {"namespace": namespace, "name": name},
         "rulesFiles": [rule_file_key(f.name) for f in files],
+        FALCO_RULES_KEY: [RulesOrigin(rule_file_key(f.name), namespace, f.name, generations.get(f.name, 0)).to_config()
+                          for f in files],
         "engine": {
             "minPriority": spec["minPriority"],
             "ruleMatching": spec["ruleMatching"],
@@ -162,19 +173,24 @@ def config_hash(spec: dict[str, Any]) -> str:
     return _digest(json.dumps(settings, sort_keys=True))
 
 
-def render_instance(instance: dict[str, Any], files: Sequence[RuleText]) -> Rendered:
-    """All manifests for `instance` running `files` (FalcoRule texts in load order)."""
+def render_instance(instance: dict[str, Any], files: Sequence[RuleText],
+                    generations: Mapping[str, int] | None = None) -> Rendered:
+    """All manifests for `instance` running `files` (FalcoRule texts in load order, each
+    from the generation `generations` gives for its name)."""
     meta = instance["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     spec = with_defaults(instance.get("spec"))
     names = Names.for_instance(namespace, name)
-    config_text = yaml.safe_dump(sensor_config(namespace, name, spec, files), sort_keys=False)
+    config = sensor_config(namespace, name, spec, files, generations or {})
     rule_files = [{"key": rule_file_key(f.name), "text": f.text} for f in files]
-    rules_hash = _digest(config_text, *(f"{r['key']}\0{r['text']}" for r in rule_files))
+    rules_hash = _digest(yaml.safe_dump(config, sort_keys=False),
+                         *(f"{r['key']}\0{r['text']}" for r in rule_files))
+    config_text = yaml.safe_dump({RULES_HASH_KEY: rules_hash, **config}, sort_keys=False)
     labels = {"app.kubernetes.io/name": "falconer-sensor", INSTANCE_LABEL: name, **MANAGED_BY}
     context = {
         "names": names,
         "namespace": namespace,
+        "instance_name": name,
         "labels": labels,
         "selector": {"app.kubernetes.io/name": "falconer-sensor", INSTANCE_LABEL: name},
         "owner_references": [owner_reference(instance)],
@@ -188,10 +204,12 @@ def render_instance(instance: dict[str, Any], files: Sequence[RuleText]) -> Rend
         "config_file": CONFIG_FILE,
         "rules_hash_annotation": RULES_HASH_ANNOTATION,
     }
-    sa, crb = yaml.safe_load_all(_ENV.get_template("rbac.yaml.j2").render(context))
+    sa, crb, role, rolebinding = yaml.safe_load_all(_ENV.get_template("rbac.yaml.j2").render(context))
     return Rendered(
         serviceaccount=sa,
         clusterrolebinding=crb,
+        role=role,
+        rolebinding=rolebinding,
         configmap=yaml.safe_load(_ENV.get_template("configmap.yaml.j2").render(context)),
         daemonset=yaml.safe_load(_ENV.get_template("daemonset.yaml.j2").render(context)),
         rules_hash=rules_hash,

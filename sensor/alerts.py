@@ -45,3 +45,17 @@ def drop_alert(n_drops: int, n_ring: int, n_stash: int, n_evts: int) -> Alert:
                        "n_drops_inflight": n_stash, "n_evts": n_evts},
         time_ns=time.time_ns(), tags=[],
     )
+
+
+RELOAD_RULE = "Falco internal: rules reload failed"
+
+
+def reload_failed_alert(reason: str) -> Alert:
+    """The alert for a rules change that could not be loaded (the previous rules keep
+    running). Falconer's own internal alert, named in the style of Falco's."""
+    first = reason.strip().splitlines()[0] if reason.strip() else "unknown reason"
+    return Alert(
+        rule=RELOAD_RULE, priority="Error", source="internal",
+        output=f"{RELOAD_RULE}, keeping the previous rules: {first}",
+        output_fields={"reason": reason}, time_ns=time.time_ns(), tags=[],
+    )

@@ -32,6 +32,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--buffer-pages", type=int, default=None, metavar="N",
                    help="ring buffer size in pages (power of two; default: the config's "
                    "bufferSizeBytes, else 1024)")
+    p.add_argument("--kubeconfig", type=Path, metavar="FILE",
+                   help="Kubernetes API credentials for Events, FalcoAlerts and the status report "
+                   "(default: $KUBECONFIG, else the in-cluster ServiceAccount)")
+    p.add_argument("--node-name", metavar="NAME",
+                   help="the node this sensor watches (default: $NODE_NAME)")
     p.add_argument("--cri-socket", metavar="PATH", default=None,
                    help="the container runtime's CRI socket for container and pod metadata "
                    "(default: /run/containerd/containerd.sock or /run/crio/crio.sock, "
@@ -74,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     opts = SensorOptions(rules=rules, json_output=args.json, capture=args.capture,
                          all_events=args.all_events, buffer_pages=args.buffer_pages,
+                         kubeconfig=args.kubeconfig, node_name=args.node_name,
                          cri_socket=args.cri_socket)
     sensor = Sensor(opts)
     try:

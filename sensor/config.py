@@ -23,9 +23,13 @@ from typing import Any
 import yaml
 
 from falconer.engine import Engine, EngineOptions, RulesSource
+from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
 
-#: Outputs of FalcoInstance.spec.outputs this sensor delivers itself (stdout).
-SUPPORTED_OUTPUTS = frozenset({"stdout"})
+#: Outputs of FalcoInstance.spec.outputs this sensor delivers (the operator names the
+#: others in a status condition).
+SUPPORTED_OUTPUTS = frozenset({"stdout", "kubernetesEvents", "falcoAlerts"})
+#: outputs.rateLimit defaults (the FalcoInstance CRD's): API writes per second, burst.
+DEFAULT_RATE = (10.0, 100)
 #: The ring buffer size when neither the config nor the command line gives one.
 DEFAULT_BUFFER_BYTES = 8 << 20
 
@@ -45,6 +49,22 @@ class SensorConfig:
     json_output: bool
     buffer_pages: int
     unsupported_outputs: tuple[str, ...]   # configured outputs this sensor does not deliver
+    kubernetes_events: bool = False        # outputs.kubernetesEvents
+    falco_alerts: bool = False             # outputs.falcoAlerts
+    rate_per_second: float = DEFAULT_RATE[0]   # outputs.rateLimit.perSecond (API writes)
+    rate_burst: int = DEFAULT_RATE[1]          # outputs.rateLimit.burst
+    rules_hash: str = ""                   # the ConfigMap's falconer.io/rules-hash
+    falco_rules: tuple[RulesOrigin, ...] = ()  # where each rules file came from
+
+    @property
+    def instance_namespace(self) -> str:
+        """The FalcoInstance's namespace ("" when not given)."""
+        return self.instance.partition("/")[0] if "/" in self.instance else ""
+
+    @property
+    def instance_name(self) -> str:
+        """The FalcoInstance's name ("" when not given)."""
+        return self.instance.partition("/")[2]
 
 
 @dataclass(frozen=True)
@@ -99,8 +119,8 @@ def _engine_options(raw: dict[str, Any], path: str) -> EngineOptions:
     return opts
 
 
-def _outputs(raw: dict[str, Any], path: str) -> tuple[bool, bool, tuple[str, ...]]:
-    """(stdout enabled, JSON format, configured outputs this sensor does not deliver)."""
+def _outputs(raw: dict[str, Any], path: str) -> dict[str, Any]:
+    """SensorConfig's output fields from `outputs` (the instance's spec.outputs)."""
     stdout = _field(raw, "stdout", dict, f"{path}: outputs.", {})
     enabled = _field(stdout, "enabled", bool, f"{path}: outputs.stdout.", True)
     fmt = _field(stdout, "format", str, f"{path}: outputs.stdout.", "json")
@@ -108,7 +128,25 @@ def _outputs(raw: dict[str, Any], path: str) -> tuple[bool, bool, tuple[str, ...
         raise ConfigError(f"{path}: outputs.stdout.format: expected json or text, got {fmt!r}")
     unsupported = tuple(sorted(k for k, v in raw.items()
                                if k not in SUPPORTED_OUTPUTS and k != "rateLimit" and v not in (False, None)))
-    return enabled, fmt == "json", unsupported
+    limit = _field(raw, "rateLimit", dict, f"{path}: outputs.", {})
+    rate = float(_field(limit, "perSecond", (int, float), f"{path}: outputs.rateLimit.", DEFAULT_RATE[0]))
+    burst = _field(limit, "burst", int, f"{path}: outputs.rateLimit.", DEFAULT_RATE[1])
+    if rate < 0 or burst < 1:
+        raise ConfigError(f"{path}: outputs.rateLimit: perSecond must be >= 0 and burst >= 1, "
+                          f"got {rate} and {burst}")
+    return {
+        "stdout_enabled": enabled, "json_output": fmt == "json", "unsupported_outputs": unsupported,
+        "kubernetes_events": _field(raw, "kubernetesEvents", bool, f"{path}: outputs.", False),
+        "falco_alerts": _field(raw, "falcoAlerts", bool, f"{path}: outputs.", True),
+        "rate_per_second": rate, "rate_burst": burst,
+    }
+
+
+def _origins(raw: list[Any], path: str) -> tuple[RulesOrigin, ...]:
+    try:
+        return tuple(RulesOrigin.from_config(o, f"{path}: {FALCO_RULES_KEY}[{i}]") for i, o in enumerate(raw))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def parse(text: str, path: Path) -> SensorConfig:
@@ -125,7 +163,7 @@ def parse(text: str, path: Path) -> SensorConfig:
     if not files or not all(isinstance(f, str) and f for f in files):
         raise ConfigError(f"{path}: rulesFiles: expected a non-empty list of file names")
     instance = _field(doc, "instance", dict, f"{path}: ", {})
-    enabled, json_output, unsupported = _outputs(_field(doc, "outputs", dict, f"{path}: ", {}), str(path))
+    outputs = _outputs(_field(doc, "outputs", dict, f"{path}: ", {}), str(path))
     size = _field(doc, "bufferSizeBytes", int, f"{path}: ", DEFAULT_BUFFER_BYTES)
     if size < 4096:
         raise ConfigError(f"{path}: bufferSizeBytes: must be at least 4096, got {size}")
@@ -133,10 +171,10 @@ def parse(text: str, path: Path) -> SensorConfig:
         instance="/".join(str(instance[k]) for k in ("namespace", "name") if instance.get(k)),
         rules_files=tuple(path.parent / f for f in files),
         engine=_engine_options(_field(doc, "engine", dict, f"{path}: ", {}), str(path)),
-        stdout_enabled=enabled,
-        json_output=json_output,
         buffer_pages=buffer_pages(size),
-        unsupported_outputs=unsupported,
+        rules_hash=_field(doc, RULES_HASH_KEY, str, f"{path}: ", ""),
+        falco_rules=_origins(_field(doc, FALCO_RULES_KEY, list, f"{path}: ", []), str(path)),
+        **outputs,
     )
 
 

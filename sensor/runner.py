@@ -1,36 +1,54 @@
-"""The sensor's main loop: kernel records -> state -> engine -> alerts.
+"""The sensor's event loop: kernel records -> state -> engine -> sinks.
 
 It owns the life cycle users see: load rules, compile and attach the probe, seed the
-process table from /proc, then poll the ring buffer until SIGINT/SIGTERM. Once a second
-the rules input (`--rules` files, or a `--config` file and the rules it names) is read
-again and reloaded when its content changed (mtimes mean nothing when kubelet swaps a
-ConfigMap's `..data` symlink), or on SIGHUP; a missing or broken config, or rules with
-errors, keep the rules already running. Lost records are checked once a second and
-reported as Falco's internal drop alert (rate limited) and in the final summary.
+process table from /proc, start the sinks, then poll the ring buffer until SIGINT/SIGTERM.
+The parts it drives live in their own modules: the rules watcher
+(`rules_watcher.RulesWatcher`, reload decisions), the sinks (`sinks/`: stdout, Kubernetes
+Events, FalcoAlerts, the status report), and drop accounting (`drops.DropAccount`).
+
+Once a second (or on SIGHUP) the watcher looks at the rules input; a clean load is
+switched in by `switch_rules`, which swaps the whole ruleset and the kernel-side syscall
+set at once without a gap; a broken one keeps the running rules, raises the internal
+"rules reload failed" alert and shows in the node's status report.
 """
 
 from __future__ import annotations
 
 import collections
-import json
 import signal
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from falconer.engine import Alert, Engine, LoadResult
-from falconer.sensor import alerts, cri, probe, record, syscalls
-from falconer.sensor.config import ConfigError, RulesInput, Snapshot
+from falconer.engine import Alert, Engine
+from falconer.sensor import alerts, cri, kube, metadata, probe, record, syscalls
 from falconer.sensor.capture import CaptureWriter
+from falconer.sensor.config import RulesInput, SensorConfig, Snapshot
+from falconer.sensor.drops import DropAccount
+from falconer.sensor.event import SensorEvent
+from falconer.sensor.podwatch import PodWatch
+from falconer.sensor.podmeta import PodMeta
+from falconer.sensor.rules_watcher import Failed, Loaded, RulesError, RulesWatcher
+from falconer.sensor.sinks.base import Delivery, Sink, SinkSet
+from falconer.sensor.sinks.events import EventsSink
+from falconer.sensor.sinks.falcoalerts import FalcoAlertsSink
+from falconer.sensor.sinks.status import StatusReporter
+from falconer.sensor.sinks.stdout import StdoutSink
 from falconer.sensor.state import Process
 from falconer.sensor.tracker import Tracker
 
 POLL_MS = 100
 MAX_COMPLAINTS = 20
 CHECK_EVERY_S = 1.0
+#: Seconds the sinks get at shutdown to deliver what they hold.
+CLOSE_TIMEOUT_S = 5.0
+
+#: The pod an event came from (None: the host, or not known); `metadata.pod_of` by default.
+PodOf = Callable[[SensorEvent], PodMeta | None]
 
 
 @dataclass
@@ -42,67 +60,80 @@ class SensorOptions:
     capture: Path | None = None
     all_events: bool = False
     buffer_pages: int | None = None     # None: the config's bufferSizeBytes, or the default
+    kubeconfig: Path | None = None      # None: $KUBECONFIG, else in-cluster
+    node_name: str | None = None        # None: $NODE_NAME
     cri_socket: str | None = None       # None: the first of cri.DEFAULT_SOCKETS that exists
 
 
 @dataclass
 class Stats:
-    """Counters for the summary and the drop alert."""
+    """Counters for the summary."""
 
     records: int = 0
     events: int = 0
-    dropped_ring: int = 0
-    dropped_stash: int = 0
     undecodable: int = 0
     failed: int = 0             # decoded, but state, capture or evaluation raised
-    unwritten: int = 0          # alerts that could not be written to stdout
     alerts: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
-class Sensor:
-    """One running sensor. `start()`, then `run()` until `stop()` (or a signal)."""
+def apply_filter(p: probe.Probe, types: frozenset[str] | None) -> None:
+    """Forward exactly what `types` (the rules' `evt.type`s; None: all) and the state
+    tracker need, so that the kernel drops the rest before it costs a record. The one
+    call into the probe's filter API."""
+    p.set_forwarded(syscalls.numbers_for(types))
 
-    def __init__(self, opts: SensorOptions, out: TextIO = sys.stdout,
-                 err: TextIO = sys.stderr) -> None:
+
+def _union(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
+    return None if a is None or b is None else a | b
+
+
+class Sensor:
+    """One running sensor. `start()`, then `run()` until `stop()` (or a signal), `close()`."""
+
+    def __init__(self, opts: SensorOptions, out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+                 pod_of: PodOf = metadata.pod_of) -> None:
         self.opts = opts
-        self.out = out
         self.err = err
+        self.pod_of = pod_of
         self.engine = Engine(opts.rules.engine)
-        self.json_output = opts.json_output
-        self.stdout_enabled = True
+        self.watcher = RulesWatcher(opts.rules, self._say)
         self.tracker = Tracker()
         self.stats = Stats()
-        self.drop_bucket = alerts.TokenBucket()
+        self.drops = DropAccount()
+        self.stdout = StdoutSink(out, err, self.tracker.hostname, json_output=opts.json_output)
+        self.sinks = SinkSet([self.stdout])
+        self.status: StatusReporter | None = None
+        self.pod_watch: PodWatch | None = None
         self.probe: probe.Probe | None = None
         self.capture: CaptureWriter | None = None
         self._capture_file: TextIO | None = None
-        self._digest = ""              # of the input the running rules came from
-        self._attempt = ""             # of the last input tried (digest or problem)
+        self._api_client: Any = None
+        self._config: SensorConfig | None = None
         self._stopping = False
         self._reload_requested = False
-        self._last_ring = self._last_stash = 0
 
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Load rules, compile and attach the probe, seed state. Raises on failure."""
+        """Load rules, start the sinks, compile and attach the probe, seed state.
+        Raises probe.ProbeError on failure."""
         try:
-            snap = self.opts.rules.read()
-        except ConfigError as exc:
-            raise probe.ProbeError(f"bad configuration: {exc}") from exc
-        result = self._load(snap)
-        if not result.ok:
-            raise probe.ProbeError("rules have errors:\n" + _format_errors(result))
-        self._apply_config(snap)
+            loaded = self.watcher.first()
+        except RulesError as exc:
+            raise probe.ProbeError(str(exc)) from exc
+        self.engine = loaded.engine
+        self._apply_config(loaded.snapshot)
+        self._start_api_sinks(loaded.snapshot.config)
         probe.preflight()
         self._connect_cri()
         self.tracker.seed()
-        self.probe = probe.Probe(self._buffer_pages(snap))
-        self._apply_event_filter()
+        self.probe = probe.Probe(self._buffer_pages(loaded.snapshot))
+        apply_filter(self.probe, self._wanted(self.engine))
         self.probe.open(self._on_record)
         if self.opts.capture is not None:
             self._capture_file = open(self.opts.capture, "w", encoding="utf-8")  # noqa: SIM115
             self.capture = CaptureWriter(self._capture_file)
+        self._report_loaded(loaded)
         self._say(f"falconer sensor: watching {len(self.probe.forwarded)} syscalls, "
                   f"{len(self.tracker.procs)} processes known")
 
@@ -139,8 +170,15 @@ class Sensor:
         """Ask for a rules reload at the next check."""
         self._reload_requested = True
 
+    def api_client(self) -> Any:
+        """The sensor's `kubernetes.client.ApiClient` (made on first use, see
+        `kube.api_client`); raises kube.KubeConfigError when there is no connection."""
+        if self._api_client is None:
+            self._api_client = kube.api_client(self.opts.kubeconfig)
+        return self._api_client
+
     def run(self, duration_s: float | None = None) -> None:
-        """Poll until stopped (or for `duration_s`), then drain and close."""
+        """Poll until stopped (or for `duration_s`), then drain."""
         assert self.probe is not None, "start() first"
         end = None if duration_s is None else time.monotonic() + duration_s
         next_check = time.monotonic() + CHECK_EVERY_S
@@ -155,30 +193,35 @@ class Sensor:
         self._check_drops()
 
     def close(self) -> None:
-        """Detach the probe, close the capture and print the summary."""
+        """Detach the probe, close the capture and the sinks, print the summary."""
         if self.probe is not None:
             self.probe.close()
             self.probe = None
         if self._capture_file is not None:
             self._capture_file.close()
             self._capture_file = None
+        if self.pod_watch is not None:
+            self.pod_watch.stop()
+        self.sinks.close(CLOSE_TIMEOUT_S)
         self._say(self.summary())
 
     def summary(self) -> str:
-        """Events seen, lost and alerts by rule, one line each."""
-        s = self.stats
+        """Events seen, lost, delivered by each sink, and alerts by rule, one line each."""
+        s, k = self.stats, self.drops.kernel
         lines = [f"events: {s.events} syscall events from {s.records} records",
-                 f"dropped: {s.dropped_ring + s.dropped_stash} "
-                 f"(ring buffer full {s.dropped_ring}, lost in flight {s.dropped_stash}, "
-                 f"undecodable {s.undecodable}, drop alerts throttled "
-                 f"{self.drop_bucket.throttled})",
+                 f"dropped: {k.total} (ring buffer full {k.ring}, lost in flight {k.stash}, "
+                 f"undecodable {s.undecodable}, drop alerts throttled {self.drops.bucket.throttled})",
                  f"events not evaluated (errors): {s.failed}",
-                 f"alerts not written (stdout failed): {s.unwritten}",
+                 f"alerts not written (stdout failed): {self.stdout.stats().dropped}",
                  f"processes evicted from the table: {self.tracker.procs.evicted}",
                  self.tracker.metadata.report(),
                  f"descriptors evicted from full fd tables: {Process.fds_evicted}, "
-                 f"user/group names evicted from the cache: {self.tracker.users.evicted}",
-                 f"alerts: {sum(s.alerts.values())}"]
+                 f"user/group names evicted from the cache: {self.tracker.users.evicted}"]
+        for name, st in self.sinks.stats().items():
+            if name != "stdout":
+                lines.append(f"sink {name}: offered {st.offered}, delivered {st.delivered}, "
+                             f"dropped {st.dropped}, API requests {st.writes}, failed attempts {st.failures}")
+        lines.append(f"alerts: {sum(s.alerts.values())}")
         lines += [f"  {n:>8}  {rule}" for rule, n in s.alerts.most_common()]
         return "\n".join(lines)
 
@@ -207,59 +250,80 @@ class Sensor:
                 self.capture.write(ev)
             ruleset = self.engine.ruleset
             found = ruleset.evaluate(ev) if ruleset is not None else []
+            pod = self.pod_of(ev) if found else None
         except Exception as exc:  # noqa: BLE001 - one bad event must not stop the sensor
             self.stats.failed += 1
             self._complain(f"{ev.type} event not evaluated: {exc!r}")
             return
         for alert in found:
-            self.stats.alerts[alert.rule] += 1
-            self._emit(alert)
+            self.emit(alert, pod)
 
     def _complain(self, msg: str) -> None:
         """Report a per-event problem, the first few times only (all are counted)."""
         if self.stats.undecodable + self.stats.failed <= MAX_COMPLAINTS:
             self._say(f"falconer sensor: {msg}")
 
-    def _emit(self, alert: Alert) -> None:
-        """Print one alert (already counted) when stdout is on; formatting an alert
-        evaluates its output fields, so it is skipped when nothing would print it."""
-        if not self.stdout_enabled:
-            return
-        if self.json_output:
-            line = json.dumps(alert.to_json(self.tracker.hostname))
-        else:
-            line = alert.text_line()
-        try:
-            self.out.write(line + "\n")
-            self.out.flush()
-        except (OSError, ValueError) as exc:  # a closed or broken stdout loses the alert
-            self.stats.unwritten += 1
-            if self.stats.unwritten == 1:
-                self._say(f"falconer sensor: alert not written to stdout: {exc!r}")
+    def emit(self, alert: Alert, pod: PodMeta | None = None) -> None:
+        """Count one alert and hand it to every sink."""
+        self.stats.alerts[alert.rule] += 1
+        self.sinks.deliver(Delivery(alert, pod))
 
     # -- rules ----------------------------------------------------------------------------
 
-    def _load(self, snap: Snapshot) -> LoadResult:
-        """Load a snapshot; with changed engine options into a new engine, swapped in
-        only when the load is clean (so errors keep the running rules either way)."""
-        self._attempt = snap.digest
-        engine = self.engine if snap.engine == self.engine.options else Engine(snap.engine)
-        result = engine.load(list(snap.sources))
-        if result.ok:
-            self.engine = engine
-            self._digest = snap.digest
-        return result
+    def _wanted(self, engine: Engine) -> frozenset[str] | None:
+        """The syscall `evt.type`s the rules need (None: all)."""
+        if self.opts.all_events:
+            return None
+        return engine.ruleset.event_types("syscall") if engine.ruleset is not None else frozenset()
+
+    def switch_rules(self, loaded: Loaded) -> None:
+        """Run `loaded` instead of the current rules, with no gap: the kernel first
+        forwards what either ruleset needs, records already forwarded are evaluated by
+        the rules they were forwarded for, then the ruleset is swapped (between two
+        events) and the kernel narrowed to what the new rules need."""
+        old, new = self._wanted(self.engine), self._wanted(loaded.engine)
+        if self.probe is not None:
+            apply_filter(self.probe, _union(old, new))
+            self.probe.poll(0)
+        self.engine = loaded.engine
+        if self.probe is not None:
+            apply_filter(self.probe, new)
+        self.watcher.switched(loaded)
+        self._apply_config(loaded.snapshot)
+        self._report_loaded(loaded)
+
+    def _maybe_reload(self) -> None:
+        """Ask the watcher; switch to a clean load, report a failed one."""
+        forced, self._reload_requested = self._reload_requested, False
+        outcome = self.watcher.check(forced)
+        if isinstance(outcome, Failed):
+            self._say(f"falconer sensor: reload failed, keeping the previous rules:\n{outcome.reason}")
+            self.emit(alerts.reload_failed_alert(outcome.reason))
+            if self.status is not None:
+                self.status.reload_failed(outcome.reason)
+        elif isinstance(outcome, Loaded):
+            self.switch_rules(outcome)
+            self._say(f"falconer sensor: rules reloaded ({outcome.result.counts.get('rules', 0)} rules), "
+                      f"watching {len(self.probe.forwarded) if self.probe else 0} syscalls")
+
+    def _report_loaded(self, loaded: Loaded) -> None:
+        config = loaded.snapshot.config
+        if self.status is not None and config is not None:
+            self.status.loaded(config.rules_hash, config.falco_rules)
 
     def _apply_config(self, snap: Snapshot) -> None:
         """Take the output settings of a loaded config; say what it asks that we ignore."""
         config = snap.config
         if config is None:
             return
-        self.json_output = self.opts.json_output or config.json_output
-        self.stdout_enabled = config.stdout_enabled
-        if self.probe is not None:
-            if self._buffer_pages(snap) != self.probe.buffer_pages:
+        self.stdout.json_output = self.opts.json_output or config.json_output
+        self.stdout.enabled = config.stdout_enabled
+        before, self._config = self._config, config
+        if before is not None:
+            if self.probe is not None and self._buffer_pages(snap) != self.probe.buffer_pages:
                 self._say("falconer sensor: the ring buffer size changed; it takes effect on restart")
+            if _api_outputs(before) != _api_outputs(config):
+                self._say("falconer sensor: the Kubernetes outputs changed; they take effect on restart")
             return
         if config.instance:
             self._say(f"falconer sensor: instance {config.instance} ({self.opts.rules.config})")
@@ -267,75 +331,62 @@ class Sensor:
             self._say("falconer sensor: outputs not delivered by this sensor (ignored): "
                       + ", ".join(config.unsupported_outputs))
 
+    def _start_api_sinks(self, config: SensorConfig | None) -> None:
+        """The Kubernetes sinks a config with an instance asks for (and the status report);
+        without a connection they are named as not delivered, and the sensor goes on."""
+        if config is None or not config.instance_namespace:
+            return
+        try:
+            client = kube.Kube(self.api_client())
+            node = kube.node_name(self.opts.node_name)
+        except kube.KubeConfigError as exc:
+            wanted = [n for n, on in (("kubernetesEvents", config.kubernetes_events),
+                                      ("falcoAlerts", config.falco_alerts), ("status", True)) if on]
+            self._say(f"falconer sensor: not delivered: {', '.join(wanted)}: {exc}")
+            return
+        self.pod_watch = PodWatch(self.api_client(), node)
+        self.pod_watch.start()
+        self.tracker.metadata.follow(self.pod_watch)
+        ns, name = config.instance_namespace, config.instance_name
+        api: list[Sink] = []
+        if config.kubernetes_events:
+            api.append(EventsSink(client, node, config.rate_per_second, config.rate_burst, err=self.err))
+        if config.falco_alerts:
+            api.append(FalcoAlertsSink(client, node, ns, name, config.rate_per_second, config.rate_burst,
+                                       err=self.err))
+        self.status = StatusReporter(client, node, ns, name, self._drop_counts, err=self.err)
+        api.append(self.status)
+        for sink in api:
+            sink.start()
+        self.sinks.sinks.extend(api)
+
+    def _drop_counts(self) -> dict[str, int]:
+        """Losses for the status report: kernel records, then alerts per sink."""
+        return {"kernel": self.drops.kernel.total, **self.sinks.drops()}
+
     def _buffer_pages(self, snap: Snapshot) -> int:
         """The command line's size wins over the config's (an operator's override)."""
         if self.opts.buffer_pages is not None:
             return self.opts.buffer_pages
         return snap.config.buffer_pages if snap.config else probe.DEFAULT_BUFFER_PAGES
 
-    def _apply_event_filter(self) -> None:
-        """Forward only what the running rules (plus state tracking) need, so that the
-        kernel drops the rest before it costs a record."""
-        assert self.probe is not None
-        if self.opts.all_events:
-            self.probe.set_forwarded(syscalls.all_names())
-            return
-        ruleset = self.engine.ruleset
-        names = ruleset.event_types("syscall") if ruleset is not None else frozenset()
-        self.probe.set_forwarded(syscalls.numbers_for(names))
-
-    def _maybe_reload(self) -> None:
-        """Reload when the input's content changed since the last attempt, or on request.
-
-        A problem is reported once, not every second, until the input changes again.
-        """
-        forced, self._reload_requested = self._reload_requested, False
-        try:
-            snap = self.opts.rules.read()
-        except ConfigError as exc:
-            problem = f"problem:{exc}"
-            if forced or problem != self._attempt:
-                self._attempt = problem
-                self._say(f"falconer sensor: reload failed, keeping the previous rules: {exc}")
-            return
-        if not forced and snap.digest == self._digest != self._attempt:
-            self._attempt = snap.digest
-            self._say("falconer sensor: the rules input is back to the running rules")
-            return
-        if not forced and snap.digest == self._attempt:
-            return
-        result = self._load(snap)
-        if not result.ok:
-            self._say("falconer sensor: reload failed, keeping the previous rules:\n"
-                      + _format_errors(result))
-            return
-        self._apply_config(snap)
-        self._apply_event_filter()
-        counts = result.counts
-        self._say(f"falconer sensor: rules reloaded ({counts.get('rules', 0)} rules), "
-                  f"watching {len(self.probe.forwarded) if self.probe else 0} syscalls")
-
     # -- drops ----------------------------------------------------------------------------
 
     def _check_drops(self) -> None:
-        """Take the kernel's loss counters; new losses become a (rate-limited) alert."""
+        """Take the kernel's loss counters; new losses may raise the drop alert."""
         if self.probe is None:
             return
         ring, stash, _ = self.probe.counters()
-        new_ring, new_stash = ring - self._last_ring, stash - self._last_stash
-        self._last_ring, self._last_stash = ring, stash
-        self.stats.dropped_ring, self.stats.dropped_stash = ring, stash
-        if new_ring + new_stash and self.drop_bucket.take():
-            alert = alerts.drop_alert(new_ring + new_stash, new_ring, new_stash, self.stats.events)
-            self.stats.alerts[alert.rule] += 1
-            self._emit(alert)
+        alert = self.drops.check(ring, stash, self.stats.events)
+        if alert is not None:
+            self.emit(alert)
 
     def _say(self, msg: str) -> None:
         self.err.write(msg + "\n")
         self.err.flush()
 
 
-def _format_errors(result: LoadResult) -> str:
-    """A load's errors, one `file:line:col: CODE: message` line each (for stderr)."""
-    return "\n".join(f"  {d.file}:{d.line}:{d.column}: {d.code}: {d.message}"
-                     for d in result.errors)
+def _api_outputs(config: SensorConfig) -> tuple[object, ...]:
+    """The settings the Kubernetes sinks were started with."""
+    return (config.instance, config.kubernetes_events, config.falco_alerts,
+            config.rate_per_second, config.rate_burst)

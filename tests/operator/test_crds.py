@@ -161,7 +161,8 @@ def test_alert_schema() -> None:
                       "tags": ["T1059"], "node": "n1", "pod": {"name": "p", "namespace": "ns", "uid": "u"},
                       "workload": {"kind": "Deployment", "name": "web"}},
              "status": {"count": 3, "firstSeen": "2026-11-25T08:00:00Z", "lastSeen": "2026-11-25T08:01:00Z",
-                        "lastOutput": "x", "lastOutputFields": {"proc.name": "bash", "proc.pid": 4}}}
+                        "lastOutput": "x", "lastOutputFields": {"proc.name": "bash", "proc.pid": 4},
+                        "pod": {"name": "p", "namespace": "ns", "uid": "u"}}}
     assert crd_schema.errors(alert) == []
     alert["spec"]["priority"] = "warning"
     assert crd_schema.errors(alert)

@@ -168,8 +168,11 @@ def test_sensor_identity_is_least_privilege(operator: operator_harness.OperatorP
     assert can("create", "events", "-n", "default")
     assert not can("get", "secrets", "-n", op_namespace)
     assert not can("create", "pods", "-n", op_namespace)
-    assert not can("delete", "falcoalerts", "-n", op_namespace)
+    assert can("delete", "falcoalerts", "-n", op_namespace)  # the cap per namespace removes the oldest
     assert not can("patch", "falcorules", "-n", op_namespace)
+    assert can("patch", f"falcoinstances/{INSTANCE}", "--subresource=status", "-n", op_namespace)
+    assert not can("patch", "falcoinstances/other", "--subresource=status", "-n", op_namespace)
+    assert not can("patch", f"falcoinstances/{INSTANCE}", "-n", op_namespace)
 
 
 def live_state(kube: Kube, namespace: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

@@ -10,6 +10,7 @@ import yaml
 
 from falconer.operator import render
 from falconer.operator.ruleyaml import RuleText
+from falconer.sensor.report import RulesOrigin
 
 INSTANCE = {
     "apiVersion": "falconer.io/v1alpha1",
@@ -32,7 +33,8 @@ def rendered(instance: dict[str, Any] = INSTANCE, files: list[RuleText] = FILES)
     return render.render_instance(instance, files)
 
 
-@pytest.mark.parametrize("kind", ["ServiceAccount", "ClusterRoleBinding", "ConfigMap", "DaemonSet"])
+@pytest.mark.parametrize("kind", ["ServiceAccount", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap",
+                                  "DaemonSet"])
 def test_objects_are_valid_kubernetes(kind: str) -> None:
     (obj,) = [o for o in rendered().objects() if o["kind"] == kind]
     kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
@@ -144,3 +146,30 @@ def test_rules_keys_are_valid_and_never_the_config_key(name: str) -> None:
 
 def test_long_names_keep_distinct_keys() -> None:
     assert render.rule_file_key("a" * 252 + "x") != render.rule_file_key("a" * 252 + "y")
+
+
+def test_sensor_may_patch_only_its_own_instance_status() -> None:
+    r = rendered()
+    (rule,) = r.role["rules"]
+    assert rule == {"apiGroups": ["falconer.io"], "resources": ["falcoinstances/status"],
+                    "resourceNames": ["prod"], "verbs": ["patch"]}
+    assert r.rolebinding["roleRef"]["name"] == r.role["metadata"]["name"]
+    assert r.rolebinding["subjects"] == [{"kind": "ServiceAccount", "name": "prod-sensor", "namespace": "security"}]
+
+
+def test_config_names_the_rules_hash_and_each_files_origin() -> None:
+    r = render.render_instance(INSTANCE, FILES, {"base": 7})
+    config = sensor_config_of(r)
+    assert config.rules_hash == r.rules_hash == r.configmap["metadata"]["annotations"]["falconer.io/rules-hash"]
+    assert config.falco_rules == (RulesOrigin("rules-base.yaml", "security", "base", 7),
+                                  RulesOrigin("rules-extra.yaml", "security", "extra", 0))
+    # the generation is part of what the sensors run: a new one is a new rules hash
+    assert render.render_instance(INSTANCE, FILES, {"base": 8}).rules_hash != r.rules_hash
+
+
+def sensor_config_of(r: render.Rendered):  # reads the rendered falconer.yaml as the sensor does
+    from pathlib import Path
+
+    from falconer.sensor.config import parse
+
+    return parse(r.configmap["data"][render.CONFIG_FILE], Path("/etc/falconer/falconer.yaml"))

@@ -32,8 +32,9 @@ def test_unwritable_stdout_counts_lost_alerts(tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
     sensor = Sensor(SensorOptions(rules=RulesInput(rules=[tmp_path / "unused.yaml"])), out=out, err=err)
     out.close()
-    sensor._emit(_alert())
-    sensor._emit(_alert())
-    assert sensor.stats.unwritten == 2
+    sensor.emit(_alert())
+    sensor.emit(_alert())
+    assert sensor.stdout.stats().dropped == 2
+    assert sensor.stats.alerts["Shadow read"] == 2
     assert "alerts not written (stdout failed): 2" in sensor.summary()
     assert err.getvalue().count("alert not written to stdout") == 1

@@ -1,0 +1,7 @@
+"""Where alerts go: one interface (`base.Sink`), one module per destination.
+
+`stdout` writes synchronously on the event loop (detection and stdout never wait on
+anything else); `events`, `falcoalerts` and `status` talk to the Kubernetes API from
+their own worker thread behind a bounded queue, so a slow or absent API server never
+slows the event loop. Every sink counts what it delivered and what it lost.
+"""
