@@ -117,20 +117,26 @@ def pods(cluster: dict[str, Any], kube_client: Any) -> dict[str, str]:
 
 
 #: Container-only stable rules and the action (sh -c text) that triggers each in a pod.
-#: Each command keeps its shell alive a moment, as a real intruder's session would be.
+#: Tools are named by path: busybox's shell runs a bare applet name as /proc/self/exe
+#: (proc.name "exe", for Falco too). Each command keeps its shell alive a moment, as a
+#: real intruder's session would be.
 ACTIONS: dict[str, tuple[str, str]] = {
-    "Netcat Remote Code Execution in Container": ("plain", "nc -e /bin/true 127.0.0.1 9; sleep 1"),
+    "Netcat Remote Code Execution in Container": ("plain", "/usr/bin/nc -e /bin/true 127.0.0.1 9; sleep 1"),
     "Redirect STDOUT/STDIN to Network Connection in Container": (
-        "plain", "(nc -l -p 9123 >/dev/null &); sleep 0.5; nc -e /bin/true 127.0.0.1 9123; sleep 1"),
-    "Packet socket created in container": ("plain", "arping -c 1 -w 1 -I eth0 127.0.0.1; sleep 1"),
-    "Drop and execute new binary in container": ("plain", "cp /bin/busybox /tmp/dropped && /tmp/dropped true; sleep 1"),
-    "Debugfs Launched in Privileged Container": ("privileged", "cp /bin/busybox /tmp/debugfs; /tmp/debugfs; sleep 1"),
+        "plain", "(/usr/bin/nc -l -p 9123 >/dev/null &); sleep 0.5;"
+        " /usr/bin/nc -e /bin/true 127.0.0.1 9123; sleep 1"),
+    "Packet socket created in container": ("plain", "/usr/sbin/arping -c 1 -w 1 -I eth0 127.0.0.1; sleep 1"),
+    "Drop and execute new binary in container": (
+        "plain", "/bin/cp /bin/busybox /tmp/dropped && /tmp/dropped true; sleep 1"),
+    "Debugfs Launched in Privileged Container": (
+        "privileged", "/bin/cp /bin/busybox /tmp/debugfs; /tmp/debugfs; sleep 1"),
     "Detect release_agent File Container Escapes": (
-        "privileged", "mkdir -p /tmp/cg && mount -t cgroup -o none,name=falconertest cgroup /tmp/cg"
-        " && echo /bin/true > /tmp/cg/release_agent; umount /tmp/cg; sleep 1"),
-    "Linux Kernel Module Injection Detected": ("privileged", "echo junk > /tmp/m.ko; insmod /tmp/m.ko; sleep 1"),
+        "privileged", "/bin/mkdir -p /tmp/cg && /bin/mount -t cgroup -o none,name=falconertest cgroup /tmp/cg"
+        " && echo /bin/true > /tmp/cg/release_agent; /bin/umount /tmp/cg; sleep 1"),
+    "Linux Kernel Module Injection Detected": (
+        "privileged", "echo junk > /tmp/m.ko; /sbin/insmod /tmp/m.ko; sleep 1"),
     "Contact K8S API Server From Container": (
-        "plain", "nc -w 1 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null; sleep 1"),
+        "plain", "/usr/bin/nc -w 1 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null; sleep 1"),
     "Terminal shell in container": ("plain", "TTY"),
 }
 
