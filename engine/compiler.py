@@ -50,6 +50,9 @@ class CompiledRule:
     check: Check
     evttypes: EvtSet
     output: OutputFormat
+    #: The expanded condition (macros, lists, exceptions in): read by analyses such as
+    #: the sensor's kernel-side filter (falconer.sensor.kfilter), never evaluated.
+    condition: ast.Expr
 
 
 @dataclass
@@ -297,7 +300,7 @@ class Compiler:
                               "has a significant performance penalty.", info.position,
                               "rule", info.name)
         return CompiledRule(info.name, info.index, info.priority, info.source, info.desc,
-                            sorted(info.tags), info.enabled, check, types, output)
+                            sorted(info.tags), info.enabled, check, types, output, tree)
 
     def _warn_condition(self, tree: ast.Expr, name: str) -> None:
         """Deprecated fields, and `<NA>` comparisons on fields that print `<NA>` when missing."""

@@ -163,11 +163,15 @@ def _vpid(p: Process) -> int:
 
 
 def _env(ev: SensorEvent, arg: str | None) -> str | None:
-    try:
-        with open(hostproc.path(ev.proc.pid, "environ"), "rb") as f:
-            items = [e.decode("utf-8", "replace") for e in f.read().split(b"\0") if e]
-    except OSError:
-        return None
+    """From the exec record (a process that exits at once has no /proc file left to
+    read); /proc/<pid>/environ only for a process that predates the sensor."""
+    items = ev.proc.env
+    if items is None:
+        try:
+            with open(hostproc.path(ev.proc.pid, "environ"), "rb") as f:
+                items = [e.decode("utf-8", "replace") for e in f.read().split(b"\0") if e]
+        except OSError:
+            return None
     if arg is None:
         return " ".join(items)
     prefix = arg + "="

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from falconer.engine import Alert, Engine, LoadResult
-from falconer.sensor import alerts, probe, record, syscalls
+from falconer.sensor import alerts, probe, record
 from falconer.sensor.config import ConfigError, RulesInput, Snapshot
 from falconer.sensor.capture import CaptureWriter
 from falconer.sensor.state import Process
@@ -255,12 +255,8 @@ class Sensor:
         """Forward only what the running rules (plus state tracking) need, so that the
         kernel drops the rest before it costs a record."""
         assert self.probe is not None
-        if self.opts.all_events:
-            self.probe.set_forwarded(syscalls.all_names())
-            return
-        ruleset = self.engine.ruleset
-        names = ruleset.event_types("syscall") if ruleset is not None else frozenset()
-        self.probe.set_forwarded(syscalls.numbers_for(names))
+        self.probe.apply_ruleset(self.engine.ruleset, all_events=self.opts.all_events)
+        self._say(f"falconer sensor: {self.probe.filter.describe()}")
 
     def _maybe_reload(self) -> None:
         """Reload when the input's content changed since the last attempt, or on request.
@@ -299,7 +295,9 @@ class Sensor:
         """Take the kernel's loss counters; new losses become a (rate-limited) alert."""
         if self.probe is None:
             return
-        ring, stash, _ = self.probe.counters()
+        # The kernel side keeps no per-thread stash any more (exit-only hooks): nothing
+        # can be lost in flight; the field stays for the drop alert's shape.
+        ring, stash = self.probe.counters().ring_full, 0
         new_ring, new_stash = ring - self._last_ring, stash - self._last_stash
         self._last_ring, self._last_stash = ring, stash
         self.stats.dropped_ring, self.stats.dropped_stash = ring, stash

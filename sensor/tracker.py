@@ -16,16 +16,14 @@ import time
 from collections.abc import Callable
 
 from falconer.sensor import containers, record, render, syscalls
+from falconer.sensor import kernelabi as abi
 from falconer.sensor.event import SensorEvent
 from falconer.sensor.state import FdInfo, Process, ProcessTable, Users, boot_time_ns, exe_link
 
-CLONE_FILES = 0x400
-CLONE_PARENT = 0x8000
-CLONE_THREAD = 0x10000
 AT_FDCWD = -100
 EINPROGRESS = 115
-O_DIRECTORY = 0o200000
-O_CLOEXEC = 0o2000000
+O_DIRECTORY = abi.O_DIRECTORY
+O_CLOEXEC = abi.O_CLOEXEC
 
 
 def parse_sockaddr(raw: bytes) -> tuple[str, str | None, int | None]:
@@ -79,26 +77,28 @@ class Tracker:
     def handle(self, rec: record.Record) -> SensorEvent | None:
         """Apply one record; a syscall record also yields its event."""
         kind = rec.kind
-        if kind == record.KIND_SYSCALL:
+        if kind == abi.KIND_SYSCALL:
             return self._syscall(rec)
-        if kind == record.KIND_FORK:
+        if kind == abi.KIND_FORK:
             self._fork(rec)
-        elif kind == record.KIND_EXIT:
+        elif kind == abi.KIND_EXIT:
             if rec.tid == rec.tgid:
                 self.procs.remove(rec.tgid)
-        elif kind == record.KIND_EXEC:
+        elif kind == abi.KIND_EXEC:
             self.procs.load_or_create(rec.tgid, self.boot_ns)
         return None
 
     def _fork(self, rec: record.Record) -> None:
-        flags, child_tid = rec.args[0], rec.args[1]
-        if flags & CLONE_THREAD:
+        """args = (clone flags, child tid, child tgid, tgid of the child's real parent),
+        derived by the kernel side from the two tasks."""
+        flags, child_tid, real_parent = rec.args[0], rec.args[1], rec.args[3]
+        if flags & abi.CLONE_THREAD:
             return
         parent = self.procs.load_or_create(rec.tgid, self.boot_ns)
         child = parent.child(child_tid, rec.ts_ns + self.mono_offset,
-                             share_fds=bool(flags & CLONE_FILES))
-        if flags & CLONE_PARENT:
-            child.ppid = parent.ppid
+                             share_fds=bool(flags & abi.CLONE_FILES))
+        if real_parent:
+            child.ppid = real_parent
         self.procs.put(child)
 
     def _syscall(self, rec: record.Record) -> SensorEvent:
@@ -172,6 +172,7 @@ def _exec(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInf
     p.exe = argv[0] if argv else filename
     p.args = argv[1:]
     p.vpid = None
+    p.env = rec.env()
     cid = containers.container_id_of(p.pid)
     if cid is not None:
         p.container_id = cid

@@ -1,0 +1,148 @@
+"""Member offsets of kernel structs, read from the running kernel's BTF.
+
+The probe reads a few kernel structs (task_struct, mm_struct, files_struct ...) whose
+layout changes between kernel builds; the installed headers may belong to another
+kernel than the one running (here: 6.1 headers, a 6.18 kernel). So offsets come from
+`/sys/kernel/btf/vmlinux` (the kernel's own type information, format in the kernel's
+Documentation/bpf/btf.rst) and reach probe.bpf.c as -D flags: a hand-made CO-RE.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+VMLINUX = Path("/sys/kernel/btf/vmlinux")
+MAGIC = 0xEB9F
+
+# BTF kinds (include/uapi/linux/btf.h) and the bytes each adds after the 12-byte type.
+INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT = range(1, 12)
+FUNC, FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = range(12, 20)
+_FIXED_EXTRA = {INT: 4, ARRAY: 12, VAR: 4, DECL_TAG: 4}
+_PER_MEMBER = {STRUCT: 12, UNION: 12, ENUM: 8, FUNC_PROTO: 8, DATASEC: 12, ENUM64: 12}
+_MODIFIERS = {TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG}
+
+
+class BtfError(RuntimeError):
+    """BTF is missing, malformed, or lacks a struct member the probe needs."""
+
+
+@dataclass(frozen=True)
+class _Type:
+    kind: int
+    name: str
+    size_or_type: int
+    members: tuple[tuple[str, int, int], ...]   # (name, type id, bit offset)
+
+
+class Btf:
+    """The struct/union types of one BTF blob, by id and by name."""
+
+    def __init__(self, blob: bytes) -> None:
+        magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = \
+            struct.unpack_from("<HBBIIIII", blob)
+        if magic != MAGIC:
+            raise BtfError(f"not BTF (magic {magic:#x})")
+        types = blob[hdr_len + type_off: hdr_len + type_off + type_len]
+        strings = blob[hdr_len + str_off: hdr_len + str_off + str_len]
+        self.types: list[_Type | None] = [None]   # type ids start at 1
+        self.by_name: dict[str, int] = {}
+        pos = 0
+        while pos < len(types):
+            name_off, info, size = struct.unpack_from("<III", types, pos)
+            pos += 12
+            kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
+            members: tuple[tuple[str, int, int], ...] = ()
+            if kind in (STRUCT, UNION):
+                bitfield = bool(info >> 31)
+                members = tuple(
+                    (_str(strings, m[0]), m[1], m[2] & 0xFFFFFF if bitfield else m[2])
+                    for m in struct.iter_unpack("<III", types[pos:pos + 12 * vlen]))
+            pos += _FIXED_EXTRA.get(kind, 0) + _PER_MEMBER.get(kind, 0) * vlen
+            name = _str(strings, name_off)
+            self.types.append(_Type(kind, name, size, members))
+            if kind in (STRUCT, UNION) and name and size and name not in self.by_name:
+                self.by_name[name] = len(self.types) - 1
+
+    def offset(self, struct_name: str, path: str) -> int:
+        """Byte offset of `path` ("thread_info.status") inside `struct struct_name`,
+        looking through anonymous struct/union members. Raises BtfError."""
+        tid = self.by_name.get(struct_name)
+        if tid is None:
+            raise BtfError(f"struct {struct_name} not in BTF")
+        total = 0
+        for part in path.split("."):
+            found = self._member(tid, part)
+            if found is None:
+                raise BtfError(f"struct {struct_name} has no member {path}")
+            bits, tid = found
+            total += bits
+        return total // 8
+
+    def _member(self, tid: int, name: str) -> tuple[int, int] | None:
+        t = self._resolve(tid)
+        for mname, mtype, bits in t.members:
+            if mname == name:
+                return bits, mtype
+            if not mname:
+                inner = self._member(mtype, name)
+                if inner is not None:
+                    return bits + inner[0], inner[1]
+        return None
+
+    def _resolve(self, tid: int) -> _Type:
+        t = self.types[tid]
+        while t is not None and t.kind in _MODIFIERS:
+            t = self.types[t.size_or_type]
+        if t is None:
+            raise BtfError(f"BTF type {tid} is void")
+        return t
+
+
+def _str(strings: bytes, off: int) -> str:
+    end = strings.index(b"\0", off)
+    return strings[off:end].decode()
+
+
+#: (-D name, struct, member path): what probe.bpf.c reads from kernel memory.
+OFFSETS: tuple[tuple[str, str, str], ...] = (
+    ("OFF_TASK_STATUS", "task_struct", "thread_info.status"),
+    ("OFF_TASK_PID", "task_struct", "pid"),
+    ("OFF_TASK_TGID", "task_struct", "tgid"),
+    ("OFF_TASK_REAL_PARENT", "task_struct", "real_parent"),
+    ("OFF_TASK_FILES", "task_struct", "files"),
+    ("OFF_TASK_MM", "task_struct", "mm"),
+    ("OFF_TASK_VFORK_DONE", "task_struct", "vfork_done"),
+    ("OFF_MM_ARG_START", "mm_struct", "arg_start"),
+    ("OFF_MM_ARG_END", "mm_struct", "arg_end"),
+    ("OFF_MM_ENV_START", "mm_struct", "env_start"),
+    ("OFF_MM_ENV_END", "mm_struct", "env_end"),
+    ("OFF_FILES_FDT", "files_struct", "fdt"),
+    ("OFF_FDT_FD", "fdtable", "fd"),
+    ("OFF_FDT_MAX_FDS", "fdtable", "max_fds"),
+    ("OFF_FILE_INODE", "file", "f_inode"),
+    ("OFF_INODE_MODE", "inode", "i_mode"),
+    ("OFF_REGS_ORIG_AX", "pt_regs", "orig_ax"),
+    ("OFF_REGS_DI", "pt_regs", "di"),
+    ("OFF_REGS_SI", "pt_regs", "si"),
+    ("OFF_REGS_DX", "pt_regs", "dx"),
+    ("OFF_REGS_R10", "pt_regs", "r10"),
+    ("OFF_REGS_R8", "pt_regs", "r8"),
+    ("OFF_REGS_R9", "pt_regs", "r9"),
+    ("OFF_REGS_BX", "pt_regs", "bx"),
+    ("OFF_REGS_CX", "pt_regs", "cx"),
+    ("OFF_REGS_BP", "pt_regs", "bp"),
+)
+
+
+@cache
+def cflags(path: Path = VMLINUX) -> tuple[str, ...]:
+    """-D flags with every offset in OFFSETS for the running kernel. Raises BtfError."""
+    try:
+        btf = Btf(path.read_bytes())
+    except OSError as exc:
+        raise BtfError(f"cannot read {path}: {exc} (kernel without CONFIG_DEBUG_INFO_BTF?)") \
+            from exc
+    return tuple(f"-D{flag}={btf.offset(s, member)}" for flag, s, member in OFFSETS)
