@@ -9,9 +9,9 @@ rules files each produce a filter, and the cases the derivation is built on.
 from __future__ import annotations
 
 import posixpath
-from pathlib import Path
 
 import pytest
+import upstream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +19,6 @@ from falconer.engine import Engine, RulesSource
 from falconer.engine.events import MappingEvent
 from falconer.sensor import kfilter
 
-ANCHORS = Path(__file__).resolve().parents[3] / "shared" / "anchors" / "falco-rules"
 FORWARDED = ["open", "openat", "openat2", "creat", "close", "dup", "execve", "fchmod"]
 CWD = "/srv"
 
@@ -80,7 +79,7 @@ def rule_sets(draw: st.DrawFn) -> str:
         types = draw(st.lists(st.sampled_from(TYPES), min_size=1, max_size=3))
         output = draw(st.sampled_from(["%proc.name", "%fd.name"]))
         rules.append(f"- rule: r{i}\n  desc: d\n  condition: >\n    evt.type in "
-                     f"({', '.join(types)}) and {cond}\n  output: o {output}\n"
+                     f"({', '.join(types)}) and ({cond})\n  output: o {output}\n"
                      "  priority: WARNING\n")
     return "\n".join(rules)
 
@@ -131,7 +130,7 @@ def test_every_event_kept_in_the_kernel_matches_no_rule(rules, events):
 
 
 def rules(cond: str, types: str = "open, openat", output: str = "%proc.name") -> str:
-    return (f"- rule: r\n  desc: d\n  condition: >\n    evt.type in ({types}) and {cond}\n"
+    return (f"- rule: r\n  desc: d\n  condition: >\n    evt.type in ({types}) and ({cond})\n"
             f"  output: o {output}\n  priority: WARNING\n")
 
 
@@ -141,10 +140,10 @@ def rules(cond: str, types: str = "open, openat", output: str = "%proc.name") ->
      ["/etc/x", "/var/log/y", "/etc//hostname", "/etc/./x"]),
     ('fd.filename in ("syslog")', ["/var/log/syslog.1"], ["/var/log/syslog", "/a/syslog"]),
     ('fd.name endswith "release_agent"', ["/x/y"], ["/sys/fs/cgroup/release_agent"]),
-    ('fd.name glob "/etc/*.conf"', ["/var/x.conf"], ["/etc/a.conf", "/etcfoo"]),
+    ('fd.name glob "/etc/*.conf"', ["/var/x.conf", "/etcfoo"], ["/etc/a.conf", "/etc/x"]),
     ('(fd.name startswith "/etc" and fd.name in ("/etc/shadow", "/tmp/x"))',
      ["/tmp/x", "/etc/hostname"], ["/etc/shadow"]),
-    ('fd.nameraw contains "../"', ["/etc/shadow", "/x../y"], ["/a/../etc/shadow"]),
+    ('fd.nameraw contains "../"', ["/etc/shadow", "/x./y"], ["/a/../etc/shadow", "/x../y"]),
 ])
 def test_bounds(cond, kept, passed):
     filt = kfilter.derive(load(rules(cond)).ruleset, FORWARDED)
@@ -181,7 +180,7 @@ def test_a_rule_on_close_with_a_socket_descriptor_needs_no_open():
                                   "falco-sandbox_rules.yaml"])
 def test_each_upstream_file_produces_a_filter(name):
     engine = Engine()
-    assert engine.load([ANCHORS / name]).ok
+    assert engine.load([upstream.UPSTREAM_RULES_DIR / name]).ok
     filt = kfilter.derive(engine.ruleset, FORWARDED)
     print(f"{name}: {filt.describe()}")
     assert filt.bounds, filt.describe()
