@@ -81,6 +81,13 @@ class Btf:
             total += bits
         return total // 8
 
+    def size(self, struct_name: str) -> int:
+        """sizeof(struct struct_name) in bytes. Raises BtfError."""
+        tid = self.by_name.get(struct_name)
+        if tid is None:
+            raise BtfError(f"struct {struct_name} not in BTF")
+        return self._resolve(tid).size_or_type
+
     def _member(self, tid: int, name: str) -> tuple[int, int] | None:
         t = self._resolve(tid)
         for mname, mtype, bits in t.members:
@@ -115,6 +122,17 @@ OFFSETS: tuple[tuple[str, str, str], ...] = (
     ("OFF_TASK_FILES", "task_struct", "files"),
     ("OFF_TASK_MM", "task_struct", "mm"),
     ("OFF_TASK_VFORK_DONE", "task_struct", "vfork_done"),
+    ("OFF_TASK_SIGNAL", "task_struct", "signal"),
+    ("OFF_TASK_THREAD_PID", "task_struct", "thread_pid"),
+    ("OFF_SIGNAL_PIDS", "signal_struct", "pids"),
+    ("OFF_SIGNAL_TTY", "signal_struct", "tty"),
+    ("OFF_PID_LEVEL", "pid", "level"),
+    ("OFF_PID_NUMBERS", "pid", "numbers"),
+    ("OFF_UPID_NR", "upid", "nr"),
+    ("OFF_TTY_INDEX", "tty_struct", "index"),
+    ("OFF_TTY_DRIVER", "tty_struct", "driver"),
+    ("OFF_DRIVER_MAJOR", "tty_driver", "major"),
+    ("OFF_DRIVER_MINOR_START", "tty_driver", "minor_start"),
     ("OFF_MM_ARG_START", "mm_struct", "arg_start"),
     ("OFF_MM_ARG_END", "mm_struct", "arg_end"),
     ("OFF_MM_ENV_START", "mm_struct", "env_start"),
@@ -137,12 +155,20 @@ OFFSETS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: (-D name, struct): sizes the probe steps through arrays of.
+SIZES: tuple[tuple[str, str], ...] = (
+    ("SIZE_UPID", "upid"),
+)
+
+
 @cache
 def cflags(path: Path = VMLINUX) -> tuple[str, ...]:
-    """-D flags with every offset in OFFSETS for the running kernel. Raises BtfError."""
+    """-D flags with every offset in OFFSETS and size in SIZES for the running kernel.
+    Raises BtfError."""
     try:
         btf = Btf(path.read_bytes())
     except OSError as exc:
         raise BtfError(f"cannot read {path}: {exc} (kernel without CONFIG_DEBUG_INFO_BTF?)") \
             from exc
-    return tuple(f"-D{flag}={btf.offset(s, member)}" for flag, s, member in OFFSETS)
+    return (tuple(f"-D{flag}={btf.offset(s, member)}" for flag, s, member in OFFSETS)
+            + tuple(f"-D{flag}={btf.size(s)}" for flag, s in SIZES))

@@ -162,6 +162,12 @@ def _vpid(p: Process) -> int:
     return p.vpid
 
 
+def _vpgid(p: Process) -> int:
+    """The process group in the process's own namespace: as of its last exec or setsid/
+    setpgid; else the host's (a process seen only since a fork in the host namespace)."""
+    return p.vpgid if p.vpgid is not None else p.pgid
+
+
 def _env(ev: SensorEvent, arg: str | None) -> str | None:
     """From the exec record (a process that exits at once has no /proc file left to
     read); /proc/<pid>/environ only for a process that predates the sensor."""
@@ -343,6 +349,8 @@ FIELDS: dict[str, Field] = {
     "proc.pgid": _proc_attr(lambda p: p.pgid),
     "proc.is_sid_leader": _proc_attr(lambda p: p.sid == p.pid),
     "proc.is_pgid_leader": _proc_attr(lambda p: p.pgid == p.pid),
+    "proc.vpgid": _proc_attr(_vpgid),
+    "proc.is_vpgid_leader": _proc_attr(lambda p: _vpgid(p) == _vpid(p)),
     "proc.env": _env,
     "proc.duration": _duration,
     "proc.pid.ts": _proc_attr(lambda p: p.start_ns),

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 # Record kinds (falconer_event.kind).
 KIND_SYSCALL = 0
-KIND_EXEC = 1        # sched_process_exec
+KIND_EXEC = 1        # sched_process_exec: args = (old tid, tid, sid | pgid << 32, tty_nr,
+                     #   vpid | vpgid << 32): the process group and session as of exec
 KIND_FORK = 2        # sched_process_fork: args = (clone flags, child tid, child tgid, real parent tgid)
 KIND_EXIT = 3        # sched_process_exit
 
@@ -58,10 +59,14 @@ CLONE_THREAD = 0x10000
 O_DIRECTORY = 0o200000
 O_CLOEXEC = 0o2000000
 TS_COMPAT = 0x0002         # thread_info.status bit of an ia32 syscall (asm/thread_info.h)
+PIDTYPE_PGID = 2           # enum pid_type (include/linux/pid_types.h): signal->pids[]
+PIDTYPE_SID = 3
+MAX_PID_LEVEL = 31         # pid namespaces nest at most 32 deep (MAX_PID_NS_LEVEL)
 
 _UNPREFIXED = ("KIND_", "RF_", "CNT_", "FORWARD_", "SOCK_", "CLONE_", "FILTER_")
 _PREFIXED = ("STR_LEN", "ARGV_LEN", "ENV_LEN", "MAX_ARGS", "SOCK_LEN", "DATA_HALF",
-             "KEY_PATH", "MAX_PATHS", "MAX_FDS", "MAX_SYSCALLS", "O_DIRECTORY", "TS_COMPAT")
+             "KEY_PATH", "MAX_PATHS", "MAX_FDS", "MAX_SYSCALLS", "O_DIRECTORY", "TS_COMPAT",
+             "PIDTYPE_PGID", "PIDTYPE_SID", "MAX_PID_LEVEL")
 
 
 def constants() -> dict[str, int]:

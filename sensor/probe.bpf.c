@@ -342,7 +342,7 @@ static __always_inline void read_args(struct falconer_event *e, void *regs, int 
 }
 
 /* How much of a record to send: the header and the data in use. */
-#define SIZE_HEADER offsetof(struct falconer_event, data)
+#define HEADER_BYTES offsetof(struct falconer_event, data)
 
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
@@ -427,11 +427,11 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         fd_key(&fk, task, ret);
         unforwarded_fds.delete(&fk);
     }
-    u64 size = SIZE_HEADER + used(e);
+    u64 size = HEADER_BYTES + used(e);
     if (size > sizeof(*e))
         size = sizeof(*e);
     asm volatile("" : "+r"(size));
-    if (size < SIZE_HEADER || size > sizeof(*e))
+    if (size < HEADER_BYTES || size > sizeof(*e))
         return 0;
     if (events.ringbuf_output(e, size, 0) != 0)
         count(CNT_RING_FULL);
@@ -441,13 +441,13 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 }
 
 /* A record without syscall payload, for the sched tracepoints. */
-static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3)
+static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
     if (is_self(tgid))
         return 0;
-    struct falconer_event *e = events.ringbuf_reserve(SIZE_HEADER);
+    struct falconer_event *e = events.ringbuf_reserve(HEADER_BYTES);
     if (!e) {
         count(CNT_RING_FULL);
         return 0;
@@ -466,11 +466,12 @@ static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3)
     e->args[1] = a1;
     e->args[2] = a2;
     e->args[3] = a3;
-    e->args[4] = e->args[5] = 0;
+    e->args[4] = a4;
+    e->args[5] = 0;
     e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = 0;
     e->flags = 0;
     e->pad = 0;
-    events.ringbuf_submit(e, 0);   /* header only: SIZE_HEADER bytes */
+    events.ringbuf_submit(e, 0);   /* header only: HEADER_BYTES bytes */
     count(CNT_EMITTED);
     return 0;
 }
@@ -491,15 +492,46 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
         flags |= CLONE_VFORK | CLONE_VM;
     void *real_parent = (void *)kread(child, OFF_TASK_REAL_PARENT);
     return emit_task(KIND_FORK, flags, child_tid, child_tgid,
-                     kread32(real_parent, OFF_TASK_TGID));
+                     kread32(real_parent, OFF_TASK_TGID), 0);
 }
 
+/* The pid number of `pid` (struct pid *) at namespace `level`, 0 if it has none there. */
+static __always_inline u32 pid_nr_at(void *pid, u32 level)
+{
+    if (!pid || level > FALCONER_MAX_PID_LEVEL || level > kread32(pid, OFF_PID_LEVEL))
+        return 0;
+    return kread32(pid, OFF_PID_NUMBERS + level * SIZE_UPID + OFF_UPID_NR);
+}
+
+/* The controlling terminal as /proc/<pid>/stat's tty_nr (new_encode_dev), 0 if none. */
+static __always_inline u64 tty_nr(void *signal)
+{
+    void *tty = (void *)kread(signal, OFF_SIGNAL_TTY);
+    if (!tty)
+        return 0;
+    void *driver = (void *)kread(tty, OFF_TTY_DRIVER);
+    u32 major = kread32(driver, OFF_DRIVER_MAJOR);
+    u32 minor = kread32(driver, OFF_DRIVER_MINOR_START) + kread32(tty, OFF_TTY_INDEX);
+    return (minor & 0xff) | (major << 8) | ((u64)(minor & ~0xffU) << 12);
+}
+
+/* After the new image is in place: the session, process group and terminal as of now
+ * (setsid/setpgid/TIOCSCTTY since the fork are in them), and the pid and process group
+ * in the process's own pid namespace. */
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
-    return emit_task(KIND_EXEC, args->old_pid, args->pid, 0, 0);
+    void *task = (void *)bpf_get_current_task();
+    void *signal = (void *)kread(task, OFF_TASK_SIGNAL);
+    void *own = (void *)kread(task, OFF_TASK_THREAD_PID);
+    void *pgrp = (void *)kread(signal, OFF_SIGNAL_PIDS + FALCONER_PIDTYPE_PGID * sizeof(void *));
+    void *session = (void *)kread(signal, OFF_SIGNAL_PIDS + FALCONER_PIDTYPE_SID * sizeof(void *));
+    u32 level = own ? kread32(own, OFF_PID_LEVEL) : 0;
+    u64 ids = pid_nr_at(session, 0) | ((u64)pid_nr_at(pgrp, 0) << 32);
+    u64 vids = pid_nr_at(own, level) | ((u64)pid_nr_at(pgrp, level) << 32);
+    return emit_task(KIND_EXEC, args->old_pid, args->pid, ids, tty_nr(signal), vids);
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
-    return emit_task(KIND_EXIT, 0, 0, 0, 0);
+    return emit_task(KIND_EXIT, 0, 0, 0, 0, 0);
 }

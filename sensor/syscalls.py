@@ -121,6 +121,8 @@ DECODED: tuple[Syscall, ...] = (
     _s(319, "memfd_create", ("name", 0, PATH_A), ("flags", 1, INT), path_a=0),
     _s(3, "close", ("fd", 0, FD)),
     _s(80, "chdir", ("path", 0, PATH_A), path_a=0),
+    _s(112, "setsid"),
+    _s(109, "setpgid", ("pid", 0, INT), ("pgid", 1, INT)),
     _s(81, "fchdir", ("fd", 0, FD)),
 )
 
@@ -131,7 +133,7 @@ CLONE_NRS: dict[str, int] = {"clone": 56, "fork": 57, "vfork": 58, "clone3": 435
 STATE_SYSCALLS: frozenset[str] = frozenset({
     "open", "openat", "openat2", "creat", "execve", "execveat", "connect", "accept",
     "accept4", "bind", "socket", "dup", "dup2", "dup3", "close", "chdir", "fchdir",
-    "memfd_create",
+    "memfd_create", "setsid", "setpgid",
 })
 
 #: The open family: raw arg index of the open(2) flags and of the creation mode (None:
@@ -175,7 +177,7 @@ IA32: dict[str, tuple[int, ...]] = {
     "mkdir": (39,), "mkdirat": (296,), "rmdir": (40,), "chmod": (15,), "fchmod": (94,),
     "fchmodat": (306,), "setuid": (23, 213), "setns": (346,), "unshare": (310,),
     "bpf": (357,), "userfaultfd": (374,), "memfd_create": (356,), "close": (6,),
-    "chdir": (12,), "fchdir": (133,),
+    "chdir": (12,), "fchdir": (133,), "setsid": (66,), "setpgid": (57,),
 }
 
 BY_NR: dict[int, Syscall] = {s.nr: s for s in DECODED}

@@ -85,7 +85,7 @@ class Tracker:
             if rec.tid == rec.tgid:
                 self.procs.remove(rec.tgid)
         elif kind == abi.KIND_EXEC:
-            self.procs.load_or_create(rec.tgid, self.boot_ns)
+            _exec_ids(self.procs.load_or_create(rec.tgid, self.boot_ns), rec)
         return None
 
     def _fork(self, rec: record.Record) -> None:
@@ -171,13 +171,45 @@ def _exec(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInf
     p.name = comm[:15]
     p.exe = argv[0] if argv else filename
     p.args = argv[1:]
-    p.vpid = None
     p.env = rec.env()
     cid = containers.container_id_of(p.pid)
     if cid is not None:
         p.container_id = cid
     for num in [n for n, f in p.fds.items() if f.flags & O_CLOEXEC]:
         del p.fds[num]
+    return None, None
+
+
+def _exec_ids(p: Process, rec: record.Record) -> None:
+    """Session, process group, terminal and namespace ids as the kernel had them at exec
+    (KIND_EXEC args): what setsid/setpgid/TIOCSCTTY did since the fork is in them."""
+    ids, tty, vids = rec.args[2], rec.args[3], rec.args[4]
+    p.sid, p.pgid, p.tty = ids & 0xFFFFFFFF, ids >> 32, tty
+    if vids & 0xFFFFFFFF:
+        p.vpid = vids & 0xFFFFFFFF
+    if vids >> 32:
+        p.vpgid = vids >> 32
+
+
+def _setsid(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    """A new session: leader of it and of a new process group, no controlling tty."""
+    if rec.ret >= 0:
+        p.sid = p.pgid = rec.ret
+        p.tty = 0
+        p.vpgid = p.vpid
+    return None, None
+
+
+def _setpgid(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    """setpgid(pid, pgid): 0 means the caller, resp. the target's own pid. The numbers
+    are the caller's namespace's; they are taken as host pids only for a host process."""
+    if rec.ret != 0 or (p.vpid is not None and p.vpid != p.pid):
+        return None, None
+    pid, pgid = render.fd_arg(rec.args[0]), render.fd_arg(rec.args[1])
+    target = p if pid in (0, p.pid) else t.procs.peek(pid)
+    if target is not None:
+        target.pgid = pgid or target.pid
+        target.vpgid = target.pgid
     return None, None
 
 
@@ -304,4 +336,5 @@ _HANDLERS: dict[str, Handler] = {
     "listen": _listen, "fchmod": _fd_arg0, "setns": _fd_arg0, "finit_module": _fd_arg0,
     "dup": _dup, "dup2": _dup, "dup3": _dup, "close": _close,
     "memfd_create": _memfd, "chdir": _chdir, "fchdir": _fchdir,
+    "setsid": _setsid, "setpgid": _setpgid,
 }

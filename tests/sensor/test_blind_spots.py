@@ -9,9 +9,11 @@ marker (as the program's name, an argument, or in a path).
 from __future__ import annotations
 
 import os
+import pty
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,11 @@ RULES = """
   desc: the environment read from the exec event
   condition: evt.type = execve and proc.env contains "FALCONER_MARK=fm"
   output: "env %proc.env[FALCONER_MARK] tunables=%proc.env[GLIBC_TUNABLES] cmd=%proc.cmdline"
+  priority: WARNING
+- rule: Session leader on a terminal
+  desc: tty, session and process group as of exec
+  condition: evt.type = execve and proc.args contains fm and proc.is_sid_leader = true
+  output: "tty %proc.args tty=%proc.tty sid=%proc.sid pgid=%proc.pgid pid=%proc.pid vpgid=%proc.vpgid leader=%proc.is_vpgid_leader"
   priority: WARNING
 - rule: Long path opened
   desc: a path longer than 255 bytes, seen whole
@@ -110,6 +117,27 @@ def test_environment_of_a_process_that_exits_at_once(sensor, marker):
     assert seen, sensor.matching(marker)
     assert seen[0]["proc.env[FALCONER_MARK]"] == marker
     assert seen[0]["proc.env[GLIBC_TUNABLES]"] == "glibc.tune.x=1"
+
+
+def test_tty_session_and_group_after_setsid_on_a_new_pty(sensor, marker):
+    pid, fd = pty.fork()   # the child: setsid(), then the pty's slave as controlling tty
+    if pid == 0:
+        os.execv("/bin/true", ["/bin/true", marker])
+    os.waitpid(pid, 0)
+    os.close(fd)
+    seen = fields_for(sensor, marker, "Session leader on a terminal")
+    assert seen, sensor.matching(marker)
+    f = seen[0]
+    assert f["proc.sid"] == f["proc.pgid"] == f["proc.pid"] == pid
+    assert f["proc.tty"] >> 8 == 136          # a /dev/pts/N terminal (major 136)
+    assert f["proc.vpgid"] == pid and f["proc.is_vpgid_leader"] is True
+
+
+def test_setsid_without_exec_has_no_terminal(sensor, marker, tmp_path):
+    script = f"import os; os.setsid(); os.execv('/bin/true', ['/bin/true', '{marker}'])"
+    subprocess.run([sys.executable, "-c", script], check=True)
+    seen = fields_for(sensor, marker, "Session leader on a terminal")
+    assert seen and seen[0]["proc.tty"] == 0
 
 
 def test_a_path_longer_than_255_bytes_is_seen_whole(sensor, tmp_path, marker):

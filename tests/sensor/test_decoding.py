@@ -249,6 +249,24 @@ def test_exec_takes_the_environment_from_the_record(tracker):
     assert child.env == ["GLIBC_TUNABLES=glibc.tune.x=1", "PATH=/bin"]
 
 
+def test_exec_setsid_setpgid_update_session_and_group(tracker):
+    feed(tracker, raw_record(-1, 0, (0, 5003, 5003, 4242), kind=abi.KIND_FORK))
+    feed(tracker, raw_record(nr("setsid"), 5003, (), tgid=5003))
+    child = tracker.procs.get(5003)
+    assert (child.sid, child.pgid, child.tty) == (5003, 5003, 0)
+    tty_nr = (136 << 8) | 3      # /dev/pts/3
+    feed(tracker, raw_record(-1, 0, (5003, 5003, 5003 | 5003 << 32, tty_nr, 7 | 7 << 32),
+                             kind=abi.KIND_EXEC, tgid=5003))
+    ev = feed(tracker, raw_record(nr("execve"), 0, (), tgid=5003, str_a="/usr/bin/whoami",
+                                  argv=["whoami"], flags=abi.RF_ARGV_FROM_MM))
+    assert ev.get("proc.tty") == tty_nr and ev.get("proc.sid") == 5003
+    assert ev.get("proc.is_sid_leader") is True and ev.get("proc.pgid") == 5003
+    assert ev.get("proc.vpid") == 7 and ev.get("proc.vpgid") == 7
+    assert ev.get("proc.is_vpgid_leader") is True
+    feed(tracker, raw_record(nr("setpgid"), 0, (0, 4242), tgid=4242))
+    assert tracker.procs.get(4242).pgid == 4242
+
+
 def test_a_32_bit_record_is_flagged(tracker):
     ev = feed(tracker, raw_record(nr("openat"), 3, (AT_FDCWD, 0, 0), str_a="/etc/shadow",
                                   flags=abi.RF_COMPAT))
