@@ -56,6 +56,8 @@ CLONE_VM = 0x100
 CLONE_FILES = 0x400
 CLONE_VFORK = 0x4000
 CLONE_THREAD = 0x10000
+AF_INET = 2
+AF_INET6 = 10
 O_DIRECTORY = 0o200000
 O_CLOEXEC = 0o2000000
 TS_COMPAT = 0x0002         # thread_info.status bit of an ia32 syscall (asm/thread_info.h)
@@ -65,7 +67,7 @@ MAX_PID_LEVEL = 31         # pid namespaces nest at most 32 deep (MAX_PID_NS_LEV
 
 _UNPREFIXED = ("KIND_", "RF_", "CNT_", "FORWARD_", "SOCK_", "CLONE_", "FILTER_")
 _PREFIXED = ("STR_LEN", "ARGV_LEN", "ENV_LEN", "MAX_ARGS", "SOCK_LEN", "DATA_HALF",
-             "KEY_PATH", "MAX_PATHS", "MAX_FDS", "MAX_SYSCALLS", "O_DIRECTORY", "TS_COMPAT",
+             "KEY_PATH", "MAX_PATHS", "MAX_FDS", "MAX_SYSCALLS", "O_DIRECTORY", "TS_COMPAT", "AF_INET", "AF_INET6",
              "PIDTYPE_PGID", "PIDTYPE_SID", "MAX_PID_LEVEL")
 
 

@@ -40,7 +40,8 @@ struct falconer_event {
     u16 len_argv;       /* argv strings, NUL-separated */
     u16 len_env;        /* environment strings, NUL-separated */
     u16 flags;          /* RF_* */
-    u32 pad;
+    u16 len_local;      /* the socket's local address (connect), a sockaddr */
+    u16 pad;
     u8 data[2 * FALCONER_DATA_HALF];   /* the pieces above, packed in that order */
 };
 
@@ -58,6 +59,7 @@ struct falconer_spec {
     u8 filter;          /* rule-derived path filter group of path_a, 0 = none */
     u8 fd_ret;          /* the return value is a new descriptor */
     u8 open_flags;      /* arg holding open(2) flags (+1) */
+    u8 sock_local;      /* arg holding a socket whose local address to read (+1) */
 };
 
 /* LPM trie key: group byte, then the path; prefixlen counts bits after itself. */
@@ -132,7 +134,7 @@ static __always_inline u64 arg_at(struct falconer_event *e, u8 idx1)
 /* Where the next piece goes in data (bounded for the verifier). */
 static __always_inline u32 used(struct falconer_event *e)
 {
-    u32 n = (u32)e->len_a + e->len_b + e->len_sock + e->len_argv + e->len_env;
+    u32 n = (u32)e->len_a + e->len_b + e->len_sock + e->len_argv + e->len_env + e->len_local;
     return n & (FALCONER_DATA_HALF - 1);
 }
 
@@ -251,18 +253,54 @@ static __always_inline void fd_key(struct falconer_fd_key *k, void *task, s64 fd
     k->fd = fd;
 }
 
-/* Whether descriptor `fd` of the current task is a directory (state needs those). */
-static __always_inline int fd_is_dir(void *task, s64 fd)
+/* The struct file * of descriptor `fd` of the current task, NULL if none. */
+static __always_inline void *fd_file(void *task, s64 fd)
 {
     void *files = (void *)kread(task, OFF_TASK_FILES);
-    if (!files)
-        return 1;
+    if (!files || fd < 0)
+        return NULL;
     void *fdt = (void *)kread(files, OFF_FILES_FDT);
     if (!fdt || fd >= kread32(fdt, OFF_FDT_MAX_FDS))
-        return 1;
+        return NULL;
     void **fds = (void **)kread(fdt, OFF_FDT_FD);
     void *file = NULL;
     bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xffffff]);
+    return file;
+}
+
+/* The local address of socket descriptor `fd` appended as a sockaddr_in/_in6. */
+static __always_inline void read_sock_local(struct falconer_event *e, void *task, s64 fd)
+{
+    void *file = fd_file(task, fd);
+    if (!file)
+        return;
+    void *sock = (void *)kread(file, OFF_FILE_PRIVATE);
+    void *sk = sock ? (void *)kread(sock, OFF_SOCKET_SK) : NULL;
+    if (!sk)
+        return;
+    u16 family = 0, port = 0;
+    bpf_probe_read_kernel(&family, sizeof(family), (char *)sk + OFF_SK_FAMILY);
+    bpf_probe_read_kernel(&port, sizeof(port), (char *)sk + OFF_SK_NUM);
+    u8 *out = &e->data[used(e)];
+    if (family != FALCONER_AF_INET && family != FALCONER_AF_INET6)
+        return;
+    __builtin_memset(out, 0, 28);
+    *(u16 *)out = family;
+    out[2] = port >> 8;   /* sin_port: network order; skc_num is host order */
+    out[3] = port & 0xff;
+    if (family == FALCONER_AF_INET) {
+        bpf_probe_read_kernel(out + 4, 4, (char *)sk + OFF_SK_RCV_SADDR);
+        e->len_local = 16;
+    } else {
+        bpf_probe_read_kernel(out + 8, 16, (char *)sk + OFF_SK_V6_RCV_SADDR);
+        e->len_local = 28;
+    }
+}
+
+/* Whether descriptor `fd` of the current task is a directory (state needs those). */
+static __always_inline int fd_is_dir(void *task, s64 fd)
+{
+    void *file = fd_file(task, fd);
     if (!file)
         return 1;
     void *inode = (void *)kread(file, OFF_FILE_INODE);
@@ -392,7 +430,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     e->argc = 0;
     e->ret = ret;
     e->flags = compat ? RF_COMPAT : 0;
-    e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = 0;
+    e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = e->len_local = 0;
     read_args(e, regs, compat);
     if (spec->argv && ret == 0) {
         read_exec_image(e, task);
@@ -414,6 +452,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         read_sock(e, spec);
         if (spec->argv)
             read_argv_array(e, arg_at(e, spec->argv));
+        if (spec->sock_local)
+            read_sock_local(e, task, (s32)arg_at(e, spec->sock_local));
     }
     if (spec->deref && spec->deref_to) {
         u64 first = 0;
@@ -468,7 +508,7 @@ static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3, u
     e->args[3] = a3;
     e->args[4] = a4;
     e->args[5] = 0;
-    e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = 0;
+    e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = e->len_local = 0;
     e->flags = 0;
     e->pad = 0;
     events.ringbuf_submit(e, 0);   /* header only: HEADER_BYTES bytes */

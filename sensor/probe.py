@@ -170,6 +170,7 @@ def _fill_spec(spec: record.SpecRecord, s: syscalls.Syscall) -> None:
     spec.sock_when = s.sock_when
     spec.deref = idx(s.deref)
     spec.deref_to = idx(s.deref_to)
+    spec.sock_local = idx(s.sock_local)
     spec.fd_ret = int(s.name in syscalls.FD_RETURNING)
     flags_arg = syscalls.OPEN_FLAGS_ARG.get(s.name)
     spec.open_flags = idx(flags_arg)

@@ -3,7 +3,8 @@
 `EventRecord` is the ctypes mirror of the C struct; a test compares it member by member
 (offsets and sizes) with the layout bcc's clang produced for the loaded program, so the
 two sides cannot drift apart silently. A record is sent cut after the data in use: the
-header, then path a, path b, socket address, argv and environment packed in that order
+header, then path a, path b, socket address, argv, environment and local socket address
+packed in that order
 (each present when its length is non-zero). Decoding uses one precompiled
 `struct.Struct` over the header and slices the pieces only when a field needs them.
 """
@@ -37,7 +38,8 @@ class EventRecord(ctypes.Structure):
         ("len_argv", ctypes.c_uint16),
         ("len_env", ctypes.c_uint16),
         ("flags", ctypes.c_uint16),
-        ("pad", ctypes.c_uint32),
+        ("len_local", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
         ("data", ctypes.c_uint8 * (2 * abi.DATA_HALF)),
     ]
 
@@ -58,6 +60,7 @@ class SpecRecord(ctypes.Structure):
         ("filter", ctypes.c_uint8),
         ("fd_ret", ctypes.c_uint8),
         ("open_flags", ctypes.c_uint8),
+        ("sock_local", ctypes.c_uint8),
     ]
 
 
@@ -72,8 +75,8 @@ class PathKey(ctypes.Structure):
 
 
 #: ts, tgid, tid, uid, gid, nr, kind, argc, ret, args[6], len_a, len_b, len_sock,
-#: len_argv, len_env, flags, pad
-HEADER = struct.Struct("<QIIIIiHHq6Q6HI")
+#: len_argv, len_env, flags, len_local, pad
+HEADER = struct.Struct("<QIIIIiHHq6Q8H")
 OFF_DATA = EventRecord.data.offset
 RECORD_SIZE = ctypes.sizeof(EventRecord)
 assert HEADER.size == OFF_DATA, "HEADER must cover exactly the members before data"
@@ -99,6 +102,7 @@ class Record:
     len_argv: int
     len_env: int
     flags: int
+    len_local: int
     raw: bytes
 
     @classmethod
@@ -109,7 +113,7 @@ class Record:
         """
         h = HEADER.unpack_from(raw)
         return cls(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8],
-                   h[9:15], h[15], h[16], h[17], h[18], h[19], h[20], raw)
+                   h[9:15], h[15], h[16], h[17], h[18], h[19], h[20], h[21], raw)
 
     @property
     def compat(self) -> bool:
@@ -139,6 +143,13 @@ class Record:
         """A successful exec's environment, "NAME=value" each (bounded by ENV_LEN)."""
         off = OFF_DATA + self.len_a + self.len_b + self.len_sock + self.len_argv
         return _strings(self.raw[off:off + self.len_env])
+
+
+    def sock_local(self) -> bytes:
+        """The socket's local address (connect), a sockaddr; empty when not read."""
+        off = (OFF_DATA + self.len_a + self.len_b + self.len_sock + self.len_argv
+               + self.len_env)
+        return self.raw[off:off + self.len_local]
 
 
 def _strings(blob: bytes) -> list[str]:

@@ -54,7 +54,8 @@ class Syscall:
     sock_len: int | None = None
     sock_when: int = 0
     deref: int | None = None       # pointer arg whose pointee's first u64 ...
-    deref_to: int | None = None    # ... replaces this arg at sys_enter
+    deref_to: int | None = None    # ... replaces this arg (read at sys_exit)
+    sock_local: int | None = None  # socket arg whose local address is read at exit
 
 
 def _s(nr: int, name: str, *params: tuple[str, int, str], **kw: int) -> Syscall:
@@ -72,7 +73,8 @@ DECODED: tuple[Syscall, ...] = (
     _s(59, "execve", ("filename", 0, PATH_A), path_a=0, argv=1),
     _s(322, "execveat", ("dirfd", 0, FD), ("pathname", 1, PATH_A), ("flags", 4, AT_FLAGS),
        path_a=1, argv=2),
-    _s(42, "connect", ("fd", 0, FD), sock=1, sock_len=2, sock_when=SOCK_ENTER_LEN_VALUE),
+    _s(42, "connect", ("fd", 0, FD), sock=1, sock_len=2, sock_when=SOCK_ENTER_LEN_VALUE,
+       sock_local=0),
     _s(43, "accept", ("fd", 0, FD), sock=1, sock_len=2, sock_when=SOCK_EXIT_LEN_PTR),
     _s(288, "accept4", ("fd", 0, FD), ("flags", 3, INT), sock=1, sock_len=2,
        sock_when=SOCK_EXIT_LEN_PTR),

@@ -238,6 +238,9 @@ def _connect(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, Fd
         if typechar:
             fd.typechar = typechar
         fd.sip, fd.sport, fd.connected = addr, port, True
+        _, local, local_port = parse_sockaddr(rec.sock_local())
+        if local is not None:
+            fd.cip, fd.cport = local, local_port
         fd.name = _sock_name(fd)
     return num, fd
 

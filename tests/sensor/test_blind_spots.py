@@ -42,6 +42,11 @@ RULES = """
   condition: evt.type = execve and proc.args contains fm and proc.is_sid_leader = true
   output: "tty %proc.args tty=%proc.tty sid=%proc.sid pgid=%proc.pgid pid=%proc.pid vpgid=%proc.vpgid leader=%proc.is_vpgid_leader"
   priority: WARNING
+- rule: Connect with its local address
+  desc: fd.lip/fd.lport of a connect
+  condition: evt.type = connect and proc.args contains fm and fd.rip = 127.0.0.1
+  output: "conn %proc.args lip=%fd.lip lport=%fd.lport rport=%fd.rport"
+  priority: WARNING
 - rule: Long path opened
   desc: a path longer than 255 bytes, seen whole
   condition: evt.type in (open, openat) and fd.name contains /fmlong and fd.name endswith .txt
@@ -148,6 +153,21 @@ def test_a_path_longer_than_255_bytes_is_seen_whole(sensor, tmp_path, marker):
     assert len(str(path)) > 600
     seen = fields_for(sensor, marker, "Long path opened")
     assert {f["fd.name"] for f in seen} == {str(path)}
+
+
+def test_connect_reports_its_local_address(sensor, marker):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        script = ("import socket, sys; s = socket.create_connection(('127.0.0.1', "
+                  f"{port})); print(s.getsockname()[1])")
+        out = subprocess.run([sys.executable, "-c", script, marker], capture_output=True,
+                             text=True, check=True).stdout
+    seen = fields_for(sensor, marker, "Connect with its local address")
+    assert seen, sensor.matching(marker)
+    assert seen[0]["fd.lip"] == "127.0.0.1" and seen[0]["fd.rport"] == port
+    assert seen[0]["fd.lport"] == int(out)
 
 
 def _free_port() -> int:

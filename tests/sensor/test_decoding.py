@@ -20,7 +20,7 @@ AT_FDCWD = (1 << 64) - 100   # -100 as the kernel's unsigned long register
 def raw_record(nr: int, ret: int = 0, args: tuple[int, ...] = (), kind: int = 0,
                tgid: int = 4242, str_a: str | None = None, str_b: str | None = None,
                argv: list[str] | None = None, sock: bytes = b"", uid: int = 0,
-               env: list[str] | None = None, flags: int = 0) -> bytes:
+               env: list[str] | None = None, flags: int = 0, local: bytes = b"") -> bytes:
     """A record as the kernel sends it: the header, then the pieces in use, packed."""
     a = (str_a.encode() + b"\0") if str_a is not None else b""
     b = (str_b.encode() + b"\0") if str_b is not None else b""
@@ -29,8 +29,8 @@ def raw_record(nr: int, ret: int = 0, args: tuple[int, ...] = (), kind: int = 0,
     head = record.HEADER.pack(
         1_000_000, tgid, tgid, uid, uid, nr, kind, len(argv or []), ret,
         *(list(args) + [0] * (6 - len(args))), len(a), len(b), len(sock), len(v), len(e),
-        flags, 0)
-    return head + a + b + sock + v + e
+        flags, len(local), 0)
+    return head + a + b + sock + v + e + local
 
 
 @pytest.fixture
@@ -196,6 +196,18 @@ def test_connect_fills_the_socket_fields(tracker):
     assert ev.get("fd.sip") == "93.184.216.34" and ev.get("fd.sport") == 8443
     assert ev.get("fd.l4proto") == "tcp" and ev.get("fd.connected") is True
     assert ev.get("fd.name") == "0.0.0.0:0->93.184.216.34:8443"
+
+
+def test_connect_takes_the_local_address_the_kernel_read(tracker):
+    feed(tracker, raw_record(nr("socket"), 3, (socket.AF_INET, socket.SOCK_STREAM, 0)))
+    remote = (struct.pack("<H", socket.AF_INET) + struct.pack(">H", 443)
+              + socket.inet_aton("10.0.0.9"))
+    local = (struct.pack("<H", socket.AF_INET) + struct.pack(">H", 40000)
+             + socket.inet_aton("10.0.0.5") + b"\0" * 8)
+    ev = feed(tracker, raw_record(nr("connect"), 0, (3,), sock=remote, local=local))
+    assert ev.get("fd.lip") == "10.0.0.5" and ev.get("fd.lport") == 40000
+    assert ev.get("fd.rip") == "10.0.0.9" and ev.get("fd.rport") == 443
+    assert ev.get("fd.name") == "10.0.0.5:40000->10.0.0.9:443"
 
 
 def test_memfd_exec_is_fileless(tracker):
