@@ -60,6 +60,7 @@ struct falconer_spec {
     u8 fd_ret;          /* the return value is a new descriptor */
     u8 open_flags;      /* arg holding open(2) flags (+1) */
     u8 sock_local;      /* arg holding a socket whose local address to read (+1) */
+    u8 compat_watched;  /* this number is an ia32 syscall whose x86_64 twin is forwarded */
 };
 
 /* LPM trie key: group byte, then the path; prefixlen counts bits after itself. */
@@ -386,19 +387,23 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 {
     void *regs = (void *)ctx->args[0];
     s64 nr = kread(regs, OFF_REGS_ORIG_AX);
+    /* Cheapest test first: most syscalls are neither forwarded nor the number of a
+     * watched ia32 syscall (one array lookup, no look at the task). */
+    if (nr < 0 || nr >= FALCONER_MAX_SYSCALLS)
+        return 0;
+    u32 k = nr;
+    struct falconer_spec *spec = specs.lookup(&k);
+    if (!spec || (spec->forward == FORWARD_NO && !spec->compat_watched))
+        return 0;
     void *task = (void *)bpf_get_current_task();
     int compat = kread32(task, OFF_TASK_STATUS) & FALCONER_TS_COMPAT;
     if (compat) {
-        if (nr < 0 || nr >= FALCONER_MAX_SYSCALLS)
-            return 0;
-        u32 k = nr;
         s32 *mapped = compat_nr.lookup(&k);
         if (!mapped || *mapped < 0)
             return 0;
         nr = *mapped;
     }
-    /* Cheapest test first: most syscalls are not forwarded (one array lookup). */
-    struct falconer_spec *spec = forwarded_spec(nr);
+    spec = forwarded_spec(nr);
     if (!spec)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();

@@ -124,6 +124,7 @@ class Probe:
                     spec.filter = groups.get(decoded.name, 0)
                 if nr == close_nr and filt.filters_opens:
                     spec.forward = abi.FORWARD_CLOSE_FILTER
+            spec.compat_watched = int(syscalls.IA32_TO_X64.get(nr, -1) in wanted_ok)
             specs[ctypes.c_int(nr)] = spec
         for key in self.filter.keys(self._generation ^ 1):
             del paths[key]

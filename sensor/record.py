@@ -61,6 +61,7 @@ class SpecRecord(ctypes.Structure):
         ("fd_ret", ctypes.c_uint8),
         ("open_flags", ctypes.c_uint8),
         ("sock_local", ctypes.c_uint8),
+        ("compat_watched", ctypes.c_uint8),
     ]
 
 

@@ -175,8 +175,8 @@ def _exec(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInf
     cid = containers.container_id_of(p.pid)
     if cid is not None:
         p.container_id = cid
-    for num in [n for n, f in p.fds.items() if f.flags & O_CLOEXEC]:
-        del p.fds[num]
+    for fd_num in [n for n, f in p.fds.items() if f.flags & O_CLOEXEC]:
+        del p.fds[fd_num]
     return None, None
 
 

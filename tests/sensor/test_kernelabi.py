@@ -12,8 +12,6 @@ from falconer.sensor import btf, kernelabi, probe
 
 #: The C source without comments (a name in a comment is no use).
 C_SOURCE = re.sub(r"/\*.*?\*/|//[^\n]*", "", probe.SOURCE.read_text(), flags=re.S)
-#: Used by Python only: the value of a zeroed spec; C forwards only the modes it knows.
-PYTHON_ONLY = {"FORWARD_NO"}
 
 
 def test_the_c_side_defines_no_shared_constant():
@@ -24,7 +22,7 @@ def test_the_c_side_defines_no_shared_constant():
 
 def test_every_shared_constant_is_used_by_the_c_side():
     unused = {name for name in kernelabi.constants() if not re.search(rf"\b{name}\b", C_SOURCE)}
-    assert unused == PYTHON_ONLY
+    assert unused == set()
 
 
 def test_every_kernel_offset_is_used_by_the_c_side():
