@@ -9,8 +9,8 @@ Documentation/bpf/btf.rst) and reach probe.bpf.c as -D flags: a hand-made CO-RE.
 
 from __future__ import annotations
 
+import array
 import struct
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -29,49 +29,34 @@ class BtfError(RuntimeError):
     """BTF is missing, malformed, or lacks a struct member the probe needs."""
 
 
-@dataclass(frozen=True)
-class _Type:
-    kind: int
-    name: str
-    size_or_type: int
-    members: tuple[tuple[str, int, int], ...]   # (name, type id, bit offset)
-
-
 class Btf:
-    """The struct/union types of one BTF blob, by id and by name."""
+    """The types of one BTF blob. One pass records where each type is (type ids start at
+    1) and the ids of named structs/unions; members are decoded only when asked for, so
+    the ~100k types of a vmlinux cost a few arrays, not objects."""
 
     def __init__(self, blob: bytes) -> None:
         magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = \
             struct.unpack_from("<HBBIIIII", blob)
         if magic != MAGIC:
             raise BtfError(f"not BTF (magic {magic:#x})")
-        types = blob[hdr_len + type_off: hdr_len + type_off + type_len]
-        strings = blob[hdr_len + str_off: hdr_len + str_off + str_len]
-        self.types: list[_Type | None] = [None]   # type ids start at 1
+        self.types = memoryview(blob)[hdr_len + type_off: hdr_len + type_off + type_len]
+        self.strings = bytes(blob[hdr_len + str_off: hdr_len + str_off + str_len])
+        self.where = array.array("I", [0])   # type id -> offset of its 12-byte header
         self.by_name: dict[str, int] = {}
-        pos = 0
+        pos, types = 0, self.types
         while pos < len(types):
             name_off, info, size = struct.unpack_from("<III", types, pos)
-            pos += 12
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
-            members: tuple[tuple[str, int, int], ...] = ()
-            if kind in (STRUCT, UNION):
-                bitfield = bool(info >> 31)
-                members = tuple(
-                    (_str(strings, m[0]), m[1], m[2] & 0xFFFFFF if bitfield else m[2])
-                    for m in struct.iter_unpack("<III", types[pos:pos + 12 * vlen]))
-            pos += _FIXED_EXTRA.get(kind, 0) + _PER_MEMBER.get(kind, 0) * vlen
-            name = _str(strings, name_off)
-            self.types.append(_Type(kind, name, size, members))
-            if kind in (STRUCT, UNION) and name and size and name not in self.by_name:
-                self.by_name[name] = len(self.types) - 1
+            self.where.append(pos)
+            if kind in (STRUCT, UNION) and name_off and size:
+                name = _str(self.strings, name_off)
+                self.by_name.setdefault(name, len(self.where) - 1)
+            pos += 12 + _FIXED_EXTRA.get(kind, 0) + _PER_MEMBER.get(kind, 0) * vlen
 
     def offset(self, struct_name: str, path: str) -> int:
         """Byte offset of `path` ("thread_info.status") inside `struct struct_name`,
         looking through anonymous struct/union members. Raises BtfError."""
-        tid = self.by_name.get(struct_name)
-        if tid is None:
-            raise BtfError(f"struct {struct_name} not in BTF")
+        tid = self._named(struct_name)
         total = 0
         for part in path.split("."):
             found = self._member(tid, part)
@@ -83,29 +68,45 @@ class Btf:
 
     def size(self, struct_name: str) -> int:
         """sizeof(struct struct_name) in bytes. Raises BtfError."""
+        return self._header(self._named(struct_name))[2]
+
+    def _named(self, struct_name: str) -> int:
         tid = self.by_name.get(struct_name)
         if tid is None:
             raise BtfError(f"struct {struct_name} not in BTF")
-        return self._resolve(tid).size_or_type
+        return tid
+
+    def _header(self, tid: int) -> tuple[int, int, int]:
+        """(kind, info, size_or_type) of a type."""
+        _name, info, size = struct.unpack_from("<III", self.types, self.where[tid])
+        return (info >> 24) & 0x1F, info, size
 
     def _member(self, tid: int, name: str) -> tuple[int, int] | None:
-        t = self._resolve(tid)
-        for mname, mtype, bits in t.members:
-            if mname == name:
-                return bits, mtype
-            if not mname:
-                inner = self._member(mtype, name)
+        """(bit offset, type id) of member `name` of struct/union `tid`."""
+        tid = self._resolve(tid)
+        kind, info, _size = self._header(tid)
+        if kind not in (STRUCT, UNION):
+            return None
+        start = self.where[tid] + 12
+        for i in range(info & 0xFFFF):
+            m_name, m_type, m_off = struct.unpack_from("<III", self.types, start + 12 * i)
+            bits = m_off & 0xFFFFFF if info >> 31 else m_off
+            if m_name and _str(self.strings, m_name) == name:
+                return bits, m_type
+            if not m_name:
+                inner = self._member(m_type, name)
                 if inner is not None:
                     return bits + inner[0], inner[1]
         return None
 
-    def _resolve(self, tid: int) -> _Type:
-        t = self.types[tid]
-        while t is not None and t.kind in _MODIFIERS:
-            t = self.types[t.size_or_type]
-        if t is None:
-            raise BtfError(f"BTF type {tid} is void")
-        return t
+    def _resolve(self, tid: int) -> int:
+        """Through typedefs and qualifiers to the type they name."""
+        while tid:
+            kind, _info, ref = self._header(tid)
+            if kind not in _MODIFIERS:
+                return tid
+            tid = ref
+        raise BtfError("a BTF type resolves to void")
 
 
 def _str(strings: bytes, off: int) -> str:
