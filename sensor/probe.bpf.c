@@ -320,12 +320,6 @@ static __always_inline int passes_filter(struct falconer_event *e, struct falcon
 {
     if (!spec->filter)
         return 1;
-    if (e->ret >= 0 && spec->fd_ret) {
-        if (spec->open_flags && (arg_at(e, spec->open_flags) & FALCONER_O_DIRECTORY))
-            return 1;
-        if (fd_is_dir(task, e->ret))
-            return 1;
-    }
     u32 len = e->len_a;   /* with its NUL */
     if (len < 2 || len > FALCONER_KEY_PATH || e->data[0] != '/')
         return 1;
@@ -358,7 +352,16 @@ static __always_inline int passes_filter(struct falconer_event *e, struct falcon
         return 1;
     r->prefixlen = 8 * (1 + len);
     r->group = spec->filter | FILTER_REVERSED;
-    return paths.lookup(r) != NULL;
+    if (paths.lookup(r))
+        return 1;
+    /* No rule wants this path; state still needs the directories a process opens
+     * (cwd via fchdir, paths relative to a dirfd). Checked last: it costs five reads. */
+    if (e->ret >= 0 && spec->fd_ret) {
+        if (spec->open_flags && (arg_at(e, spec->open_flags) & FALCONER_O_DIRECTORY))
+            return 1;
+        return fd_is_dir(task, e->ret);
+    }
+    return 0;
 }
 
 static __always_inline void read_args(struct falconer_event *e, void *regs, int compat)
