@@ -121,6 +121,8 @@ OFFSETS: tuple[tuple[str, str, str], ...] = (
     ("OFF_TASK_TGID", "task_struct", "tgid"),
     ("OFF_TASK_REAL_PARENT", "task_struct", "real_parent"),
     ("OFF_TASK_FILES", "task_struct", "files"),
+    ("OFF_TASK_GROUP_LEADER", "task_struct", "group_leader"),
+    ("OFF_TASK_START_TIME", "task_struct", "start_time"),
     ("OFF_TASK_MM", "task_struct", "mm"),
     ("OFF_TASK_VFORK_DONE", "task_struct", "vfork_done"),
     ("OFF_TASK_SIGNAL", "task_struct", "signal"),

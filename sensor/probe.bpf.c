@@ -70,9 +70,12 @@ struct falconer_path_key {
     char path[FALCONER_KEY_PATH];
 };
 
+/* A descriptor of one process: pids are reused, so the process is named by its tgid
+ * and its leader's start time (a stale entry can then never hit a new process). */
 struct falconer_fd_key {
-    u64 files;          /* struct files_struct * (shared by CLONE_FILES threads) */
-    s64 fd;
+    u64 start_ns;       /* group_leader->start_time */
+    u32 tgid;
+    s32 fd;
 };
 
 /* The first two members of the user-space struct msghdr (x86_64 ABI). */
@@ -250,7 +253,9 @@ static __always_inline struct falconer_spec *forwarded_spec(s64 nr)
 
 static __always_inline void fd_key(struct falconer_fd_key *k, void *task, s64 fd)
 {
-    k->files = kread(task, OFF_TASK_FILES);
+    void *leader = (void *)kread(task, OFF_TASK_GROUP_LEADER);
+    k->start_ns = leader ? kread(leader, OFF_TASK_START_TIME) : 0;
+    k->tgid = kread32(task, OFF_TASK_TGID);
     k->fd = fd;
 }
 
