@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -20,6 +21,8 @@ from falconer.sensor import kernelabi as abi
 
 SOURCE = Path(__file__).with_name("probe.bpf.c")
 DEFAULT_BUFFER_PAGES = 1024
+#: The longest one `Probe.poll` spends delivering records (seconds).
+POLL_BUDGET_S = 0.25
 
 
 class ProbeError(RuntimeError):
@@ -85,6 +88,7 @@ class Probe:
         self.forwarded: frozenset[int] = frozenset()
         self.filter: kfilter.KernelFilter = kfilter.KernelFilter.forward_all()
         self._generation = 0
+        self._poll_deadline = 0.0
         self.bpf[b"config"][ctypes.c_int(0)] = ctypes.c_uint32(os.getpid())
         compat = self.bpf[b"compat_nr"]
         for nr in range(abi.MAX_SYSCALLS):
@@ -139,12 +143,17 @@ class Probe:
 
         def on_record(_ctx: int, data: int, size: int) -> int:
             callback(ctypes.string_at(data, size))
-            return 0
+            # A negative return ends this poll after this record (libbpf consumed it);
+            # the rest waits in the ring for the next poll.
+            return -1 if time.monotonic() > self._poll_deadline else 0
 
         self.bpf[b"events"].open_ring_buffer(on_record)
 
     def poll(self, timeout_ms: int) -> None:
-        """Drain the ring buffer, waiting at most `timeout_ms` for the first record."""
+        """Take records from the ring buffer, waiting at most `timeout_ms` for the first
+        one, and returning after at most POLL_BUDGET_S of work: a backlog never keeps
+        the caller from its signals, reloads and drop checks."""
+        self._poll_deadline = time.monotonic() + POLL_BUDGET_S
         self.bpf.ring_buffer_poll(timeout_ms)
 
     def counters(self) -> ProbeCounters:
