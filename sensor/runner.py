@@ -55,6 +55,7 @@ class Stats:
     undecodable: int = 0
     failed: int = 0             # decoded, but state, capture or evaluation raised
     unwritten: int = 0          # alerts that could not be written to stdout
+    kept_in_kernel: int = 0     # records the rule-derived kernel filter held back (no loss)
     alerts: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -151,6 +152,7 @@ class Sensor:
                  f"(ring buffer full {s.dropped_ring}, lost in flight {s.dropped_stash}, "
                  f"undecodable {s.undecodable}, drop alerts throttled "
                  f"{self.drop_bucket.throttled})",
+                 f"kept in the kernel by the rule-derived filter: {s.kept_in_kernel}",
                  f"events not evaluated (errors): {s.failed}",
                  f"alerts not written (stdout failed): {s.unwritten}",
                  f"processes evicted from the table: {self.tracker.procs.evicted}",
@@ -297,7 +299,9 @@ class Sensor:
             return
         # The kernel side keeps no per-thread stash any more (exit-only hooks): nothing
         # can be lost in flight; the field stays for the drop alert's shape.
-        ring, stash = self.probe.counters().ring_full, 0
+        counters = self.probe.counters()
+        ring, stash = counters.ring_full, 0
+        self.stats.kept_in_kernel = counters.filtered
         new_ring, new_stash = ring - self._last_ring, stash - self._last_stash
         self._last_ring, self._last_stash = ring, stash
         self.stats.dropped_ring, self.stats.dropped_stash = ring, stash
