@@ -114,7 +114,8 @@ def _str(strings: bytes, off: int) -> str:
     return strings[off:end].decode()
 
 
-#: (-D name, struct, member path): what probe.bpf.c reads from kernel memory.
+#: (-D name, struct, member path): what probe.bpf.c reads from kernel memory; "a|b" tries
+#: the spellings of different kernel versions in order (6.11 split i_ctime into _sec/_nsec).
 OFFSETS: tuple[tuple[str, str, str], ...] = (
     ("OFF_TASK_STATUS", "task_struct", "thread_info.status"),
     ("OFF_TASK_PID", "task_struct", "pid"),
@@ -151,6 +152,12 @@ OFFSETS: tuple[tuple[str, str, str], ...] = (
     ("OFF_SK_RCV_SADDR", "sock", "__sk_common.skc_rcv_saddr"),
     ("OFF_SK_V6_RCV_SADDR", "sock", "__sk_common.skc_v6_rcv_saddr"),
     ("OFF_INODE_MODE", "inode", "i_mode"),
+    ("OFF_INODE_INO", "inode", "i_ino"),
+    ("OFF_INODE_CTIME_SEC", "inode", "i_ctime_sec|__i_ctime.tv_sec|i_ctime.tv_sec"),
+    ("OFF_INODE_CTIME_NSEC", "inode", "i_ctime_nsec|__i_ctime.tv_nsec|i_ctime.tv_nsec"),
+    ("OFF_INODE_MTIME_SEC", "inode", "i_mtime_sec|__i_mtime.tv_sec|i_mtime.tv_sec"),
+    ("OFF_INODE_MTIME_NSEC", "inode", "i_mtime_nsec|__i_mtime.tv_nsec|i_mtime.tv_nsec"),
+    ("OFF_MM_EXE_FILE", "mm_struct", "exe_file"),
     ("OFF_REGS_ORIG_AX", "pt_regs", "orig_ax"),
     ("OFF_REGS_DI", "pt_regs", "di"),
     ("OFF_REGS_SI", "pt_regs", "si"),
@@ -170,6 +177,17 @@ SIZES: tuple[tuple[str, str], ...] = (
 )
 
 
+def _first(btf: Btf, struct_name: str, spellings: str) -> int:
+    """The offset of the first spelling of a member this kernel has. Raises BtfError."""
+    *others, last = spellings.split("|")
+    for path in others:
+        try:
+            return btf.offset(struct_name, path)
+        except BtfError:
+            continue
+    return btf.offset(struct_name, last)
+
+
 @cache
 def cflags(path: Path = VMLINUX) -> tuple[str, ...]:
     """-D flags with every offset in OFFSETS and size in SIZES for the running kernel.
@@ -179,5 +197,5 @@ def cflags(path: Path = VMLINUX) -> tuple[str, ...]:
     except OSError as exc:
         raise BtfError(f"cannot read {path}: {exc} (kernel without CONFIG_DEBUG_INFO_BTF?)") \
             from exc
-    return (tuple(f"-D{flag}={btf.offset(s, member)}" for flag, s, member in OFFSETS)
+    return (tuple(f"-D{flag}={_first(btf, s, member)}" for flag, s, member in OFFSETS)
             + tuple(f"-D{flag}={btf.size(s)}" for flag, s in SIZES))

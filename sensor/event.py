@@ -350,6 +350,11 @@ FIELDS: dict[str, Field] = {
     "proc.is_sid_leader": _proc_attr(lambda p: p.sid == p.pid),
     "proc.is_pgid_leader": _proc_attr(lambda p: p.pgid == p.pid),
     "proc.vpgid": _proc_attr(_vpgid),
+    "proc.exe_ino": _proc_attr(lambda p: p.exe_stat[0] if p.exe_stat else None),
+    "proc.exe_ino.ctime": _proc_attr(lambda p: p.exe_stat[1] if p.exe_stat else None),
+    "proc.exe_ino.mtime": _proc_attr(lambda p: p.exe_stat[2] if p.exe_stat else None),
+    "proc.exe_ino.ctime_duration_proc_start": _proc_attr(
+        lambda p: p.start_ns - p.exe_stat[1] if p.exe_stat and p.start_ns else None),
     "proc.is_vpgid_leader": _proc_attr(lambda p: _vpgid(p) == _vpid(p)),
     "proc.env": _env,
     "proc.duration": _duration,

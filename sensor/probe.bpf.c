@@ -41,8 +41,15 @@ struct falconer_event {
     u16 len_env;        /* environment strings, NUL-separated */
     u16 flags;          /* RF_* */
     u16 len_local;      /* the socket's local address (connect), a sockaddr */
-    u16 pad;
+    u16 len_exe;        /* KIND_EXEC: a struct falconer_exe_stat of the new image */
     u8 data[2 * FALCONER_DATA_HALF];   /* the pieces above, packed in that order */
+};
+
+/* The executable file of a new image (KIND_EXEC data): proc.exe_ino.* */
+struct falconer_exe_stat {
+    u64 ino;
+    s64 ctime_ns;
+    s64 mtime_ns;
 };
 
 /* What to read for one syscall number. Arg indexes are stored +1 (0 = none). */
@@ -494,7 +501,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
 }
 
 /* A record without syscall payload, for the sched tracepoints. */
-static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3, u64 a4)
+static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
@@ -519,14 +526,30 @@ static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3, u
     e->args[1] = a1;
     e->args[2] = a2;
     e->args[3] = a3;
-    e->args[4] = a4;
-    e->args[5] = 0;
+    e->args[4] = e->args[5] = 0;
     e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = e->len_local = 0;
     e->flags = 0;
-    e->pad = 0;
+    e->len_exe = 0;
     events.ringbuf_submit(e, 0);   /* header only: HEADER_BYTES bytes */
     count(CNT_EMITTED);
     return 0;
+}
+
+/* The inode number, ctime and mtime of the current task's executable. */
+static __always_inline void exe_stat(void *task, struct falconer_exe_stat *st)
+{
+    void *mm = (void *)kread(task, OFF_TASK_MM);
+    void *file = mm ? (void *)kread(mm, OFF_MM_EXE_FILE) : NULL;
+    void *inode = file ? (void *)kread(file, OFF_FILE_INODE) : NULL;
+    if (!inode)
+        return;
+    /* Nanoseconds are < 2^30; above that, multigrain timestamps (6.13+) keep flags in
+     * i_ctime_nsec (I_CTIME_QUERIED, bit 31): masked off. */
+    st->ino = kread(inode, OFF_INODE_INO);
+    st->ctime_ns = (s64)kread(inode, OFF_INODE_CTIME_SEC) * 1000000000
+                   + (kread32(inode, OFF_INODE_CTIME_NSEC) & 0x3fffffff);
+    st->mtime_ns = (s64)kread(inode, OFF_INODE_MTIME_SEC) * 1000000000
+                   + (kread32(inode, OFF_INODE_MTIME_NSEC) & 0x3fffffff);
 }
 
 /* Before the child runs, in the parent: the clone flags the tracker needs, derived
@@ -545,7 +568,7 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
         flags |= CLONE_VFORK | CLONE_VM;
     void *real_parent = (void *)kread(child, OFF_TASK_REAL_PARENT);
     return emit_task(KIND_FORK, flags, child_tid, child_tgid,
-                     kread32(real_parent, OFF_TASK_TGID), 0);
+                     kread32(real_parent, OFF_TASK_TGID));
 }
 
 /* The pid number of `pid` (struct pid *) at namespace `level`, 0 if it has none there. */
@@ -581,10 +604,44 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u32 level = own ? kread32(own, OFF_PID_LEVEL) : 0;
     u64 ids = pid_nr_at(session, 0) | ((u64)pid_nr_at(pgrp, 0) << 32);
     u64 vids = pid_nr_at(own, level) | ((u64)pid_nr_at(pgrp, level) << 32);
-    return emit_task(KIND_EXEC, args->old_pid, args->pid, ids, tty_nr(signal), vids);
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid >> 32))
+        return 0;
+    u32 size = HEADER_BYTES + sizeof(struct falconer_exe_stat);
+    struct falconer_event *e = events.ringbuf_reserve(size);
+    if (!e) {
+        count(CNT_RING_FULL);
+        return 0;
+    }
+    u64 uid_gid = bpf_get_current_uid_gid();
+    e->ts_ns = bpf_ktime_get_ns();
+    e->tgid = pid_tgid >> 32;
+    e->tid = (u32)pid_tgid;
+    e->uid = (u32)uid_gid;
+    e->gid = uid_gid >> 32;
+    e->nr = -1;
+    e->kind = KIND_EXEC;
+    e->argc = 0;
+    e->ret = 0;
+    e->args[0] = args->old_pid;
+    e->args[1] = args->pid;
+    e->args[2] = ids;
+    e->args[3] = tty_nr(signal);
+    e->args[4] = vids;
+    e->args[5] = 0;
+    e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = e->len_local = 0;
+    e->flags = 0;
+    e->len_exe = sizeof(struct falconer_exe_stat);
+    struct falconer_exe_stat *st = (struct falconer_exe_stat *)e->data;
+    st->ino = 0;
+    st->ctime_ns = st->mtime_ns = 0;
+    exe_stat(task, st);
+    events.ringbuf_submit(e, 0);
+    count(CNT_EMITTED);
+    return 0;
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
-    return emit_task(KIND_EXIT, 0, 0, 0, 0, 0);
+    return emit_task(KIND_EXIT, 0, 0, 0, 0);
 }

@@ -39,7 +39,7 @@ class EventRecord(ctypes.Structure):
         ("len_env", ctypes.c_uint16),
         ("flags", ctypes.c_uint16),
         ("len_local", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
+        ("len_exe", ctypes.c_uint16),
         ("data", ctypes.c_uint8 * (2 * abi.DATA_HALF)),
     ]
 
@@ -76,9 +76,11 @@ class PathKey(ctypes.Structure):
 
 
 #: ts, tgid, tid, uid, gid, nr, kind, argc, ret, args[6], len_a, len_b, len_sock,
-#: len_argv, len_env, flags, len_local, pad
+#: len_argv, len_env, flags, len_local, len_exe
 HEADER = struct.Struct("<QIIIIiHHq6Q8H")
 OFF_DATA = EventRecord.data.offset
+#: struct falconer_exe_stat: ino, ctime_ns, mtime_ns (the data of a KIND_EXEC record)
+EXE_STAT = struct.Struct("<Qqq")
 RECORD_SIZE = ctypes.sizeof(EventRecord)
 assert HEADER.size == OFF_DATA, "HEADER must cover exactly the members before data"
 
@@ -104,6 +106,7 @@ class Record:
     len_env: int
     flags: int
     len_local: int
+    len_exe: int
     raw: bytes
 
     @classmethod
@@ -114,7 +117,7 @@ class Record:
         """
         h = HEADER.unpack_from(raw)
         return cls(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8],
-                   h[9:15], h[15], h[16], h[17], h[18], h[19], h[20], h[21], raw)
+                   h[9:15], h[15], h[16], h[17], h[18], h[19], h[20], h[21], h[22], raw)
 
     @property
     def compat(self) -> bool:
@@ -151,6 +154,13 @@ class Record:
         off = (OFF_DATA + self.len_a + self.len_b + self.len_sock + self.len_argv
                + self.len_env)
         return self.raw[off:off + self.len_local]
+
+
+    def exe_stat(self) -> tuple[int, int, int] | None:
+        """KIND_EXEC: (inode number, ctime ns, mtime ns) of the new executable."""
+        if self.len_exe < EXE_STAT.size:
+            return None
+        return EXE_STAT.unpack_from(self.raw, OFF_DATA)  # type: ignore[return-value]
 
 
 def _strings(blob: bytes) -> list[str]:

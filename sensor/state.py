@@ -64,6 +64,8 @@ class Process:
     container_id: str = containers.HOST
     exe_from_memfd: bool = False
     vpid: int | None = None
+    #: The executable's (inode number, ctime ns, mtime ns) as of exec (None: not known).
+    exe_stat: tuple[int, int, int] | None = None
     #: The process group in the process's own pid namespace (None: not known yet).
     vpgid: int | None = None
     #: The environment as of the last exec ("NAME=value" each, bounded as the kernel
@@ -85,6 +87,7 @@ class Process:
             args=self.args, cwd=self.cwd, tty=self.tty, sid=self.sid, pgid=self.pgid,
             loginuid=self.loginuid, start_ns=start_ns, container_id=self.container_id,
             exe_from_memfd=self.exe_from_memfd, env=self.env, vpgid=self.vpgid,
+            exe_stat=self.exe_stat,
             fds=self.fds if share_fds else dict(self.fds),
         )
 

@@ -182,13 +182,15 @@ def _exec(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInf
 
 def _exec_ids(p: Process, rec: record.Record) -> None:
     """Session, process group, terminal and namespace ids as the kernel had them at exec
-    (KIND_EXEC args): what setsid/setpgid/TIOCSCTTY did since the fork is in them."""
+    (KIND_EXEC args): what setsid/setpgid/TIOCSCTTY did since the fork is in them; and
+    the executable's inode, ctime and mtime (the record's data)."""
     ids, tty, vids = rec.args[2], rec.args[3], rec.args[4]
     p.sid, p.pgid, p.tty = ids & 0xFFFFFFFF, ids >> 32, tty
     if vids & 0xFFFFFFFF:
         p.vpid = vids & 0xFFFFFFFF
     if vids >> 32:
         p.vpgid = vids >> 32
+    p.exe_stat = rec.exe_stat()
 
 
 def _setsid(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:

@@ -47,6 +47,11 @@ RULES = """
   condition: evt.type = connect and proc.args contains fm and fd.rip = 127.0.0.1
   output: "conn %proc.args lip=%fd.lip lport=%fd.lport rport=%fd.rport"
   priority: WARNING
+- rule: Executable inode at exec
+  desc: proc.exe_ino.* read from the new image at exec
+  condition: evt.type = execve and proc.name startswith fm
+  output: "exe %proc.name ino=%proc.exe_ino ctime=%proc.exe_ino.ctime mtime=%proc.exe_ino.mtime"
+  priority: WARNING
 - rule: Long path opened
   desc: a path longer than 255 bytes, seen whole
   condition: evt.type in (open, openat) and fd.name contains /fmlong and fd.name endswith .txt
@@ -168,6 +173,18 @@ def test_connect_reports_its_local_address(sensor, marker):
     assert seen, sensor.matching(marker)
     assert seen[0]["fd.lip"] == "127.0.0.1" and seen[0]["fd.rport"] == port
     assert seen[0]["fd.lport"] == int(out)
+
+
+def test_exe_inode_times_come_from_the_exec(sensor, gate32, tmp_path, marker):
+    exe = named(gate32, tmp_path, marker)
+    st = exe.stat()
+    subprocess.run([str(exe), "setuid", "0"], check=True)
+    exe.unlink()   # gone from disk at once: nothing left to look up afterwards
+    seen = fields_for(sensor, marker, "Executable inode at exec")
+    assert seen, sensor.matching(marker)
+    assert seen[0]["proc.exe_ino"] == st.st_ino
+    assert seen[0]["proc.exe_ino.ctime"] == st.st_ctime_ns
+    assert seen[0]["proc.exe_ino.mtime"] == st.st_mtime_ns
 
 
 def _free_port() -> int:

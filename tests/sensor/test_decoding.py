@@ -20,7 +20,8 @@ AT_FDCWD = (1 << 64) - 100   # -100 as the kernel's unsigned long register
 def raw_record(nr: int, ret: int = 0, args: tuple[int, ...] = (), kind: int = 0,
                tgid: int = 4242, str_a: str | None = None, str_b: str | None = None,
                argv: list[str] | None = None, sock: bytes = b"", uid: int = 0,
-               env: list[str] | None = None, flags: int = 0, local: bytes = b"") -> bytes:
+               env: list[str] | None = None, flags: int = 0, local: bytes = b"",
+               exe: bytes = b"") -> bytes:
     """A record as the kernel sends it: the header, then the pieces in use, packed."""
     a = (str_a.encode() + b"\0") if str_a is not None else b""
     b = (str_b.encode() + b"\0") if str_b is not None else b""
@@ -29,8 +30,8 @@ def raw_record(nr: int, ret: int = 0, args: tuple[int, ...] = (), kind: int = 0,
     head = record.HEADER.pack(
         1_000_000, tgid, tgid, uid, uid, nr, kind, len(argv or []), ret,
         *(list(args) + [0] * (6 - len(args))), len(a), len(b), len(sock), len(v), len(e),
-        flags, len(local), 0)
-    return head + a + b + sock + v + e + local
+        flags, len(local), len(exe))
+    return head + a + b + sock + v + e + local + exe
 
 
 @pytest.fixture
@@ -268,13 +269,16 @@ def test_exec_setsid_setpgid_update_session_and_group(tracker):
     assert (child.sid, child.pgid, child.tty) == (5003, 5003, 0)
     tty_nr = (136 << 8) | 3      # /dev/pts/3
     feed(tracker, raw_record(-1, 0, (5003, 5003, 5003 | 5003 << 32, tty_nr, 7 | 7 << 32),
-                             kind=abi.KIND_EXEC, tgid=5003))
+                             kind=abi.KIND_EXEC, tgid=5003,
+                             exe=record.EXE_STAT.pack(1234, 5 * 10**9, 4 * 10**9)))
     ev = feed(tracker, raw_record(nr("execve"), 0, (), tgid=5003, str_a="/usr/bin/whoami",
                                   argv=["whoami"], flags=abi.RF_ARGV_FROM_MM))
     assert ev.get("proc.tty") == tty_nr and ev.get("proc.sid") == 5003
     assert ev.get("proc.is_sid_leader") is True and ev.get("proc.pgid") == 5003
     assert ev.get("proc.vpid") == 7 and ev.get("proc.vpgid") == 7
     assert ev.get("proc.is_vpgid_leader") is True
+    assert ev.get("proc.exe_ino") == 1234
+    assert (ev.get("proc.exe_ino.ctime"), ev.get("proc.exe_ino.mtime")) == (5 * 10**9, 4 * 10**9)
     feed(tracker, raw_record(nr("setpgid"), 0, (0, 4242), tgid=4242))
     assert tracker.procs.get(4242).pgid == 4242
 
