@@ -160,7 +160,8 @@ class Record:
         """KIND_EXEC: (inode number, ctime ns, mtime ns) of the new executable."""
         if self.len_exe < EXE_STAT.size:
             return None
-        return EXE_STAT.unpack_from(self.raw, OFF_DATA)  # type: ignore[return-value]
+        ino, ctime_ns, mtime_ns = EXE_STAT.unpack_from(self.raw, OFF_DATA)
+        return ino, ctime_ns, mtime_ns
 
 
 def _strings(blob: bytes) -> list[str]:
