@@ -1,24 +1,37 @@
-"""Benchmark of the eBPF sensor (not a test; root and bcc needed).
+"""Side-by-side overhead benchmark of the eBPF sensor (not a test; root and bcc needed).
 
-Side by side, in one run: three syscall loops written in C (so that the loop itself
-costs next to nothing) timed without the sensor and with `falconer sensor` running the
-upstream stable rules:
-- openat/close of one file (both syscalls reach user space: rules + fd table),
-- getppid (no rule needs it: the kernel-side filter drops it early),
-- fork/exec/wait of /bin/true (state tracking + the execve rules),
-plus getppid with `--all-events` (everything forwarded, to show the full path's cost).
-For each: the slowdown ratio, events delivered to user space per second, drops, the
-sensor's CPU time and its peak RSS.
+In one run, each workload is timed without and with something attached, interleaved
+(base, with, base, with ...) so that a shared machine's drift hits both sides:
+- W1: open+close of /etc/hostname (no stable rule can match it: kept in the kernel),
+- W2: getppid (no rule watches it),
+- W3: fork+exec of /bin/true,
+- mixed: a C build, tar of a header tree, git init/add/commit, python start-ups,
+- saturate: open+close of /etc/shadow in a tight loop (every open is forwarded: the
+  rules watch that file), to report the drop percentage under pressure,
+- W1 again with 5,000 generated rules (each watching its own file) instead.
+"With" is `falconer sensor` on the upstream stable rules, and, for the hook rows, a
+trivial BPF program on one hook type (the floor: the per-syscall tracepoints of one
+syscall no workload calls; raw tracepoint sys_exit only, as the probe uses; raw
+sys_enter+sys_exit; classic raw_syscalls enter+exit).
+For each row: the slowdown ratio (median with / median base), records delivered to user
+space, drops, sensor CPU seconds, forwarded records per sensor CPU second and peak RSS.
+The table is printed and written as JSON to $FALCONER_CACHE/bench/sensor-<commit>.json.
+FALCONER_BENCH_SCALE (default 1) scales every workload's size (0.1 for a quick look).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from falconer.paths import ROOT
@@ -26,6 +39,7 @@ from falconer.paths import ROOT
 STABLE = ROOT.parent / "shared" / "anchors" / "falco-rules" / "falco_rules.yaml"
 REPEAT = 3
 CACHE = Path(os.environ.get("FALCONER_CACHE", "/var/cache/falconer")) / "bench"
+SCALE = float(os.environ.get("FALCONER_BENCH_SCALE", "1"))
 
 LOOPS = r"""
 #include <fcntl.h>
@@ -51,16 +65,52 @@ int main(int argc, char **argv) {
 }
 """
 
-#: (label, loop, iterations, extra sensor args)
-CASES = [
-    ("openat+close", "open", 200_000, ()),
-    ("getppid", "getppid", 2_000_000, ()),
-    ("fork+exec", "forkexec", 2_000, ()),
-    ("getppid --all-events", "getppid", 200_000, ("--all-events",)),
-]
+#: Trivial programs for the hook rows (each one filters on a syscall id, as a probe would).
+HOOKS = {
+    "floor (syscalls:sys_*_acct)": """
+TRACEPOINT_PROBE(syscalls, sys_enter_acct) { return 0; }
+TRACEPOINT_PROBE(syscalls, sys_exit_acct) { return 0; }
+""",
+    "raw tp sys_exit only": """
+RAW_TRACEPOINT_PROBE(sys_exit) {
+    struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+    long nr = 0;
+    bpf_probe_read_kernel(&nr, sizeof(nr), &regs->orig_ax);
+    if (nr == 100000) bpf_trace_printk("x");
+    return 0;
+}
+""",
+    "raw tp sys_enter+sys_exit": """
+RAW_TRACEPOINT_PROBE(sys_enter) { if (ctx->args[1] == 100000) bpf_trace_printk("x"); return 0; }
+RAW_TRACEPOINT_PROBE(sys_exit) { return 0; }
+""",
+    "classic raw_syscalls enter+exit": """
+TRACEPOINT_PROBE(raw_syscalls, sys_enter) { if (args->id == 100000) bpf_trace_printk("x"); return 0; }
+TRACEPOINT_PROBE(raw_syscalls, sys_exit) { return 0; }
+""",
+}
+
+
+@dataclass
+class Row:
+    """One line of the table (times in seconds, rss in MiB)."""
+
+    workload: str
+    attached: str
+    size: int
+    base_s: float
+    with_s: float
+    ratio: float
+    records: int | None = None
+    dropped: int | None = None
+    drop_pct: float | None = None
+    cpu_s: float | None = None
+    records_per_cpu_s: float | None = None
+    rss_mib: float | None = None
 
 
 def build_loops() -> Path:
+    """The C loops binary (cached by content)."""
     CACHE.mkdir(parents=True, exist_ok=True)
     src, exe = CACHE / "loops.c", CACHE / "loops"
     if not exe.exists() or not src.exists() or src.read_text() != LOOPS:
@@ -69,14 +119,53 @@ def build_loops() -> Path:
     return exe
 
 
-def run_loop(exe: Path, loop: str, n: int, target: str) -> float:
-    """Best of REPEAT runs (the machine may be shared: the minimum is the least noisy)."""
-    best = float("inf")
+def workloads(exe: Path, work: Path) -> dict[str, tuple[int, Callable[[], None]]]:
+    """name -> (size, run once)."""
+    def loop(kind: str, n: int, target: str = "/etc/hostname") -> Callable[[], None]:
+        return lambda: subprocess.run([str(exe), kind, str(n), target], check=True)
+
+    def mixed() -> None:
+        src = work / "mixed"
+        shutil.rmtree(src, ignore_errors=True)
+        src.mkdir()
+        (src / "loops.c").write_text(LOOPS)
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "check": True}
+        for i in range(3):
+            subprocess.run(["gcc", "-O1", "-o", str(src / f"l{i}"), str(src / "loops.c")], **quiet)
+        subprocess.run(["tar", "-cf", str(src / "h.tar"), "-C", "/usr/include", "linux"], **quiet)
+        git = ["git", "-C", str(src), "-c", "user.name=b", "-c", "user.email=b@b"]
+        subprocess.run([*git, "init", "-q"], **quiet)
+        subprocess.run([*git, "add", "loops.c", "h.tar"], **quiet)
+        subprocess.run([*git, "commit", "-qm", "m"], **quiet)
+        for _ in range(10):
+            subprocess.run([sys.executable, "-c", "import json, os"], **quiet)
+
+    w1, w2, w3 = int(3_000_000 * SCALE), int(10_000_000 * SCALE), int(3_000 * SCALE)
+    return {
+        "W1 open+close /etc/hostname": (w1, loop("open", w1)),
+        "W2 getppid": (w2, loop("getppid", w2)),
+        "W3 fork+exec /bin/true": (w3, loop("forkexec", w3)),
+        "mixed (gcc, tar, git, python)": (1, mixed),
+        "saturate open+close /etc/shadow": (w1, loop("open", w1, "/etc/shadow")),
+    }
+
+
+def timed(fn: Callable[[], None]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved(fn: Callable[[], None], attach: Callable[[], None],
+                detach: Callable[[], None]) -> tuple[float, float]:
+    """Median base and median attached time, alternating REPEAT times."""
+    base, with_ = [], []
     for _ in range(REPEAT):
-        t0 = time.perf_counter()
-        subprocess.run([str(exe), loop, str(n), target], check=True)
-        best = min(best, time.perf_counter() - t0)
-    return best
+        base.append(timed(fn))
+        attach()
+        with_.append(timed(fn))
+        detach()
+    return statistics.median(base), statistics.median(with_)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -91,13 +180,23 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def generated_rules(path: Path, count: int = 5000) -> Path:
+    """`count` rules each watching its own file (what a large user ruleset looks like)."""
+    path.write_text("".join(
+        f"- rule: generated {i}\n  desc: d\n  condition: evt.type in (open, openat) and "
+        f"evt.is_open_read = true and fd.name = /srv/app{i}/secret.key and not proc.name "
+        f"in (sshd, backup)\n  output: read %fd.name by %proc.name\n  priority: WARNING\n"
+        for i in range(count)))
+    return path
+
+
 class Sensor:
     """A `falconer sensor` subprocess; stderr kept for the summary."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, rules: Path = STABLE) -> None:
         env = dict(os.environ, PYTHONSAFEPATH="1")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "falconer", "sensor", "--rules", str(STABLE), *args],
+            [sys.executable, "-m", "falconer", "sensor", "--rules", str(rules)],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd="/")
         self.err: list[str] = []
         ready = threading.Event()
@@ -111,17 +210,80 @@ class Sensor:
             ready.set()
 
         threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(60) or self.proc.poll() is not None:
+        if not ready.wait(120) or self.proc.poll() is not None:
             raise SystemExit("sensor did not start:\n" + "".join(self.err))
 
-    def stop(self) -> dict[str, int]:
+    def stop(self) -> tuple[int, int]:
+        """(records, dropped) from the summary."""
         self.proc.terminate()
-        self.proc.wait(timeout=60)
+        self.proc.wait(timeout=120)
         time.sleep(0.2)
         text = "".join(self.err)
-        events = int(text.split("events: ")[1].split()[0])
+        records = int(text.split("syscall events from ")[1].split()[0])
         dropped = int(text.split("dropped: ")[1].split()[0])
-        return {"events": events, "dropped": dropped}
+        return records, dropped
+
+
+def sensor_row(name: str, size: int, fn: Callable[[], None], rules: Path = STABLE,
+               label: str = "falconer sensor (stable rules)") -> Row:
+    """Base and with-sensor times; one sensor per workload, counted over its runs."""
+    base, with_ = [], []
+    sensor = Sensor(rules)
+    cpu0 = cpu_seconds(sensor.proc.pid)
+    for _ in range(REPEAT):
+        with_.append(timed(fn))
+    time.sleep(1.0)   # let the sensor drain what is still queued
+    cpu = cpu_seconds(sensor.proc.pid) - cpu0
+    rss = peak_rss_mib(sensor.proc.pid)
+    records, dropped = sensor.stop()
+    for _ in range(REPEAT):
+        base.append(timed(fn))
+    b, w = statistics.median(base), statistics.median(with_)
+    total = records + dropped
+    return Row(name, label, size, b, w, w / b, records, dropped,
+               100 * dropped / total if total else 0.0, cpu,
+               records / cpu if cpu else None, rss)
+
+
+def hook_rows(work: dict[str, tuple[int, Callable[[], None]]]) -> list[Row]:
+    """Each trivial hook program on W1 and W2, interleaved with the bare runs."""
+    from bcc import BPF  # noqa: PLC0415
+
+    rows = []
+    for label, text in HOOKS.items():
+        source = ("#include <linux/ptrace.h>\n" + text).encode()
+        for name in ("W1 open+close /etc/hostname", "W2 getppid"):
+            size, fn = work[name]
+            loaded: list[BPF] = []
+            b, w = interleaved(fn, lambda: loaded.append(BPF(text=source)),
+                               lambda: loaded.pop().cleanup())
+            rows.append(Row(name, label, size, b, w, w / b))
+    return rows
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def print_table(rows: list[Row]) -> None:
+    def opt(v: float | int | None, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    print(f"{'workload':32} {'attached':32} {'size':>9} {'base s':>7} {'with s':>7} "
+          f"{'ratio':>6} {'records':>9} {'dropped':>8} {'drop%':>6} {'cpu s':>6} "
+          f"{'rec/cpu-s':>9} {'rss MiB':>7}")
+    for r in rows:
+        print(f"{r.workload:32} {r.attached:32} {r.size:>9} {r.base_s:>7.3f} {r.with_s:>7.3f} "
+              f"{r.ratio:>6.2f} {opt(r.records, 'd'):>9} {opt(r.dropped, 'd'):>8} "
+              f"{opt(r.drop_pct, '.1f'):>6} {opt(r.cpu_s, '.2f'):>6} "
+              f"{opt(r.records_per_cpu_s, '.0f'):>9} {opt(r.rss_mib, '.1f'):>7}")
+    print(f"times: medians of {REPEAT}; ratio = median with / median base; records: what "
+          "reached user space during the runs (includes other host activity); cpu: the "
+          "sensor's user+system seconds over the runs + 1 s drain")
 
 
 def main() -> int:
@@ -129,32 +291,22 @@ def main() -> int:
         print("bench_sensor: needs root (loads eBPF)", file=sys.stderr)
         return 2
     exe = build_loops()
-    with tempfile.NamedTemporaryFile(prefix="falconer-bench-") as target:
-        rows = []
-        for label, loop, n, args in CASES:
-            base = run_loop(exe, loop, n, target.name)
-            sensor = Sensor(*args)
-            cpu0 = cpu_seconds(sensor.proc.pid)
-            t0 = time.perf_counter()
-            with_sensor = run_loop(exe, loop, n, target.name)
-            time.sleep(1.0)  # let the sensor drain what is still queued
-            window = time.perf_counter() - t0
-            cpu = cpu_seconds(sensor.proc.pid) - cpu0
-            rss = peak_rss_mib(sensor.proc.pid)
-            counts = sensor.stop()
-            rows.append((label, n, base, with_sensor, counts, cpu, window, rss))
-    print(f"{'workload':22} {'iters':>9} {'base s':>8} {'sensor s':>9} {'ratio':>6} "
-          f"{'events':>9} {'events/s':>9} {'ev/cpu-s':>9} {'dropped':>8} {'cpu s':>6} {'cpu %':>6} "
-          f"{'rss MiB':>8}")
-    for label, n, base, with_s, counts, cpu, window, rss in rows:
-        print(f"{label:22} {n:>9} {base:>8.3f} {with_s:>9.3f} {with_s / base:>6.2f} "
-              f"{counts['events']:>9} {counts['events'] / window:>9.0f} "
-              f"{counts['events'] / cpu if cpu else 0:>9.0f} {counts['dropped']:>8} "
-              f"{cpu:>6.2f} {100 * cpu / window:>6.1f} {rss:>8.1f}")
-    print(f"times: best of {REPEAT} runs; events: syscall events the sensor decoded and "
-          "evaluated while the loops ran (includes other host activity), per second over "
-          "the runs + 1 s drain; ev/cpu-s: events per second of sensor CPU (its capacity); "
-          "cpu: the sensor's user+system time in that window")
+    with tempfile.TemporaryDirectory(prefix="falconer-bench-") as tmp:
+        work = workloads(exe, Path(tmp))
+        rows = hook_rows(work)
+        for name, (size, fn) in work.items():
+            rows.append(sensor_row(name, size, fn))
+        name = "W1 open+close /etc/hostname"
+        many = generated_rules(Path(tmp) / "generated.yaml")
+        rows.append(sensor_row(name, work[name][0], work[name][1], many,
+                               "falconer sensor (5,000 generated rules)"))
+    print_table(rows)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    out = CACHE / f"sensor-{commit()}.json"
+    out.write_text(json.dumps({"commit": commit(), "scale": SCALE, "repeat": REPEAT,
+                               "time": time.time(), "rows": [asdict(r) for r in rows]},
+                              indent=1))
+    print(f"written: {out}")
     return 0
 
 

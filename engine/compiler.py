@@ -56,6 +56,9 @@ class CompiledRule:
     check: Check
     evttypes: EvtSet
     output: OutputFormat
+    #: The expanded condition (macros, lists, exceptions in): read by analyses such as
+    #: the sensor's kernel-side filter (falconer.sensor.kfilter), never evaluated.
+    condition: ast.Expr
     #: `append_output` extra fields: output_fields keys that are not in the text.
     extra_fields: tuple[ExtraOutputField, ...] = ()
     #: Base names of every field the rule uses (condition, exceptions, outputs).
@@ -356,7 +359,7 @@ class Compiler:
         self._warn_unanswered(info.name, used)
         names = frozenset(n for n in (fieldrefs.base_name(node) for node, _ in used) if n)
         return CompiledRule(info.name, info.index, info.priority, info.source, info.desc,
-                            sorted(info.tags), info.enabled, check, types, output,
+                            sorted(info.tags), info.enabled, check, types, output, tree,
                             tuple(extra_fields.values()), names)
 
     def _warn_unanswered(self, rule: str, used: list[tuple[ast.Field, Position | None]]) -> None:

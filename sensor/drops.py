@@ -1,8 +1,7 @@
 """Drop accounting: what the sensor lost, where, and Falco's internal drop alert.
 
-The kernel side counts records lost because the ring buffer was full and records whose
-entry was stashed but never sent ("in flight"); user space counts records it could not
-decode or process. `DropAccount.check` (once a second) takes the kernel counters and
+The kernel side counts records lost because the ring buffer was full; user space counts
+records it could not decode or process. `DropAccount.check` (once a second) takes the kernel counters and
 turns new losses into Falco's "syscall event drop" alert, throttled by a token bucket
 (`alerts.TokenBucket`, Falco's one per 30 s, bursts of 10) so that a storm of drops
 cannot become a storm of alerts; throttled alerts are counted too.
@@ -18,14 +17,10 @@ from falconer.sensor import alerts
 
 @dataclass
 class KernelDrops:
-    """Cumulative kernel-side losses."""
+    """Cumulative kernel-side losses: records lost because the ring buffer was full (the
+    exit-only probe keeps no per-thread state, so nothing is lost "in flight")."""
 
-    ring: int = 0               # ring buffer full
-    stash: int = 0              # entry stashed, exit never sent
-
-    @property
-    def total(self) -> int:
-        return self.ring + self.stash
+    ring: int = 0
 
 
 class DropAccount:
@@ -35,11 +30,11 @@ class DropAccount:
         self.kernel = KernelDrops()
         self.bucket = alerts.TokenBucket()
 
-    def check(self, ring: int, stash: int, events: int) -> Alert | None:
-        """Take the kernel's cumulative counters; the drop alert for new losses, if the
-        bucket allows one now."""
-        new_ring, new_stash = ring - self.kernel.ring, stash - self.kernel.stash
-        self.kernel = KernelDrops(ring, stash)
-        if new_ring + new_stash and self.bucket.take():
-            return alerts.drop_alert(new_ring + new_stash, new_ring, new_stash, events)
+    def check(self, ring: int, events: int) -> Alert | None:
+        """Take the kernel's cumulative ring-full counter; the drop alert for new losses,
+        if the bucket allows one now."""
+        new_ring = ring - self.kernel.ring
+        self.kernel = KernelDrops(ring)
+        if new_ring and self.bucket.take():
+            return alerts.drop_alert(new_ring, new_ring, 0, events)
         return None

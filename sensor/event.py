@@ -159,7 +159,10 @@ def _status_caps(pid: int, key: str) -> str | None:
 
 def _vpid(p: Process) -> int:
     """The pid in the process's own namespace (NSpid's last entry); the host pid when
-    /proc no longer has the process (then the namespace cannot be known)."""
+    /proc no longer has the process (then the namespace cannot be known). The kernel's
+    value at exec wins (a process seeded from /proc has none)."""
+    if p.vpid is not None:
+        return p.vpid
     try:
         with open(hostproc.path(p.pid, "status"), encoding="utf-8") as f:
             for line in f:
@@ -170,12 +173,22 @@ def _vpid(p: Process) -> int:
     return p.pid
 
 
+def _vpgid(p: Process) -> int:
+    """The process group in the process's own namespace: as of its last exec or setsid/
+    setpgid; else the host's (a process seen only since a fork in the host namespace)."""
+    return p.vpgid if p.vpgid is not None else p.pgid
+
+
 def _env(ev: SensorEvent, arg: str | None) -> str | None:
-    try:
-        with open(hostproc.path(ev.proc.pid, "environ"), "rb") as f:
-            items = [e.decode("utf-8", "replace") for e in f.read().split(b"\0") if e]
-    except OSError:
-        return None
+    """From the exec record (a process that exits at once has no /proc file left to
+    read); /proc/<pid>/environ only for a process that predates the sensor."""
+    items = ev.proc.env
+    if items is None:
+        try:
+            with open(hostproc.path(ev.proc.pid, "environ"), "rb") as f:
+                items = [e.decode("utf-8", "replace") for e in f.read().split(b"\0") if e]
+        except OSError:
+            return None
     if arg is None:
         return " ".join(items)
     prefix = arg + "="
@@ -343,6 +356,13 @@ FIELDS: dict[str, Field] = {
     "proc.pgid": _proc_attr(lambda p: p.pgid),
     "proc.is_sid_leader": _proc_attr(lambda p: p.sid == p.pid),
     "proc.is_pgid_leader": _proc_attr(lambda p: p.pgid == p.pid),
+    "proc.vpgid": _proc_attr(_vpgid),
+    "proc.exe_ino": _proc_attr(lambda p: p.exe_stat[0] if p.exe_stat else None),
+    "proc.exe_ino.ctime": _proc_attr(lambda p: p.exe_stat[1] if p.exe_stat else None),
+    "proc.exe_ino.mtime": _proc_attr(lambda p: p.exe_stat[2] if p.exe_stat else None),
+    "proc.exe_ino.ctime_duration_proc_start": _proc_attr(
+        lambda p: p.start_ns - p.exe_stat[1] if p.exe_stat and p.start_ns else None),
+    "proc.is_vpgid_leader": _proc_attr(lambda p: _vpgid(p) == _vpid(p)),
     "proc.env": _env,
     "proc.duration": _duration,
     "proc.pid.ts": _proc_attr(lambda p: p.start_ns),

@@ -3,83 +3,53 @@
  * Falconer's kernel side, compiled by bcc when the sensor starts.
  *
  * Why it is shaped like this:
- * - One record layout (struct falconer_event) serves every syscall: user space
- *   decodes it with a single struct definition (sensor/record.py), checked against
- *   the layout clang gives this file (tests/sensor/test_record_layout.py).
- * - Arguments are read at sys_enter (user memory such as execve's argv is gone by
- *   sys_exit) and stashed per thread; the record is emitted at sys_exit with the
- *   return value, so one event carries arguments and result like Falco's exit events.
- * - What to read for each syscall (which args are paths, argv, socket addresses) and
- *   whether to forward it at all are maps filled by user space: the rules decide the
- *   syscall set at run time, no rule text ever reaches this file.
+ * - One hook for system calls: the raw tracepoint raw_syscalls:sys_exit (no perf record
+ *   is built; one program call per syscall). Arguments are read at exit from the saved
+ *   registers, so there is no per-thread stash and nothing can be "lost in flight".
+ *   Per-syscall tracepoints (syscalls:sys_exit_*) would leave unwatched syscalls
+ *   cheaper, but the kernel never fires them for 32-bit (ia32) system calls
+ *   (ARCH_TRACE_IGNORE_COMPAT_SYSCALLS on x86): an attacker's `int $0x80` would be
+ *   invisible. Here ia32 numbers are mapped to their x86_64 equivalents (map compat_nr).
+ * - execve's arguments are gone from memory at exit; a successful exec is described
+ *   from the new image instead (argv, environment and AT_EXECFN from mm_struct), which
+ *   is what Falco's exec events carry too.
+ * - Kernel struct offsets come from the running kernel's BTF (sensor/btf.py, -D OFF_*).
+ * - Every constant shared with user space (record kinds, counters, forward modes, sizes)
+ *   comes from sensor/kernelabi.py as -D flags: this file defines none of them.
+ * - The rule-derived filter: for a syscall with a filter group, an absolute, normalised
+ *   path that matches no entry of the group in the LPM trie `paths` (exact paths end in
+ *   their NUL, prefixes do not) never leaves the kernel; neither does the close of a
+ *   descriptor whose open was dropped so (map unforwarded_fds).
  * - Every lost record is counted in a per-CPU map, never silently dropped.
- *
- * Sizes come from -D flags (FALCONER_STR_LEN ...) so that user space and the kernel
- * side agree; the defaults below are used only when a flag is absent.
  */
 
-#ifndef FALCONER_STR_LEN
-#define FALCONER_STR_LEN 256
-#endif
-#ifndef FALCONER_ARGV_LEN
-#define FALCONER_ARGV_LEN 1024
-#endif
-#ifndef FALCONER_MAX_ARGS
-#define FALCONER_MAX_ARGS 32
-#endif
-#ifndef FALCONER_RING_PAGES
-#define FALCONER_RING_PAGES 256
-#endif
-#ifndef FALCONER_MAX_SYSCALLS
-#define FALCONER_MAX_SYSCALLS 512
-#endif
-#ifndef FALCONER_INFLIGHT
-#define FALCONER_INFLIGHT 16384
-#endif
-#define FALCONER_SOCK_LEN 128
-
-/* Record kinds. */
-#define KIND_SYSCALL 0
-#define KIND_EXEC 1
-#define KIND_FORK 2
-#define KIND_EXIT 3
-
-/* Where a syscall's socket address is (struct falconer_spec.sock_when). */
-#define SOCK_ENTER_LEN_VALUE 1   /* connect, sendto: addr + length by value */
-#define SOCK_EXIT_LEN_PTR 2      /* accept, accept4, recvfrom: filled in by the kernel */
-#define SOCK_ENTER_MSGHDR 3      /* sendmsg: msghdr->msg_name */
-#define SOCK_EXIT_MSGHDR 4       /* recvmsg: msghdr->msg_name after the call */
-
-/* falconer_spec.forward */
-#define FORWARD_NO 0
-#define FORWARD_EMIT 1
-#define FORWARD_STASH 2   /* needed only at sched_process_fork (clone flags) */
-
-/* Counters (per CPU). */
-#define CNT_RING_FULL 0     /* ring buffer reserve failed: record lost */
-#define CNT_STASH_FULL 1    /* lost in flight: table full, or exit never seen */
-#define CNT_EMITTED 2       /* records handed to the ring buffer */
-#define CNT_MAX 3
-
 struct falconer_event {
-    u64 ts_ns;          /* CLOCK_MONOTONIC at sys_exit / tracepoint */
+    u64 ts_ns;          /* CLOCK_MONOTONIC at the hook */
     u32 tgid;
     u32 tid;
     u32 uid;
     u32 gid;
-    s32 nr;             /* syscall number (KIND_SYSCALL), else the last one stashed */
+    s32 nr;             /* x86_64 syscall number (ia32 ones mapped), -1 for task records */
     u16 kind;
-    u16 argc;           /* execve: how many argv strings were read */
+    u16 argc;           /* argv strings read (0 with RF_ARGV_FROM_MM: count the NULs) */
     s64 ret;
     u64 args[6];
-    u16 len_a;          /* bytes of str_a including the NUL, 0 = absent */
-    u16 len_b;
-    u16 len_argv;
-    u16 len_sock;
-    char str_a[FALCONER_STR_LEN];
-    char str_b[FALCONER_STR_LEN];
-    char argv[FALCONER_ARGV_LEN];
-    u8 sock[FALCONER_SOCK_LEN];
+    u16 len_a;          /* bytes in data: path a (with its NUL), 0 = absent */
+    u16 len_b;          /* path b */
+    u16 len_sock;       /* socket address */
+    u16 len_argv;       /* argv strings, NUL-separated */
+    u16 len_env;        /* environment strings, NUL-separated */
+    u16 flags;          /* RF_* */
+    u16 len_local;      /* the socket's local address (connect), a sockaddr */
+    u16 len_exe;        /* KIND_EXEC: a struct falconer_exe_stat of the new image */
+    u8 data[2 * FALCONER_DATA_HALF];   /* the pieces above, packed in that order */
+};
+
+/* The executable file of a new image (KIND_EXEC data): proc.exe_ino.* */
+struct falconer_exe_stat {
+    u64 ino;
+    s64 ctime_ns;
+    s64 mtime_ns;
 };
 
 /* What to read for one syscall number. Arg indexes are stored +1 (0 = none). */
@@ -93,6 +63,26 @@ struct falconer_spec {
     u8 sock_when;
     u8 deref;           /* arg holding a pointer to a struct whose first u64 ... */
     u8 deref_to;        /* ... replaces this arg (clone3's flags, openat2's how.flags) */
+    u8 filter;          /* rule-derived path filter group of path_a, 0 = none */
+    u8 fd_ret;          /* the return value is a new descriptor */
+    u8 open_flags;      /* arg holding open(2) flags (+1) */
+    u8 sock_local;      /* arg holding a socket whose local address to read (+1) */
+    u8 compat_watched;  /* this number is an ia32 syscall whose x86_64 twin is forwarded */
+};
+
+/* LPM trie key: group byte, then the path; prefixlen counts bits after itself. */
+struct falconer_path_key {
+    u32 prefixlen;
+    u8 group;
+    char path[FALCONER_KEY_PATH];
+};
+
+/* A descriptor of one process: pids are reused, so the process is named by its tgid
+ * and its leader's start time (a stale entry can then never hit a new process). */
+struct falconer_fd_key {
+    u64 start_ns;       /* group_leader->start_time */
+    u32 tgid;
+    s32 fd;
 };
 
 /* The first two members of the user-space struct msghdr (x86_64 ABI). */
@@ -103,10 +93,17 @@ struct falconer_msghdr_head {
 
 BPF_RINGBUF_OUTPUT(events, FALCONER_RING_PAGES);
 BPF_ARRAY(specs, struct falconer_spec, FALCONER_MAX_SYSCALLS);
-BPF_ARRAY(config, u32, 1);                 /* [0] = the sensor's own tgid */
+BPF_ARRAY(compat_nr, s32, FALCONER_MAX_SYSCALLS);   /* ia32 nr -> x86_64 nr, -1 none */
+BPF_ARRAY(config, u32, 1);                          /* [0] = the sensor's own tgid */
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
-BPF_PERCPU_ARRAY(scratch, struct falconer_event, 1);
-BPF_F_TABLE("hash", u32, struct falconer_event, inflight, FALCONER_INFLIGHT, BPF_F_NO_PREALLOC);
+/* One record under construction per CPU (programs run with migration disabled). Not a
+ * per-CPU map: those cap a value at 32 KiB, and a record with whole paths, argv and
+ * environment is larger. */
+BPF_ARRAY(scratch, struct falconer_event, FALCONER_NCPU);
+BPF_PERCPU_ARRAY(key_scratch, struct falconer_path_key, 2);   /* path, reversed path */
+BPF_F_TABLE("lpm_trie", struct falconer_path_key, u8, paths, FALCONER_MAX_PATHS,
+            BPF_F_NO_PREALLOC);
+BPF_TABLE("lru_hash", struct falconer_fd_key, u8, unforwarded_fds, FALCONER_MAX_FDS);
 
 static __always_inline void count(u32 which)
 {
@@ -122,6 +119,20 @@ static __always_inline int is_self(u32 tgid)
     return self && *self == tgid;
 }
 
+static __always_inline u64 kread(const void *base, u32 off)
+{
+    u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+    return v;
+}
+
+static __always_inline u32 kread32(const void *base, u32 off)
+{
+    u32 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
+    return v;
+}
+
 /* Arg indexes in specs are stored +1 so that 0 means "none". */
 static __always_inline u64 arg_at(struct falconer_event *e, u8 idx1)
 {
@@ -131,33 +142,73 @@ static __always_inline u64 arg_at(struct falconer_event *e, u8 idx1)
     return e->args[i];
 }
 
-/* A user string into a str_a/str_b slot; its length including the NUL, 0 if unreadable. */
-static __always_inline u16 read_path(char *dst, u64 uptr)
+/* Where the next piece goes in data (bounded for the verifier). */
+static __always_inline u32 used(struct falconer_event *e)
 {
-    long n = bpf_probe_read_user_str(dst, FALCONER_STR_LEN, (void *)uptr);
+    u32 n = (u32)e->len_a + e->len_b + e->len_sock + e->len_argv + e->len_env + e->len_local;
+    return n & (FALCONER_DATA_HALF - 1);
+}
+
+/* A user string appended to data; its length with the NUL, 0 if unreadable. */
+static __always_inline u16 read_str(struct falconer_event *e, u64 uptr)
+{
+    long n = bpf_probe_read_user_str(&e->data[used(e)], FALCONER_STR_LEN, (void *)uptr);
+    if (n == FALCONER_STR_LEN)
+        e->flags |= RF_TRUNCATED;
     return n > 0 ? n : 0;
 }
 
-static __always_inline void read_argv(struct falconer_event *e, const char *const *uargv)
+/* `len` bytes of user memory appended to data (bounded by `max`). */
+static __always_inline u16 read_block(struct falconer_event *e, u64 uptr, u64 len, u32 max)
 {
-    u32 off = 0;
+    if (len > max) {
+        len = max;
+        e->flags |= RF_TRUNCATED;
+    }
+    asm volatile("" : "+r"(len));
+    if (len == 0 || len > FALCONER_ARGV_LEN)
+        return 0;
+    if (bpf_probe_read_user(&e->data[used(e)], len, (void *)uptr) != 0)
+        return 0;
+    return len;
+}
+
+/* argv from the caller's array (a failed exec: the old image is still there). */
+static __always_inline void read_argv_array(struct falconer_event *e, u64 uargv)
+{
     u16 argc = 0;
+    const char *const *av = (const char *const *)uargv;
 #pragma unroll
     for (int i = 0; i < FALCONER_MAX_ARGS; i++) {
         const char *p = NULL;
-        if (bpf_probe_read_user(&p, sizeof(p), &uargv[i]) < 0 || !p)
+        if (bpf_probe_read_user(&p, sizeof(p), &av[i]) < 0 || !p)
             break;
-        if (off >= FALCONER_ARGV_LEN - FALCONER_STR_LEN)
+        if (e->len_argv >= FALCONER_ARGV_LEN - FALCONER_STR_LEN) {
+            e->flags |= RF_TRUNCATED;
             break;
-        long n = bpf_probe_read_user_str(&e->argv[off & (FALCONER_ARGV_LEN - 1)],
-                                         FALCONER_STR_LEN, p);
+        }
+        long n = bpf_probe_read_user_str(&e->data[used(e)], FALCONER_STR_LEN, p);
         if (n <= 0)
             break;
-        off += n;
+        e->len_argv += n;
         argc++;
     }
-    e->len_argv = off;
     e->argc = argc;
+}
+
+/* A successful exec: argv, environment and the file name from the new image. */
+static __always_inline void read_exec_image(struct falconer_event *e, void *task)
+{
+    void *mm = (void *)kread(task, OFF_TASK_MM);
+    if (!mm)
+        return;
+    u64 arg_start = kread(mm, OFF_MM_ARG_START), arg_end = kread(mm, OFF_MM_ARG_END);
+    u64 env_start = kread(mm, OFF_MM_ENV_START), env_end = kread(mm, OFF_MM_ENV_END);
+    /* AT_EXECFN: the kernel copies the file name right above the environment. */
+    e->len_a = read_str(e, env_end);
+    e->len_argv = read_block(e, arg_start, arg_end - arg_start, FALCONER_ARGV_LEN);
+    e->flags |= RF_ARGV_FROM_MM;
+    e->len_env = read_block(e, env_start, env_end - env_start, FALCONER_ENV_LEN);
 }
 
 static __always_inline void read_sockaddr(struct falconer_event *e, u64 uaddr, u64 len)
@@ -167,28 +218,27 @@ static __always_inline void read_sockaddr(struct falconer_event *e, u64 uaddr, u
         return;
     if (len > FALCONER_SOCK_LEN)
         len = FALCONER_SOCK_LEN;
-    /* keep the clamped register: the verifier must see the bound on the size it gets */
     asm volatile("" : "+r"(len));
     if (len > FALCONER_SOCK_LEN)
         return;
-    if (bpf_probe_read_user(e->sock, len, (void *)uaddr) == 0)
+    if (bpf_probe_read_user(&e->data[used(e)], len, (void *)uaddr) == 0)
         e->len_sock = len;
 }
 
-static __always_inline void read_sock_at(struct falconer_event *e, struct falconer_spec *spec,
-                                         int at_exit)
+static __always_inline void read_sock(struct falconer_event *e, struct falconer_spec *spec)
 {
     u8 when = spec->sock_when;
     if (!spec->sock)
         return;
-    if (when == SOCK_ENTER_LEN_VALUE && !at_exit) {
+    if (when == SOCK_ENTER_LEN_VALUE) {
         read_sockaddr(e, arg_at(e, spec->sock), (u32)arg_at(e, spec->sock_len));
-    } else if (when == SOCK_EXIT_LEN_PTR && at_exit) {
+    } else if (when == SOCK_EXIT_LEN_PTR) {
         u32 len = 0;
         u64 plen = arg_at(e, spec->sock_len);
         if (plen && bpf_probe_read_user(&len, sizeof(len), (void *)plen) == 0)
             read_sockaddr(e, arg_at(e, spec->sock), len);
-    } else if ((when == SOCK_ENTER_MSGHDR && !at_exit) || (when == SOCK_EXIT_MSGHDR && at_exit)) {
+    } else if ((when == SOCK_ENTER_MSGHDR || when == SOCK_EXIT_MSGHDR)
+               && !(e->flags & RF_COMPAT)) {   /* struct compat_msghdr differs */
         struct falconer_msghdr_head mh = {};
         u64 pmh = arg_at(e, spec->sock);
         if (pmh && bpf_probe_read_user(&mh, sizeof(mh), (void *)pmh) == 0)
@@ -203,39 +253,228 @@ static __always_inline struct falconer_spec *forwarded_spec(s64 nr)
         return NULL;
     u32 key = nr;
     struct falconer_spec *spec = specs.lookup(&key);
-    if (!spec || spec->forward == FORWARD_NO)
+    if (!spec || (spec->forward != FORWARD_EMIT && spec->forward != FORWARD_CLOSE_FILTER))
         return NULL;
     return spec;
 }
 
-TRACEPOINT_PROBE(raw_syscalls, sys_enter)
+static __always_inline void fd_key(struct falconer_fd_key *k, void *task, s64 fd)
 {
-    /* Cheapest test first: most syscalls are not forwarded (one array lookup). */
-    s64 nr = args->id;
-    struct falconer_spec *spec = forwarded_spec(nr);
+    void *leader = (void *)kread(task, OFF_TASK_GROUP_LEADER);
+    k->start_ns = leader ? kread(leader, OFF_TASK_START_TIME) : 0;
+    k->tgid = kread32(task, OFF_TASK_TGID);
+    k->fd = fd;
+}
+
+/* The struct file * of descriptor `fd` of the current task, NULL if none. */
+static __always_inline void *fd_file(void *task, s64 fd)
+{
+    void *files = (void *)kread(task, OFF_TASK_FILES);
+    if (!files || fd < 0)
+        return NULL;
+    void *fdt = (void *)kread(files, OFF_FILES_FDT);
+    if (!fdt || fd >= kread32(fdt, OFF_FDT_MAX_FDS))
+        return NULL;
+    void **fds = (void **)kread(fdt, OFF_FDT_FD);
+    void *file = NULL;
+    bpf_probe_read_kernel(&file, sizeof(file), &fds[fd & 0xffffff]);
+    return file;
+}
+
+/* The local address of socket descriptor `fd` appended as a sockaddr_in/_in6. */
+static __always_inline void read_sock_local(struct falconer_event *e, void *task, s64 fd)
+{
+    void *file = fd_file(task, fd);
+    if (!file)
+        return;
+    void *sock = (void *)kread(file, OFF_FILE_PRIVATE);
+    void *sk = sock ? (void *)kread(sock, OFF_SOCKET_SK) : NULL;
+    if (!sk)
+        return;
+    u16 family = 0, port = 0;
+    bpf_probe_read_kernel(&family, sizeof(family), (char *)sk + OFF_SK_FAMILY);
+    bpf_probe_read_kernel(&port, sizeof(port), (char *)sk + OFF_SK_NUM);
+    u8 *out = &e->data[used(e)];
+    if (family != FALCONER_AF_INET && family != FALCONER_AF_INET6)
+        return;
+    __builtin_memset(out, 0, 28);
+    *(u16 *)out = family;
+    out[2] = port >> 8;   /* sin_port: network order; skc_num is host order */
+    out[3] = port & 0xff;
+    if (family == FALCONER_AF_INET) {
+        bpf_probe_read_kernel(out + 4, 4, (char *)sk + OFF_SK_RCV_SADDR);
+        e->len_local = 16;
+    } else {
+        bpf_probe_read_kernel(out + 8, 16, (char *)sk + OFF_SK_V6_RCV_SADDR);
+        e->len_local = 28;
+    }
+}
+
+/* Whether descriptor `fd` of the current task is a directory (state needs those). */
+static __always_inline int fd_is_dir(void *task, s64 fd)
+{
+    void *file = fd_file(task, fd);
+    if (!file)
+        return 1;
+    void *inode = (void *)kread(file, OFF_FILE_INODE);
+    u16 mode = 0;
+    bpf_probe_read_kernel(&mode, sizeof(mode), (char *)inode + OFF_INODE_MODE);
+    return (mode & 00170000) == 0040000;   /* S_ISDIR */
+}
+
+/* Whether the rule-derived filter lets this record through. Path a is compared only
+ * when it is absolute with no "//", "/." or ".." and no trailing "/": then it is what
+ * fd.name shows (and rules looking for "../" cannot match it). Exact paths and prefixes are looked up in the
+ * LPM trie under the syscall's group, suffixes as prefixes of the reversed path under
+ * the group with FILTER_REVERSED. */
+static __always_inline int passes_filter(struct falconer_event *e, struct falconer_spec *spec,
+                                         void *task)
+{
+    if (!spec->filter)
+        return 1;
+    u32 len = e->len_a;   /* with its NUL */
+    if (len < 2 || len > FALCONER_KEY_PATH || e->data[0] != '/')
+        return 1;
+    len -= 1;
+    u32 zero = 0, one = 1;
+    struct falconer_path_key *k = key_scratch.lookup(&zero);
+    struct falconer_path_key *r = key_scratch.lookup(&one);
+    if (!k || !r)
+        return 1;
+    char prev = 0;
+    for (u32 i = 0; i < FALCONER_KEY_PATH; i++) {
+        if (i >= len) {
+            k->path[i] = 0;   /* exact entries end in their NUL */
+            break;
+        }
+        char c = e->data[i];
+        if ((prev == '/' && (c == '/' || c == '.')) || (prev == '.' && c == '.'))
+            return 1;
+        k->path[i] = c;
+        u32 j = len - 1 - i;
+        if (j < FALCONER_KEY_PATH)
+            r->path[j] = c;
+        prev = c;
+    }
+    if (prev == '/')
+        return 1;
+    k->prefixlen = 8 * (1 + len + 1);
+    k->group = spec->filter;
+    if (paths.lookup(k))
+        return 1;
+    r->prefixlen = 8 * (1 + len);
+    r->group = spec->filter | FILTER_REVERSED;
+    if (paths.lookup(r))
+        return 1;
+    /* No rule wants this path; state still needs the directories a process opens
+     * (cwd via fchdir, paths relative to a dirfd). Checked last: it costs five reads. */
+    if (e->ret >= 0 && spec->fd_ret) {
+        if (spec->open_flags && (arg_at(e, spec->open_flags) & FALCONER_O_DIRECTORY))
+            return 1;
+        return fd_is_dir(task, e->ret);
+    }
+    return 0;
+}
+
+static __always_inline void read_args(struct falconer_event *e, void *regs, int compat)
+{
+    if (compat) {   /* ebx, ecx, edx, esi, edi, ebp; 32-bit values */
+        e->args[0] = (u32)kread(regs, OFF_REGS_BX);
+        e->args[1] = (u32)kread(regs, OFF_REGS_CX);
+        e->args[2] = (u32)kread(regs, OFF_REGS_DX);
+        e->args[3] = (u32)kread(regs, OFF_REGS_SI);
+        e->args[4] = (u32)kread(regs, OFF_REGS_DI);
+        e->args[5] = (u32)kread(regs, OFF_REGS_BP);
+    } else {
+        e->args[0] = kread(regs, OFF_REGS_DI);
+        e->args[1] = kread(regs, OFF_REGS_SI);
+        e->args[2] = kread(regs, OFF_REGS_DX);
+        e->args[3] = kread(regs, OFF_REGS_R10);
+        e->args[4] = kread(regs, OFF_REGS_R8);
+        e->args[5] = kread(regs, OFF_REGS_R9);
+    }
+}
+
+/* How much of a record to send: the header and the data in use. */
+#define HEADER_BYTES offsetof(struct falconer_event, data)
+
+RAW_TRACEPOINT_PROBE(sys_exit)
+{
+    void *regs = (void *)ctx->args[0];
+    s64 nr = kread(regs, OFF_REGS_ORIG_AX);
+    /* Cheapest test first: most syscalls are neither forwarded nor the number of a
+     * watched ia32 syscall (one array lookup, no look at the task). */
+    if (nr < 0 || nr >= FALCONER_MAX_SYSCALLS)
+        return 0;
+    u32 k = nr;
+    struct falconer_spec *spec = specs.lookup(&k);
+    if (!spec || (spec->forward == FORWARD_NO && !spec->compat_watched))
+        return 0;
+    void *task = (void *)bpf_get_current_task();
+    int compat = kread32(task, OFF_TASK_STATUS) & FALCONER_TS_COMPAT;
+    if (compat) {
+        s32 *mapped = compat_nr.lookup(&k);
+        if (!mapped || *mapped < 0)
+            return 0;
+        nr = *mapped;
+    }
+    spec = forwarded_spec(nr);
     if (!spec)
         return 0;
     u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 tgid = pid_tgid >> 32, tid = (u32)pid_tgid;
+    u32 tgid = pid_tgid >> 32;
     if (is_self(tgid))
         return 0;
-    u32 zero = 0;
-    struct falconer_event *e = scratch.lookup(&zero);
+    s64 ret = (s64)ctx->args[1];
+    if (spec->forward == FORWARD_CLOSE_FILTER && ret == 0) {
+        struct falconer_fd_key fk = {};
+        fd_key(&fk, task, (s64)(s32)kread(regs, compat ? OFF_REGS_BX : OFF_REGS_DI));
+        if (unforwarded_fds.lookup(&fk)) {
+            unforwarded_fds.delete(&fk);
+            count(CNT_FILTERED);
+            return 0;
+        }
+    }
+    u32 cpu = bpf_get_smp_processor_id();
+    struct falconer_event *e = scratch.lookup(&cpu);
     if (!e)
         return 0;
+    u64 uid_gid = bpf_get_current_uid_gid();
+    e->ts_ns = bpf_ktime_get_ns();
+    e->tgid = tgid;
+    e->tid = (u32)pid_tgid;
+    e->uid = (u32)uid_gid;
+    e->gid = uid_gid >> 32;
     e->nr = nr;
     e->kind = KIND_SYSCALL;
     e->argc = 0;
-    e->len_a = e->len_b = e->len_argv = e->len_sock = 0;
-#pragma unroll
-    for (int i = 0; i < 6; i++)
-        e->args[i] = args->args[i];
-    if (spec->path_a)
-        e->len_a = read_path(e->str_a, arg_at(e, spec->path_a));
-    if (spec->path_b)
-        e->len_b = read_path(e->str_b, arg_at(e, spec->path_b));
-    if (spec->argv)
-        read_argv(e, (const char *const *)arg_at(e, spec->argv));
+    e->ret = ret;
+    e->flags = compat ? RF_COMPAT : 0;
+    e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = e->len_local = 0;
+    read_args(e, regs, compat);
+    if (spec->argv && ret == 0) {
+        read_exec_image(e, task);
+    } else {
+        if (spec->path_a)
+            e->len_a = read_str(e, arg_at(e, spec->path_a));
+        if (!passes_filter(e, spec, task)) {
+            if (spec->fd_ret && ret >= 0) {
+                struct falconer_fd_key fk = {};
+                fd_key(&fk, task, ret);
+                u8 one = 1;
+                unforwarded_fds.update(&fk, &one);
+            }
+            count(CNT_FILTERED);
+            return 0;
+        }
+        if (spec->path_b)
+            e->len_b = read_str(e, arg_at(e, spec->path_b));
+        read_sock(e, spec);
+        if (spec->argv)
+            read_argv_array(e, arg_at(e, spec->argv));
+        if (spec->sock_local)
+            read_sock_local(e, task, (s32)arg_at(e, spec->sock_local));
+    }
     if (spec->deref && spec->deref_to) {
         u64 first = 0;
         bpf_probe_read_user(&first, sizeof(first), (void *)arg_at(e, spec->deref));
@@ -243,76 +482,32 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter)
         if (to < 6)
             e->args[to] = first;
     }
-    read_sock_at(e, spec, 0);
-    if (inflight.update(&tid, e) != 0)
-        count(CNT_STASH_FULL);
-    return 0;
-}
-
-/* How much of a record to send: the fixed header, + str_a, or all of it. */
-#define SIZE_HEADER offsetof(struct falconer_event, str_a)
-#define SIZE_STR_A offsetof(struct falconer_event, str_b)
-#define SIZE_FULL sizeof(struct falconer_event)
-
-TRACEPOINT_PROBE(raw_syscalls, sys_exit)
-{
-    /* Skip the per-thread hash lookup for syscalls that are never stashed. The exit of
-     * execve sees the same number as its enter, so the test below is exact; a stash left
-     * behind by a syscall that never returns (exit) is removed at sched_process_exit. */
-    s64 nr = args->id;
-    struct falconer_spec *spec = forwarded_spec(nr);
-    if (!spec)
-        return 0;
-    u64 pid_tgid = bpf_get_current_pid_tgid();
-    u32 tid = (u32)pid_tgid;
-    struct falconer_event *e = inflight.lookup(&tid);
-    if (!e)
-        return 0;
-    if (e->nr != nr) {
-        /* The stashed syscall's own exit was never seen (e.g. the forwarded set changed
-         * while it ran): its record is lost, and counted as an in-flight loss. */
-        count(CNT_STASH_FULL);
-        inflight.delete(&tid);
-        return 0;
+    if (spec->fd_ret && ret >= 0) {
+        struct falconer_fd_key fk = {};
+        fd_key(&fk, task, ret);
+        unforwarded_fds.delete(&fk);
     }
-    if (spec->forward != FORWARD_EMIT) {
-        inflight.delete(&tid);
+    u64 size = HEADER_BYTES + used(e);
+    if (size > sizeof(*e))
+        size = sizeof(*e);
+    asm volatile("" : "+r"(size));
+    if (size < HEADER_BYTES || size > sizeof(*e))
         return 0;
-    }
-    u64 uid_gid = bpf_get_current_uid_gid();
-    e->ts_ns = bpf_ktime_get_ns();
-    e->tgid = pid_tgid >> 32;
-    e->tid = tid;
-    e->uid = (u32)uid_gid;
-    e->gid = uid_gid >> 32;
-    e->ret = args->ret;
-    /* A path in a page not yet faulted in cannot be read at sys_enter; the kernel has
-     * touched it by now, so one more try here. */
-    if (spec->path_a && e->len_a == 0)
-        e->len_a = read_path(e->str_a, arg_at(e, spec->path_a));
-    if (spec->path_b && e->len_b == 0)
-        e->len_b = read_path(e->str_b, arg_at(e, spec->path_b));
-    read_sock_at(e, spec, 1);
-    /* Most records carry at most one path: send only the part in use. */
-    u64 size = SIZE_FULL;
-    if (!e->len_b && !e->len_argv && !e->len_sock)
-        size = e->len_a ? SIZE_STR_A : SIZE_HEADER;
     if (events.ringbuf_output(e, size, 0) != 0)
         count(CNT_RING_FULL);
     else
         count(CNT_EMITTED);
-    inflight.delete(&tid);
     return 0;
 }
 
 /* A record without syscall payload, for the sched tracepoints. */
-static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, s32 nr)
+static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3)
 {
     u64 pid_tgid = bpf_get_current_pid_tgid();
     u32 tgid = pid_tgid >> 32;
     if (is_self(tgid))
         return 0;
-    struct falconer_event *e = events.ringbuf_reserve(SIZE_HEADER);
+    struct falconer_event *e = events.ringbuf_reserve(HEADER_BYTES);
     if (!e) {
         count(CNT_RING_FULL);
         return 0;
@@ -323,57 +518,130 @@ static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, s32 nr)
     e->tid = (u32)pid_tgid;
     e->uid = (u32)uid_gid;
     e->gid = uid_gid >> 32;
-    e->nr = nr;
+    e->nr = -1;
     e->kind = kind;
     e->argc = 0;
     e->ret = 0;
     e->args[0] = a0;
     e->args[1] = a1;
     e->args[2] = a2;
-    e->args[3] = e->args[4] = e->args[5] = 0;
-    e->len_a = e->len_b = e->len_argv = e->len_sock = 0;
-    events.ringbuf_submit(e, 0);   /* header only: SIZE_HEADER bytes */
+    e->args[3] = a3;
+    e->args[4] = e->args[5] = 0;
+    e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = e->len_local = 0;
+    e->flags = 0;
+    e->len_exe = 0;
+    events.ringbuf_submit(e, 0);   /* header only: HEADER_BYTES bytes */
     count(CNT_EMITTED);
     return 0;
 }
 
-/* Before the child runs: args = (clone flags, child tid, syscall nr of the clone). */
-TRACEPOINT_PROBE(sched, sched_process_fork)
+/* The inode number, ctime and mtime of the current task's executable. */
+static __always_inline void exe_stat(void *task, struct falconer_exe_stat *st)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    struct falconer_event *stash = inflight.lookup(&tid);
-    u64 flags = 0;
-    s32 nr = -1;
-    if (stash) {
-        nr = stash->nr;
-        flags = stash->args[nr == FALCONER_NR_CLONE3 ? 2 : 0];  /* spec.deref_to for clone3 */
-        if (nr == FALCONER_NR_FORK)
-            flags = 0;
-        else if (nr == FALCONER_NR_VFORK)
-            flags = 0x4100;   /* CLONE_VFORK | CLONE_VM */
-    }
-    return emit_task(KIND_FORK, flags, (u32)args->child_pid, nr, nr);
+    void *mm = (void *)kread(task, OFF_TASK_MM);
+    void *file = mm ? (void *)kread(mm, OFF_MM_EXE_FILE) : NULL;
+    void *inode = file ? (void *)kread(file, OFF_FILE_INODE) : NULL;
+    if (!inode)
+        return;
+    /* Nanoseconds are < 2^30; above that, multigrain timestamps (6.13+) keep flags in
+     * i_ctime_nsec (I_CTIME_QUERIED, bit 31): masked off. */
+    st->ino = kread(inode, OFF_INODE_INO);
+    st->ctime_ns = (s64)kread(inode, OFF_INODE_CTIME_SEC) * 1000000000
+                   + (kread32(inode, OFF_INODE_CTIME_NSEC) & 0x3fffffff);
+    st->mtime_ns = (s64)kread(inode, OFF_INODE_MTIME_SEC) * 1000000000
+                   + (kread32(inode, OFF_INODE_MTIME_NSEC) & 0x3fffffff);
 }
 
-/* A thread that is not the leader execs: its stash moves to the leader's tid. */
+/* Before the child runs, in the parent: the clone flags the tracker needs, derived
+ * from the two tasks (so no syscall argument has to be kept):
+ * args = (flags, child tid, child tgid, tgid of the child's real parent). */
+RAW_TRACEPOINT_PROBE(sched_process_fork)
+{
+    void *parent = (void *)ctx->args[0], *child = (void *)ctx->args[1];
+    u32 child_tid = kread32(child, OFF_TASK_PID), child_tgid = kread32(child, OFF_TASK_TGID);
+    u64 flags = 0;
+    if (child_tgid == kread32(parent, OFF_TASK_TGID))
+        flags |= CLONE_THREAD;
+    if (kread(child, OFF_TASK_FILES) == kread(parent, OFF_TASK_FILES))
+        flags |= CLONE_FILES;
+    if (kread(child, OFF_TASK_VFORK_DONE))
+        flags |= CLONE_VFORK | CLONE_VM;
+    void *real_parent = (void *)kread(child, OFF_TASK_REAL_PARENT);
+    return emit_task(KIND_FORK, flags, child_tid, child_tgid,
+                     kread32(real_parent, OFF_TASK_TGID));
+}
+
+/* The pid number of `pid` (struct pid *) at namespace `level`, 0 if it has none there. */
+static __always_inline u32 pid_nr_at(void *pid, u32 level)
+{
+    if (!pid || level > FALCONER_MAX_PID_LEVEL || level > kread32(pid, OFF_PID_LEVEL))
+        return 0;
+    return kread32(pid, OFF_PID_NUMBERS + level * SIZE_UPID + OFF_UPID_NR);
+}
+
+/* The controlling terminal as /proc/<pid>/stat's tty_nr (new_encode_dev), 0 if none. */
+static __always_inline u64 tty_nr(void *signal)
+{
+    void *tty = (void *)kread(signal, OFF_SIGNAL_TTY);
+    if (!tty)
+        return 0;
+    void *driver = (void *)kread(tty, OFF_TTY_DRIVER);
+    u32 major = kread32(driver, OFF_DRIVER_MAJOR);
+    u32 minor = kread32(driver, OFF_DRIVER_MINOR_START) + kread32(tty, OFF_TTY_INDEX);
+    return (minor & 0xff) | (major << 8) | ((u64)(minor & ~0xffU) << 12);
+}
+
+/* After the new image is in place: the session, process group and terminal as of now
+ * (setsid/setpgid/TIOCSCTTY since the fork are in them), and the pid and process group
+ * in the process's own pid namespace. */
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
-    u32 old_tid = args->old_pid, new_tid = args->pid;
-    if (old_tid != new_tid) {
-        struct falconer_event *stash = inflight.lookup(&old_tid);
-        if (stash) {
-            /* the execve's record lives in this stash: a failed move loses it */
-            if (inflight.update(&new_tid, stash) != 0)
-                count(CNT_STASH_FULL);
-            inflight.delete(&old_tid);
-        }
+    void *task = (void *)bpf_get_current_task();
+    void *signal = (void *)kread(task, OFF_TASK_SIGNAL);
+    void *own = (void *)kread(task, OFF_TASK_THREAD_PID);
+    void *pgrp = (void *)kread(signal, OFF_SIGNAL_PIDS + FALCONER_PIDTYPE_PGID * sizeof(void *));
+    void *session = (void *)kread(signal, OFF_SIGNAL_PIDS + FALCONER_PIDTYPE_SID * sizeof(void *));
+    u32 level = own ? kread32(own, OFF_PID_LEVEL) : 0;
+    u64 ids = pid_nr_at(session, 0) | ((u64)pid_nr_at(pgrp, 0) << 32);
+    u64 vids = pid_nr_at(own, level) | ((u64)pid_nr_at(pgrp, level) << 32);
+    u64 pid_tgid = bpf_get_current_pid_tgid();
+    if (is_self(pid_tgid >> 32))
+        return 0;
+    u32 size = HEADER_BYTES + sizeof(struct falconer_exe_stat);
+    struct falconer_event *e = events.ringbuf_reserve(size);
+    if (!e) {
+        count(CNT_RING_FULL);
+        return 0;
     }
-    return emit_task(KIND_EXEC, old_tid, new_tid, 0, -1);
+    u64 uid_gid = bpf_get_current_uid_gid();
+    e->ts_ns = bpf_ktime_get_ns();
+    e->tgid = pid_tgid >> 32;
+    e->tid = (u32)pid_tgid;
+    e->uid = (u32)uid_gid;
+    e->gid = uid_gid >> 32;
+    e->nr = -1;
+    e->kind = KIND_EXEC;
+    e->argc = 0;
+    e->ret = 0;
+    e->args[0] = args->old_pid;
+    e->args[1] = args->pid;
+    e->args[2] = ids;
+    e->args[3] = tty_nr(signal);
+    e->args[4] = vids;
+    e->args[5] = 0;
+    e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = e->len_local = 0;
+    e->flags = 0;
+    e->len_exe = sizeof(struct falconer_exe_stat);
+    struct falconer_exe_stat *st = (struct falconer_exe_stat *)e->data;
+    st->ino = 0;
+    st->ctime_ns = st->mtime_ns = 0;
+    exe_stat(task, st);
+    events.ringbuf_submit(e, 0);
+    count(CNT_EMITTED);
+    return 0;
 }
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
-    u32 tid = (u32)bpf_get_current_pid_tgid();
-    inflight.delete(&tid);
-    return emit_task(KIND_EXIT, 0, 0, 0, -1);
+    return emit_task(KIND_EXIT, 0, 0, 0, 0);
 }

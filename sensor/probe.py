@@ -1,8 +1,8 @@
 """Loading probe.bpf.c with bcc and talking to its maps.
 
 The kernel side is generic; this module tells it, through maps, which syscalls to
-forward and what to read for each (`set_forwarded`), which tgid is the sensor itself,
-and reads back the per-CPU loss counters. bcc is imported here only, so the rest of the
+forward, what to read for each and which paths no rule can match (`apply_ruleset`),
+which tgid is the sensor itself, and reads back the per-CPU counters. bcc is imported here only, so the rest of the
 sensor (state, fields) stays importable and testable without it.
 """
 
@@ -10,22 +10,35 @@ from __future__ import annotations
 
 import ctypes
 import os
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
-from falconer.sensor import record, syscalls
+from falconer.engine.ruleset import Ruleset
+from falconer.sensor import btf, kfilter, record, syscalls
+from falconer.sensor import kernelabi as abi
 
 SOURCE = Path(__file__).with_name("probe.bpf.c")
 DEFAULT_BUFFER_PAGES = 1024
-FORWARD_NO, FORWARD_EMIT, FORWARD_STASH = 0, 1, 2
+#: The longest one `Probe.poll` spends delivering records (seconds).
+POLL_BUDGET_S = 0.25
 
 
 class ProbeError(RuntimeError):
     """The kernel side cannot be loaded; the message says what is missing."""
 
 
+class ProbeCounters(NamedTuple):
+    """The kernel side's per-CPU counters, summed (records since the probe loaded)."""
+
+    ring_full: int      # lost: the ring buffer had no room
+    emitted: int        # handed to the ring buffer
+    filtered: int       # kept in the kernel by the rule-derived filter (not a loss)
+
+
 def preflight() -> None:
-    """Fail early with a clear message when root, bcc, headers or tracefs are missing."""
+    """Fail early with a clear message when root, bcc, headers, tracefs or BTF are missing."""
     syscalls.check_arch()
     if os.geteuid() != 0:
         raise ProbeError("must run as root (it loads eBPF programs)")
@@ -39,6 +52,8 @@ def preflight() -> None:
         raise ProbeError(f"kernel headers missing: {build} does not exist; run ./dev setup")
     if not Path("/sys/kernel/tracing/events/raw_syscalls").exists():
         raise ProbeError("tracefs is not mounted at /sys/kernel/tracing; run ./dev setup")
+    if not btf.VMLINUX.exists():
+        raise ProbeError(f"{btf.VMLINUX} is missing: the kernel lacks CONFIG_DEBUG_INFO_BTF")
 
 
 def _check_pages(pages: int) -> int:
@@ -47,67 +62,111 @@ def _check_pages(pages: int) -> int:
     return pages
 
 
+def _possible_cpus() -> int:
+    """How many CPU ids the kernel may hand out (/sys/devices/system/cpu/possible, "0-N")."""
+    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    return max(int(part.split("-")[-1]) for part in text.split(",")) + 1
+
+
 class Probe:
-    """The loaded BPF program: ring buffer, forward/spec maps, counters."""
+    """The loaded BPF program: ring buffer, spec/compat/filter maps, counters."""
 
     def __init__(self, buffer_pages: int = DEFAULT_BUFFER_PAGES) -> None:
         from bcc import BPF  # noqa: PLC0415
 
-        flags = record.cflags() + [
-            f"-DFALCONER_RING_PAGES={_check_pages(buffer_pages)}",
-            f"-DFALCONER_MAX_SYSCALLS={syscalls.MAX_SYSCALLS}",
-            f"-DFALCONER_NR_CLONE3={syscalls.CLONE_NRS['clone3']}",
-            f"-DFALCONER_NR_FORK={syscalls.CLONE_NRS['fork']}",
-            f"-DFALCONER_NR_VFORK={syscalls.CLONE_NRS['vfork']}",
-        ]
+        try:
+            flags = abi.cflags() + list(btf.cflags()) + [
+                f"-DFALCONER_RING_PAGES={_check_pages(buffer_pages)}",
+                f"-DFALCONER_NCPU={_possible_cpus()}"]
+        except btf.BtfError as exc:
+            raise ProbeError(f"kernel struct offsets unavailable: {exc}") from exc
         try:
             self.bpf = BPF(src_file=str(SOURCE).encode(), cflags=flags)
         except Exception as exc:  # bcc raises bare Exception on compile/load errors
             raise ProbeError(f"loading {SOURCE.name} failed: {exc}") from exc
         self.buffer_pages = buffer_pages
         self.forwarded: frozenset[int] = frozenset()
+        self.filter: kfilter.KernelFilter = kfilter.KernelFilter.forward_all()
+        self._generation = 0
+        self._poll_deadline = 0.0
         self.bpf[b"config"][ctypes.c_int(0)] = ctypes.c_uint32(os.getpid())
+        compat = self.bpf[b"compat_nr"]
+        for nr in range(abi.MAX_SYSCALLS):
+            compat[ctypes.c_int(nr)] = ctypes.c_int32(syscalls.IA32_TO_X64.get(nr, -1))
 
-    def set_forwarded(self, numbers: Iterable[int]) -> None:
-        """Forward exactly these syscall numbers (plus clone stashing for state)."""
-        wanted = frozenset(n for n in numbers if 0 <= n < syscalls.MAX_SYSCALLS)
+    def apply_ruleset(self, ruleset: Ruleset | None, all_events: bool = False) -> None:
+        """Forward what the rules and state tracking need, filtered in the kernel by the
+        rule-derived path filter (`sensor/kfilter.py`); `all_events` forwards every
+        syscall unfiltered. A reload swaps filters without a window: the new paths go in
+        under fresh group ids, then each syscall's spec switches, then old paths go."""
+        if all_events:
+            self._set(set(syscalls.all_names()), kfilter.KernelFilter.forward_all())
+            return
+        names = ruleset.event_types("syscall") if ruleset is not None else frozenset()
+        wanted = syscalls.numbers_for(names)
+        filt = (kfilter.derive(ruleset, {syscalls.name_of(n) for n in wanted})
+                if ruleset is not None and names is not None
+                else kfilter.KernelFilter.forward_all())
+        self._set(wanted, filt)
+
+    def forward_unfiltered(self, names: frozenset[str] | None) -> None:
+        """Forward these `evt.type`s (None: every syscall) with no path filter: what a
+        reload forwards while it switches between two rulesets (their union)."""
+        self._set(syscalls.numbers_for(names), kfilter.KernelFilter.forward_all())
+
+    def _set(self, wanted: set[int], filt: kfilter.KernelFilter) -> None:
+        wanted_ok = frozenset(n for n in wanted if 0 <= n < abi.MAX_SYSCALLS)
+        self._generation ^= 1
+        groups = filt.group_ids(self._generation)
+        paths = self.bpf[b"paths"]
+        for key in filt.keys(self._generation):
+            paths[key] = ctypes.c_uint8(1)
         specs = self.bpf[b"specs"]
-        clone_nrs = set(syscalls.CLONE_NRS.values())
-        for nr in range(syscalls.MAX_SYSCALLS):
-            spec = record.SpecRecord()
-            if nr in wanted and nr not in clone_nrs:
-                spec.forward = FORWARD_EMIT
-            elif nr in clone_nrs:
-                spec.forward = FORWARD_STASH
-                if nr == syscalls.CLONE_NRS["clone3"]:  # clone_args.flags into args[2]
-                    spec.deref, spec.deref_to = 1, 3
-            decoded = syscalls.BY_NR.get(nr)
-            if decoded is not None and spec.forward == FORWARD_EMIT:
-                _fill_spec(spec, decoded)
+        close_nr = syscalls.BY_NAME["close"].nr
+        for nr in range(abi.MAX_SYSCALLS):
+            spec = record.SpecRecord(forward=abi.FORWARD_NO)
+            if nr in wanted_ok:
+                spec.forward = abi.FORWARD_EMIT
+                decoded = syscalls.BY_NR.get(nr)
+                if decoded is not None:
+                    _fill_spec(spec, decoded)
+                    spec.filter = groups.get(decoded.name, 0)
+                if nr == close_nr and filt.filters_opens:
+                    spec.forward = abi.FORWARD_CLOSE_FILTER
+            spec.compat_watched = int(syscalls.IA32_TO_X64.get(nr, -1) in wanted_ok)
             specs[ctypes.c_int(nr)] = spec
-        self.forwarded = wanted
+        for key in self.filter.keys(self._generation ^ 1):
+            del paths[key]
+        self.forwarded = wanted_ok
+        self.filter = filt
 
     def open(self, callback: Callable[[bytes], None]) -> None:
         """Deliver every ring-buffer record to `callback` as a bytes copy.
 
-        Records are sent truncated to the part in use (header, + str_a, or whole).
+        Records are sent cut after the data in use (record.Record decodes any length).
         """
 
         def on_record(_ctx: int, data: int, size: int) -> int:
             callback(ctypes.string_at(data, size))
-            return 0
+            # A negative return ends this poll after this record (libbpf consumed it);
+            # the rest waits in the ring for the next poll.
+            return -1 if time.monotonic() > self._poll_deadline else 0
 
         self.bpf[b"events"].open_ring_buffer(on_record)
 
     def poll(self, timeout_ms: int) -> None:
-        """Drain the ring buffer, waiting at most `timeout_ms` for the first record."""
+        """Take records from the ring buffer, waiting at most `timeout_ms` for the first
+        one, and returning after at most POLL_BUDGET_S of work: a backlog never keeps
+        the caller from its signals, reloads and drop checks."""
+        self._poll_deadline = time.monotonic() + POLL_BUDGET_S
         self.bpf.ring_buffer_poll(timeout_ms)
 
-    def counters(self) -> tuple[int, int, int]:
-        """(ring buffer full, lost in flight, emitted), summed over CPUs."""
+    def counters(self) -> ProbeCounters:
+        """The kernel side's counters, summed over CPUs."""
         table = self.bpf[b"counters"]
-        vals = [sum(table[ctypes.c_int(i)]) for i in range(3)]
-        return vals[record.CNT_RING_FULL], vals[record.CNT_STASH_FULL], vals[record.CNT_EMITTED]
+        vals = [sum(table[ctypes.c_int(i)]) for i in range(abi.CNT_MAX)]
+        return ProbeCounters(vals[abi.CNT_RING_FULL], vals[abi.CNT_EMITTED],
+                             vals[abi.CNT_FILTERED])
 
     def close(self) -> None:
         """Detach the programs and free the maps."""
@@ -126,3 +185,7 @@ def _fill_spec(spec: record.SpecRecord, s: syscalls.Syscall) -> None:
     spec.sock_when = s.sock_when
     spec.deref = idx(s.deref)
     spec.deref_to = idx(s.deref_to)
+    spec.sock_local = idx(s.sock_local)
+    spec.fd_ret = int(s.name in syscalls.FD_RETURNING)
+    flags_arg = syscalls.OPEN_FLAGS_ARG.get(s.name)
+    spec.open_flags = idx(flags_arg)

@@ -2,9 +2,11 @@
 
 `EventRecord` is the ctypes mirror of the C struct; a test compares it member by member
 (offsets and sizes) with the layout bcc's clang produced for the loaded program, so the
-two sides cannot drift apart silently. Decoding itself uses one precompiled
-`struct.Struct` over the fixed header and slices the strings only when a field needs
-them, which keeps the per-event cost to one `unpack_from` call.
+two sides cannot drift apart silently. A record is sent cut after the data in use: the
+header, then path a, path b, socket address, argv, environment and local socket address
+packed in that order
+(each present when its length is non-zero). Decoding uses one precompiled
+`struct.Struct` over the header and slices the pieces only when a field needs them.
 """
 
 from __future__ import annotations
@@ -13,20 +15,7 @@ import ctypes
 import struct
 from dataclasses import dataclass
 
-STR_LEN = 256
-ARGV_LEN = 1024
-MAX_ARGS = 32
-SOCK_LEN = 128
-
-KIND_SYSCALL = 0
-KIND_EXEC = 1
-KIND_FORK = 2
-KIND_EXIT = 3
-
-# Counter slots of the per-CPU `counters` map.
-CNT_RING_FULL = 0
-CNT_STASH_FULL = 1
-CNT_EMITTED = 2
+from falconer.sensor import kernelabi as abi
 
 
 class EventRecord(ctypes.Structure):
@@ -45,12 +34,13 @@ class EventRecord(ctypes.Structure):
         ("args", ctypes.c_uint64 * 6),
         ("len_a", ctypes.c_uint16),
         ("len_b", ctypes.c_uint16),
-        ("len_argv", ctypes.c_uint16),
         ("len_sock", ctypes.c_uint16),
-        ("str_a", ctypes.c_char * STR_LEN),
-        ("str_b", ctypes.c_char * STR_LEN),
-        ("argv", ctypes.c_char * ARGV_LEN),
-        ("sock", ctypes.c_uint8 * SOCK_LEN),
+        ("len_argv", ctypes.c_uint16),
+        ("len_env", ctypes.c_uint16),
+        ("flags", ctypes.c_uint16),
+        ("len_local", ctypes.c_uint16),
+        ("len_exe", ctypes.c_uint16),
+        ("data", ctypes.c_uint8 * (2 * abi.DATA_HALF)),
     ]
 
 
@@ -67,26 +57,32 @@ class SpecRecord(ctypes.Structure):
         ("sock_when", ctypes.c_uint8),
         ("deref", ctypes.c_uint8),
         ("deref_to", ctypes.c_uint8),
+        ("filter", ctypes.c_uint8),
+        ("fd_ret", ctypes.c_uint8),
+        ("open_flags", ctypes.c_uint8),
+        ("sock_local", ctypes.c_uint8),
+        ("compat_watched", ctypes.c_uint8),
     ]
 
 
-#: ts, tgid, tid, uid, gid, nr, kind, argc, ret, args[6], len_a, len_b, len_argv, len_sock
-HEADER = struct.Struct("<QIIIIiHHq6Q4H")
-OFF_STR_A = EventRecord.str_a.offset
-OFF_STR_B = EventRecord.str_b.offset
-OFF_ARGV = EventRecord.argv.offset
-OFF_SOCK = EventRecord.sock.offset
+class PathKey(ctypes.Structure):
+    """Mirror of `struct falconer_path_key` (the filter's LPM trie key)."""
+
+    _fields_ = [
+        ("prefixlen", ctypes.c_uint32),
+        ("group", ctypes.c_uint8),
+        ("path", ctypes.c_char * abi.KEY_PATH),
+    ]
+
+
+#: ts, tgid, tid, uid, gid, nr, kind, argc, ret, args[6], len_a, len_b, len_sock,
+#: len_argv, len_env, flags, len_local, len_exe
+HEADER = struct.Struct("<QIIIIiHHq6Q8H")
+OFF_DATA = EventRecord.data.offset
+#: struct falconer_exe_stat: ino, ctime_ns, mtime_ns (the data of a KIND_EXEC record)
+EXE_STAT = struct.Struct("<Qqq")
 RECORD_SIZE = ctypes.sizeof(EventRecord)
-assert HEADER.size == OFF_STR_A, "HEADER must cover exactly the members before str_a"
-
-
-def cflags() -> list[str]:
-    """The -D flags that give probe.bpf.c the sizes this module decodes."""
-    return [
-        f"-DFALCONER_STR_LEN={STR_LEN}",
-        f"-DFALCONER_ARGV_LEN={ARGV_LEN}",
-        f"-DFALCONER_MAX_ARGS={MAX_ARGS}",
-    ]
+assert HEADER.size == OFF_DATA, "HEADER must cover exactly the members before data"
 
 
 @dataclass(slots=True)
@@ -105,43 +101,76 @@ class Record:
     args: tuple[int, int, int, int, int, int]
     len_a: int
     len_b: int
-    len_argv: int
     len_sock: int
+    len_argv: int
+    len_env: int
+    flags: int
+    len_local: int
+    len_exe: int
     raw: bytes
 
     @classmethod
     def decode(cls, raw: bytes) -> Record:
         """Unpack the header of one ring-buffer record (`raw` is a copy of it).
 
-        `raw` may stop after the header or after str_a: the kernel sends only the part
-        in use, and the lengths say which parts are present.
+        Raises struct.error when `raw` is shorter than the header.
         """
         h = HEADER.unpack_from(raw)
         return cls(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8],
-                   h[9:15], h[15], h[16], h[17], h[18], raw)
+                   h[9:15], h[15], h[16], h[17], h[18], h[19], h[20], h[21], h[22], raw)
+
+    @property
+    def compat(self) -> bool:
+        """Made through the 32-bit gate (`nr` is already the x86_64 equivalent)."""
+        return bool(self.flags & abi.RF_COMPAT)
 
     def str_a(self) -> str | None:
-        """The first path argument, or None when the kernel could not read it."""
-        return _text(self.raw, OFF_STR_A, self.len_a)
+        """The first path argument (or a successful exec's file name), None if unread."""
+        return _text(self.raw, OFF_DATA, self.len_a)
 
     def str_b(self) -> str | None:
         """The second path argument, or None when the kernel could not read it."""
-        return _text(self.raw, OFF_STR_B, self.len_b)
-
-    def argv(self) -> list[str]:
-        """execve's argv as read at sys_enter (bounded by ARGV_LEN and MAX_ARGS)."""
-        if not self.len_argv:
-            return []
-        blob = self.raw[OFF_ARGV:OFF_ARGV + min(self.len_argv, ARGV_LEN)]
-        return [p.decode("utf-8", "replace") for p in blob.split(b"\0")[: self.argc]]
+        return _text(self.raw, OFF_DATA + self.len_a, self.len_b)
 
     def sockaddr(self) -> bytes:
         """The socket address bytes the kernel side captured (may be empty)."""
-        return self.raw[OFF_SOCK:OFF_SOCK + min(self.len_sock, SOCK_LEN)]
+        off = OFF_DATA + self.len_a + self.len_b
+        return self.raw[off:off + self.len_sock]
+
+    def argv(self) -> list[str]:
+        """execve's argv (bounded by ARGV_LEN; MAX_ARGS for a failed exec)."""
+        off = OFF_DATA + self.len_a + self.len_b + self.len_sock
+        parts = _strings(self.raw[off:off + self.len_argv])
+        return parts if self.flags & abi.RF_ARGV_FROM_MM else parts[:self.argc]
+
+    def env(self) -> list[str]:
+        """A successful exec's environment, "NAME=value" each (bounded by ENV_LEN)."""
+        off = OFF_DATA + self.len_a + self.len_b + self.len_sock + self.len_argv
+        return _strings(self.raw[off:off + self.len_env])
+
+
+    def sock_local(self) -> bytes:
+        """The socket's local address (connect), a sockaddr; empty when not read."""
+        off = (OFF_DATA + self.len_a + self.len_b + self.len_sock + self.len_argv
+               + self.len_env)
+        return self.raw[off:off + self.len_local]
+
+
+    def exe_stat(self) -> tuple[int, int, int] | None:
+        """KIND_EXEC: (inode number, ctime ns, mtime ns) of the new executable."""
+        if self.len_exe < EXE_STAT.size:
+            return None
+        ino, ctime_ns, mtime_ns = EXE_STAT.unpack_from(self.raw, OFF_DATA)
+        return ino, ctime_ns, mtime_ns
+
+
+def _strings(blob: bytes) -> list[str]:
+    if not blob:
+        return []
+    return [p.decode("utf-8", "replace") for p in blob.rstrip(b"\0").split(b"\0")]
 
 
 def _text(raw: bytes, off: int, n: int) -> str | None:
     if n <= 0:
         return None
-    n = min(n, STR_LEN)
     return raw[off:off + n - 1].decode("utf-8", "surrogateescape")

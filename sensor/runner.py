@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from falconer.engine import Alert, Engine
-from falconer.sensor import alerts, cri, kube, metadata, probe, record, syscalls
+from falconer.sensor import alerts, cri, kube, metadata, probe, record
 from falconer.sensor.capture import CaptureWriter
 from falconer.sensor.config import RulesInput, SensorConfig, Snapshot
 from falconer.sensor.drops import DropAccount
@@ -73,14 +73,8 @@ class Stats:
     events: int = 0
     undecodable: int = 0
     failed: int = 0             # decoded, but state, capture or evaluation raised
+    kept_in_kernel: int = 0     # records the rule-derived kernel filter held back (no loss)
     alerts: collections.Counter[str] = field(default_factory=collections.Counter)
-
-
-def apply_filter(p: probe.Probe, types: frozenset[str] | None) -> None:
-    """Forward exactly what `types` (the rules' `evt.type`s; None: all) and the state
-    tracker need, so that the kernel drops the rest before it costs a record. The one
-    call into the probe's filter API."""
-    p.set_forwarded(syscalls.numbers_for(types))
 
 
 def _union(a: frozenset[str] | None, b: frozenset[str] | None) -> frozenset[str] | None:
@@ -128,7 +122,7 @@ class Sensor:
         self._connect_cri()
         self.tracker.seed()
         self.probe = probe.Probe(self._buffer_pages(loaded.snapshot))
-        apply_filter(self.probe, self._wanted(self.engine))
+        self._apply_filter()
         self.probe.open(self._on_record)
         if self.opts.capture is not None:
             self._capture_file = open(self.opts.capture, "w", encoding="utf-8")  # noqa: SIM115
@@ -209,8 +203,9 @@ class Sensor:
         """Events seen, lost, delivered by each sink, and alerts by rule, one line each."""
         s, k = self.stats, self.drops.kernel
         lines = [f"events: {s.events} syscall events from {s.records} records",
-                 f"dropped: {k.total} (ring buffer full {k.ring}, lost in flight {k.stash}, "
+                 f"dropped: {k.ring + s.undecodable} (ring buffer full {k.ring}, "
                  f"undecodable {s.undecodable}, drop alerts throttled {self.drops.bucket.throttled})",
+                 f"kept in the kernel by the rule-derived filter: {s.kept_in_kernel}",
                  f"events not evaluated (errors): {s.failed}",
                  f"alerts not written (stdout failed): {self.stdout.stats().dropped}",
                  f"processes evicted from the table: {self.tracker.procs.evicted}",
@@ -276,6 +271,16 @@ class Sensor:
             return None
         return engine.ruleset.event_types("syscall") if engine.ruleset is not None else frozenset()
 
+    def _apply_filter(self) -> None:
+        """Forward exactly what the running rules and the state tracker need, with the
+        rule-derived path filter in the kernel (`sensor/kfilter.py`): the one call into
+        the probe's filter API outside a switch."""
+        if self.probe is None:
+            return
+        ruleset = self.engine.ruleset
+        self.probe.apply_ruleset(ruleset, all_events=self.opts.all_events)
+        self._say(f"falconer sensor: {self.probe.filter.describe()}")
+
     def switch_rules(self, loaded: Loaded) -> None:
         """Run `loaded` instead of the current rules, with no gap: the kernel first
         forwards what either ruleset needs, records already forwarded are evaluated by
@@ -283,11 +288,10 @@ class Sensor:
         events) and the kernel narrowed to what the new rules need."""
         old, new = self._wanted(self.engine), self._wanted(loaded.engine)
         if self.probe is not None:
-            apply_filter(self.probe, _union(old, new))
+            self.probe.forward_unfiltered(_union(old, new))
             self.probe.poll(0)
         self.engine = loaded.engine
-        if self.probe is not None:
-            apply_filter(self.probe, new)
+        self._apply_filter()
         self.watcher.switched(loaded)
         self._apply_config(loaded.snapshot)
         self._report_loaded(loaded)
@@ -376,8 +380,9 @@ class Sensor:
         """Take the kernel's loss counters; new losses may raise the drop alert."""
         if self.probe is None:
             return
-        ring, stash, _ = self.probe.counters()
-        alert = self.drops.check(ring, stash, self.stats.events)
+        counters = self.probe.counters()
+        self.stats.kept_in_kernel = counters.filtered
+        alert = self.drops.check(counters.ring_full, self.stats.events)
         if alert is not None:
             self.emit(alert)
 

@@ -63,6 +63,14 @@ class Process:
     start_ns: int = 0
     cgroup: containers.Cgroup = containers.HOST_CGROUP
     exe_from_memfd: bool = False
+    vpid: int | None = None
+    #: The executable's (inode number, ctime ns, mtime ns) as of exec (None: not known).
+    exe_stat: tuple[int, int, int] | None = None
+    #: The process group in the process's own pid namespace (None: not known yet).
+    vpgid: int | None = None
+    #: The environment as of the last exec ("NAME=value" each, bounded as the kernel
+    #: side bounds it); None for a process seeded from /proc, whose /proc file answers.
+    env: list[str] | None = None
     fds: dict[int, FdInfo] = field(default_factory=dict)
     #: Descriptors dropped from full tables, all processes together: the bound is per
     #: process, but the summary reports what the sensor as a whole forgot.
@@ -78,7 +86,8 @@ class Process:
             pid=pid, ppid=self.pid, name=self.name, exe=self.exe, exepath=self.exepath,
             args=self.args, cwd=self.cwd, tty=self.tty, sid=self.sid, pgid=self.pgid,
             loginuid=self.loginuid, start_ns=start_ns, cgroup=self.cgroup,
-            exe_from_memfd=self.exe_from_memfd,
+            exe_from_memfd=self.exe_from_memfd, env=self.env, vpgid=self.vpgid,
+            exe_stat=self.exe_stat,
             fds=self.fds if share_fds else dict(self.fds),
         )
 

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 
+from falconer.sensor import kernelabi as abi
 from falconer.sensor import render
 
 # Parameter renderings (how `evt.arg.<name>` shows the raw value).
@@ -33,11 +34,10 @@ SOCKTYPE = "socktype"
 BPF_CMD = "bpf_cmd"
 AT_FLAGS = "at_flags"
 
-# Where the socket address lives (mirrors SOCK_* in probe.bpf.c).
-SOCK_ENTER_LEN_VALUE = 1
-SOCK_EXIT_LEN_PTR = 2
-SOCK_ENTER_MSGHDR = 3
-SOCK_EXIT_MSGHDR = 4
+SOCK_ENTER_LEN_VALUE = abi.SOCK_ENTER_LEN_VALUE
+SOCK_EXIT_LEN_PTR = abi.SOCK_EXIT_LEN_PTR
+SOCK_ENTER_MSGHDR = abi.SOCK_ENTER_MSGHDR
+SOCK_EXIT_MSGHDR = abi.SOCK_EXIT_MSGHDR
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ class Syscall:
     sock_len: int | None = None
     sock_when: int = 0
     deref: int | None = None       # pointer arg whose pointee's first u64 ...
-    deref_to: int | None = None    # ... replaces this arg at sys_enter
+    deref_to: int | None = None    # ... replaces this arg (read at sys_exit)
+    sock_local: int | None = None  # socket arg whose local address is read at exit
 
 
 def _s(nr: int, name: str, *params: tuple[str, int, str], **kw: int) -> Syscall:
@@ -72,7 +73,8 @@ DECODED: tuple[Syscall, ...] = (
     _s(59, "execve", ("filename", 0, PATH_A), path_a=0, argv=1),
     _s(322, "execveat", ("dirfd", 0, FD), ("pathname", 1, PATH_A), ("flags", 4, AT_FLAGS),
        path_a=1, argv=2),
-    _s(42, "connect", ("fd", 0, FD), sock=1, sock_len=2, sock_when=SOCK_ENTER_LEN_VALUE),
+    _s(42, "connect", ("fd", 0, FD), sock=1, sock_len=2, sock_when=SOCK_ENTER_LEN_VALUE,
+       sock_local=0),
     _s(43, "accept", ("fd", 0, FD), sock=1, sock_len=2, sock_when=SOCK_EXIT_LEN_PTR),
     _s(288, "accept4", ("fd", 0, FD), ("flags", 3, INT), sock=1, sock_len=2,
        sock_when=SOCK_EXIT_LEN_PTR),
@@ -121,17 +123,19 @@ DECODED: tuple[Syscall, ...] = (
     _s(319, "memfd_create", ("name", 0, PATH_A), ("flags", 1, INT), path_a=0),
     _s(3, "close", ("fd", 0, FD)),
     _s(80, "chdir", ("path", 0, PATH_A), path_a=0),
+    _s(112, "setsid"),
+    _s(109, "setpgid", ("pid", 0, INT), ("pgid", 1, INT)),
     _s(81, "fchdir", ("fd", 0, FD)),
 )
 
-#: Thread/process creation: stashed at sys_enter so sched_process_fork knows the flags.
+#: Thread/process creation (named for `evt.type`; state comes from sched_process_fork).
 CLONE_NRS: dict[str, int] = {"clone": 56, "fork": 57, "vfork": 58, "clone3": 435}
 
 #: What the state tracker itself needs, whatever the rules: fd table and cwd.
 STATE_SYSCALLS: frozenset[str] = frozenset({
     "open", "openat", "openat2", "creat", "execve", "execveat", "connect", "accept",
     "accept4", "bind", "socket", "dup", "dup2", "dup3", "close", "chdir", "fchdir",
-    "memfd_create",
+    "memfd_create", "setsid", "setpgid",
 })
 
 #: The open family: raw arg index of the open(2) flags and of the creation mode (None:
@@ -153,9 +157,34 @@ def open_flags(name: str, args: Sequence[int]) -> int | None:
     return render.CREAT_FLAGS if name == "creat" else None
 
 
+#: Syscalls whose return value is a new descriptor (the kernel filter forgets a
+#: filtered-out descriptor when its number is handed out again).
+FD_RETURNING: frozenset[str] = frozenset({
+    "open", "openat", "openat2", "creat", "socket", "accept", "accept4", "dup", "dup2",
+    "dup3", "memfd_create",
+})
+
+#: The 32-bit gate (`int $0x80`, sysenter): i386 number -> the x86_64 syscall of the same
+#: meaning, for every decoded syscall (arch/x86/entry/syscalls/syscall_32.tbl). The
+#: kernel side maps them before anything else, so rules and state see one syscall.
+#: Not mapped: socketcall(2) (102), the multiplexer older i386 libcs use for sockets.
+IA32: dict[str, tuple[int, ...]] = {
+    "open": (5,), "openat": (295,), "openat2": (437,), "creat": (8,), "execve": (11,),
+    "execveat": (358,), "connect": (362,), "accept4": (364,), "bind": (361,),
+    "listen": (363,), "socket": (359,), "sendto": (369,), "sendmsg": (370,),
+    "recvfrom": (371,), "recvmsg": (372,), "dup": (41,), "dup2": (63,), "dup3": (330,),
+    "ptrace": (26,), "init_module": (128,), "finit_module": (350,), "link": (9,),
+    "linkat": (303,), "symlink": (83,), "symlinkat": (304,), "rename": (38,),
+    "renameat": (302,), "renameat2": (353,), "unlink": (10,), "unlinkat": (301,),
+    "mkdir": (39,), "mkdirat": (296,), "rmdir": (40,), "chmod": (15,), "fchmod": (94,),
+    "fchmodat": (306,), "setuid": (23, 213), "setns": (346,), "unshare": (310,),
+    "bpf": (357,), "userfaultfd": (374,), "memfd_create": (356,), "close": (6,),
+    "chdir": (12,), "fchdir": (133,), "setsid": (66,), "setpgid": (57,),
+}
+
 BY_NR: dict[int, Syscall] = {s.nr: s for s in DECODED}
 BY_NAME: dict[str, Syscall] = {s.name: s for s in DECODED}
-MAX_SYSCALLS = 512
+IA32_TO_X64: dict[int, int] = {i: BY_NAME[name].nr for name, nrs in IA32.items() for i in nrs}
 
 
 def check_arch() -> None:

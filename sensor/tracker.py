@@ -16,17 +16,15 @@ import time
 from collections.abc import Callable
 
 from falconer.sensor import containers, record, render, syscalls
+from falconer.sensor import kernelabi as abi
 from falconer.sensor.event import SensorEvent
 from falconer.sensor.metadata import Metadata
 from falconer.sensor.state import FdInfo, Process, ProcessTable, Users, boot_time_ns, exe_link
 
-CLONE_FILES = 0x400
-CLONE_PARENT = 0x8000
-CLONE_THREAD = 0x10000
 AT_FDCWD = -100
 EINPROGRESS = 115
-O_DIRECTORY = 0o200000
-O_CLOEXEC = 0o2000000
+O_DIRECTORY = abi.O_DIRECTORY
+O_CLOEXEC = abi.O_CLOEXEC
 
 
 def parse_sockaddr(raw: bytes) -> tuple[str, str | None, int | None]:
@@ -82,26 +80,28 @@ class Tracker:
     def handle(self, rec: record.Record) -> SensorEvent | None:
         """Apply one record; a syscall record also yields its event."""
         kind = rec.kind
-        if kind == record.KIND_SYSCALL:
+        if kind == abi.KIND_SYSCALL:
             return self._syscall(rec)
-        if kind == record.KIND_FORK:
+        if kind == abi.KIND_FORK:
             self._fork(rec)
-        elif kind == record.KIND_EXIT:
+        elif kind == abi.KIND_EXIT:
             if rec.tid == rec.tgid:
                 self.procs.remove(rec.tgid)
-        elif kind == record.KIND_EXEC:
-            self.procs.load_or_create(rec.tgid, self.boot_ns)
+        elif kind == abi.KIND_EXEC:
+            _exec_ids(self.procs.load_or_create(rec.tgid, self.boot_ns), rec)
         return None
 
     def _fork(self, rec: record.Record) -> None:
-        flags, child_tid = rec.args[0], rec.args[1]
-        if flags & CLONE_THREAD:
+        """args = (clone flags, child tid, child tgid, tgid of the child's real parent),
+        derived by the kernel side from the two tasks."""
+        flags, child_tid, real_parent = rec.args[0], rec.args[1], rec.args[3]
+        if flags & abi.CLONE_THREAD:
             return
         parent = self.procs.load_or_create(rec.tgid, self.boot_ns)
         child = parent.child(child_tid, rec.ts_ns + self.mono_offset,
-                             share_fds=bool(flags & CLONE_FILES))
-        if flags & CLONE_PARENT:
-            child.ppid = parent.ppid
+                             share_fds=bool(flags & abi.CLONE_FILES))
+        if real_parent:
+            child.ppid = real_parent
         self.procs.put(child)
 
     def _syscall(self, rec: record.Record) -> SensorEvent:
@@ -174,9 +174,45 @@ def _exec(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInf
     p.name = comm[:15]
     p.exe = argv[0] if argv else filename
     p.args = argv[1:]
+    p.env = rec.env()
     _refresh_cgroup(p)
-    for num in [n for n, f in p.fds.items() if f.flags & O_CLOEXEC]:
-        del p.fds[num]
+    for fd_num in [n for n, f in p.fds.items() if f.flags & O_CLOEXEC]:
+        del p.fds[fd_num]
+    return None, None
+
+
+def _exec_ids(p: Process, rec: record.Record) -> None:
+    """Session, process group, terminal and namespace ids as the kernel had them at exec
+    (KIND_EXEC args): what setsid/setpgid/TIOCSCTTY did since the fork is in them; and
+    the executable's inode, ctime and mtime (the record's data)."""
+    ids, tty, vids = rec.args[2], rec.args[3], rec.args[4]
+    p.sid, p.pgid, p.tty = ids & 0xFFFFFFFF, ids >> 32, tty
+    if vids & 0xFFFFFFFF:
+        p.vpid = vids & 0xFFFFFFFF
+    if vids >> 32:
+        p.vpgid = vids >> 32
+    p.exe_stat = rec.exe_stat()
+
+
+def _setsid(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    """A new session: leader of it and of a new process group, no controlling tty."""
+    if rec.ret >= 0:
+        p.sid = p.pgid = rec.ret
+        p.tty = 0
+        p.vpgid = p.vpid
+    return None, None
+
+
+def _setpgid(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
+    """setpgid(pid, pgid): 0 means the caller, resp. the target's own pid. The numbers
+    are the caller's namespace's; they are taken as host pids only for a host process."""
+    if rec.ret != 0 or (p.vpid is not None and p.vpid != p.pid):
+        return None, None
+    pid, pgid = render.fd_arg(rec.args[0]), render.fd_arg(rec.args[1])
+    target = p if pid in (0, p.pid) else t.procs.peek(pid)
+    if target is not None:
+        target.pgid = pgid or target.pid
+        target.vpgid = target.pgid
     return None, None
 
 
@@ -214,6 +250,9 @@ def _connect(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, Fd
         if typechar:
             fd.typechar = typechar
         fd.sip, fd.sport, fd.connected = addr, port, True
+        _, local, local_port = parse_sockaddr(rec.sock_local())
+        if local is not None:
+            fd.cip, fd.cport = local, local_port
         fd.name = _sock_name(fd)
     return num, fd
 
@@ -312,4 +351,5 @@ _HANDLERS: dict[str, Handler] = {
     "listen": _listen, "fchmod": _fd_arg0, "setns": _fd_arg0, "finit_module": _fd_arg0,
     "dup": _dup, "dup2": _dup, "dup3": _dup, "close": _close,
     "memfd_create": _memfd, "chdir": _chdir, "fchdir": _fchdir,
+    "setsid": _setsid, "setpgid": _setpgid,
 }

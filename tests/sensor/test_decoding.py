@@ -9,7 +9,8 @@ import struct
 
 import pytest
 
-from falconer.sensor import record, render, syscalls
+from falconer.sensor import containers, record, render, syscalls
+from falconer.sensor import kernelabi as abi
 from falconer.sensor.state import MAX_FDS_PER_PROCESS, FdInfo, Process, Users
 from falconer.sensor.tracker import Tracker, parse_sockaddr
 
@@ -18,17 +19,19 @@ AT_FDCWD = (1 << 64) - 100   # -100 as the kernel's unsigned long register
 
 def raw_record(nr: int, ret: int = 0, args: tuple[int, ...] = (), kind: int = 0,
                tgid: int = 4242, str_a: str | None = None, str_b: str | None = None,
-               argv: list[str] | None = None, sock: bytes = b"", uid: int = 0) -> bytes:
-    """A record as the kernel sends it (full size)."""
+               argv: list[str] | None = None, sock: bytes = b"", uid: int = 0,
+               env: list[str] | None = None, flags: int = 0, local: bytes = b"",
+               exe: bytes = b"") -> bytes:
+    """A record as the kernel sends it: the header, then the pieces in use, packed."""
     a = (str_a.encode() + b"\0") if str_a is not None else b""
     b = (str_b.encode() + b"\0") if str_b is not None else b""
     v = b"".join(x.encode() + b"\0" for x in argv or [])
+    e = b"".join(x.encode() + b"\0" for x in env or [])
     head = record.HEADER.pack(
         1_000_000, tgid, tgid, uid, uid, nr, kind, len(argv or []), ret,
-        *(list(args) + [0] * (6 - len(args))), len(a), len(b), len(v), len(sock))
-    body = (a.ljust(record.STR_LEN, b"\0") + b.ljust(record.STR_LEN, b"\0")
-            + v.ljust(record.ARGV_LEN, b"\0") + sock.ljust(record.SOCK_LEN, b"\0"))
-    return head + body
+        *(list(args) + [0] * (6 - len(args))), len(a), len(b), len(sock), len(v), len(e),
+        flags, len(local), len(exe))
+    return head + a + b + sock + v + e + local + exe
 
 
 @pytest.fixture
@@ -132,7 +135,7 @@ def test_openat_relative_to_a_directory_fd(tracker):
 
 
 def test_fork_exec_exit_keep_the_process_table(tracker):
-    feed(tracker, raw_record(-1, 0, (0, 5000, 57), kind=record.KIND_FORK))
+    feed(tracker, raw_record(-1, 0, (0, 5000, 5000, 4242), kind=abi.KIND_FORK))
     child = tracker.procs.get(5000)
     assert child.ppid == 4242 and child.cwd == "/srv" and child.name == "app"
     ev = feed(tracker, raw_record(nr("execve"), 0, (), tgid=5000, str_a="/bin/grep",
@@ -147,13 +150,13 @@ def test_fork_exec_exit_keep_the_process_table(tracker):
     assert ev.get("proc.apid") == [4242, 1]
     assert ev.get("proc.aname", "9") is None
     assert ev.get("proc.cwd") == "/srv/"
-    feed(tracker, raw_record(-1, 0, (), kind=record.KIND_EXIT, tgid=5000))
+    feed(tracker, raw_record(-1, 0, (), kind=abi.KIND_EXIT, tgid=5000))
     assert tracker.procs.get(5000) is None
 
 
 def test_a_thread_is_no_new_process(tracker):
     clone_thread = 0x10000 | 0x100 | 0x400
-    feed(tracker, raw_record(-1, 0, (clone_thread, 5001, 435), kind=record.KIND_FORK))
+    feed(tracker, raw_record(-1, 0, (clone_thread, 5001, 4242, 1), kind=abi.KIND_FORK))
     assert tracker.procs.get(5001) is None
 
 
@@ -167,6 +170,18 @@ def test_connect_fills_the_socket_fields(tracker):
     assert ev.get("fd.sip") == "93.184.216.34" and ev.get("fd.sport") == 8443
     assert ev.get("fd.l4proto") == "tcp" and ev.get("fd.connected") is True
     assert ev.get("fd.name") == "0.0.0.0:0->93.184.216.34:8443"
+
+
+def test_connect_takes_the_local_address_the_kernel_read(tracker):
+    feed(tracker, raw_record(nr("socket"), 3, (socket.AF_INET, socket.SOCK_STREAM, 0)))
+    remote = (struct.pack("<H", socket.AF_INET) + struct.pack(">H", 443)
+              + socket.inet_aton("10.0.0.9"))
+    local = (struct.pack("<H", socket.AF_INET) + struct.pack(">H", 40000)
+             + socket.inet_aton("10.0.0.5") + b"\0" * 8)
+    ev = feed(tracker, raw_record(nr("connect"), 0, (3,), sock=remote, local=local))
+    assert ev.get("fd.lip") == "10.0.0.5" and ev.get("fd.lport") == 40000
+    assert ev.get("fd.rip") == "10.0.0.9" and ev.get("fd.rport") == 443
+    assert ev.get("fd.name") == "10.0.0.5:40000->10.0.0.9:443"
 
 
 def test_memfd_exec_is_fileless(tracker):
@@ -193,12 +208,66 @@ def test_chdir_moves_the_cwd(tracker):
     assert tracker.procs.get(4242).cwd == "/srv/sub/dir"
 
 
-def test_truncated_records_decode(tracker):
-    full = raw_record(nr("openat"), 3, (AT_FDCWD, 0, 0), str_a="/etc/hosts")
-    ev = feed(tracker, full[:record.OFF_STR_B])       # header + str_a, as the kernel sends
+def test_packed_records_decode(tracker):
+    ev = feed(tracker, raw_record(nr("openat"), 3, (AT_FDCWD, 0, 0), str_a="/etc/hosts"))
     assert ev.get("fd.name") == "/etc/hosts"
-    ev = feed(tracker, raw_record(nr("close"), 0, (3,))[:record.OFF_STR_A])
+    ev = feed(tracker, raw_record(nr("close"), 0, (3,)))
+    assert len(raw_record(nr("close"), 0, (3,))) == record.OFF_DATA
     assert ev.get("fd.name") == "/etc/hosts"
+
+
+def test_full_length_paths_decode(tracker):
+    long_path = "/tmp/" + "/".join(["d" * 200] * 15) + "/f"   # > 3000 bytes
+    ev = feed(tracker, raw_record(nr("renameat"), 0, (AT_FDCWD, 0, AT_FDCWD, 0),
+                                  str_a=long_path, str_b=long_path + "2"))
+    assert ev.get("evt.arg.oldpath") == long_path
+    assert ev.get("evt.arg.newpath") == long_path + "2"
+
+
+def test_exec_takes_the_environment_from_the_record(tracker):
+    ev = feed(tracker, raw_record(nr("execve"), 0, (), str_a="/bin/true", argv=["true"],
+                                  env=["GLIBC_TUNABLES=glibc.tune.x=1", "PATH=/bin"],
+                                  flags=abi.RF_ARGV_FROM_MM))
+    assert ev.get("proc.env") == "GLIBC_TUNABLES=glibc.tune.x=1 PATH=/bin"
+    assert ev.get("proc.env", "GLIBC_TUNABLES") == "glibc.tune.x=1"
+    feed(tracker, raw_record(-1, 0, (0, 5002, 5002, 4242), kind=abi.KIND_FORK))
+    child = tracker.procs.get(5002)
+    assert child.env == ["GLIBC_TUNABLES=glibc.tune.x=1", "PATH=/bin"]
+
+
+def test_exec_setsid_setpgid_update_session_and_group(tracker):
+    feed(tracker, raw_record(-1, 0, (0, 5003, 5003, 4242), kind=abi.KIND_FORK))
+    feed(tracker, raw_record(nr("setsid"), 5003, (), tgid=5003))
+    child = tracker.procs.get(5003)
+    assert (child.sid, child.pgid, child.tty) == (5003, 5003, 0)
+    tty_nr = (136 << 8) | 3      # /dev/pts/3
+    feed(tracker, raw_record(-1, 0, (5003, 5003, 5003 | 5003 << 32, tty_nr, 7 | 7 << 32),
+                             kind=abi.KIND_EXEC, tgid=5003,
+                             exe=record.EXE_STAT.pack(1234, 5 * 10**9, 4 * 10**9)))
+    ev = feed(tracker, raw_record(nr("execve"), 0, (), tgid=5003, str_a="/usr/bin/whoami",
+                                  argv=["whoami"], flags=abi.RF_ARGV_FROM_MM))
+    assert ev.get("proc.tty") == tty_nr and ev.get("proc.sid") == 5003
+    assert ev.get("proc.is_sid_leader") is True and ev.get("proc.pgid") == 5003
+    assert ev.get("proc.vpid") == 7 and ev.get("proc.vpgid") == 7
+    assert ev.get("proc.is_vpgid_leader") is True
+    assert ev.get("proc.exe_ino") == 1234
+    assert (ev.get("proc.exe_ino.ctime"), ev.get("proc.exe_ino.mtime")) == (5 * 10**9, 4 * 10**9)
+    feed(tracker, raw_record(nr("setpgid"), 0, (0, 4242), tgid=4242))
+    assert tracker.procs.get(4242).pgid == 4242
+
+
+def test_a_32_bit_record_is_flagged(tracker):
+    ev = feed(tracker, raw_record(nr("openat"), 3, (AT_FDCWD, 0, 0), str_a="/etc/shadow",
+                                  flags=abi.RF_COMPAT))
+    assert record.Record.decode(raw_record(nr("open"), 3, flags=abi.RF_COMPAT)).compat
+    assert ev.get("evt.type") == "openat" and ev.get("fd.name") == "/etc/shadow"
+
+
+def test_ia32_numbers_map_to_their_x86_64_syscalls():
+    assert syscalls.IA32_TO_X64[5] == nr("open")        # ia32 open is x86_64 fstat's 5
+    assert syscalls.IA32_TO_X64[11] == nr("execve")
+    assert syscalls.IA32_TO_X64[213] == syscalls.IA32_TO_X64[23] == nr("setuid")
+    assert set(syscalls.IA32) == {s.name for s in syscalls.DECODED} - {"accept"}
 
 
 def test_unknown_process_is_created_on_first_sight():

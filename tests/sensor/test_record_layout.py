@@ -1,10 +1,10 @@
 """The Python decoder's view of the kernel record must be the compiled program's.
 
 bcc builds a ctypes class for every map's value from clang's own layout of the C
-structs; `inflight` holds `struct falconer_event` and `specs` holds
-`struct falconer_spec`, so comparing those classes member by member with
-`record.EventRecord` / `record.SpecRecord` catches any drift in order, type, size or
-padding between probe.bpf.c and record.py.
+structs; `scratch` holds `struct falconer_event`, `specs` `struct falconer_spec` and
+`paths` is keyed by `struct falconer_path_key`, so comparing those classes member by
+member with `record.EventRecord` / `SpecRecord` / `PathKey` catches any drift in order,
+type, size or padding between probe.bpf.c and record.py.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def layout(cls: type[ctypes.Structure]) -> list[tuple[str, int, int]]:
 
 
 def test_event_record_matches_the_compiled_struct(loaded):
-    compiled = loaded.bpf[b"inflight"].Leaf
+    compiled = loaded.bpf[b"scratch"].Leaf
     assert layout(record.EventRecord) == layout(compiled)
     assert ctypes.sizeof(record.EventRecord) == ctypes.sizeof(compiled)
 
@@ -39,6 +39,11 @@ def test_spec_record_matches_the_compiled_struct(loaded):
     assert ctypes.sizeof(record.SpecRecord) == ctypes.sizeof(compiled)
 
 
+def test_path_key_matches_the_compiled_struct(loaded):
+    compiled = loaded.bpf[b"paths"].Key
+    assert layout(record.PathKey) == layout(compiled)
+    assert ctypes.sizeof(record.PathKey) == ctypes.sizeof(compiled)
+
+
 def test_header_struct_covers_the_fixed_part():
-    assert record.HEADER.size == record.EventRecord.str_a.offset
-    assert record.OFF_SOCK + record.SOCK_LEN == record.RECORD_SIZE
+    assert record.HEADER.size == record.EventRecord.data.offset == record.OFF_DATA
