@@ -1,0 +1,50 @@
+"""`falconer test SUITE.yaml...`: run declarative rule tests against a real sensor."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `test` subcommand."""
+    p = subparsers.add_parser(
+        "test", help="run declarative rule tests for real (root, eBPF)",
+        description="Run each test of the suites against one eBPF sensor started for the "
+        "run; print a pass/fail table; exit 1 on any failure or error.")
+    p.add_argument("suites", nargs="+", type=Path, metavar="SUITE",
+                   help="suite files (YAML lists of tests)")
+    p.add_argument("--rules", nargs="+", type=Path, metavar="FILE",
+                   help="rules files under test, in load order (default: Falconer's rules)")
+    p.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML to FILE")
+    p.add_argument("--buffer-pages", type=int, default=None, metavar="N",
+                   help="the sensor's ring buffer size in pages (default 4096)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """0 when every test passed; 1 on any failure or error; 2 when nothing could run."""
+    from falconer import paths  # noqa: PLC0415
+    from falconer.ruletest import report, runner, suite  # noqa: PLC0415
+
+    try:
+        tests = suite.load(args.suites)
+    except suite.SuiteError as exc:
+        print(f"falconer test: {exc}", file=sys.stderr)
+        return 2
+    rules = list(args.rules or paths.default_rules_files())
+    r = runner.Runner(rules, buffer_pages=args.buffer_pages or runner.DEFAULT_BUFFER_PAGES)
+    results: list[runner.Result] = []
+    try:
+        with r.session() as sensor:
+            for result in r.run(tests, sensor):
+                results.append(result)
+                report.progress(sys.stderr, len(results), len(tests), result)
+    except runner.RunError as exc:
+        print(f"falconer test: {exc}", file=sys.stderr)
+        return 2
+    report.table(sys.stdout, results)
+    if args.junit is not None:
+        report.junit(args.junit, results)
+    return 0 if all(x.status == "pass" for x in results) else 1
