@@ -314,16 +314,21 @@ def private_network(addresses: list[str]) -> None:
 
 
 def setup(plan: Plan) -> int:
-    """The setup process: context, then the chain; finally the barrier."""
-    if plan["cgroup"]:
-        join_container(plan["cgroup"])
-    if plan["tmpfs"]:
-        private_tmpfs(plan["tmpfs"])
-    if plan["addresses"]:
-        private_network(plan["addresses"])
-    code = _spawn(plan, 0)
-    os.close(os.open(plan["barrier"], os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
-    return code
+    """The setup process: context, then the chain; the barrier in any case. Exit 2
+    when the context could not be made."""
+    try:
+        if plan["cgroup"]:
+            join_container(plan["cgroup"])
+        if plan["tmpfs"]:
+            private_tmpfs(plan["tmpfs"])
+        if plan["addresses"]:
+            private_network(plan["addresses"])
+        return _spawn(plan, 0)
+    except (StepError, OSError, subprocess.SubprocessError) as exc:
+        print(f"context: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        os.close(os.open(plan["barrier"], os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
 
 
 def _spawn(plan: Plan, level: int) -> int:
@@ -356,11 +361,7 @@ def main() -> int:
         plan: Plan = json.load(f)
     if len(sys.argv) > 2:
         return link(plan, int(sys.argv[2]))
-    try:
-        return setup(plan)
-    except (StepError, OSError, subprocess.SubprocessError) as exc:
-        print(f"context: {exc}", file=sys.stderr)
-        return 2
+    return setup(plan)
 
 
 if __name__ == "__main__":

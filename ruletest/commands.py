@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     except runner.RunError as exc:
         print(f"falconer test: {exc}", file=sys.stderr)
         return 2
+    losses = [line for line in r.summary.splitlines() if line.startswith("dropped:")]
+    print("sensor: " + (losses[0] if losses else "no summary"), file=sys.stderr)
     report.table(sys.stdout, results)
     if args.junit is not None:
         report.junit(args.junit, results)

@@ -15,8 +15,9 @@ STATUS = {"pass": "PASS", "fail": "FAIL", "error": "ERROR"}
 def progress(out: TextIO, done: int, total: int, result: Result) -> None:
     """`[ 12/88] PASS  name (0.4 s)`: one line as each test ends."""
     width = len(str(total))
+    retried = f", {result.attempts} attempts" if result.attempts > 1 else ""
     out.write(f"[{done:>{width}}/{total}] {STATUS[result.status]:<5} {result.test.name} "
-              f"({result.seconds:.1f} s)\n")
+              f"({result.seconds:.1f} s{retried})\n")
     out.flush()
 
 

@@ -46,6 +46,8 @@ SENSOR_START_TIMEOUT_S = 90.0
 BARRIER_TIMEOUT_S = 20.0
 ACTOR_TIMEOUT_S = 120.0
 DEFAULT_BUFFER_PAGES = 4096
+#: A test whose outcome lost events made unprovable runs again, up to this many times.
+MAX_ATTEMPTS = 3
 #: Where a test's folders live by default: not under /tmp or /var/tmp, which rules about
 #: programs run from temporary folders watch.
 DEFAULT_BASE = Path("/var/lib/falconer/ruletest")
@@ -64,6 +66,8 @@ class Result:
     reason: str = ""
     seconds: float = 0.0
     alerts: list[dict[str, object]] = field(default_factory=list)
+    lost: bool = False          # the sensor lost events during the test
+    attempts: int = 1
 
 
 class RunError(RuntimeError):
@@ -204,6 +208,7 @@ class Runner:
         self.links.mkdir(mode=0o755)
         self.python = os.path.realpath(sys.executable)
         self.rule_names: list[str] = []
+        self.summary = ""               # the sensor's own summary, once it has stopped
 
     @contextmanager
     def session(self) -> Iterator[SensorSession]:
@@ -226,6 +231,10 @@ class Runner:
         for index, test in enumerate(tests):
             started = time.monotonic()
             result = self._run_one(index, test, sensor)
+            while result.lost and result.attempts < MAX_ATTEMPTS:
+                attempts = result.attempts + 1
+                result = self._run_one(index, test, sensor)
+                result.attempts = attempts
             result.seconds = time.monotonic() - started
             yield result
 
@@ -237,7 +246,7 @@ class Runner:
         if sensor.proc.poll() is not None:
             return Result(test, "error", "the sensor has exited:\n" + "".join(sensor.stderr[-5:]))
         nonce = "rt" + uuid.uuid4().hex[:10]
-        workdir = self.dir / f"t{index:03d}"
+        workdir = self.dir / f"t{index:03d}-{nonce}"
         workdir.mkdir(mode=0o755)
         ctx = test.context
         if ctx.uid:
@@ -282,16 +291,16 @@ class Runner:
             return Result(test, "error", done.stderr.strip() or f"exit {done.returncode}")
         if root is None:
             return Result(test, "error", f"no barrier alert within {BARRIER_TIMEOUT_S:.0f} s "
-                          "(is the sensor keeping up?)")
+                          "(is the sensor keeping up?)", lost=_lost(sensor, start))
         ours = [a for a in sensor.alerts[start:]
                 if a.get("rule") != BARRIER_RULE and root in _pids(a)]
         result = _verdict(test, ours, workdir, nonce)
         if result.status != "pass" or not test.expect.alert:
             # An alert that came is proof; a missing one is not when records were lost.
-            if any(a.get("rule") == DROP_RULE for a in sensor.alerts[start:]):
+            if _lost(sensor, start):
                 return Result(test, "error", "the sensor lost events during this test, so "
                               f"its outcome is not proven ({result.reason or 'no alert'})",
-                              alerts=ours)
+                              alerts=ours, lost=True)
         return result
 
     def _setup_pid(self, sensor: SensorSession, barrier: str, start: int) -> int | None:
@@ -305,6 +314,11 @@ class Runner:
         alert = next(a for a in sensor.alerts[start:] if is_barrier(a))
         pid = alert["output_fields"]["proc.pid"]  # type: ignore[index]
         return int(pid)
+
+
+def _lost(sensor: SensorSession, start: int) -> bool:
+    """Whether the sensor reported lost events since alert index `start`."""
+    return any(a.get("rule") == DROP_RULE for a in sensor.alerts[start:])
 
 
 def _verdict(test: RuleTest, ours: list[dict[str, object]], workdir: str,
