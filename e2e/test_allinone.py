@@ -131,7 +131,9 @@ def test_allinone_detects_reloads_and_stops_cleanly(demo: Demo, tmp_path: Path) 
     projected = os.readlink(demo.work_dir / "volume" / "..data")
     demo.kubectl("patch", "falcorule", RULE, "-n", NS, "--type", "merge",
                  "-p", json.dumps({"spec": {"items": items}}))
-    demo.wait_for(f"rules reloaded ({rule['status']['counts']['rules'] + 1} rules)", 30)
+    every = json.loads(demo.kubectl("get", "falcorules", "-n", NS, "-o", "json"))["items"]
+    total = sum(r["status"]["counts"]["rules"] for r in every)  # the default files together
+    demo.wait_for(f"rules reloaded ({total + 1} rules)", 30)
     assert os.readlink(demo.work_dir / "volume" / "..data") != projected  # kubelet-style swap
     (tmp_path / f"dir-{marker}").mkdir()
     assert "Marked directory made" in demo.wait_for(f"path={tmp_path / f'dir-{marker}'}", 15)

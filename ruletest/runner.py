@@ -39,6 +39,7 @@ from falconer.engine import Engine, LoadResult
 from falconer.ruletest import actor
 from falconer.ruletest.suite import RuleTest, substitute
 from falconer.sensor.alerts import DROP_RULE
+from falconer.sensor.runner import CHECK_EVERY_S, POLL_MS
 
 BARRIER_RULE = "Falconer rule test barrier"
 SETUP_NAME = "ruletest-setup"
@@ -48,6 +49,9 @@ ACTOR_TIMEOUT_S = 120.0
 DEFAULT_BUFFER_PAGES = 4096
 #: A test whose outcome lost events made unprovable runs again, up to this many times.
 MAX_ATTEMPTS = 3
+#: How long after a test's last event the sensor has surely reported its losses: it
+#: checks the kernel's counters every CHECK_EVERY_S, between polls of POLL_MS.
+LOSS_REPORT_S = CHECK_EVERY_S + 3 * POLL_MS / 1000
 #: Where a test's folders live by default: not under /tmp or /var/tmp, which rules about
 #: programs run from temporary folders watch.
 DEFAULT_BASE = Path("/var/lib/falconer/ruletest")
@@ -297,6 +301,9 @@ class Runner:
         result = _verdict(test, ours, workdir, nonce)
         if result.status != "pass" or not test.expect.alert:
             # An alert that came is proof; a missing one is not when records were lost.
+            # The sensor reports losses once a second, maybe after the barrier: wait
+            # for that report before calling the absence of an alert a result.
+            time.sleep(LOSS_REPORT_S)
             if _lost(sensor, start):
                 return Result(test, "error", "the sensor lost events during this test, so "
                               f"its outcome is not proven ({result.reason or 'no alert'})",
