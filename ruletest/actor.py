@@ -87,6 +87,10 @@ class Plan(TypedDict):
     steps: list[Step]
 
 
+#: The setup process's argument after it has joined its container cgroup.
+JOINED = "joined"
+
+
 class StepError(Exception):
     """A step could not be carried out (the message says which and why)."""
 
@@ -313,12 +317,16 @@ def private_network(addresses: list[str]) -> None:
         subprocess.run(["ip", "addr", "add", addr + prefix, "dev", "lo"], check=True)
 
 
-def setup(plan: Plan) -> int:
+def setup(plan: Plan, joined: bool) -> int:
     """The setup process: context, then the chain; the barrier in any case. Exit 2
     when the context could not be made."""
     try:
-        if plan["cgroup"]:
+        if plan["cgroup"] and not joined:
             join_container(plan["cgroup"])
+            # Exec again: a sensor reads a process's container at exec, and every
+            # descendant inherits what it read for this long-lived process (a child as
+            # short-lived as /bin/true may be gone before the sensor can look at it).
+            os.execv(sys.executable, [sys.executable, "-I", plan["actor"], sys.argv[1], JOINED])
         if plan["tmpfs"]:
             private_tmpfs(plan["tmpfs"])
         if plan["addresses"]:
@@ -356,12 +364,12 @@ def link(plan: Plan, level: int) -> int:
 
 
 def main() -> int:
-    """`actor.py PLAN.json` (setup) or `actor.py PLAN.json LEVEL` (a chain link)."""
+    """`actor.py PLAN.json [joined]` (setup) or `actor.py PLAN.json LEVEL` (a link)."""
     with open(sys.argv[1], encoding="utf-8") as f:
         plan: Plan = json.load(f)
-    if len(sys.argv) > 2:
+    if len(sys.argv) > 2 and sys.argv[2] != JOINED:
         return link(plan, int(sys.argv[2]))
-    return setup(plan)
+    return setup(plan, joined=sys.argv[2:] == [JOINED])
 
 
 if __name__ == "__main__":
