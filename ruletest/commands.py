@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `test` subcommand."""
     p = subparsers.add_parser(
         "test", help="run declarative rule tests for real (root, eBPF)",

@@ -175,9 +175,8 @@ def _pids(alert: dict[str, object]) -> set[int]:
     fields = alert.get("output_fields")
     if not isinstance(fields, dict):
         return set()
-    pids = {fields.get("proc.pid")}
-    pids.update(str(fields.get("proc.apid") or "").split())
-    return {int(p) for p in pids if str(p).isdigit()}
+    words = [str(fields.get("proc.pid")), *str(fields.get("proc.apid") or "").split()]
+    return {int(w) for w in words if w.isdigit()}
 
 
 def _cgroup_root() -> Path:

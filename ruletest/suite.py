@@ -278,7 +278,7 @@ def _step(node: object, where: str) -> Step:
         choices = CHOICES.get((kind, pname))
         if choices and v not in choices:
             raise _fail(where, f"{kind}: {pname}: {v!r} is not one of {', '.join(choices)}")
-        if ptype is list:
+        if isinstance(v, list):
             args[pname] = [str(x) for x in v]
     if kind == "unshare":
         bad = [ns for ns in args["namespaces"] if ns not in NAMESPACE_FLAGS]
