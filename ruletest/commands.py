@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -46,6 +47,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     losses = [line for line in r.summary.splitlines() if line.startswith("dropped:")]
     print("sensor: " + (losses[0] if losses else "no summary"), file=sys.stderr)
+    throttled = re.search(r"drop alerts throttled (\d+)", r.summary)
+    if throttled and int(throttled.group(1)):
+        print(f"falconer test: the sensor throttled {throttled.group(1)} of its drop reports: "
+              "a near miss that passed while events were lost may not be proven",
+              file=sys.stderr)
+    retried = sum(1 for x in results if x.attempts > 1)
+    if retried:
+        print(f"falconer test: {retried} tests needed more than one attempt", file=sys.stderr)
     report.table(sys.stdout, results)
     if args.junit is not None:
         report.junit(args.junit, results)
