@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="rules files under test, in load order (default: Falconer's rules)")
     p.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML to FILE")
     p.add_argument("--buffer-pages", type=int, default=None, metavar="N",
-                   help="the sensor's ring buffer size in pages (default 4096)")
+                   help="the sensor's ring buffer size in pages (default 16384: 64 MiB)")
     p.set_defaults(run=run)
 
 

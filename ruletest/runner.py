@@ -46,7 +46,10 @@ SETUP_NAME = "ruletest-setup"
 SENSOR_START_TIMEOUT_S = 90.0
 BARRIER_TIMEOUT_S = 20.0
 ACTOR_TIMEOUT_S = 120.0
-DEFAULT_BUFFER_PAGES = 4096
+#: 64 MiB of ring buffer: a test run must ride out bursts of other work on the host.
+DEFAULT_BUFFER_PAGES = 16384
+#: Seconds to wait before a second attempt (times the attempts made so far).
+RETRY_PAUSE_S = 2.0
 #: A test that did not pass (failed, or lost events made it unprovable) runs again, up
 #: to this many times in all.
 MAX_ATTEMPTS = 3
@@ -241,6 +244,7 @@ class Runner:
             while result.status != "pass" and result.attempts < MAX_ATTEMPTS and (
                     result.lost or result.status == "fail"):
                 attempts = result.attempts + 1
+                time.sleep(RETRY_PAUSE_S * result.attempts)  # let a burst of host activity pass
                 result = self._run_one(index, test, sensor)
                 result.attempts = attempts
             result.seconds = time.monotonic() - started

@@ -53,6 +53,27 @@ def test_files_split_by_maturity_in_load_order() -> None:
     assert names == ["falconer_rules.yaml", "falconer_rules_incubating.yaml"]
 
 
+@pytest.mark.parametrize("path", paths.default_rules_files(), ids=lambda p: p.name)
+def test_each_file_loads_on_its_own(path: Path) -> None:
+    # The operator validates every FalcoRule (one file each) alone.
+    result = Engine().load([path])
+    assert result.errors == [] and result.warnings == []
+
+
+def test_shared_building_blocks_agree_word_for_word() -> None:
+    defined: dict[tuple[str, str], list[object]] = {}
+    for path in paths.default_rules_files():
+        for item in yaml.safe_load(path.read_text(encoding="utf-8")):
+            for kind in ("list", "macro"):
+                if kind in item:
+                    defined.setdefault((kind, item[kind]), []).append(
+                        item.get("items", item.get("condition")))
+    repeated = {k: v for k, v in defined.items() if len(v) > 1}
+    assert repeated, "the incubating file repeats the stable file's building blocks"
+    for key, versions in repeated.items():
+        assert all(v == versions[0] for v in versions), key
+
+
 @pytest.mark.parametrize("rule", RULES, ids=[str(r["rule"]) for r in RULES])
 def test_rule_is_documented_and_mitre_tagged(rule: dict[str, object]) -> None:
     assert len(str(rule["desc"]).split()) >= 10
