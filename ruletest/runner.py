@@ -44,7 +44,7 @@ from falconer.sensor.runner import CHECK_EVERY_S, POLL_MS
 BARRIER_RULE = "Falconer rule test barrier"
 SETUP_NAME = "ruletest-setup"
 SENSOR_START_TIMEOUT_S = 90.0
-BARRIER_TIMEOUT_S = 20.0
+BARRIER_TIMEOUT_S = 10.0
 ACTOR_TIMEOUT_S = 120.0
 #: 64 MiB of ring buffer: a test run must ride out bursts of other work on the host.
 DEFAULT_BUFFER_PAGES = 16384
@@ -52,7 +52,7 @@ DEFAULT_BUFFER_PAGES = 16384
 RETRY_PAUSE_S = 2.0
 #: A test that did not pass (failed, or lost events made it unprovable) runs again, up
 #: to this many times in all.
-MAX_ATTEMPTS = 3
+MAX_ATTEMPTS = 4
 #: How long after a test's last event the sensor has surely reported its losses: it
 #: checks the kernel's counters every CHECK_EVERY_S, between polls of POLL_MS.
 LOSS_REPORT_S = CHECK_EVERY_S + 3 * POLL_MS / 1000
