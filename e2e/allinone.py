@@ -1,15 +1,21 @@
 """The all-in-one demo (`./dev run`): the whole Falconer loop on one host, for real.
 
-It starts the local control plane, installs the CRDs and the RBAC manifests, runs the
-operator, applies Falconer's default rules as FalcoRules and a default FalcoInstance,
-and then plays the DaemonSet pod's part on this host (there is no kubelet): the kubelet
-stand-in projects the instance's ConfigMap into a folder the way a ConfigMap volume is
-updated, and `falconer sensor --config <folder>/falconer.yaml` runs as root here. Edit a
-FalcoRule with kubectl and the sensor reloads it; Ctrl-C stops sensor, operator and
-control plane, in that order.
+It starts the local control plane and a real node (containerd, kube-proxy and a kubelet
+registered to it, with the locally built pause, busybox and sensor images imported),
+installs the CRDs and the RBAC manifests, runs the operator, applies Falconer's default
+rules as FalcoRules and a default FalcoInstance. The operator renders the sensor's
+ConfigMap and DaemonSet; the kubelet runs the sensor as the DaemonSet's pod, which
+watches this host's system calls with eBPF, and reports alerts as FalcoAlerts, Events
+and on its log, which the demo follows. A demo workload (namespace `demo`) shows an
+alert on a real pod. Edit a FalcoRule with kubectl and the sensor reloads it; delete the
+FalcoInstance and its sensor stops; Ctrl-C stops operator, node and control plane.
+
+A FalcoRule or FalcoInstance that already exists (from an earlier run, maybe edited by
+you) is kept as it is: the demo creates only what is missing, so `kubectl edit` survives
+the next `./dev run` (delete an object to get the default back).
 
 Everything lives in one work dir, reused by the next run: `controlplane/` (etcd data,
-PKI, admin.kubeconfig), `volume/` (the projected ConfigMap), `logs/` and `run/`.
+PKI, admin.kubeconfig), `node/` (containerd's image store, kubelet), `logs/` and `run/`.
 """
 
 from __future__ import annotations
@@ -22,15 +28,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from falconer import paths
-from falconer.e2e import binaries, processes
+from falconer.e2e import binaries, images, processes
 from falconer.e2e.controlplane import ControlPlane, ControlPlaneError
-from falconer.e2e.kubelet_standin import KubeletStandIn, node_name
+from falconer.e2e.node import Node, NodeError
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -39,9 +47,15 @@ DEFAULT_WORK_DIR = Path("/var/lib/falconer/demo")
 OPERATOR_RBAC = paths.ROOT / "operator" / "manifests" / "rbac.yaml"
 #: Only processes whose command line contains this are ended as leftovers of a dead run.
 LEFTOVER_MARKER = "falconer"
-#: How long each waiting step may take before the demo gives up with a reason.
-STEP_TIMEOUT_S = 90.0
+#: How long each waiting step may take before the demo gives up with a reason (the
+#: sensor image's first import into containerd takes about a minute on 2 cores).
+STEP_TIMEOUT_S = 240.0
 READY_BANNER = "falconer all-in-one is running"
+#: What the sensor logs once its probe is attached (sensor/runner.py).
+SENSOR_WATCHING = "falconer sensor: watching"
+GROUP_VERSION = "falconer.io/v1alpha1"
+#: The demo workload: a Deployment whose pod the demo reads /etc/shadow in.
+DEMO_NAMESPACE, DEMO_APP = "demo", "shop"
 
 
 class AllInOneError(RuntimeError):
@@ -67,15 +81,35 @@ def default_rules() -> list[tuple[str, Path]]:
     return [(p.stem.replace("_", "-").lower(), p) for p in paths.default_rules_files()]
 
 
-def instance_manifest(settings: Settings) -> dict[str, Any]:
-    """The default FalcoInstance: every FalcoRule of the namespace, text alerts on stdout
-    (this sensor delivers stdout only, so the API-side outputs are switched off)."""
+def instance_manifest(settings: Settings, node: Node) -> dict[str, Any]:
+    """The default FalcoInstance: every FalcoRule of the namespace, on the demo's node
+    (with that node's containerd socket), from the locally built sensor image; text alerts
+    on the sensor's log, FalcoAlerts and Events in the API."""
     return {
-        "apiVersion": "falconer.io/v1alpha1", "kind": "FalcoInstance",
+        "apiVersion": GROUP_VERSION, "kind": "FalcoInstance",
         "metadata": {"name": settings.instance, "namespace": settings.namespace},
-        "spec": {"outputs": {"stdout": {"enabled": True, "format": "text"},
-                             "falcoAlerts": False, "kubernetesEvents": False}},
+        "spec": {"image": images.REFS["sensor"], "imagePullPolicy": "Never",
+                 "nodeSelector": {"kubernetes.io/hostname": node.name},
+                 "criSocket": str(node.paths.containerd_socket),
+                 "outputs": {"stdout": {"enabled": True, "format": "text"},
+                             "falcoAlerts": True, "kubernetesEvents": True}},
     }
+
+
+def demo_workload() -> list[dict[str, Any]]:
+    """The demo's namespace and a one-replica busybox Deployment that just waits."""
+    labels = {"app": DEMO_APP}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": DEMO_NAMESPACE}},
+        {"apiVersion": "apps/v1", "kind": "Deployment",
+         "metadata": {"name": DEMO_APP, "namespace": DEMO_NAMESPACE},
+         "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                  "template": {"metadata": {"labels": labels}, "spec": {
+                      "terminationGracePeriodSeconds": 0,
+                      "containers": [{"name": "main", "image": images.REFS["busybox"],
+                                      "imagePullPolicy": "Never",
+                                      "command": ["sh", "-c", "while true; do sleep 3600; done"]}]}}}},
+    ]
 
 
 class AllInOne:
@@ -86,12 +120,11 @@ class AllInOne:
         self.work_dir = settings.work_dir.resolve()
         self.logs = self.work_dir / "logs"
         self.run_dir = self.work_dir / "run"
-        self.volume = self.work_dir / "volume"
         self.control_plane = ControlPlane(self.work_dir / "controlplane")
+        self.node: Node | None = None
         self.kubectl = binaries.locate("kubectl").path
         self.operator: processes.Child | None = None
-        self.sensor: processes.Child | None = None
-        self.standin: KubeletStandIn | None = None
+        self.sensor_log: subprocess.Popen[str] | None = None
         self.api: ApiClient | None = None
         self._stopping = threading.Event()
         self._echo_thread: threading.Thread | None = None
@@ -105,11 +138,12 @@ class AllInOne:
                 folder.mkdir(parents=True, exist_ok=True)
             processes.end_leftovers(self.run_dir, LEFTOVER_MARKER)
             self._start_control_plane()
+            self._start_node()
             self._install_crds()
             self._start_operator()
             self._apply_rules_and_instance()
-            self._start_node()
-            self._start_sensor()
+            self._follow_sensor()
+            self._show_an_alert()
         except BaseException:
             self.stop()
             raise
@@ -120,6 +154,17 @@ class AllInOne:
         self.control_plane.start()
         self.api = self.control_plane.api_client()
         say(f"    API server {self.control_plane.server} ready in {time.monotonic() - t0:.1f}s")
+
+    def _start_node(self) -> None:
+        say("==> building (or reusing) the local images: pause, busybox, sensor")
+        archives = [images.build(name) for name in ("pause", "busybox", "sensor")]
+        say(f"==> starting a node: containerd, kube-proxy, kubelet (log: {self.work_dir / 'node'})")
+        t0 = time.monotonic()
+        self.node = Node(self.control_plane, self.work_dir / "node",
+                         sandbox_image=images.REFS["pause"], images=archives,
+                         start_timeout=STEP_TIMEOUT_S)
+        self.node.start()
+        say(f"    Node {self.node.name} Ready in {time.monotonic() - t0:.1f}s")
 
     def _install_crds(self) -> None:
         say(f"==> installing the CRDs ({paths.CRDS_DIR}) and the RBAC manifests")
@@ -138,103 +183,102 @@ class AllInOne:
         self.operator.start()
 
     def _apply_rules_and_instance(self) -> None:
+        assert self.node is not None
         ns = self.settings.namespace
-        say(f"==> applying the default rules and FalcoInstance {ns}/{self.settings.instance}")
-        self._kubectl_apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
+        say(f"==> the default rules and FalcoInstance {ns}/{self.settings.instance}")
+        self._create_missing({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         rules = default_rules()
         for order, (name, path) in enumerate(rules):
             manifest = subprocess.run(
                 [sys.executable, "-m", "falconer", "rules", "to-crd", str(path), "--name", name,
                  "--namespace", ns, "--order", str(order)], capture_output=True, text=True,
-                check=False, cwd="/",
-                env=dict(os.environ, PYTHONSAFEPATH="1"))
+                check=False, cwd="/", env=dict(os.environ, PYTHONSAFEPATH="1"))
             if manifest.returncode != 0:
                 raise AllInOneError(f"falconer rules to-crd {path} failed:\n{manifest.stderr}")
-            self._kubectl("apply", "--server-side", "-f", "-", stdin=manifest.stdout)
-            say(f"    FalcoRule {ns}/{name} from {path.name}")
-        self._kubectl_apply(instance_manifest(self.settings))
+            self._create_missing(yaml.safe_load(manifest.stdout))
+        self._create_missing(instance_manifest(self.settings, self.node))
         for name, _ in rules:
-            self._wait(f"FalcoRule {ns}/{name} to be Valid", lambda n=name: self._rule_valid(n))
-        say("    the operator compiled every FalcoRule: Valid")
+            self._wait(f"FalcoRule {ns}/{name} to be compiled", lambda n=name: self._rule_checked(n))
 
-    def _start_node(self) -> None:
-        assert self.api is not None
-        node = node_name()
-        say(f"==> registering this host as Node {node}; the kubelet stand-in projects "
-            f"ConfigMap {self.settings.namespace}/{self._configmap()} into {self.volume}")
-        self.standin = KubeletStandIn(
-            self.api, node=node, namespace=self.settings.namespace, configmap=self._configmap(),
-            pod_labels={"falconer.io/instance": self.settings.instance},
-            volume=self.volume, say=say,
-            sensor_running=lambda: self.sensor is not None and self.sensor.running())
-        self.standin.register_node()
-        standin = self.standin
-        self._wait("the operator to render the ConfigMap",
-                   lambda: standin.project_once() is not None)
-        self.standin.start()
-
-    def _start_sensor(self) -> None:
+    def _follow_sensor(self) -> None:
+        """Wait for the DaemonSet's pod, then relay its log (alerts) to our stdout."""
+        ns = self.settings.namespace
+        say("==> waiting for the sensor DaemonSet's pod (the kubelet runs it from the local image)")
+        pod = self._wait_value("the sensor pod to run", self._sensor_pod)
         log = self.logs / "sensor.log"
-        config = self.volume / "falconer.yaml"
-        say(f"==> starting falconer sensor --config {config} (log: {log})")
-        offset = log.stat().st_size if log.exists() else 0
-        self.sensor = processes.Child("sensor", [
-            "/usr/bin/env", "PYTHONSAFEPATH=1", "PYTHONUNBUFFERED=1",
-            sys.executable, "-m", "falconer", "sensor", "--config", str(config)],
-            log, self.run_dir / "sensor.pid")
-        self.sensor.start()
-        sensor = self.sensor
-        lines = _follow(log, offset, lambda: not sensor.running())
-        for line in lines:
-            print(line, end="", flush=True)
-            if "falconer sensor: watching" in line:
-                break
-        else:
-            raise AllInOneError(f"the sensor exited (status {sensor.exit_code()}); see {log}")
-        self._echo_thread = threading.Thread(target=self._echo, args=(lines,),
-                                             name="sensor-output", daemon=True)
+        say(f"    sensor pod {ns}/{pod} Running; following its log (also in {log})")
+        self.sensor_log = subprocess.Popen(
+            [str(self.kubectl), "--kubeconfig", str(self.control_plane.kubeconfig), "logs", "-f",
+             "-n", ns, pod], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        watching = threading.Event()
+        self._echo_thread = threading.Thread(target=self._echo, args=(log, watching),
+                                             name="sensor-log", daemon=True)
         self._echo_thread.start()
+        self._wait("the sensor to attach its probe", watching.is_set)
+
+    def _show_an_alert(self) -> None:
+        """A real pod reads /etc/shadow: the default credential rule fires, and the alert
+        shows up as a FalcoAlert in the pod's namespace and an Event on the pod."""
+        say(f"==> demo workload {DEMO_NAMESPACE}/{DEMO_APP}; reading /etc/shadow in its pod")
+        for obj in demo_workload():
+            self._create_missing(obj)
+        pod = self._wait_value("the demo pod to run", lambda: self._running_pod(
+            DEMO_NAMESPACE, f"app={DEMO_APP}"))
+        self._kubectl("exec", "-n", DEMO_NAMESPACE, pod, "--", "sh", "-c",
+                      "cat /etc/shadow > /dev/null; sleep 1")
+        self._wait("a FalcoAlert in namespace demo", lambda: bool(self._kubectl(
+            "get", "falcoalerts", "-n", DEMO_NAMESPACE, "-o", "name").strip()))
+        say(self._kubectl("get", "falcoalerts", "-A").rstrip())
 
     # -- running ------------------------------------------------------------------------
 
     def banner(self) -> None:
         """How to look at it, and how to stop it."""
-        kc = self.control_plane.kubeconfig
+        kc, k, ns = self.control_plane.kubeconfig, self.kubectl, self.settings.namespace
         say(f"==> {READY_BANNER}\n"
             f"    kubeconfig: {kc}\n"
-            f"    try:  {self.kubectl} --kubeconfig {kc} get falcorules,falcoinstances "
-            f"-n {self.settings.namespace}\n"
-            f"    edit: {self.kubectl} --kubeconfig {kc} edit falcorule "
-            f"{default_rules()[0][0]} -n {self.settings.namespace}   (the sensor reloads it)\n"
+            f"    alerts: {k} --kubeconfig {kc} get falcoalerts -A\n"
+            f"    events: {k} --kubeconfig {kc} get events -n {DEMO_NAMESPACE}\n"
+            f"    rules:  {k} --kubeconfig {kc} get falcorules,falcoinstances -n {ns}\n"
+            f"    edit:   {k} --kubeconfig {kc} edit falcorule "
+            f"{default_rules()[0][0]} -n {ns}   (the sensor reloads it)\n"
+            f"    try:    {k} --kubeconfig {kc} exec -n {DEMO_NAMESPACE} deploy/{DEMO_APP} -- "
+            "cat /etc/shadow\n"
             f"    logs: {self.logs}\n"
-            "    Ctrl-C stops the sensor, the operator and the control plane")
+            "    Ctrl-C stops the operator, the node (and its pods) and the control plane")
 
     def wait(self) -> int:
         """Until SIGINT/SIGTERM (0), or until a component dies (1, with the reason)."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stopping.set())
         while not self._stopping.wait(1.0):
-            for child in (self.sensor, self.operator):
-                if child is not None and not child.running():
-                    say(f"!!  the {child.name} exited with status {child.exit_code()}; last "
-                        f"lines of {child.log}:\n{child.log_tail()}")
-                    return 1
+            if self.operator is not None and not self.operator.running():
+                say(f"!!  the operator exited with status {self.operator.exit_code()}; last "
+                    f"lines of {self.operator.log}:\n{self.operator.log_tail()}")
+                return 1
+            if self.node is not None and not self.node.running():
+                say(f"!!  the node stopped (a kubelet or containerd exited); see {self.work_dir / 'node'}")
+                return 1
         say("==> stopping")
         return 0
 
     def stop(self) -> None:
-        """Sensor first (it prints its summary), then the stand-in, operator, control plane."""
+        """Operator first (so it does not react to the node going), then node, control plane."""
         self._stopping.set()
-        if self.sensor is not None:
-            self.sensor.stop()
-            if self._echo_thread is not None:
-                self._echo_thread.join(timeout=5.0)  # the sensor's summary
-            say("    sensor stopped")
-        if self.standin is not None:
-            self.standin.stop()
         if self.operator is not None:
             self.operator.stop()
             say("    operator stopped")
+        if self.node is not None:
+            try:
+                self.node.stop()
+                say("    node stopped (sensor pod included)")
+            except NodeError as exc:
+                say(f"!!  the node could not undo everything (the next run retries): {exc}")
+        if self.sensor_log is not None:
+            self.sensor_log.terminate()
+            self.sensor_log.wait(timeout=10)
+            if self._echo_thread is not None:
+                self._echo_thread.join(timeout=5.0)
         if self.api is not None:
             self.api.close()
         self.control_plane.stop()
@@ -242,13 +286,27 @@ class AllInOne:
 
     # -- helpers ------------------------------------------------------------------------
 
-    def _configmap(self) -> str:
-        return f"{self.settings.instance}-rules"
+    def _echo(self, log: Path, watching: threading.Event) -> None:
+        """Relay the sensor pod's log to our stdout and a file (its alerts are the demo)."""
+        assert self.sensor_log is not None and self.sensor_log.stdout is not None
+        with log.open("a", encoding="utf-8") as f:
+            for line in self.sensor_log.stdout:
+                print(line, end="", flush=True)
+                f.write(line)
+                f.flush()
+                if SENSOR_WATCHING in line:
+                    watching.set()
 
-    def _echo(self, lines: Iterator[str]) -> None:
-        """Relay the sensor's log to our stdout (its alerts are what the demo shows)."""
-        for line in lines:
-            print(line, end="", flush=True)
+    def _sensor_pod(self) -> str | None:
+        return self._running_pod(self.settings.namespace, f"falconer.io/instance={self.settings.instance}")
+
+    def _running_pod(self, namespace: str, selector: str) -> str | None:
+        """The name of a Running pod matching `selector`, or None."""
+        pods = json.loads(self._kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json"))
+        running = [p["metadata"]["name"] for p in pods["items"]
+                   if p.get("status", {}).get("phase") == "Running"
+                   and not p["metadata"].get("deletionTimestamp")]
+        return running[0] if running else None
 
     def _kubectl(self, *args: str, stdin: str | None = None) -> str:
         """Run the version-matched kubectl as admin; its stderr becomes the error."""
@@ -259,12 +317,24 @@ class AllInOne:
             raise AllInOneError(f"kubectl {' '.join(args)} failed:\n{done.stderr.strip()}")
         return done.stdout
 
-    def _kubectl_apply(self, manifest: dict[str, Any]) -> None:
-        self._kubectl("apply", "--server-side", "-f", "-", stdin=json.dumps(manifest))
+    def _create_missing(self, manifest: dict[str, Any]) -> None:
+        """Create the object unless it exists; an existing one (maybe edited by the user)
+        is kept as it is."""
+        meta = manifest["metadata"]
+        kind, name = manifest["kind"], meta["name"]
+        where = ["-n", meta["namespace"]] if meta.get("namespace") else []
+        found = subprocess.run([str(self.kubectl), "--kubeconfig", str(self.control_plane.kubeconfig),
+                                "get", _resource(manifest), name, *where, "-o", "name"],
+                               capture_output=True, text=True, check=False, timeout=60)
+        if found.returncode == 0:
+            say(f"    {kind} {name}: exists, kept as it is")
+            return
+        self._kubectl("create", "-f", "-", stdin=json.dumps(manifest))
+        say(f"    {kind} {name}: created")
 
-    def _rule_valid(self, name: str) -> bool:
-        """Whether the operator marked FalcoRule `name` Valid; raises when it is not
-        (waiting longer would not help: the default rules must compile)."""
+    def _rule_checked(self, name: str) -> bool:
+        """Whether the operator has compiled FalcoRule `name`; an invalid one is reported
+        (your edit, kept) but does not stop the demo."""
         from kubernetes import client
 
         body = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
@@ -272,40 +342,34 @@ class AllInOne:
         conditions = (body.get("status") or {}).get("conditions") or ()
         valid = next((c for c in conditions if c.get("type") == "Valid"), None)
         if valid is not None and valid.get("status") == "False":
-            raise AllInOneError(f"FalcoRule {name} is not valid: {valid.get('message')}")
-        return valid is not None and valid.get("status") == "True"
+            say(f"!!  FalcoRule {name} is not valid (the sensors keep its last valid rules): "
+                f"{valid.get('message')}")
+        return valid is not None
 
     def _wait(self, what: str, ready: Callable[[], bool]) -> None:
         """Poll `ready()` until true; fail after STEP_TIMEOUT_S, or when the operator died."""
+        self._wait_value(what, lambda: True if ready() else None)
+
+    def _wait_value(self, what: str, value: Callable[[], str | bool | None]) -> Any:
+        """Poll `value()` until it is not None; its value. Fails after STEP_TIMEOUT_S or
+        when the operator died (with the reason)."""
         deadline = time.monotonic() + STEP_TIMEOUT_S
-        while not ready():
+        while (found := value()) is None:
             if self.operator is not None and not self.operator.running():
                 raise AllInOneError(f"the operator exited while waiting for {what}; last lines "
                                     f"of {self.operator.log}:\n{self.operator.log_tail()}")
             if time.monotonic() > deadline or self._stopping.is_set():
                 raise AllInOneError(f"gave up waiting for {what} after {STEP_TIMEOUT_S:.0f}s; "
-                                    f"see {self.logs / 'operator.log'}")
-            time.sleep(0.3)
+                                    f"see {self.logs}")
+            time.sleep(0.5)
+        return found
 
 
-def _follow(path: Path, offset: int, writer_gone: Callable[[], bool]) -> Iterator[str]:
-    """The lines appended to `path` after `offset`, as they come, until the writer is
-    gone and everything it wrote was read (so a stopping sensor's summary is included)."""
-    with path.open(encoding="utf-8", errors="replace") as f:
-        f.seek(offset)
-        pending = ""
-        while True:
-            gone = writer_gone()
-            chunk = f.readline()
-            if chunk:
-                pending += chunk
-                if pending.endswith("\n"):
-                    yield pending
-                    pending = ""
-            elif gone:
-                return
-            else:
-                time.sleep(0.1)
+def _resource(manifest: dict[str, Any]) -> str:
+    """kubectl's name for the manifest's kind: `namespace`, `deployment.apps`, ..."""
+    group, _, _ = manifest["apiVersion"].rpartition("/")
+    kind = str(manifest["kind"]).lower()
+    return f"{kind}.{group}" if group else kind
 
 
 def parse_args(argv: list[str]) -> Settings:
@@ -325,7 +389,7 @@ def _interrupt(*_: object) -> None:
 def main(argv: list[str]) -> int:
     """Run the demo until Ctrl-C; 0 after a clean stop, 1 when a step or component failed."""
     if os.geteuid() != 0:
-        print("falconer all-in-one: must run as root (the sensor loads eBPF)", file=sys.stderr)
+        print("falconer all-in-one: must run as root (containerd, kubelet and eBPF)", file=sys.stderr)
         return 1
     from kubernetes.client.exceptions import ApiException
     from urllib3.exceptions import HTTPError
@@ -338,7 +402,7 @@ def main(argv: list[str]) -> int:
     try:
         demo = AllInOne(settings)
         demo.start()
-    except (AllInOneError, ControlPlaneError, binaries.BinaryNotFound, OSError,
+    except (AllInOneError, ControlPlaneError, NodeError, binaries.BinaryNotFound, OSError,
             subprocess.SubprocessError, ApiException, HTTPError) as exc:
         print(f"falconer all-in-one: {exc}", file=sys.stderr)
         return 1

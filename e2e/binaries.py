@@ -1,9 +1,11 @@
-"""Where the control-plane binaries are, and at which versions Falconer expects them.
+"""Where the cluster's binaries are, and at which versions Falconer expects them.
 
-`tools/setup/30-controlplane.sh` builds them from the Go module proxy into
+`tools/setup/30-controlplane.sh` (control plane, kubelet, kube-proxy) and
+`tools/setup/40-node.sh` (crictl) build them from the Go module proxy into
 `$FALCONER_CACHE/bin/<name>-<version>`, keyed by version so that a pin bump never runs
-a stale binary. The pins below must equal the ones in `e2e/controlplane/*/go.mod` (a test
-checks it); they live here as constants because an installed Falconer has no go.mod.
+a stale binary. The pins below must equal the ones in `e2e/controlplane/*/go.mod` and
+40-node.sh (tests check it); they live here as constants because an installed Falconer
+has neither.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ KUBERNETES_VERSION = "v1.34.4"
 #: The etcd release (go.etcd.io/etcd/server/v3 in etcd/go.mod).
 ETCD_VERSION = "v3.6.16"
 
+#: The cri-tools release of crictl (CRICTL_VERSION in tools/setup/40-node.sh).
+CRICTL_VERSION = "v1.34.0"
+
 #: The binaries, each with its pinned version.
 VERSIONS: dict[str, str] = {
     "etcd": ETCD_VERSION,
@@ -28,7 +33,14 @@ VERSIONS: dict[str, str] = {
     "kube-controller-manager": KUBERNETES_VERSION,
     "kube-scheduler": KUBERNETES_VERSION,
     "kubectl": KUBERNETES_VERSION,
+    "kubelet": KUBERNETES_VERSION,
+    "kube-proxy": KUBERNETES_VERSION,
+    "crictl": CRICTL_VERSION,
 }
+
+#: The set-up step that builds each binary, for the error message when one is missing.
+SETUP_STEPS: dict[str, str] = {**{name: "30-controlplane.sh" for name in VERSIONS},
+                               "crictl": "40-node.sh"}
 
 
 class BinaryNotFound(FileNotFoundError):
@@ -85,7 +97,7 @@ def locate(name: str) -> Binary:
     found = f"{on_path} (another version)" if on_path else "nothing on PATH"
     raise BinaryNotFound(
         f"{name} {version} not found: no {cached} and {found}; "
-        "run ./dev setup to build it (tools/setup/30-controlplane.sh)"
+        f"run ./dev setup to build it (tools/setup/{SETUP_STEPS[name]})"
     )
 
 

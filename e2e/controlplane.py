@@ -1,5 +1,5 @@
 """A real, local Kubernetes control plane: etcd, kube-apiserver, kube-controller-manager
-and kube-scheduler as child processes on loopback, without Docker or a kubelet.
+and kube-scheduler as child processes on loopback, without Docker.
 
 The operator's tests and the all-in-one main job need a genuine API server (RBAC,
 admission, garbage collection, the DaemonSet controller), not a fake. This module starts
@@ -13,7 +13,9 @@ scheduler so that owned objects are collected and workload controllers create Po
 
 Everything lives in the work dir: `pki/` (certificates and keys, reused on restart),
 `etcd/` (the data), `logs/<component>.log`, `run/<component>.pid` and `admin.kubeconfig`.
-Pods stay Pending: there is no kubelet. Nodes can be registered as plain API objects.
+Pods stay Pending until a node runs them: `falconer.e2e.node.Node` adds a real kubelet,
+for which the API server is already configured (Node,RBAC authorization, NodeRestriction,
+its own client certificate towards kubelets, which it verifies with the cluster CA).
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ if TYPE_CHECKING:
 #: The ServiceAccount token issuer: fixed (not port-dependent) so tokens survive restarts.
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
-#: The Service ClusterIP range (no kube-proxy runs, so nothing routes it).
+#: The Service ClusterIP range; its first address is pki.KUBERNETES_SERVICE_IP. Only a
+#: running node's kube-proxy routes it (see falconer.e2e.node).
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 
 #: How long start() waits for everything to be ready before giving up.
@@ -219,13 +222,21 @@ class ControlPlane:
             f"--tls-private-key-file={p.apiserver.key}",
             f"--client-ca-file={p.ca.cert}",
             "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            # Towards kubelets (logs, exec): our own identity, their serving certificates
+            # checked against the cluster CA, reached at the address they register.
+            f"--kubelet-client-certificate={p.apiserver_kubelet_client.cert}",
+            f"--kubelet-client-key={p.apiserver_kubelet_client.key}",
+            f"--kubelet-certificate-authority={p.ca.cert}",
+            "--kubelet-preferred-address-types=InternalIP",
             "--allow-privileged=true",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={p.service_account_pub}",
             f"--service-account-signing-key-file={p.service_account_key}",
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            # No kubelet ever serves the `kubernetes` Service, and loopback is not a valid
-            # endpoint address: don't keep reconciling one.
+            # Loopback is not a valid endpoint address, so the API server cannot publish
+            # the `kubernetes` Service's endpoints itself: a node publishes one its pods
+            # can reach (falconer.e2e.node).
             "--endpoint-reconciler-type=none",
             # The aggregation layer's front proxy, so delegated authentication in the
             # controller manager and scheduler finds a complete configuration.

@@ -23,15 +23,30 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 #: Long enough for a long-lived demo cluster, short enough to look like a real PKI.
 VALIDITY = datetime.timedelta(days=365)
 
-#: Names the API server answers to on this machine.
+#: The `kubernetes` Service's ClusterIP: the first address of the control plane's Service
+#: range (controlplane.SERVICE_CLUSTER_IP_RANGE), where in-cluster clients connect
+#: (KUBERNETES_SERVICE_HOST) and which they verify against the cluster CA.
+KUBERNETES_SERVICE_IP = "10.96.0.1"
+
+#: Names the API server answers to on this machine and, through kube-proxy, in pods.
 SERVING_DNS_NAMES = ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc")
-SERVING_IPS = ("127.0.0.1", "::1")
+SERVING_IPS = ("127.0.0.1", "::1", KUBERNETES_SERVICE_IP)
 
 #: The identities the control-plane components authenticate as (user, groups).
 ADMIN = ("falconer-admin", ("system:masters",))
 CONTROLLER_MANAGER = ("system:kube-controller-manager", ())
 SCHEDULER = ("system:kube-scheduler", ())
 FRONT_PROXY_CLIENT = ("front-proxy-client", ())
+#: The API server's identity towards kubelets (logs, exec, port-forward); the node
+#: harness binds it to the ClusterRole system:kubelet-api-admin, as kubeadm does.
+APISERVER_KUBELET_CLIENT = ("kube-apiserver-kubelet-client", ())
+#: kube-proxy's identity: bootstrap RBAC binds system:node-proxier to this user.
+KUBE_PROXY = ("system:kube-proxy", ())
+
+
+def node_identity(node: str) -> tuple[str, tuple[str, ...]]:
+    """A kubelet's identity as the Node authorizer and NodeRestriction expect it."""
+    return (f"system:node:{node}", ("system:nodes",))
 
 
 @dataclass(frozen=True)
@@ -53,8 +68,18 @@ class Pki:
     admin: KeyPair
     controller_manager: KeyPair
     scheduler: KeyPair
+    apiserver_kubelet_client: KeyPair
     service_account_key: Path
     service_account_pub: Path
+
+
+@dataclass(frozen=True)
+class NodePki:
+    """One node's certificates, issued by the cluster CA (see `issue_node`)."""
+
+    kubelet_client: KeyPair
+    kubelet_serving: KeyPair
+    kube_proxy: KeyPair
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -134,11 +159,13 @@ def _make_ca(common_name: str, folder: Path, stem: str,
 
 
 def _issue(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, folder: Path,
-           stem: str, identity: tuple[str, tuple[str, ...]], *, server: bool = False) -> None:
-    """A leaf certificate signed by the CA: a client identity, or the API server's cert."""
+           stem: str, identity: tuple[str, tuple[str, ...]], *,
+           serving: tuple[tuple[str, ...], tuple[str, ...]] | None = None) -> None:
+    """A leaf certificate signed by the CA: a client identity, or, given `serving`
+    (DNS names, IP addresses), a server certificate for those names."""
     key = _new_key()
     common_name, organizations = identity
-    usage = [ExtendedKeyUsageOID.SERVER_AUTH] if server else [ExtendedKeyUsageOID.CLIENT_AUTH]
+    usage = [ExtendedKeyUsageOID.SERVER_AUTH if serving else ExtendedKeyUsageOID.CLIENT_AUTH]
     builder = (
         _builder(_name(common_name, organizations), ca_cert.subject, key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -149,9 +176,10 @@ def _issue(ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, folder
             critical=False,
         )
     )
-    if server:
-        names: list[x509.GeneralName] = [x509.DNSName(n) for n in SERVING_DNS_NAMES]
-        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in SERVING_IPS]
+    if serving:
+        dns_names, ips = serving
+        names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     _write_pair(key, builder.sign(ca_key, hashes.SHA256()), folder, stem)
 
@@ -181,6 +209,7 @@ def layout(folder: Path) -> Pki:
         admin=pair("admin"),
         controller_manager=pair("controller-manager"),
         scheduler=pair("scheduler"),
+        apiserver_kubelet_client=pair("apiserver-kubelet-client"),
         service_account_key=folder / "sa.key",
         service_account_pub=folder / "sa.pub",
     )
@@ -190,7 +219,7 @@ def _complete(pki: Pki) -> bool:
     """Whether every file exists; a partial PKI (an interrupted run) is made anew."""
     files = [pki.service_account_key, pki.service_account_pub]
     for pair in (pki.ca, pki.front_proxy_ca, pki.apiserver, pki.front_proxy_client,
-                 pki.admin, pki.controller_manager, pki.scheduler):
+                 pki.admin, pki.controller_manager, pki.scheduler, pki.apiserver_kubelet_client):
         files += [pair.cert, pair.key]
     return all(f.is_file() for f in files)
 
@@ -207,10 +236,36 @@ def ensure(folder: Path) -> Pki:
     folder.mkdir(parents=True, exist_ok=True)
     ca_key, ca_cert = _make_ca("falconer-ca", folder, "ca")
     fp_key, fp_cert = _make_ca("falconer-front-proxy-ca", folder, "front-proxy-ca")
-    _issue(ca_key, ca_cert, folder, "apiserver", ("kube-apiserver", ()), server=True)
+    _issue(ca_key, ca_cert, folder, "apiserver", ("kube-apiserver", ()),
+           serving=(SERVING_DNS_NAMES, SERVING_IPS))
     _issue(fp_key, fp_cert, folder, "front-proxy-client", FRONT_PROXY_CLIENT)
     _issue(ca_key, ca_cert, folder, "admin", ADMIN)
     _issue(ca_key, ca_cert, folder, "controller-manager", CONTROLLER_MANAGER)
     _issue(ca_key, ca_cert, folder, "scheduler", SCHEDULER)
+    _issue(ca_key, ca_cert, folder, "apiserver-kubelet-client", APISERVER_KUBELET_CLIENT)
     _service_account_keys(folder)
     return pki
+
+
+def issue_node(pki: Pki, folder: Path, node: str, node_ip: str) -> NodePki:
+    """Issue (or re-issue) one node's certificates into `folder` with the cluster CA.
+
+    kubelet-client: the kubelet's identity `node_identity(node)`; kubelet-serving: its
+    HTTPS endpoint, valid for the DNS name `node` and the address `node_ip` (the API server
+    verifies it with the CA); kube-proxy: `KUBE_PROXY`. Always made anew, because a node
+    may come back with another address. Raises OSError when the CA files are unreadable.
+    """
+    ca_key = serialization.load_pem_private_key(pki.ca.key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{pki.ca.key}: not the ECDSA key this module makes")
+    ca_cert = x509.load_pem_x509_certificate(pki.ca.cert.read_bytes())
+    folder.mkdir(parents=True, exist_ok=True)
+    _issue(ca_key, ca_cert, folder, "kubelet-client", node_identity(node))
+    _issue(ca_key, ca_cert, folder, "kubelet-serving", node_identity(node),
+           serving=((node,), (node_ip,)))
+    _issue(ca_key, ca_cert, folder, "kube-proxy", KUBE_PROXY)
+    return NodePki(
+        kubelet_client=KeyPair(folder / "kubelet-client.crt", folder / "kubelet-client.key"),
+        kubelet_serving=KeyPair(folder / "kubelet-serving.crt", folder / "kubelet-serving.key"),
+        kube_proxy=KeyPair(folder / "kube-proxy.crt", folder / "kube-proxy.key"),
+    )

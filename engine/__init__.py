@@ -4,13 +4,15 @@ The public contract every component codes against; nothing here imports bcc or a
 Kubernetes client.
 """
 
+from falconer.engine.appendoutput import AppendOutput, ExtraField, parse_append_output
 from falconer.engine.collector import ENGINE_VERSION
-from falconer.engine.diagnostics import Diagnostic, LoadResult
+from falconer.engine.diagnostics import Diagnostic, LoadResult, Location
 from falconer.engine.engine import Engine, EngineOptions, RulesSource
 from falconer.engine.events import Event, MappingEvent
 from falconer.engine.ruleset import Alert, Ruleset
 
 __all__ = [
-    "ENGINE_VERSION", "Alert", "Diagnostic", "Engine", "EngineOptions", "Event", "LoadResult",
+    "ENGINE_VERSION", "Alert", "AppendOutput", "Diagnostic", "Engine", "EngineOptions", "Event",
+    "ExtraField", "Location", "LoadResult", "parse_append_output",
     "MappingEvent", "Ruleset", "RulesSource",
 ]

@@ -7,6 +7,7 @@ substitution build new trees rather than mutate, so a macro's tree is shared saf
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
@@ -123,3 +124,17 @@ def with_operands(node: And | Or | Not, new: list[Expr]) -> Expr:
         (child,) = new
         return Not(child, node.pos)
     return type(node)(tuple(new), node.pos)
+
+
+def shifted(node: Expr, delta: int) -> Expr:
+    """The same tree with every position moved by `delta`."""
+    if delta == 0:
+        return node
+    changes: dict[str, object] = {"pos": node.pos + delta}
+    for attr in ("children", "args", "values"):
+        if hasattr(node, attr):
+            changes[attr] = tuple(shifted(c, delta) for c in getattr(node, attr))
+    for attr in ("child", "left", "right"):
+        if hasattr(node, attr):
+            changes[attr] = shifted(getattr(node, attr), delta)
+    return dataclasses.replace(node, **changes)  # type: ignore[arg-type]

@@ -12,12 +12,9 @@ No rule text is ever evaluated as Python: closures capture parsed values only.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import ipaddress
 import operator
-import posixpath
 import re
 import socket
 from collections.abc import Callable
@@ -25,14 +22,13 @@ from typing import Any
 
 from falconer.engine import ast, timefields
 from falconer.engine.eventnames import EVENT_NAMES
-from falconer.engine.fields import FieldInfo, UnknownField, resolve
+from falconer.engine.fields import FieldInfo
 from falconer.engine.fnglob import glob_regex
-from falconer.engine.located import OffsetError
 from falconer.engine.pathprefix import PathPrefixes
 from falconer.engine.posixregex import RegexError, compile_posix
+from falconer.engine.transformers import CheckError, Getter, field_getter, field_info, operand
 
 Check = Callable[[object], bool]
-Getter = Callable[[object], object]
 #: A predicate over one coerced event value (str, int, bool, address... per field type).
 Pred = Callable[[Any], bool]
 IpAddr = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -63,83 +59,6 @@ _FIELD_COMPARATORS: dict[str, Callable[[Any, Any], bool]] = {
     "startswith": lambda a, b: str(a).startswith(str(b)),
     "endswith": lambda a, b: str(a).endswith(str(b)),
 }
-
-
-class CheckError(OffsetError):
-    """A check that cannot compile; `offset` points at the offending node.
-
-    `unknown_field` marks what skip-if-unknown-filter may drop (a field or event type
-    this engine does not know) as opposed to a plain mistake.
-    """
-
-    def __init__(self, message: str, offset: int, unknown_field: bool = False) -> None:
-        super().__init__(message, offset)
-        self.unknown_field = unknown_field
-
-
-# -- operands -----------------------------------------------------------------------------
-
-
-def field_info(node: ast.Field) -> FieldInfo:
-    """Resolve a field node, as a CheckError at its position."""
-    try:
-        return resolve(node.name, node.arg)
-    except UnknownField as exc:
-        raise CheckError(str(exc), node.pos, unknown_field=True) from None
-
-
-def field_getter(node: ast.Field) -> Getter:
-    """Read the field from an event the way the rule wrote it (`evt.arg.flags` as is)."""
-    return timefields.getter(node.name, node.arg)
-
-
-def _map_value(fn: Callable[[object], object], value: object) -> object:
-    """A transformer applied to a value: missing stays missing, a list element-wise."""
-    if value is None:
-        return None
-    if isinstance(value, list):
-        return [fn(v) for v in value]
-    return fn(value)
-
-
-def _b64(value: object) -> object:
-    """`b64()`: text that is not valid base64 decodes to a missing value, not an error."""
-    try:
-        return base64.b64decode(str(value), validate=True).decode("utf-8", "replace")
-    except (binascii.Error, ValueError):
-        return None
-
-
-_TRANSFORM_FNS: dict[str, Callable[[object], object]] = {
-    "tolower": lambda v: str(v).lower(),
-    "toupper": lambda v: str(v).upper(),
-    "basename": lambda v: posixpath.basename(str(v)),
-    "b64": _b64,
-    "len": lambda v: len(v) if isinstance(v, (str, bytes)) else len(str(v)),
-}
-
-
-def operand(node: ast.Field | ast.Transformer) -> tuple[Getter, FieldInfo, str]:
-    """A getter for the left side, the underlying field and the (transformed) type."""
-    if isinstance(node, ast.Field):
-        info = field_info(node)
-        return field_getter(node), info, info.type
-    if node.name not in _TRANSFORM_FNS:
-        raise CheckError(f"transformer '{node.name}' is not supported", node.pos)
-    if len(node.args) != 1 or not isinstance(node.args[0], (ast.Field, ast.Transformer)):
-        raise CheckError(f"transformer '{node.name}' takes exactly one field", node.pos)
-    inner, info, inner_type = operand(node.args[0])
-    if info.no_transformer and isinstance(node.args[0], ast.Field):
-        raise CheckError(f"field '{info.name}' does not support transformers", node.pos)
-    if inner_type not in ("string", "bytes", "any"):
-        raise CheckError(f"can't add field transformer: type '{inner_type}' is not supported "
-                         f"by '{node.name}' transformer applied on field '{info.name}'", node.pos)
-    fn = _TRANSFORM_FNS[node.name]
-    out_type = "number" if node.name == "len" else "string"
-
-    def get(ev: object) -> object:
-        return _map_value(fn, inner(ev))
-    return get, info, out_type
 
 
 # -- value parsing ------------------------------------------------------------------------
@@ -308,7 +227,7 @@ def _scalar_pred(op: str, vtype: str, rhs: Any, pos: int) -> Pred:
             try:
                 rx = compile_posix(str(rhs))
             except RegexError as exc:
-                raise CheckError(f"invalid regular expression '{rhs}': {exc}", pos) from None
+                raise CheckError(f"invalid regex pattern: {exc}", pos) from None
             return lambda v: rx.fullmatch(v) is not None
     raise CheckError(f"operator '{op}' is not supported", pos)
 
@@ -364,12 +283,18 @@ def _modifier_pred(op: str, vtype: str, values: list[object], pos: int) -> Pred:
 
 
 def _validate_op(op: str, info: FieldInfo, vtype: str, pos: int) -> None:
-    """Reject at load time an operator the field's type (or list-ness) can't support."""
-    base = op.split(" ", 1)[0]
+    """Reject at load time an operator the field's type (or list-ness) can't support,
+    with libsinsp's messages (filter_compare.cpp flt_is_comparable: the operator is
+    named without its modifier)."""
+    base, _, modifier = op.partition(" ")
     if info.is_list and base not in _LIST_FIELD_OPS:
-        raise CheckError(f"'{op}' operator not supported list filters", pos)
+        raise CheckError(f"filter error: '{base}' operator not supported list filters", pos)
     if base not in _ALLOWED_OPS[vtype]:
-        raise CheckError(f"'{op}' operator not supported for {_TYPE_WORDS[vtype]} filters", pos)
+        if modifier and vtype in ("ipaddr", "ipnet"):
+            raise CheckError(f"filter error: '{base}' with modifier not supported for ip "
+                             "address and network filters", pos)
+        raise CheckError(f"filter error: '{base}' operator not supported for "
+                         f"{_TYPE_WORDS[vtype]} filters", pos)
 
 
 def _right_values(node: ast.BinaryCheck, vtype: str) -> list[object]:

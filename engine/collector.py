@@ -16,11 +16,17 @@ from typing import TypeVar
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from falconer.engine.diagnostics import LoadError, Position, Reporter
+from falconer.engine import ast
+from falconer.engine.checks import compile_check
+from falconer.engine.diagnostics import LoadError, Position, Reporter, Step
 from falconer.engine.fields import UnknownField, resolve
-from falconer.engine.lexer import LIST_OPS, NUM_OPS, STR_OP_MODIFIERS, STR_OPS, UNARY_OPS
+from falconer.engine.lexer import (
+    LIST_OPS, NUM_OPS, STR_OP_MODIFIERS, STR_OPS, UNARY_OPS, ConditionSyntaxError,
+)
 from falconer.engine.located import LocatedText
+from falconer.engine.parser import parse_condition
 from falconer.engine.reader import Item, is_null, node_position
+from falconer.engine.transformers import CheckError
 
 #: The engine version Falconer implements (the upstream files require 0.57.0).
 ENGINE_VERSION = "0.58.0"
@@ -172,16 +178,19 @@ class Collector:
                 self.reporter.add("LOAD_UNKNOWN_ITEM", "Unknown top level item", item.position)
 
     def _warn_unknown_keys(self, item: Item, expected: frozenset[str]) -> None:
-        """Unknown keys are warned about and ignored, as Falco does (not an error)."""
+        """Unknown keys are a LOAD_UNKNOWN_KEY warning at the item, and ignored
+        (rule_loader_reader.cpp warn_unknown_keys)."""
         for key in item.keys:
             if key not in expected:
-                self.reporter.add("LOAD_UNKNOWN_ITEM",
+                self.reporter.add("LOAD_UNKNOWN_KEY",
                                   f"Unknown key '{key}'. The key will be ignored.",
-                                  item.key_position(key), item.kind, item.name)
+                                  item.position, item.kind, item.name)
 
-    def _validate_error(self, item: Item, message: str, pos: Position | None = None) -> LoadError:
+    def _validate_error(self, item: Item, message: str, pos: Position | None = None,
+                        steps: tuple[Step, ...] = ()) -> LoadError:
         """A LOAD_ERR_VALIDATE error: the item is well-formed but means something invalid."""
-        return LoadError("LOAD_ERR_VALIDATE", message, pos or item.position, item.kind, item.name)
+        return LoadError("LOAD_ERR_VALIDATE", message, pos or item.position, item.kind, item.name,
+                         steps)
 
     # -- version requirements ---------------------------------------------------------------
 
@@ -368,8 +377,9 @@ class Collector:
         text = item.string("priority")
         priority = parse_priority(text)
         if priority is None:
-            raise self._validate_error(item, f"Invalid priority '{text}'",
-                                       item.key_position("priority"))
+            pos = item.key_position("priority")
+            raise LoadError("LOAD_ERR_YAML_VALIDATE", "Invalid priority", pos, item.kind,
+                            item.name, (Step("rule priority", "", pos),))
         return priority
 
     def _define_rule(self, item: Item, source: str) -> None:
@@ -440,14 +450,16 @@ class Collector:
             for key, missing in (("fields", ex.fields is None), ("values", not ex.values)):
                 if missing:
                     raise self._validate_error(item, f"Rule exception must have {key} property "
-                                                     f"with a list of {key}", ex.position)
+                                                     f"with a list of {key}", ex.position,
+                _exception_steps(ex))
             self._validate_exception(item, ex)
             prev.exceptions.append(ex)
             return
         for key, given in (("fields", ex.fields), ("comps", ex.comps)):
             if given is not None:
                 raise self._validate_error(item, f"Can not append exception {key} to existing "
-                                                 "exception, only values", ex.position)
+                                                 "exception, only values", ex.position,
+                _exception_steps(ex))
         existing.values.extend(ex.values)
 
     def _replace_key(self, item: Item, prev: RuleInfo, key: str) -> None:
@@ -510,40 +522,69 @@ class Collector:
         modifier_ops = {f"{o.strip()} {m.strip()}" for o in STR_OPS for m in STR_OP_MODIFIERS}
         if ex.fields is None:
             raise self._validate_error(item, "Rule exception item must have fields property "
-                                       "with a list of fields", ex.position)
+                                       "with a list of fields", ex.position,
+                _exception_steps(ex))
         fields = ex.fields if isinstance(ex.fields, list) else [ex.fields]
         if isinstance(ex.fields, list):
             if ex.comps is None:
                 ex.comps = ["="] * len(ex.fields)
             if not isinstance(ex.comps, list) or len(ex.comps) != len(ex.fields):
                 raise self._validate_error(item, "Fields and comps lists must have equal length",
-                                           ex.position)
+                                           ex.position,
+                _exception_steps(ex))
             ex.comps = [c.strip() for c in ex.comps]
             for comp in ex.comps:
                 if comp not in ops and comp not in modifier_ops:
                     raise self._validate_error(
-                        item, f"'{comp}' is not a supported comparison operator", ex.position)
+                        item, f"'{comp}' is not a supported comparison operator", ex.position,
+                _exception_steps(ex))
         else:
             if ex.comps is None:
                 ex.comps = "in"
             if isinstance(ex.comps, list):
                 raise self._validate_error(item, "Fields and comps must both be strings",
-                                           ex.position)
+                                           ex.position,
+                _exception_steps(ex))
             ex.comps = ex.comps.strip()
             if ex.comps not in ("in", "pmatch", "intersects") and ex.comps not in modifier_ops:
                 raise self._validate_error(
                     item, "When fields is a single value, comps must be one of (in, pmatch, "
                           "intersects) or a modifier operator (e.g. startswith oneof)",
-                    ex.position)
+                    ex.position,
+                _exception_steps(ex))
         for name in fields:
-            m = re.fullmatch(r"([a-zA-Z0-9_.]+)(?:\[([^\]]*)\])?", name)
-            try:
-                if m is None:
-                    raise UnknownField(name)
-                resolve(m.group(1), m.group(2))
-            except UnknownField:
+            if not is_valid_lhs_field(name):
                 raise self._validate_error(item, f"'{name}' is not a supported filter field",
-                                           ex.position) from None
+                                           ex.position,
+                _exception_steps(ex))
+
+
+def is_valid_lhs_field(text: str) -> bool:
+    """Whether an exception's field can stand on the left of a check: a known field, or
+    (with a parenthesis) a transformer expression that compiles as `<text> exists`
+    (falco_source.h is_valid_lhs_field)."""
+    if "(" in text:
+        try:
+            node = parse_condition(f"{text} exists")
+            if not isinstance(node, ast.UnaryCheck):
+                return False
+            compile_check(node)
+        except (ConditionSyntaxError, CheckError):
+            return False
+        return True
+    m = re.fullmatch(r"([a-zA-Z0-9_.]+)(?:\[([^\]]*)\])?", text)
+    if m is None:
+        return False
+    try:
+        resolve(m.group(1), m.group(2))
+    except UnknownField:
+        return False
+    return True
+
+
+def _exception_steps(ex: ExceptionInfo) -> tuple[Step, ...]:
+    """The `exception` location of an error about one of a rule's exceptions."""
+    return (Step("exception", ex.name, ex.position),)
 
 
 def _mapping_value(node: object, key: str) -> Node | None:

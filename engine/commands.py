@@ -6,6 +6,7 @@ import argparse
 import json
 import socket
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 if TYPE_CHECKING:
@@ -17,7 +18,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     validate = subparsers.add_parser(
         "validate", help="check rules files (loaded in order as one set)",
         description="Load rules files in order as one set and report every error and warning.")
-    validate.add_argument("--json", action="store_true", help="print one JSON object")
+    validate.add_argument("--format", choices=("text", "json", "falco-json"), default="text",
+                          help="text (default); json: Falconer's object (counts and "
+                               "diagnostics); falco-json: the shape of `falco -V ... -o "
+                               "json_output=true`")
+    validate.add_argument("--json", action="store_const", const="json", dest="format",
+                          help="same as --format json")
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.set_defaults(run=run_validate)
 
@@ -37,8 +43,10 @@ def run_validate(args: argparse.Namespace) -> int:
     """Print counts and diagnostics; exit 1 when there are errors."""
     from falconer.engine import Engine
 
+    if args.format == "falco-json":
+        return _validate_falco_json(args.files)
     result = Engine().load(args.files)
-    if args.json:
+    if args.format == "json":
         print(json.dumps(result.to_dict(), indent=2))
     else:
         c = result.counts
@@ -48,6 +56,16 @@ def run_validate(args: argparse.Namespace) -> int:
         for diag in [*result.errors, *result.warnings]:
             print(diag.human())
     return 0 if result.ok else 1
+
+
+def _validate_falco_json(files: list[str]) -> int:
+    """Falco's `-V` JSON: each file loaded after the ones before it, one result each."""
+    from falconer.engine import Engine
+    from falconer.engine.falcojson import load_results
+
+    results = [(str(Path(f)), Engine().load(files[:i + 1])) for i, f in enumerate(files)]
+    print(json.dumps(load_results(results)))
+    return 0 if all(result.ok for _, result in results) else 1
 
 
 def _events(stream: TextIO, err: TextIO) -> tuple[list[MappingEvent], int]:

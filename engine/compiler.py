@@ -13,27 +13,33 @@ Every problem is a positioned LoadError; unused lists and macros become warnings
 from __future__ import annotations
 
 import bisect
-import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from falconer.engine import ast
-from falconer.engine.checks import Check, CheckError, compile_check
+from falconer.engine import ast, fieldrefs
+from falconer.engine.appendoutput import AppendOutput
+from falconer.engine.checks import Check, compile_check
 from falconer.engine.collector import Collector, ExceptionInfo, ListInfo, MacroInfo, RuleInfo
-from falconer.engine.diagnostics import LoadError, Position, Reporter
+from falconer.engine.diagnostics import LoadError, Position, Reporter, Step
 from falconer.engine.evttypes import EvtSet, event_types
 from falconer.engine.fields import FIELDS
 from falconer.engine.lexer import ConditionSyntaxError, LIST_OPS
 from falconer.engine.located import LocatedText
 from falconer.engine.output import OutputFormat, OutputFormatError, compile_output
 from falconer.engine.parser import parse_condition
+from falconer.engine.transformers import CheckError
+from falconer.engine.valuewarnings import value_warnings
 
 _EQUALITY_OPS = frozenset({"=", "==", "!=", "in", "intersects", "pmatch"})
 #: Fields whose extractors print `<NA>` for a missing value (k8s audit): comparing them
 #: to `<NA>` is what Falco flags as an unsafe check.
 _UNSAFE_NA_PREFIXES = ("ka.", "jevt.")
-#: Falco's old output shorthand, now dropped with a deprecation warning.
+#: Falco's old output shorthand, now dropped with Falco's deprecation warning
+#: (rule_loader_compiler.cpp: replaced by the empty string, warned at the rule).
 _CONTAINER_INFO = "%container.info"
+_CONTAINER_INFO_DEPRECATED = ("%container.info is deprecated and no more useful, and will be "
+                              "dropped by Falco 1.0.0. The container plugin will automatically "
+                              "add required fields to the output message.")
 
 
 @dataclass
@@ -50,6 +56,28 @@ class CompiledRule:
     check: Check
     evttypes: EvtSet
     output: OutputFormat
+    #: `append_output` extra fields: output_fields keys that are not in the text.
+    extra_fields: tuple[ExtraOutputField, ...] = ()
+    #: Base names of every field the rule uses (condition, exceptions, outputs).
+    fields: frozenset[str] = frozenset()
+
+    def render(self, event: object) -> tuple[str, dict[str, object]]:
+        """The output text and output_fields of an event that matched."""
+        text, fields = self.output.render(event)
+        for extra in self.extra_fields:
+            extra_text, extra_values = extra.format.render(event)
+            fields[extra.key] = extra_values.get(extra.key) if extra.raw else extra_text
+        return text, fields
+
+
+@dataclass(frozen=True)
+class ExtraOutputField:
+    """A compiled `append_output` extra field: `raw` gives the field's typed value, else
+    the format's text (formats.cpp format_event)."""
+
+    key: str
+    format: OutputFormat
+    raw: bool
 
 
 @dataclass
@@ -62,15 +90,13 @@ class Compiled:
 
 
 class _Failure(Exception):
-    """Carries a LoadError out of deep recursion, or a skip-if-unknown-filter drop."""
+    """Carries a LoadError out of deep recursion; `unknown_field` marks what
+    skip-if-unknown-filter may turn into a warning that drops the rule."""
 
-    def __init__(self, error: LoadError, unknown_field: bool = False,
-                 cascade: bool = False) -> None:
+    def __init__(self, error: LoadError, unknown_field: bool = False) -> None:
         super().__init__(error.message)
         self.error = error
         self.unknown_field = unknown_field
-        #: The failure comes from a macro already reported broken: don't report it again.
-        self.cascade = cascade
 
 
 def _item_value(text: str) -> ast.Value:
@@ -83,18 +109,22 @@ def _item_value(text: str) -> ast.Value:
 class Compiler:
     """Compiles one collection; diagnostics go to the reporter."""
 
-    def __init__(self, collector: Collector, reporter: Reporter) -> None:
+    def __init__(self, collector: Collector, reporter: Reporter,
+                 answered_fields: frozenset[str] | None = None,
+                 append_output: tuple[AppendOutput, ...] = ()) -> None:
         self.col = collector
         self.reporter = reporter
+        self.answered_fields = answered_fields
+        self.append_output = append_output
         self.lists: dict[str, list[str]] = {}
         self.used_lists: set[str] = set()
         self.macro_asts: dict[str, ast.Expr] = {}
         self.used_macros: set[str] = set()
-        self.broken_macros: set[str] = set()
         # Every parsed text gets a distinct range of node positions, so a node expanded
         # from a macro into a rule still knows which text (and file line) it came from.
         self._bases: list[int] = []
         self._texts: list[LocatedText] = []
+        self._owners: list[str] = []  # the item kind each text is the condition of
 
     # -- lists ------------------------------------------------------------------------------
 
@@ -123,7 +153,15 @@ class Compiler:
 
     def _error(self, code: str, message: str, pos: int, kind: str, name: str) -> LoadError:
         """A LoadError at the file position of node position `pos`."""
-        return LoadError(code, message, self.where(pos), kind, name)
+        return LoadError(code, message, self.where(pos), kind, name, self.steps(pos))
+
+    def steps(self, pos: int) -> tuple[Step, ...]:
+        """The context below the item of node position `pos`: the condition it is in
+        (`rule condition`/`macro condition`), then the `condition expression` token."""
+        i = bisect.bisect_right(self._bases, pos) - 1
+        if i < 0:
+            return ()
+        return _condition_steps(self._texts[i], self._owners[i], pos - self._bases[i])
 
     def parse(self, text: LocatedText, kind: str, name: str) -> ast.Expr:
         """Parse and substitute lists; syntax errors are positioned."""
@@ -131,11 +169,13 @@ class Compiler:
             tree = parse_condition(text.text)
         except ConditionSyntaxError as exc:
             raise _Failure(LoadError("LOAD_ERR_COMPILE_CONDITION", exc.message,
-                                     text.position(exc.offset), kind, name)) from None
+                                     text.position(exc.offset), kind, name,
+                                     _condition_steps(text, kind, exc.offset))) from None
         base = self._bases[-1] + len(self._texts[-1].text) + 1 if self._bases else 0
         self._bases.append(base)
         self._texts.append(text)
-        return self._substitute(_shifted(tree, base), kind, name)
+        self._owners.append(kind)
+        return self._substitute(ast.shifted(tree, base), kind, name)
 
     def _list_values(self, value: ast.Value, after: int = -1) -> tuple[ast.Value, ...] | None:
         """The items of the list a bare value names, or None.
@@ -194,53 +234,37 @@ class Compiler:
         if not isinstance(node, ast.Identifier):
             return node
         ref = node.name
-        if ref in self.broken_macros and visible(ref):
-            self.used_macros.add(ref)
-            raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", f"macro '{ref}' is invalid",
-                                       node.pos, kind, name), cascade=True)
         if ref not in self.macro_asts or not visible(ref):
-            raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION",
+            raise _Failure(self._error("LOAD_ERR_VALIDATE",
                                        f"Undefined macro '{ref}' used in filter.", node.pos,
                                        kind, name))
         if ref in path:
-            raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION",
-                                       f"reference loop in macro '{ref}'", node.pos, kind,
-                                       name))
+            raise _Failure(self._error("LOAD_ERR_VALIDATE", f"reference loop in macro '{ref}'",
+                                       node.pos, kind, name))
         self.used_macros.add(ref)
         return self.expand(self.macro_asts[ref], visible, kind, name, (*path, ref))
 
     def compile_macros(self) -> None:
-        """Parse every macro, then expand each against the macros it can see; a broken
-        macro is reported once, and rules using it fail silently (cascade)."""
+        """Parse every macro, then expand each against the macros it can see (those
+        defined before it); the first failure ends the compile (raised)."""
         ordered = sorted(self.col.macros.values(), key=lambda info: info.index)
         for info in ordered:
-            try:
-                self.macro_asts[info.name] = self.parse(info.cond, "macro", info.name)
-            except _Failure as failure:
-                self.broken_macros.add(info.name)
-                self.reporter.add_error(failure.error)
+            self.macro_asts[info.name] = self.parse(info.cond, "macro", info.name)
         for info in ordered:
-            if info.name not in self.macro_asts:
-                continue
             limit = info.visibility
             macros = self.col.macros
 
             def visible(ref: str, limit: int = limit) -> bool:
                 return macros[ref].index < limit
-            try:
-                self.macro_asts[info.name] = self.expand(self.macro_asts[info.name], visible,
-                                                         "macro", info.name, (info.name,))
-            except _Failure as failure:
-                del self.macro_asts[info.name]
-                self.broken_macros.add(info.name)
-                if not failure.cascade:
-                    self.reporter.add_error(failure.error)
+            self.macro_asts[info.name] = self.expand(self.macro_asts[info.name], visible,
+                                                     "macro", info.name)
 
     # -- rules ------------------------------------------------------------------------------
 
     def compile_rules(self) -> list[CompiledRule]:
-        """Compile every rule of a known source; a failing rule is reported (or, with
-        skip-if-unknown-filter and an unknown field, dropped with a warning)."""
+        """Compile every rule of a known source, in order; the first failure ends the
+        compile (raised), except an unknown field under skip-if-unknown-filter, which
+        drops the rule with a LOAD_UNKNOWN_FILTER warning."""
         out: list[CompiledRule] = []
         for info in sorted(self.col.rules.values(), key=lambda r: r.index):
             if info.unknown_source:
@@ -248,56 +272,104 @@ class Compiler:
             try:
                 out.append(self._compile_rule(info))
             except _Failure as failure:
-                if failure.cascade:
-                    continue
-                if failure.unknown_field and info.skip_if_unknown_filter:
-                    err = failure.error
-                    self.reporter.add("LOAD_UNKNOWN_FILTER", err.message, err.position,
-                                      "rule", info.name)
-                else:
-                    self.reporter.add_error(failure.error)
+                if not (failure.unknown_field and info.skip_if_unknown_filter):
+                    raise
+                err = failure.error
+                self.reporter.add("LOAD_UNKNOWN_FILTER", err.message, err.position, "rule",
+                                  info.name, err.steps)
         return out
 
-    def _compile_output(self, info: RuleInfo) -> OutputFormat:
-        """The rule's output format; deprecated tokens and fields are warned about."""
-        text = info.output.text
+    def _output_text(self, info: RuleInfo) -> LocatedText:
+        """The rule's output with every matching `append_output` text after a blank."""
+        text = info.output
+        for entry in self.append_output:
+            if entry.matches(info.name, info.source, info.tags):
+                for fmt in entry.formats(info.source):
+                    text = text + LocatedText.synthetic(" " + fmt, info.position)
+        return text
+
+    def _compile_output(self, info: RuleInfo) -> tuple[OutputFormat, LocatedText]:
+        """The rule's output format (with appended output) and the text it was compiled
+        from; deprecated tokens and fields are warned about."""
+        located = self._output_text(info)
+        text = located.text
         if _CONTAINER_INFO in text:
-            self.reporter.add("LOAD_DEPRECATED_ITEM",
-                              f"{_CONTAINER_INFO} is deprecated: container fields are added to "
-                              "outputs by the engine; the token is dropped",
-                              info.output.position(text.index(_CONTAINER_INFO)), "rule",
-                              info.name)
+            self.reporter.add("LOAD_DEPRECATED_ITEM", _CONTAINER_INFO_DEPRECATED,
+                              info.position, "rule", info.name)
             text = text.replace(_CONTAINER_INFO, "")
         try:
             output = compile_output(text)
         except OutputFormatError as exc:
-            raise _Failure(LoadError("LOAD_ERR_COMPILE_OUTPUT", exc.message,
-                                     info.output.position(exc.offset), "rule", info.name),
+            pos, start = located.position(exc.offset), located.position(0)
+            steps = (Step("rule output", "", start), Step("rule output expression", "", pos)) \
+                if pos is not None and start is not None else ()
+            raise _Failure(LoadError("LOAD_ERR_COMPILE_OUTPUT", exc.message, pos, "rule",
+                                     info.name, steps),
                            unknown_field=exc.message.startswith("unknown filter")) from None
         for token in output.tokens:
             if token.info.deprecated:
                 name = token.info.name
                 self.reporter.add("LOAD_DEPRECATED_ITEM", f"usage of deprecated field "
                                   f"'{name}' has been detected in the rule output",
-                                  info.output.position(max(text.find(name) - 1, 0)), "rule",
+                                  located.position(max(text.find(name) - 1, 0)), "rule",
                                   info.name)
-        return output
+        return output, located
+
+    def _extra_fields(self, info: RuleInfo) -> dict[str, ExtraOutputField]:
+        """The `extra_fields` of the matching `append_output` entries, compiled; a later
+        entry's key replaces an earlier one's (Falco keeps them in a map)."""
+        out: dict[str, ExtraOutputField] = {}
+        for entry in self.append_output:
+            if not entry.matches(info.name, info.source, info.tags):
+                continue
+            for extra in entry.extra_fields:
+                try:
+                    out[extra.key] = ExtraOutputField(extra.key, compile_output(extra.format),
+                                                      extra.raw)
+                except OutputFormatError as exc:
+                    raise _Failure(LoadError("LOAD_ERR_COMPILE_OUTPUT", exc.message,
+                                             info.output.position(0), "rule",
+                                             info.name)) from None
+        return out
 
     def _compile_rule(self, info: RuleInfo) -> CompiledRule:
-        """Output, then condition with exceptions, expanded, checked and closed over."""
-        output = self._compile_output(info)
+        """Exceptions, output, then the condition expanded, checked and closed over (the
+        order of Falco's compile_rule_infos, so the first error is the same)."""
         cond = with_exceptions(info)
+        output, output_text = self._compile_output(info)
+        extra_fields = self._extra_fields(info)
         tree = self.parse(cond, "rule", info.name)
         tree = self.expand(tree, lambda ref: True, "rule", info.name)
         self._warn_condition(tree, info.name)
         check = self._closure(tree, info.name)
+        self._warn_values(tree, info.name)
         types = event_types(tree)
         if types.is_all_but and info.warn_evttypes:
             self.reporter.add("LOAD_NO_EVTTYPE", "Rule matches too many evt.type values. This "
                               "has a significant performance penalty.", info.position,
                               "rule", info.name)
+        used = [(node, self.where(node.pos)) for node in fieldrefs.fields_of(tree)]
+        used += [(node, output_text.position(node.pos)) for token in output.tokens
+                 for node in fieldrefs.fields_of(token.node)]
+        used += [(node, info.output.position(0)) for extra in extra_fields.values()
+                 for token in extra.format.tokens for node in fieldrefs.fields_of(token.node)]
+        self._warn_unanswered(info.name, used)
+        names = frozenset(n for n in (fieldrefs.base_name(node) for node, _ in used) if n)
         return CompiledRule(info.name, info.index, info.priority, info.source, info.desc,
-                            sorted(info.tags), info.enabled, check, types, output)
+                            sorted(info.tags), info.enabled, check, types, output,
+                            tuple(extra_fields.values()), names)
+
+    def _warn_unanswered(self, rule: str, used: list[tuple[ast.Field, Position | None]]) -> None:
+        """`LOAD_UNANSWERED_FIELD` at the first use of each field the source does not
+        answer (only when the engine was told what the source answers)."""
+        if self.answered_fields is None:
+            return
+        where = {id(node): pos for node, pos in used}
+        for node in fieldrefs.unanswered([node for node, _ in used], self.answered_fields):
+            self.reporter.add("LOAD_UNANSWERED_FIELD",
+                              f"field '{fieldrefs.base_name(node)}' is not answered by the event "
+                              "source: it always reads as missing", where[id(node)], "rule",
+                              rule)
 
     def _warn_condition(self, tree: ast.Expr, name: str) -> None:
         """Deprecated fields, and `<NA>` comparisons on fields that print `<NA>` when missing."""
@@ -317,6 +389,19 @@ class Compiler:
                                       "a missing value from a present one",
                                       self.where(node.pos), "rule", name)
                     break
+
+    def _warn_values(self, tree: ast.Expr, name: str) -> None:
+        """LOAD_COMPILE_CONDITION warnings about the constants of a compiled rule's checks
+        (values from lists and exceptions included), at each check's right side."""
+        for node in _checks(tree):
+            if not isinstance(node, ast.BinaryCheck) or isinstance(node.right, ast.Transformer):
+                continue
+            right = node.right
+            values = right.values if isinstance(right, ast.ListValue) else (right,)
+            for value in values:
+                for message in value_warnings(node.op, value.text):
+                    self.reporter.add("LOAD_COMPILE_CONDITION", message, self.where(right.pos),
+                                      "rule", name, self.steps(right.pos))
 
     def _closure(self, node: ast.Expr, name: str) -> Check:
         """The expanded tree as nested closures."""
@@ -349,20 +434,6 @@ class Compiler:
                     self.reporter.add(f"LOAD_UNUSED_{kind.upper()}",
                                       f"{kind.capitalize()} not referred to by any other "
                                       "rule/macro", info.position, kind, info.name)
-
-
-def _shifted(node: ast.Expr, delta: int) -> ast.Expr:
-    """The same tree with every position moved by `delta`."""
-    if delta == 0:
-        return node
-    changes: dict[str, object] = {"pos": node.pos + delta}
-    for attr in ("children", "args", "values"):
-        if hasattr(node, attr):
-            changes[attr] = tuple(_shifted(c, delta) for c in getattr(node, attr))
-    for attr in ("child", "left", "right"):
-        if hasattr(node, attr):
-            changes[attr] = _shifted(getattr(node, attr), delta)
-    return dataclasses.replace(node, **changes)  # type: ignore[arg-type]
 
 
 def _checks(node: ast.Expr) -> list[ast.BinaryCheck | ast.UnaryCheck]:
@@ -483,11 +554,33 @@ def with_exceptions(info: RuleInfo) -> LocatedText:
     return cond
 
 
-def compile_collection(collector: Collector, reporter: Reporter) -> Compiled:
-    """Run stage 3 over everything collected."""
-    compiler = Compiler(collector, reporter)
-    compiler.compile_lists()
-    compiler.compile_macros()
-    rules = compiler.compile_rules()
+def _condition_steps(text: LocatedText, kind: str, offset: int) -> tuple[Step, ...]:
+    """`<kind> condition` at the text's start, then the `condition expression` at
+    `offset`, named as Falco names it: the condition's first characters, quoted."""
+    start, token = text.position(0), text.position(offset)
+    if start is None or token is None:
+        return ()
+    cond = text.text if len(text.text) <= 20 else text.text[:17] + "..."
+    content = '"' + cond.replace("\n", " ").replace("\r", " ") + '"'
+    return (Step(f"{kind} condition", "", start),
+            Step("condition expression", "", token, content))
+
+
+def compile_collection(collector: Collector, reporter: Reporter,
+                       answered_fields: frozenset[str] | None = None,
+                       append_output: tuple[AppendOutput, ...] = ()) -> Compiled:
+    """Run stage 3 over everything collected (see EngineOptions for the options).
+
+    As in Falco (rule_loader::compiler::compile), the first error ends the stage: it is
+    the only error reported, and no unused-macro/list warnings follow it.
+    """
+    compiler = Compiler(collector, reporter, answered_fields, append_output)
+    try:
+        compiler.compile_lists()
+        compiler.compile_macros()
+        rules = compiler.compile_rules()
+    except _Failure as failure:
+        reporter.add_error(failure.error)
+        return Compiled([], len(collector.macros), len(collector.lists))
     compiler.warn_unused()
     return Compiled(rules, len(collector.macros), len(collector.lists))

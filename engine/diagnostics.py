@@ -8,6 +8,7 @@ caret. The codes are Falco's own names, so that tooling written for Falco's
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 #: Errors: any of these makes a load fail (the engine keeps its previous rules).
@@ -33,6 +34,12 @@ WARNING_CODES: frozenset[str] = frozenset({
     "LOAD_EXCEPTION_NAME_NOT_UNIQUE",
     "LOAD_UNSAFE_NA_CHECK",
     "LOAD_UNKNOWN_PLUGIN",
+    "LOAD_COMPILE_CONDITION",
+    "LOAD_UNKNOWN_KEY",
+    # Falconer's own: a rule uses a field its event source does not answer (see
+    # falconer.engine.fieldrefs). Not Falco's LOAD_UNKNOWN_FILTER: that one means the
+    # rule was dropped, while this rule loads and reads the field as missing.
+    "LOAD_UNANSWERED_FIELD",
 })
 
 
@@ -45,9 +52,59 @@ class Position:
     column: int
 
 
+#: Falco's item type of each item kind (rule_loader.cpp item_type_strings).
+ITEM_TYPES: dict[str, str] = {
+    "": "rules content item", "rule": "rule", "macro": "macro", "list": "list",
+    "required_engine_version": "required_engine_version",
+    "required_plugin_versions": "required plugin versions",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One location below an item in a diagnostic's context (e.g. `rule condition`, then
+    `condition expression`); `content` names what the position is in when it is not the
+    file (Falco names a condition expression by its first characters, quoted)."""
+
+    item_type: str
+    item_name: str
+    position: Position
+    content: str = ""
+
+
+@dataclass(frozen=True)
+class Location:
+    """One level of a diagnostic's context chain, from the file down to the token, as
+    Falco's rule_loader::context has them: what is there (`item_type`, Falco's words:
+    "rules content", "rule", "rule condition", "condition expression", "rule output",
+    "rule priority", "exception", "value for", ...), its name, and where it starts
+    (`line`/`column` 1-based, 0 for the whole file; `offset` 0-based into the file)."""
+
+    item_type: str
+    item_name: str
+    name: str
+    line: int
+    column: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    """Where a rules-file item starts and its 0-based index among its file's items."""
+
+    kind: str
+    name: str
+    position: Position
+    index: int
+
+
 @dataclass(frozen=True)
 class Diagnostic:
-    """One error or warning found while loading rules."""
+    """One error or warning found while loading rules.
+
+    `locations` is the context chain (rules content, item, value, token); `item_index`
+    the 0-based index of the item in its file (-1 when the diagnostic concerns no item).
+    """
 
     code: str
     message: str
@@ -57,6 +114,8 @@ class Diagnostic:
     item_kind: str = ""
     item_name: str = ""
     snippet: str = ""
+    locations: tuple[Location, ...] = ()
+    item_index: int = -1
 
     @property
     def is_error(self) -> bool:
@@ -73,7 +132,9 @@ class Diagnostic:
             "column": self.column,
             "item": self.item_name,
             "kind": self.item_kind,
+            "item_index": self.item_index,
             "snippet": self.snippet,
+            "locations": [dataclasses.asdict(loc) for loc in self.locations],
         }
 
     def human(self) -> str:
@@ -89,11 +150,13 @@ class LoadError(Exception):
     """A positioned problem found while loading; becomes a Diagnostic.
 
     Raised inside the loader stages and caught at item granularity, so that one bad
-    item never hides the diagnostics of the others.
+    item never hides the diagnostics of the others. `steps` are the context below the
+    item (see Step); without them a position inside an item is a "value for" it.
     """
 
     def __init__(self, code: str, message: str, position: Position | None,
-                 item_kind: str = "", item_name: str = "") -> None:
+                 item_kind: str = "", item_name: str = "",
+                 steps: tuple[Step, ...] = ()) -> None:
         super().__init__(message)
         if code not in ERROR_CODES and code not in WARNING_CODES:
             raise ValueError(f"unknown diagnostic code {code}")
@@ -102,6 +165,7 @@ class LoadError(Exception):
         self.position = position
         self.item_kind = item_kind
         self.item_name = item_name
+        self.steps = steps
 
 
 def snippet_for(text: str | None, line: int, column: int) -> str:
@@ -138,19 +202,74 @@ class LoadResult:
         }
 
 
+def offset_of(text: str | None, line: int, column: int) -> int:
+    """The 0-based character offset of a 1-based line and column (-1 when unknown)."""
+    if not text or line < 1:
+        return -1 if line >= 1 else 0
+    start = 0
+    for _ in range(line - 1):
+        nl = text.find("\n", start)
+        if nl < 0:
+            return -1
+        start = nl + 1
+    return start + max(column - 1, 0)
+
+
 class Reporter:
-    """Collects diagnostics during one load, attaching snippets from the source texts."""
+    """Collects diagnostics during one load, attaching snippets and context chains.
+
+    The loader tells it which item is being read (`current`) and every item's first
+    definition (`note_item`), so that a diagnostic about an item carries the item's
+    location and index without each call site passing them.
+    """
 
     def __init__(self, texts: dict[str, str]) -> None:
         self._texts = texts
         self.result = LoadResult()
+        self.current: ItemRef | None = None
+        self._items: dict[tuple[str, str], ItemRef] = {}
+
+    def note_item(self, ref: ItemRef) -> None:
+        """An item was read: it is the current one, and the reference for its name."""
+        self.current = ref
+        self._items.setdefault((ref.kind, ref.name), ref)
+
+    def _item(self, kind: str, name: str, file: str) -> ItemRef | None:
+        """The item a diagnostic concerns: the current one if it matches, else the first
+        definition of that kind and name."""
+        cur = self.current
+        if cur is not None and cur.kind == kind and cur.name == name and \
+                cur.position.file == file:
+            return cur
+        return self._items.get((kind, name)) if kind else None
+
+    def _location(self, item_type: str, item_name: str, pos: Position,
+                  content: str = "") -> Location:
+        return Location(item_type, item_name, content or pos.file, pos.line, pos.column,
+                        offset_of(self._texts.get(pos.file), pos.line, pos.column))
+
+    def _chain(self, pos: Position, ref: ItemRef | None, steps: tuple[Step, ...]) -> \
+            tuple[Location, ...]:
+        """rules content, then the item, then the steps (or a "value for" at `pos`)."""
+        locations = [Location("rules content", "", pos.file, 0, 0, 0)]
+        if ref is not None:
+            locations.append(self._location(ITEM_TYPES.get(ref.kind, ref.kind), ref.name,
+                                            ref.position))
+        for step in steps:
+            locations.append(self._location(step.item_type, step.item_name, step.position,
+                                            step.content))
+        if not steps and pos.line and (ref is None or ref.position != pos):
+            locations.append(self._location("value for", "", pos))
+        return tuple(locations)
 
     def add(self, code: str, message: str, position: Position | None,
-            item_kind: str = "", item_name: str = "") -> None:
+            item_kind: str = "", item_name: str = "", steps: tuple[Step, ...] = ()) -> None:
         """Record one diagnostic; its severity follows from its code."""
         pos = position or Position("", 0, 0)
+        ref = self._item(item_kind, item_name, pos.file)
         diag = Diagnostic(code, message, pos.file, pos.line, pos.column, item_kind, item_name,
-                          snippet_for(self._texts.get(pos.file), pos.line, pos.column))
+                          snippet_for(self._texts.get(pos.file), pos.line, pos.column),
+                          self._chain(pos, ref, steps), ref.index if ref else -1)
         if diag.is_error:
             self.result.errors.append(diag)
         else:
@@ -158,4 +277,4 @@ class Reporter:
 
     def add_error(self, err: LoadError) -> None:
         """Record a caught LoadError."""
-        self.add(err.code, err.message, err.position, err.item_kind, err.item_name)
+        self.add(err.code, err.message, err.position, err.item_kind, err.item_name, err.steps)

@@ -11,20 +11,31 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from falconer.engine.appendoutput import AppendOutput
 from falconer.engine.collector import Collector
 from falconer.engine.compiler import compile_collection
-from falconer.engine.diagnostics import LoadError, LoadResult, Position, Reporter
+from falconer.engine.diagnostics import ItemRef, LoadError, LoadResult, Position, Reporter
 from falconer.engine.reader import SourceFile, read_items
 from falconer.engine.ruleset import Ruleset, Selection
 
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How the loaded rules are selected and matched."""
+    """How the loaded rules are compiled, selected and matched.
+
+    - `answered_fields`: base names of the fields the event source answers (e.g.
+      `proc.aname` for `proc.aname[2]`, `evt.arg` for `evt.arg.flags`); a rule using
+      another known field loads with a `LOAD_UNANSWERED_FIELD` warning at the field.
+      None: no check.
+    - `append_output`: falco.yaml's `append_output` entries (see
+      `falconer.engine.appendoutput.parse_append_output`), applied to every rule.
+    """
 
     min_priority: str = "debug"
     rule_matching: str = "first"
     selection: Selection = field(default_factory=tuple)
+    answered_fields: frozenset[str] | None = None
+    append_output: tuple[AppendOutput, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,22 @@ class Engine:
         Ruleset([], self.options.min_priority, self.options.rule_matching,
                 self.options.selection)  # validate the options now, not at first load
         self.ruleset: Ruleset | None = None
+
+    @staticmethod
+    def _read(source: SourceFile, collector: Collector, reporter: Reporter) -> None:
+        """Read and collect one file's items; as in Falco (rule_loader_reader.cpp read),
+        the first error ends the file: its later items are not read."""
+        for item in read_items(source):
+            if isinstance(item, LoadError):
+                reporter.current = None
+                reporter.add_error(item)
+                return
+            reporter.note_item(ItemRef(item.kind, item.label, item.position, item.index))
+            try:
+                collector.collect(item)
+            except LoadError as err:
+                reporter.add_error(err)
+                return
 
     def load(self, sources: Iterable[RulesSource | Path | str]) -> LoadResult:
         """Load files in order as one set; on error keep the previous ruleset."""
@@ -64,20 +91,15 @@ class Engine:
             reporter.add_error(err)
         collector = Collector(reporter)
         for source in files:
-            for item in read_items(source):
-                if isinstance(item, LoadError):
-                    reporter.add_error(item)
-                    continue
-                try:
-                    collector.collect(item)
-                except LoadError as err:
-                    reporter.add_error(err)
+            self._read(source, collector, reporter)
+        reporter.current = None
         result = reporter.result
         if result.errors:
             result.counts = {"rules": len(collector.rules), "macros": len(collector.macros),
                              "lists": len(collector.lists)}
             return result
-        compiled = compile_collection(collector, reporter)
+        compiled = compile_collection(collector, reporter, self.options.answered_fields,
+                                      self.options.append_output)
         result.counts = {"rules": len(compiled.rules), "macros": compiled.macros,
                          "lists": compiled.lists}
         if not result.errors:

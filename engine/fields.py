@@ -305,6 +305,13 @@ k8s.deployment.name string none - Deployment Name
 k8s.deployment.uid string none - Deployment UID
 k8s.statefulset.name string none - StatefulSet Name
 k8s.daemonset.name string none - DaemonSet Name
+k8smeta.pod.name string none - Pod Name
+k8smeta.pod.uid string none - Pod UID
+k8smeta.pod.label string required - Pod Label
+k8smeta.pod.labels string none list Pod Labels
+k8smeta.pod.ip string none - Pod IP
+k8smeta.ns.name string none - Namespace Name
+k8smeta.deployment.name string none - Deployment Name
 """
 
 

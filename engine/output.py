@@ -8,18 +8,20 @@ The compiled format renders the text line and the typed `output_fields` map.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from falconer.engine import ast
-from falconer.engine.checks import CheckError, Getter, operand
+from falconer.engine.transformers import CheckError, Getter, operand
+from falconer.engine.fieldrefs import fields_of
 from falconer.engine.fields import FieldInfo
 from falconer.engine.lexer import ConditionSyntaxError
 from falconer.engine.located import OffsetError
 from falconer.engine.parser import parse_field_or_transformer
 
 NOT_AVAILABLE = "<NA>"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _PAD = re.compile(r"[0-9]+")
 
 
@@ -28,13 +30,27 @@ class OutputFormatError(OffsetError):
 
 
 @dataclass(frozen=True)
-class Token:
-    """One `%field` of a format."""
+class OutputField:
+    """One plain field whose value goes into `output_fields` (libsinsp's resolution
+    token): a `%field` token, or a field inside a `%transformer(...)` token."""
 
-    key: str | None  # the output_fields key, e.g. "proc.aname[2]"; None for transformers
+    key: str  # e.g. "proc.aname[2]", as the field was written
+    info: FieldInfo
+    get: Getter
+
+
+@dataclass(frozen=True)
+class Token:
+    """One `%field` or `%transformer(...)` of a format."""
+
+    node: ast.Field | ast.Transformer  # positions are offsets into the format text
     info: FieldInfo
     pad: int
-    get: Callable[[object], object]
+    get: Getter
+    #: The plain fields of the token, in text order: libsinsp's formatter puts these,
+    #: never the transformed value, into output_fields (eventformatter.cpp
+    #: formatter_visitor; transformer tokens are skipped unless resolve_transformed_fields).
+    fields: tuple[OutputField, ...]
 
 
 def _render(value: object) -> str:
@@ -76,11 +92,10 @@ class OutputFormat:
             if isinstance(part, str):
                 out.append(part)
                 continue
-            value = part.get(event)
-            text = _render(value)
+            text = _render(part.get(event))
             out.append(text.ljust(part.pad)[:part.pad] if part.pad else text)
-            if part.key is not None:
-                fields[part.key] = _typed(part.info, value)
+            for field in part.fields:
+                fields[field.key] = _typed(field.info, field.get(event))
         return "".join(out), fields
 
 
@@ -108,6 +123,27 @@ def _token_at(fmt: str, start: int) -> tuple[ast.Field | ast.Transformer, Getter
     raise OutputFormatError(f"unknown filter: {last_error}", start - 1)
 
 
+def field_key(node: ast.Field) -> str:
+    """The output_fields key of a field: its name, plus `[arg]` when it has one."""
+    return f"{node.name}[{node.arg}]" if node.arg is not None else node.name
+
+
+def _output_fields(node: ast.Field | ast.Transformer) -> tuple[OutputField, ...]:
+    """The plain fields of a token, each with its getter and registry entry."""
+    out: list[OutputField] = []
+    for field in fields_of(node):
+        get, info, _ = operand(field)
+        out.append(OutputField(field_key(field), info, get))
+    return tuple(out)
+
+
+def escape_text(line: str) -> str:
+    """A line safe for a text output, as Falco 0.44 writes it (formats.cpp: the line is
+    JSON-encoded and the quotes dropped): `"` and `\\` get a backslash, control
+    characters become `\\n`, `\\t`, `\\u001b`..., undecodable bytes U+FFFD."""
+    return json.dumps(_SURROGATE.sub("\ufffd", line), ensure_ascii=False)[1:-1]
+
+
 def compile_output(fmt: str) -> OutputFormat:
     """Compile a rule's output; raises OutputFormatError."""
     if fmt.startswith("*"):
@@ -132,11 +168,8 @@ def compile_output(fmt: str) -> OutputFormat:
                 raise OutputFormatError(
                     "invalid formatting syntax: formatting cannot end with a number", i)
         node, get, info, end = _token_at(fmt, j)
-        if isinstance(node, ast.Field):
-            key: str | None = f"{node.name}[{node.arg}]" if node.arg is not None else node.name
-        else:
-            key = None  # Falco leaves transformed values out of output_fields
-        parts.append(Token(key, info, pad, get))
+        node = ast.shifted(node, j)  # type: ignore[assignment]
+        parts.append(Token(node, info, pad, get, _output_fields(node)))
         i = literal_start = end
     if literal_start < len(fmt):
         parts.append(fmt[literal_start:])

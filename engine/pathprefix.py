@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable
 
 from falconer.engine.fnglob import glob_regex
+from falconer.engine.posixregex import Pattern
 
 _GLOB_CHARS = re.compile(r"[?*\[]")
 
@@ -29,18 +30,17 @@ class _Node:
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
-        self.globs: list[tuple[re.Pattern[str], _Node]] = []
+        self.globs: list[tuple[str, Pattern, _Node]] = []
         self.terminal = False
 
     def child(self, comp: str) -> _Node:
         """The node for one filter component, shared by paths that share it."""
         if _GLOB_CHARS.search(comp):
-            rx = glob_regex(comp)
-            for known, node in self.globs:
-                if known.pattern == rx.pattern:
+            for known, _, node in self.globs:
+                if known == comp:
                     return node
             node = _Node()
-            self.globs.append((rx, node))
+            self.globs.append((comp, glob_regex(comp), node))
             return node
         return self.children.setdefault(comp, _Node())
 
@@ -70,4 +70,5 @@ def _match(node: _Node, comps: list[str], i: int) -> bool:
     nxt = node.children.get(comps[i])
     if nxt is not None and _match(nxt, comps, i + 1):
         return True
-    return any(rx.fullmatch(comps[i]) and _match(sub, comps, i + 1) for rx, sub in node.globs)
+    return any(rx.fullmatch(comps[i]) is not None and _match(sub, comps, i + 1)
+               for _, rx, sub in node.globs)

@@ -1,97 +1,53 @@
-"""`regex`: RE2 in POSIX mode, as libsinsp compiles it, mapped onto Python's `re`.
+"""`regex`: RE2 in POSIX mode, exactly as libsinsp compiles and matches it.
 
-libsinsp builds the regex with `RE2::POSIX` and matches the whole value. POSIX mode
-accepts bracket classes such as `[[:digit:]]` and rejects Perl extensions (`\\d`, `\\w`,
-`\\b`, `(?...)`, lazy quantifiers), so a rule that Falco rejects is rejected here too,
-and a rule it accepts means the same thing.
+libsinsp builds each pattern with `re2::RE2(pattern, RE2::POSIX)` (POSIX syntax,
+leftmost-longest matching) and matches the whole value (`ANCHOR_BOTH`)
+(sinsp_filtercheck.cpp). The `google-re2` package binds the same library, so the
+accepted patterns, their meaning and RE2's error messages are Falco's, and matching
+runs in time linear in the value: an attacker-controlled command line cannot stall the
+engine with a backtracking pattern.
 """
 
 from __future__ import annotations
 
-import re
+from typing import Protocol
 
-_CLASSES = {
-    "alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7f", "blank": "\\t ",
-    "cntrl": "\\x00-\\x1f\\x7f", "digit": "0-9", "graph": "!-~", "lower": "a-z",
-    "print": " -~", "punct": "!-/:-@\\[-`{-~", "space": "\\t\\n\\v\\f\\r ", "upper": "A-Z",
-    "word": "0-9A-Za-z_", "xdigit": "0-9A-Fa-f",
-}
-_PERL_ESCAPES = set("dDsSwWbBAzZCQEpPGKR")
+import re2  # type: ignore[import-untyped]
+
+
+class Pattern(Protocol):
+    """A compiled RE2 pattern (the part of google-re2's `_Regexp` the engine uses)."""
+
+    def fullmatch(self, text: str) -> object | None: ...
 
 
 class RegexError(ValueError):
-    """A pattern RE2's POSIX mode would not compile."""
+    """A pattern RE2's POSIX mode does not compile; the message is RE2's."""
 
 
-def _bracket(pattern: str, i: int) -> tuple[str, int]:
-    """Translate a bracket expression starting at `[`; return it and the index after."""
-    out = ["["]
-    i += 1
-    if i < len(pattern) and pattern[i] == "^":
-        out.append("^")
-        i += 1
-    first = True
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "]" and not first:
-            out.append("]")
-            return "".join(out), i + 1
-        first = False
-        if pattern.startswith("[:", i):
-            end = pattern.find(":]", i + 2)
-            if end < 0:
-                raise RegexError("missing closing :]")
-            name = pattern[i + 2:end]
-            negated = name.startswith("^")
-            cls = _CLASSES.get(name.lstrip("^"))
-            if cls is None:
-                raise RegexError(f"invalid character class range: [:{name}:]")
-            if negated:
-                raise RegexError("negated POSIX classes need a separate bracket expression")
-            out.append(cls)
-            i = end + 2
-            continue
-        if ch == "\\":
-            if i + 1 >= len(pattern):
-                raise RegexError("trailing \\")
-            if pattern[i + 1] in _PERL_ESCAPES:
-                raise RegexError(f"invalid escape sequence: \\{pattern[i + 1]}")
-            out.append(pattern[i:i + 2])
-            i += 2
-            continue
-        if ch == "[":
-            out.append("\\[")
-        else:
-            out.append(ch)
-        i += 1
-    raise RegexError("missing ]")
+def _options(posix: bool, dot_nl: bool, case_sensitive: bool) -> object:
+    """RE2 options; `log_errors` off (errors are reported as diagnostics)."""
+    options = re2.Options()
+    options.posix_syntax = posix
+    options.longest_match = posix
+    options.dot_nl = dot_nl
+    options.case_sensitive = case_sensitive
+    options.log_errors = False
+    return options
 
 
-def compile_posix(pattern: str) -> re.Pattern[str]:
-    """Compile an RE2-POSIX pattern; raises RegexError with RE2's complaint."""
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\":
-            if i + 1 >= len(pattern):
-                raise RegexError("trailing \\")
-            nxt = pattern[i + 1]
-            if nxt in _PERL_ESCAPES:
-                raise RegexError(f"invalid escape sequence: \\{nxt}")
-            out.append(pattern[i:i + 2])
-            i += 2
-        elif ch == "[":
-            text, i = _bracket(pattern, i)
-            out.append(text)
-        elif ch == "(" and pattern.startswith("(?", i):
-            raise RegexError("missing argument to repetition operator: ?")
-        elif ch in "*+?}" and pattern.startswith("?", i + 1):
-            raise RegexError(f"bad repetition operator: {ch}?")
-        else:
-            out.append(ch)
-            i += 1
+def compile_re2(pattern: str, posix: bool = False, dot_nl: bool = False,
+                case_sensitive: bool = True) -> Pattern:
+    """Compile with RE2 (linear-time matching); raises RegexError with RE2's message."""
     try:
-        return re.compile("".join(out), re.DOTALL)
-    except re.error as exc:
-        raise RegexError(str(exc)) from None
+        compiled: Pattern = re2.compile(pattern, _options(posix, dot_nl, case_sensitive))
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else ""
+        text = detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)
+        raise RegexError(text) from None
+    return compiled
+
+
+def compile_posix(pattern: str) -> Pattern:
+    """A `regex` operand as libsinsp compiles it (`RE2::POSIX`)."""
+    return compile_re2(pattern, posix=True)

@@ -52,15 +52,23 @@ class Item:
     position of the offending value (or of the item when the key is missing).
     """
 
-    def __init__(self, source: SourceFile, node: MappingNode) -> None:
+    def __init__(self, source: SourceFile, node: MappingNode, index: int = 0) -> None:
         self.source = source
         self.node = node
+        #: 0-based index among the file's items (all documents, nulls not counted).
+        self.index = index
         self.keys: dict[str, tuple[Node, Node]] = {}
         for key_node, value_node in node.value:
             if isinstance(key_node, ScalarNode):
                 self.keys.setdefault(key_node.value, (key_node, value_node))
         self.kind = next((k for k in ITEM_KINDS if k in self.keys), "")
         self.name = ""
+
+    @property
+    def label(self) -> str:
+        """The item's name as written (a scalar under its kind key), else empty."""
+        node = self.keys[self.kind][1] if self.kind in ("list", "macro", "rule") else None
+        return str(node.value) if isinstance(node, ScalarNode) else ""
 
     @property
     def position(self) -> Position:
@@ -246,6 +254,7 @@ def read_items(source: SourceFile) -> Iterator[Item | LoadError]:
     except yaml.YAMLError as exc:
         yield LoadError("LOAD_ERR_YAML_PARSE", str(exc), Position(source.name, 1, 1))
         return
+    index = 0
     for doc in documents:
         if doc is None or is_null(doc):
             continue
@@ -257,9 +266,10 @@ def read_items(source: SourceFile) -> Iterator[Item | LoadError]:
         for child in doc.value:
             if is_null(child):
                 continue
+            index += 1
             if not isinstance(child, MappingNode):
                 yield LoadError("LOAD_ERR_YAML_VALIDATE",
                                 "Unexpected element type. Each element should be a yaml "
                                 "associative array.", node_position(source.name, child))
                 continue
-            yield Item(source, child)
+            yield Item(source, child, index - 1)

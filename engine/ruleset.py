@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from falconer.engine.collector import PRIORITIES, parse_priority
 from falconer.engine.compiler import CompiledRule
 from falconer.engine.events import Event
+from falconer.engine.output import escape_text
 from falconer.engine.timefields import iso8601, time_of_day
 
 Selection = Sequence[tuple[str, str, str]]
@@ -34,10 +35,11 @@ class Alert:
     tags: list[str] = field(default_factory=list)
 
     def to_json(self, hostname: str) -> dict[str, object]:
-        """Falco's JSON alert object."""
+        """Falco's JSON alert object; its `output` is the whole line, unescaped (JSON's
+        own encoding makes it safe)."""
         return {
             "hostname": hostname,
-            "output": self.text_line(),  # Falco's JSON output is the whole line
+            "output": self.line(),
             # Falco always includes evt.time, as integer nanoseconds; keys sorted.
             "output_fields": dict(sorted({**self.output_fields,
                                           "evt.time": self.time_ns}.items())),
@@ -48,9 +50,15 @@ class Alert:
             "time": iso8601(self.time_ns),
         }
 
-    def text_line(self) -> str:
-        """Falco's text line: `<time>: <Priority> <output>` (time of day, UTC, ns)."""
+    def line(self) -> str:
+        """Falco's alert line, `<time>: <Priority> <output>` (time of day, UTC, ns), as
+        decoded: control characters included. For JSON, never for a text sink."""
         return f"{time_of_day(self.time_ns)}: {self.priority} {self.output}"
+
+    def text_line(self) -> str:
+        """The line for text outputs: `line()` with control characters escaped, so that
+        event data can never start a forged line (Falco 0.44, issue 3895)."""
+        return escape_text(self.line())
 
 
 def _name_matcher(pattern: str) -> re.Pattern[str]:
@@ -134,9 +142,15 @@ class Ruleset:
     @staticmethod
     def _alert(rule: CompiledRule, event: Event) -> Alert:
         """The alert of a rule that matched (its output rendered from the event)."""
-        output, fields = rule.output.render(event)
+        output, fields = rule.render(event)
         return Alert(rule.name, rule.priority, rule.source, event.time_ns, output, fields,
                      list(rule.tags))
+
+    def fields(self, enabled_only: bool = False) -> frozenset[str]:
+        """Base names of every field the rules use (`proc.aname` for `proc.aname[2]`),
+        in conditions, exceptions and outputs; only enabled rules' if `enabled_only`."""
+        rules = self.enabled if enabled_only else self.rules
+        return frozenset().union(*(r.fields for r in rules))
 
     def event_types(self, source: str = "syscall") -> frozenset[str] | None:
         """Event types the enabled rules need; None when some rule can match any type."""

@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                     help="watch only this namespace (repeatable; default: all namespaces)")
     op.add_argument("--liveness", metavar="URL", default=None,
                     help="serve kopf's liveness probe, e.g. http://0.0.0.0:8080/healthz")
+    op.add_argument("--resync-seconds", type=float, default=60.0, metavar="S",
+                    help="reconcile every FalcoInstance this often, repairing drift the watches "
+                    "missed (default 60)")
     op.add_argument("-v", "--verbose", action="store_true", help="log every handler run")
     op.set_defaults(run=run_operator)
 
@@ -36,8 +39,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_operator(args: argparse.Namespace) -> int:
     """Run kopf with Falconer's handlers until interrupted."""
+    import os
+
     import kopf
 
+    if args.resync_seconds <= 0:
+        print("falconer operator: --resync-seconds must be positive", file=sys.stderr)
+        return 2
+    os.environ["FALCONER_RESYNC_SECONDS"] = str(args.resync_seconds)
     from falconer.operator import handlers  # noqa: F401  (registers the handlers)
 
     kopf.configure(verbose=args.verbose)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, cast
 
@@ -27,6 +28,9 @@ Logger = logging.Logger | logging.LoggerAdapter[Any]
 #: Seconds before a handler that hit an API failure is retried: doubling from the
 #: first to the last, so a lasting failure costs one request every few minutes.
 RETRY_FIRST, RETRY_MAX = 5.0, 300.0
+#: Seconds between two resyncs of each FalcoInstance (`falconer operator --resync-seconds`
+#: sets $FALCONER_RESYNC_SECONDS before the handlers are imported).
+RESYNC_SECONDS = float(os.environ.get("FALCONER_RESYNC_SECONDS", "60"))
 
 
 class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -72,6 +76,15 @@ def _guard(what: str, fn: Callable[[], T], retry: int = 0) -> T:
         raise kopf.TemporaryError(f"{what}: {exc}", delay=delay) from exc
 
 
+class _QuietResync(logging.Filter):
+    """Drops kopf's line for every successful resync (one per instance per period): an idle
+    operator logs nothing; a resync that fails or repairs something is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and "falcoinstance_resync" in record.getMessage()
+                    and "succeeded" in record.getMessage())
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Keep kopf's bookkeeping in annotations of our group (status is schema-checked)."""
@@ -85,6 +98,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     )
     settings.persistence.finalizer = "falconer.io/cleanup"
     settings.posting.level = logging.INFO
+    logging.getLogger("kopf.objects").addFilter(_QuietResync())
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
@@ -135,13 +149,40 @@ def falcoinstance_deleted(
         logger.info("removed the sensor binding of %s/%s", ns, name)
 
 
-@kopf.on.event("apps", "v1", "daemonsets", labels=MANAGED_BY)
-def daemonset_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """A sensor DaemonSet changed (rollout progress, deletion): refresh its instance."""
-    instance = _reconciler(memo).instance_of_daemonset(_plain(body))
+def _owned_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo) -> None:
+    """Something an instance owns changed or vanished: reconcile the instance, which puts
+    back what drifted (compare-then-apply writes only what differs)."""
+    instance = _reconciler(memo).instance_of_owned(_plain(body))
     if instance:
         ns = _namespaced(namespace)
         _guard(f"FalcoInstance {ns}/{instance}", lambda: _reconciler(memo).reconcile_instance(ns, instance))
+
+
+@kopf.on.event("apps", "v1", "daemonsets", labels=MANAGED_BY)
+def daemonset_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A sensor DaemonSet changed (rollout progress, an edit, deletion)."""
+    _owned_event(body, namespace, memo)
+
+
+@kopf.on.event("", "v1", "configmaps", labels=MANAGED_BY)
+def configmap_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A rules ConfigMap was edited or deleted behind the operator's back."""
+    _owned_event(body, namespace, memo)
+
+
+@kopf.on.event("", "v1", "serviceaccounts", labels=MANAGED_BY)
+def serviceaccount_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """A sensor ServiceAccount was edited or deleted behind the operator's back."""
+    _owned_event(body, namespace, memo)
+
+
+@kopf.timer(GROUP, VERSION, "falcoinstances", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+def falcoinstance_resync(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    """The periodic resync: whatever a watch missed (the sensor's ClusterRoleBinding, which
+    is cluster-scoped and not watched; events lost while the API server was away) is put
+    back within one period. Compare-then-apply makes a resync of a healthy instance reads only."""
+    ns = _namespaced(namespace)
+    _guard(f"FalcoInstance {ns}/{name} resync", lambda: _reconciler(memo).reconcile_instance(ns, name))
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

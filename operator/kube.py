@@ -8,6 +8,7 @@ own can trigger another reconcile (no hot loop through the DaemonSet watch).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from kubernetes import client as k8s
@@ -38,6 +39,17 @@ def contains(live: Any, desired: Any) -> bool:
 def _same_data(live: dict[str, Any], desired: dict[str, Any]) -> bool:
     """ConfigMap data must match exactly: a key left over would be a stale rules file."""
     return "data" not in desired or live.get("data") == desired["data"]
+
+
+def apply_body(obj: dict[str, Any]) -> bytes:
+    """The body of a server-side apply: JSON (valid YAML) in UTF-8, characters unescaped.
+
+    The client would send a dict as `json.dumps` output under the apply-patch+yaml
+    content type; its `\\uXXXX` surrogate pairs for characters outside the Basic
+    Multilingual Plane (an emoji in a rule's output) are rejected by the API server's YAML
+    parser. Pre-serialised bytes are sent as they are.
+    """
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class Kube:
@@ -75,7 +87,7 @@ class Kube:
         if live is not None and contains(live, obj) and _same_data(live, obj):
             return live, False
         applied = self._res(obj["apiVersion"], obj["kind"]).server_side_apply(
-            body=obj, name=meta["name"], namespace=meta.get("namespace"),
+            body=apply_body(obj), name=meta["name"], namespace=meta.get("namespace"),
             field_manager=FIELD_MANAGER, force_conflicts=True,
         )
         return applied.to_dict(), True

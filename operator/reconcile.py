@@ -52,6 +52,7 @@ class Selected:
     generation: int
     text: RuleText | None  # what the sensors get: the current text if valid, else the last valid one
     valid: bool
+    compiled: rules.Compiled  # its current text compiled after the FalcoRules before it
 
 
 def _api_error(exc: DynamicApiError, what: str) -> str:
@@ -95,14 +96,31 @@ class Reconciler:
         """Compile the FalcoRule (cached) and write its status if it changed; an Event when
         its validity changed."""
         meta = body["metadata"]
-        text, compiled = rules.compile_falcorule(meta["name"], body.get("spec"))
         labels = meta.get("labels") or {}
-        selected_by = sum(1 for i in instances if _selects(i, labels) and not i["metadata"].get("deletionTimestamp"))
+        selecting = [i for i in instances if _selects(i, labels) and not i["metadata"].get("deletionTimestamp")]
+        text, compiled = rules.compile_falcorule(meta["name"], body.get("spec"))
+        in_context = [c for i in selecting if (c := self._compiled_in(i, meta["name"])) is not None]
+        if in_context:
+            compiled = rules.merge_contexts(in_context)
+        selected_by = len(selecting)
         old = body.get("status") or {}
         new, verdicts = status.rule_status(
             old, compiled, text.digest if text else None, selected_by, int(meta.get("generation") or 0)
         )
         self._write_status("FalcoRule", body, new, status.rule_events(old.get("conditions"), verdicts))
+
+    def _compiled_in(self, instance: dict[str, Any], rule_name: str) -> rules.Compiled | None:
+        """A FalcoRule compiled where `instance` loads it (after the FalcoRules before it);
+        None when the instance's selector is broken (its own status says so)."""
+        meta = instance["metadata"]
+        spec = render.with_defaults(instance.get("spec"))
+        names = render.Names.for_instance(meta["namespace"], meta["name"])
+        live_cm = self._get("ConfigMap", names.configmap, meta["namespace"], api_version="v1")
+        try:
+            chosen = self._select(meta["namespace"], spec, (live_cm or {}).get("data") or {})
+        except selectors.SelectorError:
+            return None
+        return next((s.compiled for s in chosen if s.name == rule_name), None)
 
     def _instances_using(self, namespace: str, rule_name: str, labels: dict[str, str]) -> list[dict[str, Any]]:
         """Instances whose selector matches the labels, or that rendered this FalcoRule before."""
@@ -196,14 +214,16 @@ class Reconciler:
             and not fr["metadata"].get("deletionTimestamp")
         ]
         candidates.sort(key=lambda fr: (int((fr.get("spec") or {}).get("order") or 0), fr["metadata"]["name"]))
-        chosen = []
+        chosen: list[Selected] = []
         for fr in candidates:
             fr_name = fr["metadata"]["name"]
-            text, compiled = rules.compile_falcorule(fr_name, fr.get("spec"))
+            before = [s.text for s in chosen if s.text is not None]
+            text, compiled = rules.compile_falcorule(fr_name, fr.get("spec"), before)
             if not compiled.valid or text is None:
                 last = live_data.get(render.rule_file_key(fr_name))
                 text = RuleText(fr_name, last) if last is not None else None
-            chosen.append(Selected(fr_name, int(fr["metadata"].get("generation") or 0), text, compiled.valid))
+            chosen.append(Selected(fr_name, int(fr["metadata"].get("generation") or 0), text,
+                                   compiled.valid, compiled))
         return chosen
 
     def _finish(
@@ -252,9 +272,9 @@ class Reconciler:
         self._update_rule_counts(namespace)
         return bool(removed)
 
-    def instance_of_daemonset(self, ds: dict[str, Any]) -> str | None:
-        """The owning instance's name for a DaemonSet the operator made."""
-        for ref in ds.get("metadata", {}).get("ownerReferences") or ():
+    def instance_of_owned(self, obj: dict[str, Any]) -> str | None:
+        """The owning instance's name for a namespaced object the operator made."""
+        for ref in obj.get("metadata", {}).get("ownerReferences") or ():
             if ref.get("kind") == "FalcoInstance" and ref.get("apiVersion", "").startswith("falconer.io/"):
                 return str(ref.get("name"))
         return None

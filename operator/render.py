@@ -31,6 +31,7 @@ CONFIG_FILE = "falconer.yaml"
 SPEC_DEFAULTS: dict[str, Any] = {
     "image": "ghcr.io/falconer/falconer:0.1.0",
     "imagePullPolicy": "IfNotPresent",
+    "criSocket": "/run/containerd/containerd.sock",
     "minPriority": "debug",
     "ruleMatching": "first",
     "bufferSizeBytes": 8 << 20,
@@ -42,6 +43,10 @@ _ENV = jinja2.Environment(
     autoescape=False,
     keep_trailing_newline=True,
 )
+# `tojson` must write characters, not `\uXXXX` escapes: a character outside the Basic
+# Multilingual Plane would become a surrogate pair, which YAML (PyYAML here, the API
+# server's parser for apply) decodes as two invalid code points.
+_ENV.policies["json.dumps_kwargs"] = {"ensure_ascii": False, "sort_keys": True}
 
 
 @dataclass(frozen=True)
@@ -94,9 +99,24 @@ def selection_actions(spec: dict[str, Any]) -> list[tuple[str, str, str]]:
     return out
 
 
+#: ConfigMap keys are at most 253 characters of `[-._a-zA-Z0-9]` (Kubernetes API
+#: reference, ConfigMap `data`); rules files get a prefix that no config key carries.
+MAX_KEY = 253
+RULES_KEY_PREFIX = "rules-"
+
+
 def rule_file_key(falcorule: str) -> str:
-    """The ConfigMap key holding a FalcoRule's text."""
-    return f"{falcorule}.yaml"
+    """The ConfigMap key holding a FalcoRule's text: `rules-<name>.yaml`.
+
+    The prefix keeps every rules key apart from `falconer.yaml` (a FalcoRule may be named
+    `falconer`); a name too long for a key (FalcoRule names go up to 253 characters) is
+    cut and completed with a hash of the whole name, so distinct names keep distinct keys.
+    """
+    key = f"{RULES_KEY_PREFIX}{falcorule}.yaml"
+    if len(key) <= MAX_KEY:
+        return key
+    tail = f"-{_digest(falcorule)}.yaml"
+    return f"{RULES_KEY_PREFIX}{falcorule[:MAX_KEY - len(RULES_KEY_PREFIX) - len(tail)]}{tail}"
 
 
 def _digest(*parts: str) -> str:

@@ -150,8 +150,35 @@ def compile_uncached(texts: Sequence[RuleText], opts: EngineOptions) -> Compiled
     return Compiled(counts=dict(result.counts), errors=errors, warnings=warnings)
 
 
+#: The field of an item that a context location type points into.
+_FIELD_OF_LOCATION = {"rule condition": "condition", "macro condition": "condition",
+                      "rule output": "output", "rule priority": "priority",
+                      "exception": "exceptions"}
+#: Location types of a token inside a field, and the type of the field they are in.
+_TOKEN_LOCATIONS = frozenset({"condition expression", "rule output expression"})
+
+
+def _from_context(diag: Diagnostic) -> ruleyaml.FieldPosition | None:
+    """The item, field and in-field position from the engine's context chain (no YAML
+    parsing): the item's index, the field its value location names, and the token's
+    line/column relative to the field's first character (fields are `|` blocks)."""
+    if diag.item_index < 0:
+        return None
+    fields = [(i, loc) for i, loc in enumerate(diag.locations) if loc.item_type in _FIELD_OF_LOCATION]
+    if not fields:
+        return None
+    i, value = fields[-1]
+    key = _FIELD_OF_LOCATION[value.item_type]
+    token = diag.locations[-1] if diag.locations[-1].item_type in _TOKEN_LOCATIONS else None
+    if key in ("condition", "output") and token is not None and i == len(diag.locations) - 2:
+        return ruleyaml.FieldPosition(diag.item_index, key, token.line - value.line + 1,
+                                      token.column - value.column + 1)
+    return ruleyaml.FieldPosition(diag.item_index, key, None, None)
+
+
 def _place(diag: Diagnostic, texts: dict[str, RuleText], maps: dict[str, ruleyaml.PositionMap]) -> Finding:
-    """Map an engine diagnostic (position in the generated text) onto the FalcoRule."""
+    """Map an engine diagnostic (position in the generated text) onto the FalcoRule: from
+    the diagnostic's context chain when it names the field, else by position."""
     base = Finding(
         code=diag.code,
         message=diag.message,
@@ -164,12 +191,14 @@ def _place(diag: Diagnostic, texts: dict[str, RuleText], maps: dict[str, ruleyam
     text = texts.get(diag.file or "")
     if text is None:
         return base
-    if diag.file not in maps:
-        maps[diag.file] = ruleyaml.PositionMap(text.text)
-    pmap = maps[diag.file]
-    pos = pmap.locate(diag.line, diag.column) if diag.line else None
+    pos = _from_context(diag)
     if pos is None:
-        index = pmap.item_position(diag.item_kind, diag.item_name)
+        if diag.file not in maps:
+            maps[diag.file] = ruleyaml.PositionMap(text.text)
+        pmap = maps[diag.file]
+        pos = pmap.locate(diag.line, diag.column) if diag.line else None
+    if pos is None:
+        index = maps[diag.file].item_position(diag.item_kind, diag.item_name)
         if index is None:
             return base
         pos = ruleyaml.FieldPosition(index, None, None, None)
@@ -189,14 +218,30 @@ def _field_snippet(text: RuleText, diag: Diagnostic, pos: ruleyaml.FieldPosition
     return f"{text_line[indent:]}\n{' ' * (pos.column - 1)}^"
 
 
-def compile_falcorule(name: str, spec: Any) -> tuple[RuleText | None, Compiled]:
-    """Compile one FalcoRule on its own (its Valid condition); bad shapes become errors."""
+def compile_falcorule(name: str, spec: Any, before: Sequence[RuleText] = (),
+                      options: EngineOptions | None = None) -> tuple[RuleText | None, Compiled]:
+    """Compile one FalcoRule as it will be loaded: after the texts `before` it (the
+    FalcoRules earlier in an instance's load order), so that an `append`/`override` of a
+    rule defined in another FalcoRule compiles as Falco would load the files in sequence.
+
+    Only the findings in this FalcoRule's own text are returned (the earlier texts' are
+    theirs), and the counts are those of its own items. Bad shapes become errors.
+    """
     try:
         text = render_text(name, spec)
     except SpecError as exc:
         finding = Finding(code="LOAD_ERR_YAML_VALIDATE", message=str(exc), falco_rule=name, path=exc.path)
         return None, Compiled(counts={"rules": 0, "macros": 0, "lists": 0}, errors=(finding,), warnings=())
-    return text, compile_texts([text])
+    if not before:
+        return text, compile_texts([text], options)
+    whole = compile_texts([*before, text], options)
+    prior = compile_texts(before, options)
+    own = Compiled(
+        counts={k: v - prior.counts.get(k, 0) for k, v in whole.counts.items()},
+        errors=tuple(f for f in whole.errors if f.falco_rule == name),
+        warnings=tuple(f for f in whole.warnings if f.falco_rule == name),
+    )
+    return text, own
 
 
 @lru_cache(maxsize=256)
@@ -234,3 +279,16 @@ def redefinitions(texts: Sequence[tuple[str, RuleText]]) -> list[str]:
                 )
             first.setdefault(rule, falco_rule)
     return found
+
+
+def merge_contexts(results: Sequence[Compiled]) -> Compiled:
+    """One FalcoRule compiled in several instances' load orders: every distinct finding of
+    any of them (a FalcoRule is valid only where every instance can load it)."""
+    def distinct(findings: list[Finding]) -> tuple[Finding, ...]:
+        return tuple(dict.fromkeys(findings))
+
+    return Compiled(
+        counts=results[0].counts,
+        errors=distinct([f for r in results for f in r.errors]),
+        warnings=distinct([f for r in results for f in r.warnings]),
+    )

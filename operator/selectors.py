@@ -28,6 +28,11 @@ def matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str] | None
 def _expression(expr: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     key, op = str(expr.get("key")), expr.get("operator")
     values = set(expr.get("values") or ())
+    if (op in ("In", "NotIn")) != bool(values):
+        # Kubernetes' LabelSelectorRequirement: values must be non-empty for In/NotIn and
+        # empty for Exists/DoesNotExist (the CRD's CEL rule refuses it at apply time).
+        raise SelectorError(f"selector operator {op!r} for key {key!r} "
+                            + ("needs values" if op in ("In", "NotIn") else "takes no values"))
     if op == "In":
         return key in labels and labels[key] in values
     if op == "NotIn":

@@ -32,6 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--buffer-pages", type=int, default=None, metavar="N",
                    help="ring buffer size in pages (power of two; default: the config's "
                    "bufferSizeBytes, else 1024)")
+    p.add_argument("--cri-socket", metavar="PATH", default=None,
+                   help="the container runtime's CRI socket for container and pod metadata "
+                   "(default: /run/containerd/containerd.sock or /run/crio/crio.sock, "
+                   "whichever exists)")
     p.set_defaults(run=run)
 
 
@@ -69,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"falconer sensor: {exc}", file=sys.stderr)
         return 2
     opts = SensorOptions(rules=rules, json_output=args.json, capture=args.capture,
-                         all_events=args.all_events, buffer_pages=args.buffer_pages)
+                         all_events=args.all_events, buffer_pages=args.buffer_pages,
+                         cri_socket=args.cri_socket)
     sensor = Sensor(opts)
     try:
         sensor.start()

@@ -3,6 +3,12 @@
 `SensorEvent.get(field, arg)` implements the engine's Event protocol. Nothing is
 rendered until a rule (or an output) asks: most events meet only a handful of checks,
 so formatting every field up front would waste most of the sensor's CPU.
+
+Reading a field never changes the sensor's state: the tracker updates the process
+table before the event exists, and a field that needs more (an evicted parent, the
+pid in the process's namespace) reads /proc without remembering it. `ANSWERED_FIELDS`
+names every field `get` can return a value for (the sensor's side of the field
+contract with the engine).
 """
 
 from __future__ import annotations
@@ -12,8 +18,8 @@ import posixpath
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from falconer.sensor import hostproc, render, syscalls
-from falconer.sensor.containers import HOST
+from falconer.sensor import hostproc, podfields, render, syscalls
+from falconer.sensor.podmeta import ContainerMeta, PodMeta
 from falconer.sensor.record import Record
 from falconer.sensor.state import UNSET_LOGINUID, FdInfo, Process, read_proc
 
@@ -42,7 +48,8 @@ _FAMILIES = {"4": "ip", "6": "ip", "u": "unix"}
 class SensorEvent:
     """One syscall exit event bound to its process and descriptor (Event protocol)."""
 
-    __slots__ = ("tracker", "rec", "proc", "spec", "fd_num", "fd", "num", "type", "time_ns")
+    __slots__ = ("tracker", "rec", "proc", "spec", "fd_num", "fd", "num", "type", "time_ns",
+                 "_meta")
     source = "syscall"
 
     def __init__(self, tracker: Tracker, rec: Record, proc: Process,
@@ -57,6 +64,7 @@ class SensorEvent:
         self.num = num
         self.type = spec.name if spec is not None else syscalls.name_of(rec.nr)
         self.time_ns = rec.ts_ns + tracker.mono_offset
+        self._meta: tuple[PodMeta | None, ContainerMeta | None] | None = None
 
     def get(self, field: str, arg: str | None = None) -> object | None:
         """The value of a Falco field (None when missing)."""
@@ -69,16 +77,19 @@ class SensorEvent:
 
     # -- helpers used by the field table ---------------------------------------------
 
+    def meta(self) -> tuple[PodMeta | None, ContainerMeta | None]:
+        """(pod, container) of the event's process, looked up once per event."""
+        if self._meta is None:
+            self._meta = self.tracker.metadata.lookup(self.proc.cgroup)
+        return self._meta
+
     def parent(self, p: Process) -> Process | None:
-        """The parent process, from the table or (if evicted) from /proc."""
+        """The parent process, from the table or (if evicted) read from /proc; the
+        table is left as it is."""
         if p.ppid <= 0:
             return None
         parent = self.tracker.procs.peek(p.ppid)
-        if parent is None:
-            parent = read_proc(p.ppid, self.tracker.boot_ns)
-            if parent is not None:
-                self.tracker.procs.put(parent)
-        return parent
+        return parent if parent is not None else read_proc(p.ppid, self.tracker.boot_ns)
 
     def ancestors(self) -> list[Process]:
         """Parent, grandparent, ... up to init (bounded, loop-safe)."""
@@ -149,17 +160,14 @@ def _status_caps(pid: int, key: str) -> str | None:
 def _vpid(p: Process) -> int:
     """The pid in the process's own namespace (NSpid's last entry); the host pid when
     /proc no longer has the process (then the namespace cannot be known)."""
-    if p.vpid is None:
-        p.vpid = p.pid
-        try:
-            with open(hostproc.path(p.pid, "status"), encoding="utf-8") as f:
-                for line in f:
-                    if line.startswith("NSpid:"):
-                        p.vpid = int(line.split()[-1])
-                        break
-        except OSError:
-            pass
-    return p.vpid
+    try:
+        with open(hostproc.path(p.pid, "status"), encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("NSpid:"):
+                    return int(line.split()[-1])
+    except OSError:
+        pass
+    return p.pid
 
 
 def _env(ev: SensorEvent, arg: str | None) -> str | None:
@@ -296,10 +304,6 @@ def _evt_time(ev: SensorEvent, arg: str | None) -> str:
     return f"{t:%H:%M:%S}.{ev.time_ns % 1_000_000_000:09d}"
 
 
-def _container_name(ev: SensorEvent, arg: str | None) -> str | None:
-    return HOST if ev.proc.container_id == HOST else None
-
-
 FIELDS: dict[str, Field] = {
     # evt.*
     "evt.type": lambda ev, a: ev.type,
@@ -403,7 +407,10 @@ FIELDS: dict[str, Field] = {
     "fd.cport": _fd_attr(lambda f: f.cport),
     "fd.lport": _fd_attr(lambda f: _fd_local(f, f.sport, f.cport)),
     "fd.rport": _fd_attr(lambda f: _fd_remote(f, f.sport, f.cport)),
-    # container.*
-    "container.id": _proc_attr(lambda p: p.container_id),
-    "container.name": _container_name,
+    # container.*, k8s.*, k8smeta.*
+    **podfields.FIELDS,
 }
+
+#: Every field name `SensorEvent.get` answers (base names: `evt.arg` covers
+#: `evt.arg.NAME`, `proc.aname` covers `proc.aname[N]`).
+ANSWERED_FIELDS: frozenset[str] = frozenset(FIELDS)

@@ -32,8 +32,10 @@ class ContainerMeta:
 
     id: str                              # 64 hex characters
     name: str = ""
-    image: str = ""                      # as the pod spec names it, e.g. "busybox:1.36"
-    image_repository: str = ""           # "busybox" (registry host kept when present)
+    image: str = ""                      # as the runtime reports it (kubelet's containerStatuses
+                                         # image, CRI's ImageSpec), e.g.
+                                         # "docker.io/library/busybox:1.36"
+    image_repository: str = ""           # "docker.io/library/busybox" (registry host kept)
     image_tag: str = ""                  # "1.36" ("latest" when the reference has none)
     image_digest: str = ""               # "sha256:…" when known
     privileged: bool = False
@@ -76,3 +78,19 @@ class PodMeta:
             if c.id.startswith(container_id) or container_id.startswith(c.id):
                 return c
         return None
+
+
+def image_parts(ref: str) -> tuple[str, str, str]:
+    """(repository, tag, digest) of an image reference, as Falco splits it.
+
+    "docker.io/library/busybox:1.36" -> ("docker.io/library/busybox", "1.36", "");
+    "registry:5000/app@sha256:ab.." -> ("registry:5000/app", "", "sha256:ab..");
+    "busybox" -> ("busybox", "latest", ""). The registry host (and port) stays in the
+    repository; a tag is only a `:` after the last `/`.
+    """
+    name, _, digest = ref.partition("@")
+    slash = name.rfind("/")
+    colon = name.rfind(":")
+    if colon > slash:
+        return name[:colon], name[colon + 1:], digest
+    return name, "" if digest else "latest", digest

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TextIO
 
 from falconer.engine import Alert, Engine, LoadResult
-from falconer.sensor import alerts, probe, record, syscalls
+from falconer.sensor import alerts, cri, probe, record, syscalls
 from falconer.sensor.config import ConfigError, RulesInput, Snapshot
 from falconer.sensor.capture import CaptureWriter
 from falconer.sensor.state import Process
@@ -42,6 +42,7 @@ class SensorOptions:
     capture: Path | None = None
     all_events: bool = False
     buffer_pages: int | None = None     # None: the config's bufferSizeBytes, or the default
+    cri_socket: str | None = None       # None: the first of cri.DEFAULT_SOCKETS that exists
 
 
 @dataclass
@@ -94,6 +95,7 @@ class Sensor:
             raise probe.ProbeError("rules have errors:\n" + _format_errors(result))
         self._apply_config(snap)
         probe.preflight()
+        self._connect_cri()
         self.tracker.seed()
         self.probe = probe.Probe(self._buffer_pages(snap))
         self._apply_event_filter()
@@ -103,6 +105,25 @@ class Sensor:
             self.capture = CaptureWriter(self._capture_file)
         self._say(f"falconer sensor: watching {len(self.probe.forwarded)} syscalls, "
                   f"{len(self.tracker.procs)} processes known")
+
+    def _connect_cri(self) -> None:
+        """Give the metadata resolver the container runtime's socket, when there is one."""
+        path = self.opts.cri_socket or next(
+            (p for p in cri.DEFAULT_SOCKETS if Path(p).is_socket()), None)
+        if path is None:
+            self._say("falconer sensor: no CRI socket; container fields beyond container.id "
+                      "come only from the pod watch")
+            return
+        client = cri.CriClient(path)
+        try:
+            version = client.version()
+        except cri.CriError as exc:
+            self._say(f"falconer sensor: CRI socket {path} does not answer ({exc}); "
+                      "asking again per container")
+        else:
+            self._say(f"falconer sensor: container metadata from {version.runtime_name} "
+                      f"{version.runtime_version} ({path})")
+        self.tracker.metadata.cri = client
 
     def install_signals(self) -> None:
         """SIGINT/SIGTERM stop the loop; SIGHUP reloads the rules."""
@@ -154,6 +175,7 @@ class Sensor:
                  f"events not evaluated (errors): {s.failed}",
                  f"alerts not written (stdout failed): {s.unwritten}",
                  f"processes evicted from the table: {self.tracker.procs.evicted}",
+                 self.tracker.metadata.report(),
                  f"descriptors evicted from full fd tables: {Process.fds_evicted}, "
                  f"user/group names evicted from the cache: {self.tracker.users.evicted}",
                  f"alerts: {sum(s.alerts.values())}"]

@@ -61,9 +61,8 @@ class Process:
     pgid: int = 0
     loginuid: int = UNSET_LOGINUID
     start_ns: int = 0
-    container_id: str = containers.HOST
+    cgroup: containers.Cgroup = containers.HOST_CGROUP
     exe_from_memfd: bool = False
-    vpid: int | None = None
     fds: dict[int, FdInfo] = field(default_factory=dict)
     #: Descriptors dropped from full tables, all processes together: the bound is per
     #: process, but the summary reports what the sensor as a whole forgot.
@@ -78,7 +77,7 @@ class Process:
         return Process(
             pid=pid, ppid=self.pid, name=self.name, exe=self.exe, exepath=self.exepath,
             args=self.args, cwd=self.cwd, tty=self.tty, sid=self.sid, pgid=self.pgid,
-            loginuid=self.loginuid, start_ns=start_ns, container_id=self.container_id,
+            loginuid=self.loginuid, start_ns=start_ns, cgroup=self.cgroup,
             exe_from_memfd=self.exe_from_memfd,
             fds=self.fds if share_fds else dict(self.fds),
         )
@@ -223,7 +222,7 @@ def read_proc(pid: int, boot_ns: int) -> Process | None:
         args=argv[1:], cwd=cwd, tty=tty, sid=sid, pgid=pgid,
         loginuid=int(loginuid) if loginuid.isdigit() else UNSET_LOGINUID,
         start_ns=boot_ns + start_ticks * _NS_PER_TICK,
-        container_id=containers.container_id_of(pid) or containers.HOST,
+        cgroup=containers.cgroup_of(pid) or containers.HOST_CGROUP,
         exe_from_memfd=memfd,
     )
 

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from falconer.sensor import containers, record, render, syscalls
 from falconer.sensor.event import SensorEvent
+from falconer.sensor.metadata import Metadata
 from falconer.sensor.state import FdInfo, Process, ProcessTable, Users, boot_time_ns, exe_link
 
 CLONE_FILES = 0x400
@@ -71,6 +72,8 @@ class Tracker:
         #: CLOCK_MONOTONIC (the kernel's bpf_ktime_get_ns) -> epoch ns
         self.mono_offset = time.time_ns() - time.monotonic_ns()
         self.num = 0
+        #: Pod and container metadata; the runner gives it its sources (CRI, pod watch).
+        self.metadata = Metadata()
 
     def seed(self) -> int:
         """Load every live process from /proc; returns how many."""
@@ -171,13 +174,19 @@ def _exec(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInf
     p.name = comm[:15]
     p.exe = argv[0] if argv else filename
     p.args = argv[1:]
-    p.vpid = None
-    cid = containers.container_id_of(p.pid)
-    if cid is not None:
-        p.container_id = cid
+    _refresh_cgroup(p)
     for num in [n for n, f in p.fds.items() if f.flags & O_CLOEXEC]:
         del p.fds[num]
     return None, None
+
+
+def _refresh_cgroup(p: Process) -> None:
+    """After an exec, the process's own cgroups (a runtime moves its init into the
+    container's group before the exec); the identity inherited at fork stays when the
+    process is already gone from /proc."""
+    cgroup = containers.cgroup_of(p.pid)
+    if cgroup is not None:
+        p.cgroup = cgroup
 
 
 def _socket(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:

@@ -54,6 +54,9 @@ def test_validate_json_keys(bad: Path) -> None:
     (err,) = doc["errors"]
     assert err["code"] == "LOAD_ERR_COMPILE_CONDITION"
     assert (err["line"], err["column"], err["item"], err["kind"]) == (3, 34, "Broken", "rule")
+    assert err["item_index"] == 0
+    assert [loc["item_type"] for loc in err["locations"]] == [
+        "rules content", "rule", "rule condition", "condition expression"]
 
 
 def test_replay_prints_alerts(tmp_path: Path) -> None:
@@ -84,3 +87,86 @@ def test_replay_with_broken_rules_fails(bad: Path, tmp_path: Path) -> None:
     proc = _falconer("replay", "--rules", str(bad), str(events))
     assert proc.returncode == 1
     assert "LOAD_ERR_COMPILE_CONDITION" in proc.stderr
+
+
+ISSUE_EXAMPLE = """- macro: a
+  condition: evt.type = openat and b
+- macro: b
+  condition: fd.name = /etc/shadow
+- rule: r
+  desc: d
+  condition: a
+  output: o
+  priority: INFO
+"""
+WARNS = """- rule: w
+  desc: d
+  condition: evt.type = execve and proc.name = proc.pname
+  output: o
+  priority: INFO
+  colour: red
+"""
+LOCATION_KEYS = {"item_type", "item_name", "position"}
+POSITION_KEYS = {"name", "line", "column", "offset"}
+DIAG_KEYS = {"context", "code", "codedesc", "message"}
+
+
+def _falco_json(*files: Path) -> tuple[int, list[dict[str, object]]]:
+    proc = _falconer("validate", "--format", "falco-json", *map(str, files))
+    doc = json.loads(proc.stdout)  # one JSON document on stdout, as `falco -V` prints
+    assert set(doc) == {"falco_load_results"}
+    return proc.returncode, doc["falco_load_results"]
+
+
+def _check_shape(diag: dict[str, object]) -> list[dict[str, object]]:
+    """Every key Falco's as_json writes, with its type; returns the locations."""
+    assert set(diag) == DIAG_KEYS
+    assert all(isinstance(diag[k], str) and diag[k] for k in ("code", "codedesc", "message"))
+    context = diag["context"]
+    assert isinstance(context, dict) and set(context) == {"locations", "snippet"}
+    assert isinstance(context["snippet"], str) and context["snippet"].endswith("\n")
+    locations = context["locations"]
+    assert isinstance(locations, list) and locations
+    for loc in locations:
+        assert set(loc) == LOCATION_KEYS
+        assert set(loc["position"]) == POSITION_KEYS
+        assert all(isinstance(loc["position"][k], int) for k in ("line", "column", "offset"))
+    return locations
+
+
+def test_validate_falco_json_on_an_invalid_file(tmp_path: Path) -> None:
+    bad, warns = tmp_path / "bad.yaml", tmp_path / "warns.yaml"
+    bad.write_text(ISSUE_EXAMPLE)
+    warns.write_text(WARNS)
+    code, results = _falco_json(warns, bad)
+    assert code == 1
+    assert [(r["name"], r["successful"]) for r in results] == [(str(warns), True),
+                                                                (str(bad), False)]
+    for result in results:
+        assert set(result) == {"name", "successful", "errors", "warnings"}
+    (err,) = results[1]["errors"]  # type: ignore[misc]
+    assert results[1]["warnings"] == []  # the compile stopped at its first error
+    locations = _check_shape(err)
+    assert (err["code"], err["message"]) == ("LOAD_ERR_VALIDATE",
+                                             "Undefined macro 'b' used in filter.")
+    # From the file down to the token; YAML positions 0-based as yaml-cpp's marks, the
+    # condition expression as Falco adds the parser's 1-based position to them.
+    assert [(loc["item_type"], loc["item_name"], loc["position"]) for loc in locations] == [
+        ("rules content", "", {"name": str(bad), "line": 0, "column": 0, "offset": 0}),
+        ("macro", "a", {"name": str(bad), "line": 0, "column": 2, "offset": 2}),
+        ("macro condition", "", {"name": str(bad), "line": 1, "column": 13, "offset": 24}),
+        ("condition expression", "", {"name": '"evt.type = openat..."', "line": 2,
+                                      "column": 36, "offset": 46}),
+    ]
+    assert err["context"]["snippet"].splitlines()[1].index("^") == 35  # type: ignore[index]
+    codes = sorted(w["code"] for w in results[0]["warnings"])  # type: ignore[union-attr]
+    assert codes == ["LOAD_COMPILE_CONDITION", "LOAD_UNKNOWN_KEY"]
+    for warning in results[0]["warnings"]:  # type: ignore[union-attr]
+        _check_shape(warning)
+
+
+def test_validate_falco_json_on_a_good_file() -> None:
+    code, results = _falco_json(upstream.STABLE)
+    assert code == 0
+    assert results == [{"name": str(upstream.STABLE), "successful": True, "errors": [],
+                        "warnings": []}]

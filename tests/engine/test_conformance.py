@@ -37,12 +37,13 @@ Case format (each file is a YAML sequence of cases; unknown keys are an error):
                                      #   text_endswith (suffix of text_line())}
         errors: [{code: LOAD_ERR_COMPILE_CONDITION, line: 3, column: 36}]
         warnings: [{code: LOAD_UNUSED_MACRO, item_name: m}]
+        exact_diagnostics: true      # no other error or warning than those listed
         absent_warnings: [{code: LOAD_UNUSED_LIST}]   # no warning matches any of these
         counts: {rules: 1, macros: 0, lists: 0}
         event_types: [open, openat]  # ruleset.event_types("syscall"); null = any type
 
-Diagnostics are matched by the keys given (code, line, column, file, item_kind,
-item_name); each expected entry must match a distinct reported one. Without `errors`
+Diagnostics are matched by the keys given (code, message, line, column, file,
+item_kind, item_name); each expected entry must match a distinct reported one. Without `errors`
 the load must succeed. Events need a loaded ruleset, so they only go with a good load
 (or a failed reload after a good load).
 """
@@ -74,8 +75,8 @@ HOSTNAME = "testhost"
 CASE_KEYS = {"name", "why", "condition", "output", "priority", "rules", "files",
              "options", "reload", "events", "expect"}
 EXPECT_KEYS = {"matches", "alerts", "errors", "warnings", "absent_warnings", "counts",
-               "event_types"}
-DIAG_KEYS = {"code", "line", "column", "file", "item_kind", "item_name"}
+               "event_types", "exact_diagnostics"}
+DIAG_KEYS = {"code", "message", "line", "column", "file", "item_kind", "item_name"}
 ALERT_KEYS = {"rule", "output", "priority", "tags", "source", "json", "text_endswith"}
 OPTION_KEYS = {"min_priority", "rule_matching", "selection"}
 SHORTHAND_RULE = ("- rule: R\n"
@@ -230,6 +231,9 @@ def assert_load(result: LoadResult, expect: dict[str, Any]) -> None:
     for absent in expect.get("absent_warnings", []):
         hits = [d for d in result.warnings if diag_matches(d, absent)]
         assert not hits, f"unexpected warning matching {absent}:\n{describe(hits)}"
+    if expect.get("exact_diagnostics"):
+        assert len(result.errors) == len(expected_errors), describe(result.errors)
+        assert len(result.warnings) == len(expect.get("warnings", [])), describe(result.warnings)
     if "counts" in expect:
         assert result.counts == expect["counts"]
 
@@ -259,7 +263,7 @@ def assert_alert(alert: Any, expected: str | dict[str, Any], where: str) -> None
         doc = alert.to_json(HOSTNAME)
         # Falco's JSON "output" is the whole text line (time, priority, message):
         # falco userspace/engine/formats.cpp format_event, output = prefix + " " + message
-        assert doc["output"] == alert.text_line(), f"{where}: json output vs text line"
+        assert doc["output"] == alert.line(), f"{where}: json output vs alert line"
         for key, value in expected["json"].items():
             got = sorted(doc[key]) if key == "tags" else doc[key]
             want = sorted(value) if key == "tags" else value

@@ -56,7 +56,18 @@ def test_posix_regex(pattern: str, value: str, expected: bool) -> None:
     assert (compile_posix(pattern).fullmatch(value) is not None) is expected
 
 
-@pytest.mark.parametrize("pattern", [r"\d+", r"\bx", "(?i)x", "a*?", "[[:nope:]]", "(a", "[a"])
-def test_posix_regex_rejects_what_re2_posix_rejects(pattern: str) -> None:
-    with pytest.raises(RegexError):
+@pytest.mark.parametrize("pattern,message", [
+    (r"\d+", "invalid escape sequence: \\d"), (r"\bx", "invalid escape sequence: \\b"),
+    ("(?i)x", "no argument for repetition operator: ?"), ("[[:nope:]]", "invalid character class range: [:nope:]"),
+    ("(a", "missing ): (a"), ("[a", "missing ]: [a"), ("a{1001}", "invalid repetition size: {1001}"),
+])
+def test_posix_regex_rejects_what_re2_posix_rejects(pattern: str, message: str) -> None:
+    with pytest.raises(RegexError) as exc:
         compile_posix(pattern)
+    assert str(exc.value) == message
+
+
+def test_posix_mode_stacks_repetitions_and_matches_leftmost_longest() -> None:
+    """Without Perl extensions `a*?` is `(a*)?`, not a lazy star (RE2 parse.cc)."""
+    assert compile_posix("a*?").fullmatch("aaa") is not None
+    assert compile_posix("(a|ab)(c|bcd)").fullmatch("abcd") is not None

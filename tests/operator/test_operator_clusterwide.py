@@ -47,7 +47,7 @@ def test_all_namespaces_with_least_privilege(clusterwide: operator_harness.Opera
     ]
     kubectl(installed, "apply", "-n", op_namespace, "-f", "-", stdin=yaml.safe_dump_all(objs))
     cm = wait_for(lambda: kube.get("v1", "ConfigMap", "cw-rules", op_namespace), what="the ConfigMap")
-    assert "cw.yaml" in cm["data"]
+    assert "rules-cw.yaml" in cm["data"]
     inst = wait_for(lambda: (i := kube.get(GV, "FalcoInstance", "cw", op_namespace))
                     and (i.get("status") or {}).get("observedGeneration") == 1 and i, what="instance status")
     assert inst["status"]["rules"] == [{"name": "cw", "generation": 1, "valid": True}]

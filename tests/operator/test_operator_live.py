@@ -136,8 +136,8 @@ def test_instance_renders_configmap_daemonset_rbac(operator: operator_harness.Op
         assert (ref["kind"], ref["name"], ref["uid"], ref["controller"]) == (
             "FalcoInstance", INSTANCE, inst["metadata"]["uid"], True)
     cm = objs["ConfigMap"]
-    assert sorted(cm["data"]) == ["falco-rules.yaml", "falconer.yaml"]
-    assert yaml.safe_load(cm["data"]["falconer.yaml"])["rulesFiles"] == ["falco-rules.yaml"]
+    assert sorted(cm["data"]) == ["falconer.yaml", "rules-falco-rules.yaml"]
+    assert yaml.safe_load(cm["data"]["falconer.yaml"])["rulesFiles"] == ["rules-falco-rules.yaml"]
     assert cm["metadata"]["annotations"]["falconer.io/rules-hash"] == inst["status"]["rulesHash"]
     assert inst["status"]["rules"] == [{"name": RULES, "generation": 1, "valid": True}]
     crb = binding(kube, op_namespace)
@@ -187,7 +187,7 @@ def test_rule_change_rehashes_configmap_without_rolling(operator: operator_harne
             "value": rule_item("Extra rule", "evt.type = execve and proc.name = x")}])
     cm = wait_for(lambda: (c := live_state(kube, op_namespace)[0])
                   and c["metadata"]["annotations"]["falconer.io/rules-hash"] != old_hash and c, what="a new rules hash")
-    assert "Extra rule" in cm["data"]["falco-rules.yaml"]
+    assert "Extra rule" in cm["data"]["rules-falco-rules.yaml"]
     _, ds_after, _ = live_state(kube, op_namespace)
     assert ds_after["metadata"]["generation"] == ds["metadata"]["generation"]
     assert ds_after["spec"]["template"] == ds["spec"]["template"]
@@ -245,15 +245,15 @@ def test_added_relabelled_and_deleted_falcorules(operator: operator_harness.Oper
 
     apply(installed, op_namespace, extra)
     # order 10 loads after the order-0 upstream rules although its name sorts first
-    wait_for(lambda: files() == [f"{RULES}.yaml", "aaa-extra.yaml"], what="the new FalcoRule in load order")
+    wait_for(lambda: files() == [f"rules-{RULES}.yaml", "rules-aaa-extra.yaml"], what="the new FalcoRule in load order")
     patch(installed, op_namespace, "falcorule", "aaa-extra", [{"op": "replace", "path": "/metadata/labels/set",
                                                                "value": "elsewhere"}])
-    wait_for(lambda: files() == [f"{RULES}.yaml"], what="the relabelled FalcoRule to leave")
+    wait_for(lambda: files() == [f"rules-{RULES}.yaml"], what="the relabelled FalcoRule to leave")
     patch(installed, op_namespace, "falcorule", "aaa-extra", [{"op": "replace", "path": "/metadata/labels/set",
                                                                "value": "base"}])
-    wait_for(lambda: files() == [f"{RULES}.yaml", "aaa-extra.yaml"], what="the FalcoRule to come back")
+    wait_for(lambda: files() == [f"rules-{RULES}.yaml", "rules-aaa-extra.yaml"], what="the FalcoRule to come back")
     kubectl(installed, "delete", "falcorule", "aaa-extra", "-n", op_namespace)
-    wait_for(lambda: files() == [f"{RULES}.yaml"] and "aaa-extra.yaml" not in live_state(kube, op_namespace)[0]["data"],
+    wait_for(lambda: files() == [f"rules-{RULES}.yaml"] and "rules-aaa-extra.yaml" not in live_state(kube, op_namespace)[0]["data"],
              what="the deleted FalcoRule to leave the ConfigMap")
 
 

@@ -56,13 +56,22 @@ def test_daemonset_has_exactly_the_sensor_privileges() -> None:
     assert pod["hostPID"] is True and "hostNetwork" not in pod
     assert sc["privileged"] is False and sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"],
-                                  "add": ["BPF", "PERFMON", "SYS_RESOURCE", "SYS_PTRACE", "DAC_READ_SEARCH"]}
+                                  "add": ["BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH"]}
     mounts = {m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]}
     assert mounts == {"/etc/falconer": True, "/host/proc": True, "/sys/kernel/tracing": True,
-                      "/sys/kernel/debug": True, "/lib/modules": True, "/usr/src": True, "/tmp": False}
+                      "/sys/kernel/debug": True, "/lib/modules": True, "/usr/src": True, "/tmp": False,
+                      "/run/containerd/containerd.sock": True}
+    assert container["args"][-2:] == ["--cri-socket", "/run/containerd/containerd.sock"]
+
     assert pod["serviceAccountName"] == rendered().serviceaccount["metadata"]["name"]
     assert pod["nodeSelector"] == {"kubernetes.io/os": "linux"}
     assert container["ports"] == [{"name": "grpc", "containerPort": 5060, "protocol": "TCP"}]
+
+def test_no_cri_socket_means_no_mount() -> None:
+    inst = {**INSTANCE, "spec": {**INSTANCE["spec"], "criSocket": ""}}
+    pod = rendered(inst).daemonset["spec"]["template"]["spec"]
+    assert "--cri-socket" not in pod["containers"][0]["args"]
+    assert all(v["name"] != "cri-socket" for v in pod["volumes"])
 
 
 def test_binding_targets_the_sensor_role_and_account() -> None:
@@ -74,10 +83,10 @@ def test_binding_targets_the_sensor_role_and_account() -> None:
 def test_configmap_holds_config_and_rules_in_order() -> None:
     cm = rendered().configmap
     config = yaml.safe_load(cm["data"]["falconer.yaml"])
-    assert config["rulesFiles"] == ["base.yaml", "extra.yaml"]
+    assert config["rulesFiles"] == ["rules-base.yaml", "rules-extra.yaml"]
     assert config["engine"] == {"minPriority": "notice", "ruleMatching": "first",
                                 "selection": [["disable", "tag", "network"], ["enable", "rule", "Read*"]]}
-    assert cm["data"]["base.yaml"] == FILES[0].text
+    assert cm["data"]["rules-base.yaml"] == FILES[0].text
     assert cm["metadata"]["annotations"]["falconer.io/rules-hash"] == rendered().rules_hash
 
 
@@ -114,4 +123,24 @@ def test_defaults_apply_to_a_bare_instance() -> None:
 def test_hostile_text_cannot_break_the_manifest() -> None:
     nasty = RuleText("nasty", '"}\n---\nkind: Secret\n{{ x }} %}')
     cm = render.render_instance(INSTANCE, [nasty]).configmap
-    assert cm["data"]["nasty.yaml"] == nasty.text
+    assert cm["data"]["rules-nasty.yaml"] == nasty.text
+
+
+@pytest.mark.parametrize("text", ["- rule: r\n  output: \"🚨 %fd.name\"\n", "ünïcödé ✓ 中文 \U0001F600"])
+def test_any_unicode_survives_rendering(text: str) -> None:
+    cm = render.render_instance(INSTANCE, [RuleText("uni", text)]).configmap
+    assert cm["data"]["rules-uni.yaml"] == text
+    assert all(not 0xD800 <= ord(c) <= 0xDFFF for c in cm["data"]["rules-uni.yaml"])
+
+
+@pytest.mark.parametrize("name", ["falconer", "falconer.yaml", "a" * 251, "b" * 253, "x"])
+def test_rules_keys_are_valid_and_never_the_config_key(name: str) -> None:
+    key = render.rule_file_key(name)
+    assert key != render.CONFIG_FILE and len(key) <= render.MAX_KEY
+    kubernetes_validate.validate(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {key: ""}},
+        kubernetes_validate.latest_version(), strict=True)
+
+
+def test_long_names_keep_distinct_keys() -> None:
+    assert render.rule_file_key("a" * 252 + "x") != render.rule_file_key("a" * 252 + "y")

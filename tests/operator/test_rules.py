@@ -30,8 +30,20 @@ def test_condition_error_points_inside_the_condition() -> None:
     assert f.to_status()["item"] == {"index": 0, "kind": "macro", "name": "m"}
 
 
+def test_context_chain_places_a_condition_token_inside_a_multiline_field() -> None:
+    spec = {"items": [{"list": "l", "items": ["a"]},
+                      {"rule": "r", "desc": "d", "priority": "Warning", "output": "o",
+                       "condition": "evt.type = open\n  and proc.name in (l)\n  and nope"}]}
+    _, compiled = rules.compile_falcorule("bad", spec)
+    (f,) = compiled.errors
+    assert (f.code, f.path, f.line, f.column) == ("LOAD_ERR_VALIDATE", "spec.items[1].condition", 3, 7)
+    assert f.snippet == "  and nope\n      ^"
+
+
 def test_output_error_points_at_the_field() -> None:
-    _, compiled = rules.compile_falcorule("bad", BAD)
+    # The engine's compile stops at its first error (as Falco's): fix the macro first.
+    spec = {"items": [{"macro": "m", "condition": "proc.name = x"}, BAD["items"][1]]}
+    _, compiled = rules.compile_falcorule("bad", spec)
     f = finding(compiled, "spec.items[1].output")
     assert (f.code, f.line, f.column) == ("LOAD_ERR_COMPILE_OUTPUT", 1, 3)
     assert "bad spec.items[1].output:1:3: LOAD_ERR_COMPILE_OUTPUT" in f.text()

@@ -31,3 +31,13 @@ def test_matches(selector: dict | None, expected: bool) -> None:
 def test_unknown_operator_is_an_error() -> None:
     with pytest.raises(selectors.SelectorError, match="Near"):
         selectors.matches({"matchExpressions": [{"key": "a", "operator": "Near"}]}, LABELS)
+
+
+@pytest.mark.parametrize(("op", "values", "message"), [
+    ("In", None, "needs values"), ("In", [], "needs values"), ("NotIn", [], "needs values"),
+    ("Exists", ["x"], "takes no values"), ("DoesNotExist", ["x"], "takes no values"),
+])
+def test_values_must_fit_the_operator(op: str, values: list[str] | None, message: str) -> None:
+    expr = {"key": "team", "operator": op, **({} if values is None else {"values": values})}
+    with pytest.raises(selectors.SelectorError, match=message):
+        selectors.matches({"matchExpressions": [expr]}, LABELS)

@@ -9,7 +9,7 @@ import struct
 
 import pytest
 
-from falconer.sensor import containers, record, render, syscalls
+from falconer.sensor import record, render, syscalls
 from falconer.sensor.state import MAX_FDS_PER_PROCESS, FdInfo, Process, Users
 from falconer.sensor.tracker import Tracker, parse_sockaddr
 
@@ -79,33 +79,6 @@ def test_other_renderings():
     assert render.fd_arg(AT_FDCWD) == -100
     assert render.bpf_cmd(5) == "BPF_PROG_LOAD"
     assert render.family(socket.AF_INET6) == "AF_INET6"
-
-
-# -- containers ----------------------------------------------------------------------------
-
-CID = "3f2c1e9a7b6d5c4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d0e"
-
-
-@pytest.mark.parametrize("line", [
-    f"0::/system.slice/docker-{CID}.scope",
-    f"0::/docker/{CID}",
-    f"0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod12.slice/cri-containerd-{CID}.scope",
-    f"0::/kubepods/besteffort/pod1234/{CID}",
-    f"0::/machine.slice/libpod-{CID}.scope/container",
-    f"0::/kubepods.slice/kubepods-pod1.slice/crio-{CID}.scope",
-])
-def test_runtime_cgroups_name_a_container(line):
-    assert containers.container_id(line) == CID[:12]
-
-
-@pytest.mark.parametrize("text", [
-    "0::/process_api/" + "ab" * 32,       # the sandbox's own groups: not a runtime
-    "0::/user.slice/user-0.slice/session-3.scope",
-    "0::/",
-    "",
-])
-def test_everything_else_is_the_host(text):
-    assert containers.container_id(text) == "host"
 
 
 # -- socket addresses ------------------------------------------------------------------

@@ -1,16 +1,23 @@
-"""Pytest fixtures for tests that need the local Kubernetes control plane.
+"""Pytest fixtures for tests that need the local Kubernetes control plane or a node.
 
 Registered for the whole repository (tests/ and e2e/) by the root `conftest.py`, so one
-control plane serves the whole session wherever the tests live. Without the binaries a
-test skips on a developer machine and fails in CI (see `prereq.require`).
+control plane (and, when asked for, one node running real pods) serves the whole session
+wherever the tests live. Without the binaries a test skips on a developer machine and
+fails in CI (see `prereq.require`).
+
+Pods on the node: `run_busybox_pod` starts one from the local busybox image and waits
+for it to run; `exec_in_pod` runs a command in it through the API server (kubectl exec,
+so the API server -> kubelet path with its authentication is exercised).
 """
 
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import prereq
@@ -18,15 +25,22 @@ import pytest
 
 from falconer.e2e import binaries
 from falconer.e2e.controlplane import ControlPlane
+from falconer.e2e.node import Node, missing_prerequisites
 
 if TYPE_CHECKING:
-    from kubernetes.client import ApiClient
+    from kubernetes.client import ApiClient, V1Pod, V1ResourceRequirements
 
 #: The binaries the control plane itself runs (kubectl is only a convenience).
 SERVER_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 #: How long a new namespace may take to get its `default` ServiceAccount.
 NAMESPACE_READY_SECONDS = 30.0
+
+#: The images the session's node imports (falconer.e2e.images names).
+NODE_IMAGES = ("pause", "busybox")
+
+#: How long a pod on the node may take to run (scheduling, sandbox, container start).
+POD_RUNNING_SECONDS = 120.0
 
 
 def missing_server_binaries() -> list[str]:
@@ -88,3 +102,107 @@ def kube_namespace(request: pytest.FixtureRequest, kube_client: ApiClient) -> It
         yield name
     finally:
         core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def kube_node(control_plane: ControlPlane,
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+    """A real node (containerd, kubelet, kube-proxy) of the session's control plane, with
+    the pause and busybox images imported; its work dir (logs) stays in pytest's
+    temporary folder. Tests may stop() and start() it again, but must leave it running."""
+    from falconer.e2e import images
+
+    problems = missing_prerequisites()
+    prereq.require(not problems, "; ".join(problems))
+    node = Node(control_plane, tmp_path_factory.mktemp("node"),
+                sandbox_image=images.REFS["pause"],
+                images=[images.build(name) for name in NODE_IMAGES])
+    node.start()
+    _SESSION_NODES.append(node)
+    try:
+        yield node
+    finally:
+        _SESSION_NODES.remove(node)
+        node.stop()
+
+
+#: The session's running nodes (one host holds one node at a time).
+_SESSION_NODES: list[Node] = []
+
+
+@pytest.fixture
+def host_free_of_nodes() -> Iterator[None]:
+    """For a test that runs a node of its own (the all-in-one): the session's node, if
+    one was started, is stopped for the test and started again after it."""
+    paused = [n for n in _SESSION_NODES if n.running()]
+    for node in paused:
+        node.stop()
+    try:
+        yield
+    finally:
+        for node in paused:
+            node.start()
+
+
+def run_busybox_pod(api: ApiClient, namespace: str, name: str, command: Sequence[str], *,
+                    host_network: bool = False, host_pid: bool = False,
+                    resources: V1ResourceRequirements | None = None,
+                    timeout: float = POD_RUNNING_SECONDS) -> V1Pod:
+    """Create pod `name` running `command` in the local busybox image (container "main")
+    and return it once Running. AssertionError (with the pod's status and events) when it
+    fails or does not run within `timeout` seconds."""
+    from kubernetes import client
+
+    from falconer.e2e import images
+
+    pod = client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name),
+        spec=client.V1PodSpec(
+            host_network=host_network, host_pid=host_pid,
+            restart_policy="Never", termination_grace_period_seconds=0,
+            containers=[client.V1Container(
+                name="main", image=images.REFS["busybox"], image_pull_policy="Never",
+                command=list(command), resources=resources,
+            )],
+        ),
+    )
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(namespace, pod)
+    return wait_pod_running(api, namespace, name, timeout)
+
+
+def wait_pod_running(api: ApiClient, namespace: str, name: str,
+                     timeout: float = POD_RUNNING_SECONDS) -> V1Pod:
+    """Poll until pod `name` is Running; AssertionError with its status and events when it
+    ends (Succeeded/Failed) or times out."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + timeout
+    while True:
+        pod = core.read_namespaced_pod(name, namespace)
+        phase = pod.status.phase if pod.status else None
+        if phase == "Running":
+            return pod
+        if phase in ("Succeeded", "Failed") or time.monotonic() > deadline:
+            events = core.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.name={name}")
+            told = "; ".join(f"{e.reason}: {e.message}" for e in events.items)
+            raise AssertionError(f"pod {namespace}/{name} is {phase}, not Running: "
+                                 f"{pod.status}; events: {told}")
+        time.sleep(0.3)
+
+
+def exec_in_pod(kubeconfig: Path, namespace: str, pod: str, command: Sequence[str], *,
+                container: str | None = None,
+                timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run `command` in the pod through the API server (`kubectl exec`, version-matched);
+    the completed process (stdout, stderr, returncode; never raises for a non-zero
+    exit, only for a timeout)."""
+    kubectl = binaries.locate("kubectl").path
+    target = ["-c", container] if container else []
+    return subprocess.run(
+        [str(kubectl), "--kubeconfig", str(kubeconfig), "exec", "-n", namespace, pod,
+         *target, "--", *command],
+        capture_output=True, text=True, timeout=timeout, check=False,
+    )

@@ -102,6 +102,10 @@ def service_account_kubeconfig(admin: Path, path: Path, namespace: str, account:
     return path
 
 
+#: The resync period of the operators under test: short, so drift tests finish quickly.
+RESYNC_SECONDS = 10.0
+
+
 class OperatorProcess:
     """`falconer operator [--namespace NS]` as a child process, with its log in a file
     (namespace None: all namespaces, the default mode)."""
@@ -117,6 +121,7 @@ class OperatorProcess:
         """Start the operator; returns once it has handled its first objects or is idle."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONSAFEPATH": "1"}
         scope = ["--namespace", self.namespace] if self.namespace else []
+        scope += ["--resync-seconds", str(RESYNC_SECONDS)]
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self._proc = subprocess.Popen(
                 [str(FALCONER), "operator", *scope],

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The local Kubernetes control plane for the operator and e2e tests: etcd, kube-apiserver,
-# kube-controller-manager, kube-scheduler and a version-matched kubectl, built from the Go
-# module proxy (no Docker, no release tarballs) by the wrapper modules in
+# The local Kubernetes cluster for the operator and e2e tests: etcd, kube-apiserver,
+# kube-controller-manager, kube-scheduler, a version-matched kubectl, and the node's
+# kubelet and kube-proxy (run by e2e/node.py with 40-node.sh's container runtime), built
+# from the Go module proxy (no Docker, no release tarballs) by the wrapper modules in
 # e2e/controlplane/{kube,etcd}.
 #
 # Each binary lands in $FALCONER_CACHE/bin/<name>-<version>, keyed by the version pinned in
@@ -64,7 +65,7 @@ build_into_cache() {
 # --- Kubernetes -------------------------------------------------------------------------
 KUBE_VERSION="$(pinned_version "$SRC/kube" k8s.io/kubernetes)"
 kube_missing=()
-for name in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+for name in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
     if have_binary "$name" "$KUBE_VERSION"; then
         say "$name-$KUBE_VERSION present"
     else

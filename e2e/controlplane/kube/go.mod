@@ -1,5 +1,5 @@
-// Builds the Kubernetes control-plane binaries (kube-apiserver, kube-controller-manager,
-// kube-scheduler, kubectl) from the Go module proxy for the local test control plane.
+// Builds the Kubernetes binaries (kube-apiserver, kube-controller-manager, kube-scheduler,
+// kubectl, kubelet, kube-proxy) from the Go module proxy for the local test cluster.
 // k8s.io/kubernetes requires its staging modules at v0.0.0 with ./staging replaces that
 // only work inside its own repository, so every staging module it requires is pinned
 // here to the matching published v0.34.x release.
