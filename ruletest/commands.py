@@ -19,6 +19,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--rules", nargs="+", type=Path, metavar="FILE",
                    help="rules files under test, in load order (default: Falconer's rules)")
     p.add_argument("--junit", type=Path, metavar="FILE", help="also write JUnit XML to FILE")
+    p.add_argument("--kubeconfig", type=Path, metavar="FILE",
+                   help="a cluster with a node on this host, for tests with a pod context")
+    p.add_argument("--namespace", default="default", metavar="NS",
+                   help="the namespace of the test pods (default: default)")
+    p.add_argument("--kubectl", default="kubectl", metavar="PATH",
+                   help="the kubectl to use (default: kubectl on PATH)")
     p.add_argument("--buffer-pages", type=int, default=None, metavar="N",
                    help="the sensor's ring buffer size in pages (default 16384: 64 MiB)")
     p.set_defaults(run=run)
@@ -27,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     """0 when every test passed; 1 on any failure or error; 2 when nothing could run."""
     from falconer import paths  # noqa: PLC0415
-    from falconer.ruletest import report, runner, suite  # noqa: PLC0415
+    from falconer.ruletest import pods, report, runner, suite  # noqa: PLC0415
 
     try:
         tests = suite.load(args.suites)
@@ -35,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"falconer test: {exc}", file=sys.stderr)
         return 2
     rules = list(args.rules or paths.default_rules_files())
-    r = runner.Runner(rules, buffer_pages=args.buffer_pages or runner.DEFAULT_BUFFER_PAGES)
+    cluster = (pods.Cluster(args.kubeconfig.absolute(), args.namespace, args.kubectl)
+               if args.kubeconfig is not None else None)
+    r = runner.Runner(rules, buffer_pages=args.buffer_pages or runner.DEFAULT_BUFFER_PAGES,
+                      cluster=cluster)
     results: list[runner.Result] = []
     try:
         with r.session() as sensor:

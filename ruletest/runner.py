@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from falconer.engine import Engine, LoadResult
-from falconer.ruletest import actor
+from falconer.ruletest import actor, pods
 from falconer.ruletest.suite import RuleTest, substitute
 from falconer.sensor.alerts import DROP_RULE
 from falconer.sensor.runner import CHECK_EVERY_S, POLL_MS
@@ -60,9 +60,9 @@ LOSS_REPORT_S = CHECK_EVERY_S + 3 * POLL_MS / 1000
 #: programs run from temporary folders watch.
 DEFAULT_BASE = Path("/var/lib/falconer/ruletest")
 CGROUP_PARENT = "falconer-ruletest"
-#: Pending until a kubelet node can host test pods (see the README, "Testing rules").
-POD_PENDING = ("in-pod contexts are not available in this build: they need a kubelet node "
-               "to run the pod (falconer.e2e.node), which has not landed")
+#: Why a pod test cannot run without a cluster.
+POD_NEEDS_CLUSTER = ("an in-pod context needs a cluster with a node on this host: "
+                     "falconer test --kubeconfig FILE")
 
 
 @dataclass
@@ -93,15 +93,16 @@ def load_rules(rules: list[Path]) -> tuple[LoadResult, list[str]]:
 def overlay_text(rule_names: list[str], barrier_dir: str) -> str:
     """The overlay rules file: attribution fields on every rule, and the barrier rule."""
     items: list[dict[str, object]] = [
-        {"rule": name, "output": "proc.pid=%proc.pid proc.apid=%proc.apid",
-         "override": {"output": "append"}}
+        {"rule": name, "output": "proc.pid=%proc.pid proc.apid=%proc.apid "
+         "container.id=%container.id", "override": {"output": "append"}}
         for name in rule_names
     ]
     items.append({
         "rule": BARRIER_RULE,
         "desc": "Marks the end of one rule test (falconer test only).",
-        "condition": f"evt.type in (open, openat, openat2) and fd.name startswith {barrier_dir}/",
-        "output": "rule test barrier %fd.name proc.pid=%proc.pid",
+        "condition": f"evt.type in (open, openat, openat2) and (fd.name startswith "
+                     f"{barrier_dir}/ or fd.name startswith {pods.BARRIER_PREFIX})",
+        "output": "rule test barrier %fd.name proc.pid=%proc.pid container.id=%container.id",
         "priority": "DEBUG", "tags": ["falconer_test"],
     })
     return yaml.safe_dump(items, sort_keys=False, width=1000)
@@ -175,6 +176,11 @@ class SensorSession:
         return "".join(self.stderr)
 
 
+def _field(alert: dict[str, object], key: str) -> object:
+    fields = alert.get("output_fields")
+    return fields.get(key) if isinstance(fields, dict) else None
+
+
 def _pids(alert: dict[str, object]) -> set[int]:
     fields = alert.get("output_fields")
     if not isinstance(fields, dict):
@@ -203,8 +209,10 @@ class Runner:
     """Runs tests against one sensor session; `run()` yields one Result per test."""
 
     def __init__(self, rules: list[Path], base: Path = DEFAULT_BASE,
-                 buffer_pages: int = DEFAULT_BUFFER_PAGES) -> None:
+                 buffer_pages: int = DEFAULT_BUFFER_PAGES,
+                 cluster: pods.Cluster | None = None) -> None:
         self.rules = [p.absolute() for p in rules]
+        self.cluster = cluster
         self.buffer_pages = buffer_pages
         base.mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="run-", dir=base))
@@ -253,11 +261,13 @@ class Runner:
     def _run_one(self, index: int, test: RuleTest, sensor: SensorSession) -> Result:
         if test.rule is not None and test.rule not in self.rule_names:
             return Result(test, "error", f"rule {test.rule!r} is not in the loaded rules")
-        if test.context.pod is not None:
-            return Result(test, "error", POD_PENDING)
         if sensor.proc.poll() is not None:
             return Result(test, "error", "the sensor has exited:\n" + "".join(sensor.stderr[-5:]))
         nonce = "rt" + uuid.uuid4().hex[:10]
+        if test.context.pod is not None:
+            if self.cluster is None:
+                return Result(test, "error", POD_NEEDS_CLUSTER)
+            return self._run_in_pod(test, sensor, self.cluster, nonce)
         workdir = self.dir / f"t{index:03d}-{nonce}"
         workdir.mkdir(mode=0o755)
         ctx = test.context
@@ -306,6 +316,11 @@ class Runner:
                           "(the sensor lost it, or is not keeping up)", lost=True)
         ours = [a for a in sensor.alerts[start:]
                 if a.get("rule") != BARRIER_RULE and root in _pids(a)]
+        return self._checked(test, sensor, ours, start, workdir, nonce)
+
+    def _checked(self, test: RuleTest, sensor: SensorSession, ours: list[dict[str, object]],
+                 start: int, workdir: str, nonce: str) -> Result:
+        """The verdict on the test's alerts, unless lost events leave it unproven."""
         result = _verdict(test, ours, workdir, nonce)
         if result.status != "pass" or not test.expect.alert:
             # An alert that came is proof; a missing one is not when records were lost.
@@ -317,6 +332,33 @@ class Runner:
                               f"its outcome is not proven ({result.reason or 'no alert'})",
                               alerts=ours, lost=True)
         return result
+
+    def _run_in_pod(self, test: RuleTest, sensor: SensorSession, cluster: pods.Cluster,
+                    nonce: str) -> Result:
+        """One test in a fresh pod; alerts attributed by the pod's container id."""
+        assert test.context.pod is not None
+        name = f"falconer-ruletest-{nonce}"
+        barrier = pods.BARRIER_PREFIX + nonce
+        workdir = "/tmp"
+        try:
+            cid = cluster.start_pod(name, test.context.pod.image)[:12]
+            time.sleep(LOSS_REPORT_S)  # losses while the node started the pod are not ours
+            start = len(sensor.alerts)
+            steps = [actor.Step(kind=s["kind"], args=substitute(s["args"], workdir, nonce))
+                     for s in test.steps]
+            code, why = cluster.run_steps(name, steps, barrier)
+        except (pods.PodError, subprocess.SubprocessError, OSError) as exc:
+            return Result(test, "error", str(exc))
+        finally:
+            cluster.delete_pod(name)
+        if self._setup_pid(sensor, barrier, start) is None:
+            return Result(test, "error", f"no barrier alert within {BARRIER_TIMEOUT_S:.0f} s "
+                          "(the sensor lost it, or is not keeping up)", lost=True)
+        if code != 0:
+            return Result(test, "error", why)
+        ours = [a for a in sensor.alerts[start:] if a.get("rule") != BARRIER_RULE
+                and _field(a, "container.id") == cid]
+        return self._checked(test, sensor, ours, start, workdir, nonce)
 
     def _setup_pid(self, sensor: SensorSession, barrier: str, start: int) -> int | None:
         """The setup process's pid, from its barrier alert (None: no barrier seen)."""

@@ -11,7 +11,7 @@ A suite file is a YAML list; each item is one test::
         container: true                         # in a container cgroup (see below)
         network: [169.254.169.254]              # fresh net namespace, these on lo
         tmpfs: [/etc/cron.d]                    # private mounts: fresh tmpfs here
-        pod: {image: busybox}                   # in a pod on a kubelet node
+        pod: {image: busybox}                   # instead: in a pod of this image
       steps:
         - run: cat /etc/shadow                  # /bin/sh -c, as a child of `process`
         - open: {path: "{workdir}/f", mode: write}   # or a named system call
@@ -36,7 +36,8 @@ from typing import Any
 
 import yaml
 
-from falconer.ruletest.actor import OPEN_MODES, NAMESPACE_FLAGS, PTRACE_REQUESTS, STEPS, Step
+from falconer.ruletest.actor import NAMESPACE_FLAGS, OPEN_MODES, PTRACE_REQUESTS, STEPS, Step
+from falconer.ruletest.pods import POD_STEPS
 
 PRIORITIES = ("EMERGENCY", "ALERT", "CRITICAL", "ERROR", "WARNING", "NOTICE",
               "INFORMATIONAL", "INFO", "DEBUG")
@@ -176,9 +177,14 @@ def _test(item: object, file: str, where: str) -> RuleTest:
     expect = _expect(node["expect"], f"{where}: expect")
     if rule is None and expect.alert:
         raise _fail(where, "a test without `rule` can only expect no alert (alert: false)")
-    return RuleTest(name=node["name"], rule=rule,
-                    context=_context(node.get("context") or {}, f"{where}: context"),
-                    steps=tuple(_step(s, f"{where}: step {n + 1}") for n, s in enumerate(steps)),
+    context = _context(node.get("context") or {}, f"{where}: context")
+    parsed = tuple(_step(s, f"{where}: step {n + 1}") for n, s in enumerate(steps))
+    if context.pod is not None:
+        for n, step in enumerate(parsed):
+            if step["kind"] not in POD_STEPS or "name" in step["args"]:
+                raise _fail(f"{where}: step {n + 1}",
+                            f"in a pod, steps are {' and '.join(POD_STEPS)} (without name)")
+    return RuleTest(name=node["name"], rule=rule, context=context, steps=parsed,
                     expect=expect, file=file)
 
 
@@ -230,8 +236,9 @@ def _context(node: object, where: str) -> Context:
     if node.get("pod") is not None:
         pnode = _keys(node["pod"], {"image"}, {"image"}, f"{where}: pod")
         pod = Pod(image=str(pnode["image"]))
-        if container or lists["network"] or lists["tmpfs"]:
-            raise _fail(where, "pod: cannot be combined with container, network or tmpfs")
+        if set(node) - {"pod"}:
+            raise _fail(where, "pod: the image decides the user and the runtime the process "
+                        "tree; it cannot be combined with other context keys")
     return Context(user=pw.pw_name, uid=pw.pw_uid, gid=pw.pw_gid,
                    process=_name(node.get("process", DEFAULT_PROCESS), f"{where}: process"),
                    parents=tuple(_name(p, f"{where}: parents") for p in parents),
