@@ -65,6 +65,8 @@ def test_a_suite_reads_into_typed_tests(tmp_path: Path) -> None:
     ("- {name: a, rule: R, context: {pod: {image: busybox}, container: true}, "
      "steps: [{run: x}], expect: {alert: false}}", "cannot be combined"),
     ("- {name: a, rule: R, steps: [], expect: {alert: false}}", "non-empty list"),
+    ("- {name: a, rule: R, context: {pod: {image: busybox}}, steps: [{open: {path: /x}}], "
+     "expect: {alert: false}}", "in a pod, steps are run and exec"),
     ("- {name: a, rule: R, steps: [{run: x}], expect: {alert: false}, when: now}",
      "unknown key(s) when"),
     ("- {name: a, rule: R, steps: [{run: x}], expect: {alert: false}}\n"
