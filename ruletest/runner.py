@@ -322,10 +322,11 @@ class Runner:
                  start: int, workdir: str, nonce: str) -> Result:
         """The verdict on the test's alerts, unless lost events leave it unproven."""
         result = _verdict(test, ours, workdir, nonce)
-        if result.status != "pass" or not test.expect.alert:
-            # An alert that came is proof; a missing one is not when records were lost.
-            # The sensor reports losses once a second, maybe after the barrier: wait
-            # for that report before calling the absence of an alert a result.
+        fired = any(test.rule is None or a.get("rule") == test.rule for a in ours)
+        if not fired:
+            # An alert that came is proof either way; the absence of one is not when
+            # records were lost. The sensor reports losses once a second, maybe after
+            # the barrier: wait for that report before calling the absence a result.
             time.sleep(LOSS_REPORT_S)
             if _lost(sensor, start):
                 return Result(test, "error", "the sensor lost events during this test, so "
