@@ -72,7 +72,6 @@ class Plan(TypedDict):
     the loopback device of a fresh network namespace (none: stay in the host's).
     """
 
-    python: str
     actor: str
     links: str
     chain: list[str]

@@ -283,7 +283,7 @@ class Runner:
                 link.symlink_to(self.python)
         barrier = str(self.barriers / nonce)
         plan = actor.Plan(
-            python=self.python, actor=actor.__file__, links=str(self.links), chain=ctx.chain,
+            actor=actor.__file__, links=str(self.links), chain=ctx.chain,
             uid=ctx.uid, gid=ctx.gid, workdir=str(workdir), nonce=nonce, barrier=barrier,
             cgroup=cgroup, tmpfs=list(ctx.tmpfs), addresses=list(ctx.network),
             steps=[actor.Step(kind=s["kind"], args=substitute(s["args"], str(workdir), nonce))
