@@ -224,6 +224,7 @@ class Runner:
         self.python = os.path.realpath(sys.executable)
         self.rule_names: list[str] = []
         self.summary = ""               # the sensor's own summary, once it has stopped
+        self._cgroups_used = False
 
     @contextmanager
     def session(self) -> Iterator[SensorSession]:
@@ -240,6 +241,8 @@ class Runner:
         finally:
             self.summary = sensor.stop()
             shutil.rmtree(self.dir, ignore_errors=True)
+            if self._cgroups_used:
+                _remove_cgroup(_cgroup_root() / CGROUP_PARENT)
 
     def run(self, tests: list[RuleTest], sensor: SensorSession) -> Iterator[Result]:
         """Each test in turn (the sensor must be running)."""
@@ -275,6 +278,7 @@ class Runner:
             os.chown(workdir, ctx.uid, ctx.gid)
         cgroup = ""
         if ctx.container:
+            self._cgroups_used = True
             cid = hashlib.sha256(nonce.encode()).hexdigest()
             cgroup = str(_cgroup_root() / CGROUP_PARENT / f"cri-containerd-{cid}.scope")
         for name in {SETUP_NAME, *ctx.chain}:
