@@ -20,6 +20,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "falconer.engine.commands",
     "falconer.operator.commands",
     "falconer.sensor.commands",
+    "falconer.ruletest.commands",
 )
 
 

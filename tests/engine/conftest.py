@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import upstream
 
-from falconer import paths
 from falconer.engine import Engine, EngineOptions
 from falconer.engine.ruleset import Ruleset
 
@@ -25,12 +24,6 @@ def _load_all_matching(files: Sequence[Path]) -> Ruleset:
     assert result.ok, "\n".join(d.human() for d in result.errors)
     assert engine.ruleset is not None
     return engine.ruleset
-
-
-@pytest.fixture(scope="session")
-def default_ruleset() -> Ruleset:
-    """Falconer's own default rules."""
-    return _load_all_matching(paths.default_rules_files())
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from falconer.paths import ROOT
 
-_COMPONENTS = {"engine": "engine", "sensor": "sensor", "operator": "operator", "e2e": "e2e"}
+_COMPONENTS = {"engine": "engine", "sensor": "sensor", "operator": "operator", "e2e": "e2e",
+               "ruletest": "ruletest"}
 
 
 def _assembled_tree(dest: Path) -> Path:
