@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from falconer.engine import Engine, EngineOptions, RulesSource
+from falconer.engine import AppendOutputError, Engine, EngineOptions, RulesSource, parse_append_output
 from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
 
 #: Outputs of FalcoInstance.spec.outputs this sensor delivers (the operator names the
@@ -30,6 +30,9 @@ from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
 SUPPORTED_OUTPUTS = frozenset({"stdout", "kubernetesEvents", "falcoAlerts"})
 #: outputs.rateLimit defaults (the FalcoInstance CRD's): API writes per second, burst.
 DEFAULT_RATE = (10.0, 100)
+#: engine.appendOutput when falconer.yaml has none: Falco's shipped falco.yaml setting
+#: (the raw entries, in falco.yaml's own keys).
+APPEND_OUTPUT_DEFAULT: list[dict[str, object]] = [{"suggested_output": True}]
 #: The ring buffer size when neither the config nor the command line gives one.
 DEFAULT_BUFFER_BYTES = 8 << 20
 
@@ -107,10 +110,15 @@ def _selection(raw: list[Any], path: str) -> tuple[tuple[str, str, str], ...]:
 
 def _engine_options(raw: dict[str, Any], path: str) -> EngineOptions:
     where = f"{path}: engine."
+    try:
+        append = parse_append_output(raw.get("appendOutput", APPEND_OUTPUT_DEFAULT))
+    except AppendOutputError as exc:
+        raise ConfigError(f"{where}appendOutput: {exc}") from exc
     opts = EngineOptions(
         min_priority=_field(raw, "minPriority", str, where, "debug"),
         rule_matching=_field(raw, "ruleMatching", str, where, "first"),
         selection=_selection(_field(raw, "selection", list, where, []), path),
+        append_output=append,
     )
     try:
         Engine(opts)  # checks the priority name and the matching mode now

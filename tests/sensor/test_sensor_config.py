@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from falconer.e2e import configmap_volume
-from falconer.engine import EngineOptions
+from falconer.engine import FALCO_DEFAULT_APPEND_OUTPUT, EngineOptions, parse_append_output
 from falconer.sensor import config
 
 RULE = """
@@ -61,9 +61,22 @@ def test_config_names_rules_relative_to_its_folder_and_sets_the_engine(tmp_path)
                        tmp_path / "falconer.yaml")
     assert cfg.instance == "security/default"
     assert cfg.rules_files == (tmp_path / "a.yaml", tmp_path / "b.yaml")
-    assert cfg.engine == EngineOptions("warning", "all", (("disable", "tag", "network"),))
+    assert cfg.engine == EngineOptions("warning", "all", (("disable", "tag", "network"),),
+                                       append_output=FALCO_DEFAULT_APPEND_OUTPUT)
     assert (cfg.json_output, cfg.stdout_enabled, cfg.unsupported_outputs) == (False, True, ("http",))
     assert cfg.buffer_pages == (1 << 20) // os.sysconf("SC_PAGE_SIZE")
+
+
+def test_append_output_is_falcos_setting(tmp_path):
+    """engine.appendOutput holds falco.yaml's append_output entries; none given means
+    Falco's shipped default (suggested_output), an empty list means nothing appended."""
+    path = tmp_path / "falconer.yaml"
+    extra = [{"match": {"source": "syscall"}, "extra_output": "on %k8s.ns.name"}]
+    cfg = config.parse(falconer_yaml(["a.yaml"], engine={"appendOutput": extra}), path)
+    assert cfg.engine.append_output == parse_append_output(extra)
+    assert config.parse(falconer_yaml(["a.yaml"], engine={"appendOutput": []}), path).engine.append_output == ()
+    with pytest.raises(config.ConfigError, match="appendOutput: append_output\\[0\\]"):
+        config.parse(falconer_yaml(["a.yaml"], engine={"appendOutput": [{"bogus": 1}]}), path)
 
 
 @pytest.mark.parametrize(("text", "message"), [
