@@ -168,7 +168,7 @@ def test_container_rule_reaches_event_falcoalert_and_status(rule: str, cluster: 
     assert alert["spec"]["workload"]["kind"] == "Deployment"
     assert alert["spec"]["node"] == cluster["node"].name
     assert alert["status"]["count"] >= 1
-    fields = alert["status"].get("outputFields") or {}
+    fields = alert["status"].get("lastOutputFields") or {}  # the CRD's name (crds/falcoalerts)
     assert fields.get("k8s.ns.name") == APP_NS and fields.get("k8s.pod.name") == pod, fields
     assert fields.get("container.image.repository") == images.REFS["busybox"].rsplit(":", 1)[0], fields
     wait_for(lambda: any(rule in (e.get("message") or "") or e.get("reason") for e in pod_events(admin, pod)),
