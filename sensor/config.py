@@ -168,8 +168,11 @@ def parse(text: str, path: Path) -> SensorConfig:
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(doc).__name__}")
     files = _field(doc, "rulesFiles", list, f"{path}: ", None)
-    if not files or not all(isinstance(f, str) and f for f in files):
-        raise ConfigError(f"{path}: rulesFiles: expected a non-empty list of file names")
+    # An empty list is "no rules": the instance selects no FalcoRule (the operator says
+    # so in its status), and the sensor runs with none and says so. A missing key is an
+    # error: a config that forgot its rules must not silently watch nothing.
+    if files is None or not all(isinstance(f, str) and f for f in files):
+        raise ConfigError(f"{path}: rulesFiles: expected a list of file names ([] for no rules)")
     instance = _field(doc, "instance", dict, f"{path}: ", {})
     outputs = _outputs(_field(doc, "outputs", dict, f"{path}: ", {}), str(path))
     size = _field(doc, "bufferSizeBytes", int, f"{path}: ", DEFAULT_BUFFER_BYTES)

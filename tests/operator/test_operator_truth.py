@@ -128,3 +128,23 @@ def test_binding_drift_is_put_back_by_the_resync(operator: operator_harness.Oper
     wait_for(lambda: kube.get("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", name) is not None,
              what="the binding to come back", timeout=RESYNC_BOUND_S)
     print(f"ClusterRoleBinding re-created by the resync in {time.monotonic() - t0:.2f}s")
+
+
+def test_deleting_every_falcorule_renders_no_rules_the_sensor_accepts(
+        operator: operator_harness.OperatorProcess, installed: Path, op_namespace: str, kube: Kube,
+        tmp_path: Path) -> None:
+    """No FalcoRule left: the ConfigMap says `rulesFiles: []` (not the deleted rules), the
+    sensor's own parser accepts it (it runs with none), and the instance says why."""
+    from falconer.sensor import config as sensor_config
+
+    kubectl(installed, "delete", "falcorules", "--all", "-n", op_namespace)
+    data = wait_for(lambda: (d := configmap_data(kube, op_namespace))
+                    and yaml.safe_load(d[render.CONFIG_FILE])["rulesFiles"] == [] and d,
+                    what="a ConfigMap with no rules")
+    (tmp_path / render.CONFIG_FILE).write_text(data[render.CONFIG_FILE])
+    assert sensor_config.parse(data[render.CONFIG_FILE], tmp_path / render.CONFIG_FILE).rules_files == ()
+    assert not any(key.startswith(render.RULES_KEY_PREFIX) for key in data)
+    inst = wait_for(lambda: (i := kube.get(GV, "FalcoInstance", INSTANCE, op_namespace))
+                    and condition(i, "Degraded").get("reason") == "NoRulesSelected" and i,
+                    what="the instance to say it selects no FalcoRule")
+    assert condition(inst, "Degraded")["status"] == "True"

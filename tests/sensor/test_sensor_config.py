@@ -82,7 +82,8 @@ def test_append_output_is_falcos_setting(tmp_path):
 @pytest.mark.parametrize(("text", "message"), [
     ("rulesFiles: [a.yaml]\nengine: {minPriority: loud}\n", "engine: invalid minimum priority 'loud'"),
     ("rulesFiles: a.yaml\n", "rulesFiles: expected list, got str"),
-    ("rulesFiles: []\n", "rulesFiles: expected a non-empty list"),
+    ("instance: {name: x}\n", "rulesFiles: expected a list of file names ([] for no rules)"),
+    ("rulesFiles: [a.yaml, 3]\n", "rulesFiles: expected a list of file names"),
     ("rulesFiles: [a.yaml]\nengine: {selection: [[drop, rule, x]]}\n", "engine.selection[0]"),
     ("rulesFiles: [a.yaml]\nbufferSizeBytes: 100\n", "bufferSizeBytes: must be at least 4096"),
     ("rulesFiles: [a.yaml\nengine: {}\n", "falconer.yaml:2:"),
@@ -172,3 +173,18 @@ def test_config_volume_hot_reload(start_sensor, tmp_path, marker):
     swap(volume, good)                                      # what runs already: no reload
     assert sensor.wait_stderr("the rules input is back to the running rules")
     assert sum("rules reloaded" in line for line in sensor.stderr) == 1
+
+
+def test_no_rules_is_a_sensor_running_with_none(start_sensor, tmp_path, marker):
+    """What the operator renders when an instance selects no FalcoRule (rulesFiles: []):
+    the sensor starts, says so, and takes rules as soon as the config names some."""
+    volume = tmp_path / "etc-falconer"
+    configmap_volume.write(volume, {"falconer.yaml": falconer_yaml([])})
+    sensor = start_sensor("--config", str(volume / "falconer.yaml"))
+    assert sensor.wait_stderr("falconer sensor: no rules")
+    opened = RULE.format(name="Opened marked file", evt="openat", field="fd.name",
+                         prefix=tmp_path / "n_", priority="WARNING")
+    swap(volume, {"falconer.yaml": falconer_yaml(["opened.yaml"]), "opened.yaml": opened})
+    assert sensor.wait_stderr("rules reloaded (1 rules)")
+    (tmp_path / f"n_{marker}").write_text("x")
+    assert sensor.rules_for(f"n_{marker}") == {"Opened marked file"}
