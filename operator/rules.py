@@ -158,6 +158,13 @@ _FIELD_OF_LOCATION = {"rule condition": "condition", "macro condition": "conditi
 _TOKEN_LOCATIONS = frozenset({"condition expression", "rule output expression"})
 
 
+def _item_elsewhere(diag: Diagnostic) -> bool:
+    """Whether the item being compiled lives in another FalcoRule than the diagnostic's
+    token (a rule loaded before this FalcoRule that uses one of its macros)."""
+    items = [loc for loc in diag.locations if loc.item_type in ("rule", "macro", "list")]
+    return bool(items) and items[-1].name != diag.file
+
+
 def _from_context(diag: Diagnostic) -> ruleyaml.FieldPosition | None:
     """The item, field and in-field position from the engine's context chain (no YAML
     parsing): the item's index, the field its value location names, and the token's
@@ -168,6 +175,10 @@ def _from_context(diag: Diagnostic) -> ruleyaml.FieldPosition | None:
     if not fields:
         return None
     i, value = fields[-1]
+    if value.name != diag.file or _item_elsewhere(diag):
+        # The item being compiled is in another FalcoRule than the token (a macro of this
+        # one used by a rule loaded before it): place by the token's own position.
+        return None
     key = _FIELD_OF_LOCATION[value.item_type]
     token = diag.locations[-1] if diag.locations[-1].item_type in _TOKEN_LOCATIONS else None
     if key in ("condition", "output") and token is not None and i == len(diag.locations) - 2:
@@ -185,8 +196,8 @@ def _place(diag: Diagnostic, texts: dict[str, RuleText], maps: dict[str, ruleyam
         falco_rule=diag.file or "",
         path="spec.items",
         snippet=diag.snippet or None,
-        item_kind=diag.item_kind or None,
-        item_name=diag.item_name or None,
+        item_kind=None if _item_elsewhere(diag) else diag.item_kind or None,
+        item_name=None if _item_elsewhere(diag) else diag.item_name or None,
     )
     text = texts.get(diag.file or "")
     if text is None:

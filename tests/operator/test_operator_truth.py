@@ -165,20 +165,20 @@ def test_rules_over_the_configmap_limit_are_named_and_never_claimed(
     not applied, the sensors keep what they had; removing one heals it."""
     before = configmap_data(kube, op_namespace)
     for name in ("big-a", "big-b"):
-        apply(installed, op_namespace, big_falcorule(name, 640))
+        apply(installed, op_namespace, big_falcorule(name, 560))
     inst = wait_for(lambda: (i := kube.get(GV, "FalcoInstance", INSTANCE, op_namespace))
                     and "over Kubernetes' limit" in condition(i, "Degraded").get("message", "") and i,
-                    what="the size problem on the instance", timeout=60)
+                    what="the size problem on the instance", timeout=180)
     assert condition(inst, "Degraded")["status"] == "True"
     for name in ("big-a", "big-b"):
         fr = wait_for(lambda n=name: (o := kube.get(GV, "FalcoRule", n, op_namespace))
                       and condition(o, "Applied").get("reason") == "NotApplied" and o,
-                      what=f"{name} not claimed as applied", timeout=60)
+                      what=f"{name} not claimed as applied", timeout=180)
         assert condition(fr, "Valid")["status"] == "True" and condition(fr, "Applied")["status"] == "False"
     assert configmap_data(kube, op_namespace) == before
     kubectl(installed, "delete", "falcorule", "big-b", "-n", op_namespace)
     wait_for(lambda: render.rule_file_key("big-a") in configmap_data(kube, op_namespace),
-             what="big-a to reach the ConfigMap", timeout=60)
+             what="big-a to reach the ConfigMap", timeout=180)
     fr = wait_for(lambda: (o := kube.get(GV, "FalcoRule", "big-a", op_namespace))
-                  and condition(o, "Applied").get("status") == "True" and o, what="big-a applied", timeout=60)
+                  and condition(o, "Applied").get("status") == "True" and o, what="big-a applied", timeout=180)
     assert condition(fr, "Applied")["reason"] == "Rendered"
