@@ -130,7 +130,8 @@ def test_allinone_detects_reloads_and_stops_cleanly(demo: Demo) -> None:
     assert shadow, alerts
     assert shadow[0]["spec"]["pod"]["namespace"] == DEMO_NAMESPACE
     assert shadow[0]["spec"]["workload"] == {"kind": "Deployment", "name": DEMO_APP}
-    assert "falcoalert" in demo.kubectl("get", "falcoalerts", "-A")
+    listing = demo.kubectl("get", "falcoalerts", "-A")  # what the admin types: a table with the rule
+    assert DEMO_NAMESPACE in listing and "Credential file read by a non-login program" in listing, listing
     events = json.loads(demo.kubectl("get", "events", "-n", DEMO_NAMESPACE, "-o", "json"))["items"]
     assert any(e["source"].get("component") == "falconer-sensor" and e["involvedObject"]["kind"] == "Pod"
                for e in events), [e.get("reason") for e in events]

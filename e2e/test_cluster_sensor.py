@@ -123,7 +123,7 @@ def pods(cluster: dict[str, Any], kube_client: Any) -> dict[str, str]:
 ACTIONS: dict[str, tuple[str, str]] = {
     "Netcat Remote Code Execution in Container": ("plain", "/usr/bin/nc -e /bin/true 127.0.0.1 9; sleep 1"),
     "Redirect STDOUT/STDIN to Network Connection in Container": (
-        "plain", "(/usr/bin/nc -l -p 9123 >/dev/null &); sleep 0.5;"
+        "plain", "(/usr/bin/nc -l -p 9123 </dev/null >/dev/null 2>&1 &); sleep 0.5;"
         " /usr/bin/nc -e /bin/true 127.0.0.1 9123; sleep 1"),
     "Packet socket created in container": ("plain", "/usr/sbin/arping -c 1 -w 1 -I eth0 127.0.0.1; sleep 1"),
     "Drop and execute new binary in container": (
@@ -174,7 +174,7 @@ def test_container_rule_reaches_event_falcoalert_and_status(rule: str, cluster: 
     assert alert["spec"]["workload"]["kind"] == "Deployment"
     assert alert["spec"]["node"] == cluster["node"].name
     assert alert["status"]["count"] >= 1
-    fields = alert["status"].get("outputFields") or {}
+    fields = alert["status"].get("lastOutputFields") or {}
     assert fields.get("k8s.ns.name") == APP_NS and fields.get("k8s.pod.name") == pod, fields
     assert fields.get("container.image.repository") == images.REFS["busybox"].rsplit(":", 1)[0], fields
     wait_for(lambda: any(rule in (e.get("message") or "") or e.get("reason") for e in pod_events(admin, pod)),

@@ -4,7 +4,10 @@ The public contract every component codes against; nothing here imports bcc or a
 Kubernetes client.
 """
 
-from falconer.engine.appendoutput import AppendOutput, ExtraField, parse_append_output
+from falconer.engine.appendoutput import (
+    FALCO_DEFAULT as FALCO_DEFAULT_APPEND_OUTPUT,
+)
+from falconer.engine.appendoutput import AppendOutput, AppendOutputError, ExtraField, parse_append_output
 from falconer.engine.collector import ENGINE_VERSION
 from falconer.engine.diagnostics import Diagnostic, LoadResult, Location
 from falconer.engine.engine import Engine, EngineOptions, RulesSource
@@ -12,7 +15,7 @@ from falconer.engine.events import Event, MappingEvent
 from falconer.engine.ruleset import Alert, Ruleset
 
 __all__ = [
-    "ENGINE_VERSION", "Alert", "AppendOutput", "Diagnostic", "Engine", "EngineOptions", "Event",
+    "ENGINE_VERSION", "FALCO_DEFAULT_APPEND_OUTPUT", "Alert", "AppendOutput", "AppendOutputError", "Diagnostic", "Engine", "EngineOptions", "Event",
     "ExtraField", "Location", "LoadResult", "parse_append_output",
     "MappingEvent", "Ruleset", "RulesSource",
 ]

@@ -141,3 +141,8 @@ def parse_append_output(raw: object) -> tuple[AppendOutput, ...]:
             suggested_output=suggested,
         ))
     return tuple(entries)
+
+
+#: What Falco's shipped falco.yaml sets (`append_output: [{suggested_output: true}]`): the
+#: default of `falconer sensor` and of a FalcoInstance's `spec.appendOutput`.
+FALCO_DEFAULT: tuple[AppendOutput, ...] = (AppendOutput(suggested_output=True),)

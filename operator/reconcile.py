@@ -108,10 +108,21 @@ class Reconciler:
         selected_by = len(selecting)
         old = body.get("status") or {}
         generation = int(meta.get("generation") or 0)
-        new, verdicts = status.rule_status(old, compiled, text.digest if text else None, selected_by, generation)
+        applied_in = sum(1 for i in selecting if self._ships(i, meta["namespace"], meta["name"], generation))
+        new, verdicts = status.rule_status(old, compiled, text.digest if text else None, selected_by, generation,
+                                           applied_in)
         new.update(rollup.rule_rollup(meta["namespace"], meta["name"], generation, rollup.defined_rules(body.get("spec")),
                                       instances, datetime.datetime.now(datetime.UTC)))
         self._write_status("FalcoRule", body, new, status.rule_events(old.get("conditions"), verdicts))
+
+    def _ships(self, instance: dict[str, Any], namespace: str, rule_name: str, generation: int) -> bool:
+        """Whether the instance's live ConfigMap (what the API server accepted, not what
+        was rendered) holds this generation of the FalcoRule."""
+        meta = instance["metadata"]
+        names = render.Names.for_instance(meta["namespace"], meta["name"])
+        live = self._get("ConfigMap", names.configmap, meta["namespace"], api_version="v1")
+        text = ((live or {}).get("data") or {}).get(render.CONFIG_FILE)
+        return text is not None and render.ships(text, namespace, rule_name, generation)
 
     def _compiled_in(self, instance: dict[str, Any], rule_name: str) -> rules.Compiled | None:
         """A FalcoRule compiled where `instance` loads it (after the FalcoRules before it);
@@ -163,10 +174,12 @@ class Reconciler:
         combined = rules.compile_texts(texts, options)
         rendered = render.render_instance(body, texts, _shipped_generations(chosen, live_data))
         objects = rendered.objects()
-        if not combined.valid:
+        too_large = render.configmap_too_large(rendered.configmap)
+        if not combined.valid or too_large:
             # Keep the last valid rules: everything but the ConfigMap is still applied.
             objects = [o for o in objects if o is not rendered.configmap]
         changed, apply_error = self._apply(objects)
+        apply_error = apply_error or too_large
         ds = self._get("DaemonSet", names.daemonset, namespace, api_version="apps/v1")
         state = status.InstanceState(
             selected=len(chosen),

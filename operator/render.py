@@ -33,6 +33,7 @@ SPEC_DEFAULTS: dict[str, Any] = {
     "image": "ghcr.io/falconer/falconer:0.1.0",
     "imagePullPolicy": "IfNotPresent",
     "criSocket": "/run/containerd/containerd.sock",
+    "appendOutput": [{"suggested_output": True}],
     "minPriority": "debug",
     "ruleMatching": "first",
     "bufferSizeBytes": 8 << 20,
@@ -148,10 +149,40 @@ def sensor_config(namespace: str, name: str, spec: dict[str, Any], files: Sequen
             "minPriority": spec["minPriority"],
             "ruleMatching": spec["ruleMatching"],
             "selection": [list(a) for a in selection_actions(spec)],
+            "appendOutput": spec["appendOutput"],
         },
         "outputs": spec.get("outputs") or {},
         "bufferSizeBytes": spec["bufferSizeBytes"],
     }
+
+
+#: The most a ConfigMap's data may hold (Kubernetes' validation: 1 MiB for all keys and
+#: values together, core/v1 ConfigMap and MaxSecretSize in the API's validation).
+MAX_CONFIGMAP_DATA = 1 << 20
+
+
+def configmap_too_large(configmap: dict[str, Any]) -> str | None:
+    """Why the API server would refuse this ConfigMap for its size, or None: checked
+    before the apply, so the refusal is named (and the last valid rules kept)."""
+    data = configmap.get("data") or {}
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in data.items())
+    if size <= MAX_CONFIGMAP_DATA:
+        return None
+    return (f"ConfigMap {configmap['metadata']['name']} would hold {size} bytes of rules and "
+            f"configuration, over Kubernetes' limit of {MAX_CONFIGMAP_DATA} bytes: select fewer "
+            "FalcoRules for this instance (spec.ruleSelector) or split it into several instances")
+
+
+def ships(config_text: str, namespace: str, falcorule: str, generation: int) -> bool:
+    """Whether a rendered falconer.yaml carries that generation of the FalcoRule (its
+    `falcoRules` origins); a text that is not such a config carries nothing."""
+    try:
+        config = yaml.safe_load(config_text)
+    except yaml.YAMLError:
+        return False
+    origins = config.get(FALCO_RULES_KEY) if isinstance(config, dict) else None
+    return any(isinstance(o, dict) and (o.get("namespace"), o.get("name"), o.get("generation"))
+               == (namespace, falcorule, generation) for o in origins or ())
 
 
 def owner_reference(instance: dict[str, Any]) -> dict[str, Any]:

@@ -83,10 +83,13 @@ def _by_type(conditions: Sequence[dict[str, Any]] | None) -> dict[Any, dict[str,
 
 
 def rule_status(
-    old: dict[str, Any], compiled: Compiled, digest: str | None, selected_by: int, generation: int
+    old: dict[str, Any], compiled: Compiled, digest: str | None, selected_by: int, generation: int,
+    applied_in: int,
 ) -> tuple[dict[str, Any], list[Verdict]]:
-    """A FalcoRule's status for a compile result, and the verdicts behind its conditions."""
-    verdicts = rule_verdicts(compiled, selected_by)
+    """A FalcoRule's status for a compile result, and the verdicts behind its conditions
+    (`applied_in`: how many of the `selected_by` instances' live ConfigMaps hold this
+    generation)."""
+    verdicts = rule_verdicts(compiled, selected_by, applied_in)
     new = {
         "observedGeneration": generation,
         "conditions": merge_conditions(old.get("conditions"), verdicts, generation, now()),
@@ -112,8 +115,10 @@ def rule_events(old: Sequence[dict[str, Any]] | None, verdicts: Sequence[Verdict
     return [("Normal", "Compiled", valid.message) if valid.status else ("Warning", "CompileFailed", valid.message)]
 
 
-def rule_verdicts(compiled: Compiled, selected_by: int) -> list[Verdict]:
-    """A FalcoRule's conditions: Valid (first), Applied, and Stalled for kstatus."""
+def rule_verdicts(compiled: Compiled, selected_by: int, applied_in: int) -> list[Verdict]:
+    """A FalcoRule's conditions: Valid (first), Applied, and Stalled for kstatus. Applied
+    is True only when every selecting instance's live ConfigMap holds this generation
+    (an apply the API server refused, e.g. an object over its size limit, is not)."""
     if not compiled.valid:
         message = f"{len(compiled.errors)} error(s): {_first_errors(compiled)}"
         return [
@@ -122,11 +127,14 @@ def rule_verdicts(compiled: Compiled, selected_by: int) -> list[Verdict]:
                     f"selected by {selected_by} FalcoInstance(s); their sensors keep its last valid version, if any"),
             Verdict("Stalled", True, "CompileFailed", "fix the errors in status.errors"),
         ]
-    applied = (
-        Verdict("Applied", True, "Rendered", f"rendered for {selected_by} FalcoInstance(s)")
-        if selected_by
-        else Verdict("Applied", False, "NotSelected", "no FalcoInstance in this namespace selects this FalcoRule")
-    )
+    if not selected_by:
+        applied = Verdict("Applied", False, "NotSelected", "no FalcoInstance in this namespace selects this FalcoRule")
+    elif applied_in < selected_by:
+        applied = Verdict("Applied", False, "NotApplied",
+                          f"{selected_by - applied_in} of {selected_by} FalcoInstance(s) do not hold this "
+                          "generation in their ConfigMap yet (see their Degraded condition)")
+    else:
+        applied = Verdict("Applied", True, "Rendered", f"applied by {selected_by} FalcoInstance(s)")
     return [
         Verdict("Valid", True, "Compiled", _summary(compiled)),
         applied,

@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from falconer.engine import EngineOptions
 
 #: -o keys and the EngineOptions field each sets.
 ENGINE_KEYS = {"priority": "min_priority", "min_priority": "min_priority",
-               "rule_matching": "rule_matching"}
+               "rule_matching": "rule_matching", "suggested_output": "suggested_output"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,7 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "output format, buffer size); reloaded when its content changes")
     p.add_argument("--json", action="store_true", help="print alerts as Falco JSON lines")
     p.add_argument("-o", dest="options", action="append", default=[], metavar="KEY=VALUE",
-                   help="engine option: priority=<min priority>, rule_matching=first|all")
+                   help="engine option: priority=<min priority>, rule_matching=first|all, "
+                   "suggested_output=true|false (append the container and pod fields to "
+                   "every output, as Falco's shipped falco.yaml; default true)")
     p.add_argument("--capture", type=Path, metavar="FILE",
                    help="also write decoded events as replay JSONL to FILE")
     p.add_argument("--all-events", action="store_true",
@@ -56,10 +62,21 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def engine_options(options: dict[str, str]) -> EngineOptions:
+    """EngineOptions from parsed `-o` pairs; `suggested_output` (true unless "false", as
+    Falco's shipped configuration) becomes the append_output setting."""
+    from falconer.engine import FALCO_DEFAULT_APPEND_OUTPUT, EngineOptions  # noqa: PLC0415
+
+    suggested = options.pop("suggested_output", "true").lower()
+    if suggested not in ("true", "false"):
+        raise ValueError(f"bad -o suggested_output={suggested}: expected true or false")
+    return EngineOptions(**options,
+                         append_output=FALCO_DEFAULT_APPEND_OUTPUT if suggested == "true" else ())
+
+
 def run(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM; exit 0, or 2 on a setup problem (with the reason)."""
     from falconer import paths  # noqa: PLC0415
-    from falconer.engine import EngineOptions  # noqa: PLC0415
     from falconer.sensor import probe  # noqa: PLC0415
     from falconer.sensor.config import RulesInput  # noqa: PLC0415
     from falconer.sensor.runner import Sensor, SensorOptions  # noqa: PLC0415
@@ -71,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                                  "come from the config file")
             rules = RulesInput(config=args.config.absolute())
         else:
-            engine_opts = EngineOptions(**parse_options(args.options))
+            engine_opts = engine_options(parse_options(args.options))
             rules = RulesInput(rules=list(args.rules or paths.default_rules_files()),
                                engine=engine_opts)
     except (ValueError, TypeError) as exc:

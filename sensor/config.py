@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from falconer.engine import Engine, EngineOptions, RulesSource
+from falconer.engine import AppendOutputError, Engine, EngineOptions, RulesSource, parse_append_output
 from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
 
 #: Outputs of FalcoInstance.spec.outputs this sensor delivers (the operator names the
@@ -33,6 +33,9 @@ DEFAULT_RATE = (10.0, 100)
 #: The cluster's DNS domain when the config names none (`clusterDomain`): kubelet's
 #: --cluster-domain as kubeadm sets it. Service names end in `.svc.<domain>`.
 DEFAULT_CLUSTER_DOMAIN = "cluster.local"
+#: engine.appendOutput when falconer.yaml has none: Falco's shipped falco.yaml setting
+#: (the raw entries, in falco.yaml's own keys).
+APPEND_OUTPUT_DEFAULT: list[dict[str, object]] = [{"suggested_output": True}]
 #: The ring buffer size when neither the config nor the command line gives one.
 DEFAULT_BUFFER_BYTES = 8 << 20
 
@@ -111,10 +114,15 @@ def _selection(raw: list[Any], path: str) -> tuple[tuple[str, str, str], ...]:
 
 def _engine_options(raw: dict[str, Any], path: str) -> EngineOptions:
     where = f"{path}: engine."
+    try:
+        append = parse_append_output(raw.get("appendOutput", APPEND_OUTPUT_DEFAULT))
+    except AppendOutputError as exc:
+        raise ConfigError(f"{where}appendOutput: {exc}") from exc
     opts = EngineOptions(
         min_priority=_field(raw, "minPriority", str, where, "debug"),
         rule_matching=_field(raw, "ruleMatching", str, where, "first"),
         selection=_selection(_field(raw, "selection", list, where, []), path),
+        append_output=append,
     )
     try:
         Engine(opts)  # checks the priority name and the matching mode now
@@ -164,8 +172,11 @@ def parse(text: str, path: Path) -> SensorConfig:
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(doc).__name__}")
     files = _field(doc, "rulesFiles", list, f"{path}: ", None)
-    if not files or not all(isinstance(f, str) and f for f in files):
-        raise ConfigError(f"{path}: rulesFiles: expected a non-empty list of file names")
+    # An empty list is "no rules": the instance selects no FalcoRule (the operator says
+    # so in its status), and the sensor runs with none and says so. A missing key is an
+    # error: a config that forgot its rules must not silently watch nothing.
+    if files is None or not all(isinstance(f, str) and f for f in files):
+        raise ConfigError(f"{path}: rulesFiles: expected a list of file names ([] for no rules)")
     instance = _field(doc, "instance", dict, f"{path}: ", {})
     outputs = _outputs(_field(doc, "outputs", dict, f"{path}: ", {}), str(path))
     size = _field(doc, "bufferSizeBytes", int, f"{path}: ", DEFAULT_BUFFER_BYTES)

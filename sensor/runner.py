@@ -136,8 +136,17 @@ class Sensor:
             self._capture_file = open(self.opts.capture, "w", encoding="utf-8")  # noqa: SIM115
             self.capture = CaptureWriter(self._capture_file)
         self._report_loaded(loaded)
+        self._say_if_no_rules(loaded)
         self._say(f"falconer sensor: watching {len(self.probe.forwarded)} syscalls, "
                   f"{len(self.tracker.procs)} processes known")
+
+    def _say_if_no_rules(self, loaded: Loaded) -> None:
+        """Running with no rules files (an instance that selects no FalcoRule) is allowed,
+        and said once per load."""
+        config = loaded.snapshot.config
+        if config is not None and not config.rules_files:
+            self._say("falconer sensor: no rules: the configuration names no rules files "
+                      "(the FalcoInstance selects no FalcoRule); watching process state only")
 
     def _connect_cri(self) -> None:
         """Give the metadata resolver the container runtime's socket, when there is one."""
@@ -346,6 +355,7 @@ class Sensor:
                 self.status.reload_failed(outcome.reason)
         elif isinstance(outcome, Loaded):
             self.switch_rules(outcome)
+            self._say_if_no_rules(outcome)
             self._say(f"falconer sensor: rules reloaded ({outcome.result.counts.get('rules', 0)} rules), "
                       f"watching {len(self.probe.forwarded) if self.probe else 0} syscalls")
 
@@ -408,7 +418,7 @@ class Sensor:
 
     def _drop_counts(self) -> dict[str, int]:
         """Losses for the status report: kernel records, then alerts per sink."""
-        return {"kernel": self.drops.kernel.total, **self.sinks.drops()}
+        return {"kernel": self.drops.kernel.ring, **self.sinks.drops()}
 
     def _buffer_pages(self, snap: Snapshot) -> int:
         """The command line's size wins over the config's (an operator's override)."""

@@ -199,6 +199,7 @@ class EventsSink(ApiSink):
 
 
 def _message(rule: str, reason: str, output: str) -> str:
-    """The output line, prefixed with the rule's name when the reason had to be mapped."""
-    text = output if reason == rule else f"{rule}: {output}"
+    """The output line, prefixed with the rule's name when the reason had to be mapped
+    (unless the output already starts with it)."""
+    text = output if reason == rule or output.startswith(rule) else f"{rule}: {output}"
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE - 3] + "..."

@@ -128,3 +128,57 @@ def test_binding_drift_is_put_back_by_the_resync(operator: operator_harness.Oper
     wait_for(lambda: kube.get("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", name) is not None,
              what="the binding to come back", timeout=RESYNC_BOUND_S)
     print(f"ClusterRoleBinding re-created by the resync in {time.monotonic() - t0:.2f}s")
+
+
+def test_deleting_every_falcorule_renders_no_rules_the_sensor_accepts(
+        operator: operator_harness.OperatorProcess, installed: Path, op_namespace: str, kube: Kube,
+        tmp_path: Path) -> None:
+    """No FalcoRule left: the ConfigMap says `rulesFiles: []` (not the deleted rules), the
+    sensor's own parser accepts it (it runs with none), and the instance says why."""
+    from falconer.sensor import config as sensor_config
+
+    kubectl(installed, "delete", "falcorules", "--all", "-n", op_namespace)
+    data = wait_for(lambda: (d := configmap_data(kube, op_namespace))
+                    and yaml.safe_load(d[render.CONFIG_FILE])["rulesFiles"] == [] and d,
+                    what="a ConfigMap with no rules")
+    (tmp_path / render.CONFIG_FILE).write_text(data[render.CONFIG_FILE])
+    assert sensor_config.parse(data[render.CONFIG_FILE], tmp_path / render.CONFIG_FILE).rules_files == ()
+    assert not any(key.startswith(render.RULES_KEY_PREFIX) for key in data)
+    inst = wait_for(lambda: (i := kube.get(GV, "FalcoInstance", INSTANCE, op_namespace))
+                    and condition(i, "Degraded").get("reason") == "NoRulesSelected" and i,
+                    what="the instance to say it selects no FalcoRule")
+    assert condition(inst, "Degraded")["status"] == "True"
+
+
+def big_falcorule(name: str, kilobytes: int) -> dict[str, Any]:
+    values = [f"/opt/{name}/vendor/agent-{n:06d}/bin/a-rather-long-binary-name" for n in range(kilobytes * 1024 // 60)]
+    items = [{"list": f"{name.replace('-', '_')}_binaries", "items": values},
+             {"rule": f"Binary of {name}", "desc": "d", "output": "o %proc.exe", "priority": "Notice",
+              "condition": f"evt.type = execve and proc.exe in ({name.replace('-', '_')}_binaries)"}]
+    return {"apiVersion": GV, "kind": "FalcoRule", "metadata": {"name": name}, "spec": {"items": items}}
+
+
+def test_rules_over_the_configmap_limit_are_named_and_never_claimed(
+        operator: operator_harness.OperatorProcess, installed: Path, op_namespace: str, kube: Kube) -> None:
+    """Two FalcoRules that each fit, but not together in one ConfigMap (1 MiB): the
+    instance says why before the API server would refuse it, the FalcoRules say they are
+    not applied, the sensors keep what they had; removing one heals it."""
+    before = configmap_data(kube, op_namespace)
+    for name in ("big-a", "big-b"):
+        apply(installed, op_namespace, big_falcorule(name, 640))
+    inst = wait_for(lambda: (i := kube.get(GV, "FalcoInstance", INSTANCE, op_namespace))
+                    and "over Kubernetes' limit" in condition(i, "Degraded").get("message", "") and i,
+                    what="the size problem on the instance", timeout=60)
+    assert condition(inst, "Degraded")["status"] == "True"
+    for name in ("big-a", "big-b"):
+        fr = wait_for(lambda n=name: (o := kube.get(GV, "FalcoRule", n, op_namespace))
+                      and condition(o, "Applied").get("reason") == "NotApplied" and o,
+                      what=f"{name} not claimed as applied", timeout=60)
+        assert condition(fr, "Valid")["status"] == "True" and condition(fr, "Applied")["status"] == "False"
+    assert configmap_data(kube, op_namespace) == before
+    kubectl(installed, "delete", "falcorule", "big-b", "-n", op_namespace)
+    wait_for(lambda: render.rule_file_key("big-a") in configmap_data(kube, op_namespace),
+             what="big-a to reach the ConfigMap", timeout=60)
+    fr = wait_for(lambda: (o := kube.get(GV, "FalcoRule", "big-a", op_namespace))
+                  and condition(o, "Applied").get("status") == "True" and o, what="big-a applied", timeout=60)
+    assert condition(fr, "Applied")["reason"] == "Rendered"

@@ -87,7 +87,8 @@ def test_configmap_holds_config_and_rules_in_order() -> None:
     config = yaml.safe_load(cm["data"]["falconer.yaml"])
     assert config["rulesFiles"] == ["rules-base.yaml", "rules-extra.yaml"]
     assert config["engine"] == {"minPriority": "notice", "ruleMatching": "first",
-                                "selection": [["disable", "tag", "network"], ["enable", "rule", "Read*"]]}
+                                "selection": [["disable", "tag", "network"], ["enable", "rule", "Read*"]],
+                                "appendOutput": [{"suggested_output": True}]}
     assert cm["data"]["rules-base.yaml"] == FILES[0].text
     assert cm["metadata"]["annotations"]["falconer.io/rules-hash"] == rendered().rules_hash
 

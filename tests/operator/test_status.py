@@ -91,8 +91,9 @@ def test_rollout_from_daemonset() -> None:
     assert not RolloutState.from_daemonset({"metadata": {"generation": 1}}).observed
 
 
-def rule_object(compiled: Compiled, selected_by: int) -> dict[str, Any]:
-    conditions = status.merge_conditions([], status.rule_verdicts(compiled, selected_by), 1, "T")
+def rule_object(compiled: Compiled, selected_by: int, applied_in: int | None = None) -> dict[str, Any]:
+    applied = selected_by if applied_in is None else applied_in
+    conditions = status.merge_conditions([], status.rule_verdicts(compiled, selected_by, applied), 1, "T")
     return {"metadata": {"generation": 1}, "status": {"observedGeneration": 1, "conditions": conditions}}
 
 
@@ -105,6 +106,8 @@ def test_rule_conditions() -> None:
     assert condition(used, "Valid")["message"] == "2 rules, 1 macros, 0 lists; 0 warning(s)"
     assert (condition(used, "Applied")["status"], kstatus(used)) == ("True", "Current")
     assert condition(rule_object(ok, 0), "Applied")["reason"] == "NotSelected"
+    half = rule_object(ok, 2, applied_in=1)   # one instance's apply was refused
+    assert (condition(half, "Applied")["status"], condition(half, "Applied")["reason"]) == ("False", "NotApplied")
     broken = rule_object(bad, 1)
     assert (condition(broken, "Valid")["status"], kstatus(broken)) == ("False", "Failed")
     message = condition(broken, "Valid")["message"]
@@ -115,13 +118,13 @@ def test_rule_conditions() -> None:
 def test_rule_events_only_when_the_valid_condition_changes() -> None:
     long = Compiled(counts={"rules": 0, "macros": 0, "lists": 0}, warnings=(), errors=(
         Finding("LOAD_ERR_COMPILE_CONDITION", "x" * 3000, "fr", "spec.items[0].condition", 1, 1),))
-    new, verdicts = status.rule_status({}, long, None, 0, 1)
+    new, verdicts = status.rule_status({}, long, None, 0, 1, 0)
     assert status.rule_events(None, verdicts) == [("Warning", "CompileFailed", verdicts[0].message)]
     # The stored message is cut to MAX_MESSAGE: reading it back must not count as a change.
     assert len(new["conditions"][0]["message"]) == status.MAX_MESSAGE
     assert status.rule_events(new["conditions"], verdicts) == []
     ok = Compiled(counts={"rules": 1, "macros": 0, "lists": 0}, errors=(), warnings=())
-    _, fixed = status.rule_status(new, ok, "abc", 0, 2)
+    _, fixed = status.rule_status(new, ok, "abc", 0, 2, 0)
     assert status.rule_events(new["conditions"], fixed) == [("Normal", "Compiled", fixed[0].message)]
 
 

@@ -45,8 +45,9 @@ POD = PodMeta(
 
 def _event(t: Tracker, pid: int):
     """A close() event of process `pid` (only the header: the tracker needs no more)."""
-    raw = record.HEADER.pack(1_000, pid, pid, 0, 0, syscalls.BY_NAME["close"].nr, 0, 0, 0,
-                             99, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    head = [0] * len(record.HEADER.unpack(bytes(record.HEADER.size)))
+    head[:10] = [1_000, pid, pid, 0, 0, syscalls.BY_NAME["close"].nr, 0, 0, 0, 99]  # ... args[0]
+    raw = record.HEADER.pack(*head)
     return t.handle(record.Record.decode(raw))
 
 

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from falconer.e2e import configmap_volume
-from falconer.engine import EngineOptions
+from falconer.engine import FALCO_DEFAULT_APPEND_OUTPUT, EngineOptions, parse_append_output
 from falconer.sensor import config
 
 RULE = """
@@ -61,7 +61,8 @@ def test_config_names_rules_relative_to_its_folder_and_sets_the_engine(tmp_path)
                        tmp_path / "falconer.yaml")
     assert cfg.instance == "security/default"
     assert cfg.rules_files == (tmp_path / "a.yaml", tmp_path / "b.yaml")
-    assert cfg.engine == EngineOptions("warning", "all", (("disable", "tag", "network"),))
+    assert cfg.engine == EngineOptions("warning", "all", (("disable", "tag", "network"),),
+                                       append_output=FALCO_DEFAULT_APPEND_OUTPUT)
     assert (cfg.json_output, cfg.stdout_enabled, cfg.unsupported_outputs) == (False, True, ("http",))
     assert cfg.buffer_pages == (1 << 20) // os.sysconf("SC_PAGE_SIZE")
     assert cfg.cluster_domain == "cluster.local"
@@ -72,10 +73,23 @@ def test_cluster_domain_names_the_services(tmp_path):
     assert cfg.cluster_domain == "corp.example"
 
 
+def test_append_output_is_falcos_setting(tmp_path):
+    """engine.appendOutput holds falco.yaml's append_output entries; none given means
+    Falco's shipped default (suggested_output), an empty list means nothing appended."""
+    path = tmp_path / "falconer.yaml"
+    extra = [{"match": {"source": "syscall"}, "extra_output": "on %k8s.ns.name"}]
+    cfg = config.parse(falconer_yaml(["a.yaml"], engine={"appendOutput": extra}), path)
+    assert cfg.engine.append_output == parse_append_output(extra)
+    assert config.parse(falconer_yaml(["a.yaml"], engine={"appendOutput": []}), path).engine.append_output == ()
+    with pytest.raises(config.ConfigError, match="appendOutput: append_output\\[0\\]"):
+        config.parse(falconer_yaml(["a.yaml"], engine={"appendOutput": [{"bogus": 1}]}), path)
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("rulesFiles: [a.yaml]\nengine: {minPriority: loud}\n", "engine: invalid minimum priority 'loud'"),
     ("rulesFiles: a.yaml\n", "rulesFiles: expected list, got str"),
-    ("rulesFiles: []\n", "rulesFiles: expected a non-empty list"),
+    ("instance: {name: x}\n", "rulesFiles: expected a list of file names ([] for no rules)"),
+    ("rulesFiles: [a.yaml, 3]\n", "rulesFiles: expected a list of file names"),
     ("rulesFiles: [a.yaml]\nengine: {selection: [[drop, rule, x]]}\n", "engine.selection[0]"),
     ("rulesFiles: [a.yaml]\nbufferSizeBytes: 100\n", "bufferSizeBytes: must be at least 4096"),
     ("rulesFiles: [a.yaml\nengine: {}\n", "falconer.yaml:2:"),
@@ -167,3 +181,18 @@ def test_config_volume_hot_reload(start_sensor, tmp_path, marker):
     swap(volume, good)                                      # what runs already: no reload
     assert sensor.wait_stderr("the rules input is back to the running rules")
     assert sum("rules reloaded" in line for line in sensor.stderr) == 1
+
+
+def test_no_rules_is_a_sensor_running_with_none(start_sensor, tmp_path, marker):
+    """What the operator renders when an instance selects no FalcoRule (rulesFiles: []):
+    the sensor starts, says so, and takes rules as soon as the config names some."""
+    volume = tmp_path / "etc-falconer"
+    configmap_volume.write(volume, {"falconer.yaml": falconer_yaml([])})
+    sensor = start_sensor("--config", str(volume / "falconer.yaml"))
+    assert sensor.wait_stderr("falconer sensor: no rules")
+    opened = RULE.format(name="Opened marked file", evt="openat", field="fd.name",
+                         prefix=tmp_path / "n_", priority="WARNING")
+    swap(volume, {"falconer.yaml": falconer_yaml(["opened.yaml"]), "opened.yaml": opened})
+    assert sensor.wait_stderr("rules reloaded (1 rules)")
+    (tmp_path / f"n_{marker}").write_text("x")
+    assert sensor.rules_for(f"n_{marker}") == {"Opened marked file"}

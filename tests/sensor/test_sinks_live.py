@@ -82,7 +82,7 @@ def test_events_on_the_pod_and_the_node_aggregated_by_count(sensor_api, admin, k
     assert on_pod["count"] == 25 and on_pod["type"] == "Warning"
     assert on_pod["reason"] == "TerminalShellInContainer"  # the rule name is not a valid reason word
     assert on_pod["metadata"]["annotations"]["falconer.io/rule"] == SHELL
-    assert on_pod["message"].startswith(f"{SHELL}: {SHELL} (proc.name=bash n=24)")
+    assert on_pod["message"] == f"{SHELL} (proc.name=bash n=24)"  # names its rule already: no prefix
     assert on_pod["involvedObject"]["uid"] == pod.uid
     assert on_pod["source"] == {"component": "falconer-sensor", "host": NODE}
     assert on_pod["firstTimestamp"] <= on_pod["lastTimestamp"]
@@ -93,12 +93,13 @@ def test_events_on_the_pod_and_the_node_aggregated_by_count(sensor_api, admin, k
 
 def test_event_message_is_cut_to_the_api_limit(sensor_api, admin, kube_namespace) -> None:
     pod = make_pod(admin, kube_namespace, "long-pod", None)
-    long = Alert(rule="Long", priority="Error", source="syscall", time_ns=time.time_ns(), output="x" * 5000,
+    long = Alert(rule="Long rule", priority="Error", source="syscall", time_ns=time.time_ns(), output="x" * 5000,
                  output_fields={})
     sink = EventsSink(sensor_api, NODE, 10, 10, flush_every_s=0.2, err=io.StringIO())
     offer_all(sink, [Delivery(long, pod)])
     (ev,) = events_of(admin, kube_namespace, "Pod", "long-pod")
-    assert len(ev["message"]) == 1024 and ev["message"].endswith("...")
+    assert len(ev["message"]) == 1024 and ev["message"].startswith("Long rule: xxx") and ev["message"].endswith("...")
+    assert ev["reason"] == "LongRule"
 
 
 def test_falcoalerts_one_per_rule_workload_node(sensor_api, admin, kube_namespace) -> None:
