@@ -30,6 +30,9 @@ from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
 SUPPORTED_OUTPUTS = frozenset({"stdout", "kubernetesEvents", "falcoAlerts"})
 #: outputs.rateLimit defaults (the FalcoInstance CRD's): API writes per second, burst.
 DEFAULT_RATE = (10.0, 100)
+#: The cluster's DNS domain when the config names none (`clusterDomain`): kubelet's
+#: --cluster-domain as kubeadm sets it. Service names end in `.svc.<domain>`.
+DEFAULT_CLUSTER_DOMAIN = "cluster.local"
 #: engine.appendOutput when falconer.yaml has none: Falco's shipped falco.yaml setting
 #: (the raw entries, in falco.yaml's own keys).
 APPEND_OUTPUT_DEFAULT: list[dict[str, object]] = [{"suggested_output": True}]
@@ -58,6 +61,7 @@ class SensorConfig:
     rate_burst: int = DEFAULT_RATE[1]          # outputs.rateLimit.burst
     rules_hash: str = ""                   # the ConfigMap's falconer.io/rules-hash
     falco_rules: tuple[RulesOrigin, ...] = ()  # where each rules file came from
+    cluster_domain: str = DEFAULT_CLUSTER_DOMAIN   # clusterDomain (fd.*ip.name of Services)
 
     @property
     def instance_namespace(self) -> str:
@@ -178,6 +182,10 @@ def parse(text: str, path: Path) -> SensorConfig:
     size = _field(doc, "bufferSizeBytes", int, f"{path}: ", DEFAULT_BUFFER_BYTES)
     if size < 4096:
         raise ConfigError(f"{path}: bufferSizeBytes: must be at least 4096, got {size}")
+    domain = _field(doc, "clusterDomain", str, f"{path}: ", DEFAULT_CLUSTER_DOMAIN)
+    if not domain or domain.startswith(".") or domain.endswith(".") or " " in domain:
+        raise ConfigError(f"{path}: clusterDomain: expected a DNS domain such as "
+                          f"{DEFAULT_CLUSTER_DOMAIN}, got {domain!r}")
     return SensorConfig(
         instance="/".join(str(instance[k]) for k in ("namespace", "name") if instance.get(k)),
         rules_files=tuple(path.parent / f for f in files),
@@ -185,6 +193,7 @@ def parse(text: str, path: Path) -> SensorConfig:
         buffer_pages=buffer_pages(size),
         rules_hash=_field(doc, RULES_HASH_KEY, str, f"{path}: ", ""),
         falco_rules=_origins(_field(doc, FALCO_RULES_KEY, list, f"{path}: ", []), str(path)),
+        cluster_domain=domain,
         **outputs,
     )
 

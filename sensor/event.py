@@ -239,6 +239,13 @@ def _fd_port(fd: FdInfo) -> int | None:
     return fd.sport if fd.sport is not None else fd.cport
 
 
+def _ip_name(pick: Callable[[FdInfo], str | None]) -> Field:
+    """An address's names (sensor/names.py): one name, a list of several, or None."""
+    def get(ev: SensorEvent, arg: str | None) -> object:
+        return ev.tracker.metadata.names.names(pick(ev.fd)) if ev.fd is not None else None
+    return get
+
+
 def _fd_local(fd: FdInfo, server: object, client: object) -> object:
     return server if fd.is_server else client
 
@@ -422,6 +429,10 @@ FIELDS: dict[str, Field] = {
     "fd.rip": _fd_attr(lambda f: _fd_remote(f, f.sip, f.cip)),
     "fd.lnet": _fd_attr(lambda f: _fd_local(f, f.sip, f.cip)),
     "fd.rnet": _fd_attr(lambda f: _fd_remote(f, f.sip, f.cip)),
+    "fd.sip.name": _ip_name(lambda f: f.sip),
+    "fd.cip.name": _ip_name(lambda f: f.cip),
+    "fd.lip.name": _ip_name(lambda f: f.sip if f.is_server else f.cip),
+    "fd.rip.name": _ip_name(lambda f: f.cip if f.is_server else f.sip),
     "fd.port": _fd_attr(_fd_port),
     "fd.sport": _fd_attr(lambda f: f.sport),
     "fd.cport": _fd_attr(lambda f: f.cport),

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from falconer.sensor.containers import Cgroup
 from falconer.sensor.cri import CriClient, CriError
+from falconer.sensor.names import AddressNames
 from falconer.sensor.podindex import PodIndex
 from falconer.sensor.podmeta import ContainerMeta, PodMeta
 
@@ -65,6 +66,9 @@ class Metadata:
         self.cri = cri
         self.relist = relist
         self.stats = MetadataStats()
+        #: Socket addresses' names (fd.*ip.name): the runner gives it the resolver and
+        #: the Service names.
+        self.names = AddressNames()
         self._clock = clock
         self._runtime_name: str | None = None
         self._watch: PodWatch | None = None

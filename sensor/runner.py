@@ -27,12 +27,14 @@ from typing import Any, TextIO
 from falconer.engine import Alert, Engine
 from falconer.sensor import alerts, cri, kube, metadata, probe, record
 from falconer.sensor.capture import CaptureWriter
-from falconer.sensor.config import RulesInput, SensorConfig, Snapshot
+from falconer.sensor.config import DEFAULT_CLUSTER_DOMAIN, RulesInput, SensorConfig, Snapshot
 from falconer.sensor.drops import DropAccount
 from falconer.sensor.event import SensorEvent
+from falconer.sensor.names import NameResolver, host_names, rule_names
 from falconer.sensor.podwatch import PodWatch
 from falconer.sensor.podmeta import PodMeta
 from falconer.sensor.rules_watcher import Failed, Loaded, RulesError, RulesWatcher
+from falconer.sensor.servicenames import ServiceNames
 from falconer.sensor.sinks.base import Delivery, Sink, SinkSet
 from falconer.sensor.sinks.events import EventsSink
 from falconer.sensor.sinks.falcoalerts import FalcoAlertsSink
@@ -98,6 +100,10 @@ class Sensor:
         self.sinks = SinkSet([self.stdout])
         self.status: StatusReporter | None = None
         self.pod_watch: PodWatch | None = None
+        self.services: ServiceNames | None = None
+        self.resolver = NameResolver()
+        self._names: frozenset[str] = frozenset()
+        self.tracker.metadata.names.resolver = self.resolver
         self.probe: probe.Probe | None = None
         self.capture: CaptureWriter | None = None
         self._capture_file: TextIO | None = None
@@ -118,6 +124,8 @@ class Sensor:
         self.engine = loaded.engine
         self._apply_config(loaded.snapshot)
         self._start_api_sinks(loaded.snapshot.config)
+        self._want_names()
+        self.resolver.start()
         probe.preflight()
         self._connect_cri()
         self.tracker.seed()
@@ -205,6 +213,9 @@ class Sensor:
             self._capture_file = None
         if self.pod_watch is not None:
             self.pod_watch.stop()
+        if self.services is not None:
+            self.services.stop()
+        self.resolver.stop()
         self.sinks.close(CLOSE_TIMEOUT_S)
         self._say(self.summary())
 
@@ -219,6 +230,7 @@ class Sensor:
                  f"alerts not written (stdout failed): {self.stdout.stats().dropped}",
                  f"processes evicted from the table: {self.tracker.procs.evicted}",
                  self.tracker.metadata.report(),
+                 self._names_report(),
                  f"descriptors evicted from full fd tables: {Process.fds_evicted}, "
                  f"user/group names evicted from the cache: {self.tracker.users.evicted}"]
         for name, st in self.sinks.stats().items():
@@ -228,6 +240,17 @@ class Sensor:
         lines.append(f"alerts: {sum(s.alerts.values())}")
         lines += [f"  {n:>8}  {rule}" for rule, n in s.alerts.most_common()]
         return "\n".join(lines)
+
+    def _names_report(self) -> str:
+        r = self.resolver.stats
+        line = (f"address names (fd.*ip.name): {len(self.resolver.wanted)} names for the host "
+                f"resolver, {r.rounds} rounds, {r.lookups} lookups, {r.failures} failed, "
+                f"{r.skipped} not resolved (over the limit)")
+        if self.services is not None:
+            s = self.services.stats
+            line += (f"; Service watch: {len(self.services.addresses)} ClusterIPs, lists "
+                     f"{s.lists}, 410 Gone {s.gone}, failures {s.failures}, events {s.events}")
+        return line
 
     # -- per record -----------------------------------------------------------------------
 
@@ -303,7 +326,23 @@ class Sensor:
         self._apply_filter()
         self.watcher.switched(loaded)
         self._apply_config(loaded.snapshot)
+        self._want_names()
         self._report_loaded(loaded)
+
+    def _want_names(self) -> None:
+        """Resolve the names the running rules compare fd.*ip.name with (those in the
+        cluster's DNS zone come from the Service watch instead)."""
+        domain = self._config.cluster_domain if self._config is not None else DEFAULT_CLUSTER_DOMAIN
+        names = rule_names(self.engine.ruleset)
+        host = host_names(names, domain)
+        if host != self.resolver.wanted:
+            self.resolver.want(host)
+        if names != self._names:
+            self._names = names
+            source = ("from the Service watch" if self.services is not None
+                      else "unanswered (no Kubernetes connection)")
+            self._say(f"falconer sensor: fd.*ip.name: {len(host)} names for the host resolver, "
+                      f"{len(names - host)} under {domain} {source}")
 
     def _maybe_reload(self) -> None:
         """Ask the watcher; switch to a clean load, report a failed one."""
@@ -361,6 +400,9 @@ class Sensor:
         self.pod_watch = PodWatch(self.api_client(), node)
         self.pod_watch.start()
         self.tracker.metadata.follow(self.pod_watch)
+        self.services = ServiceNames(self.api_client(), config.cluster_domain)
+        self.services.start()
+        self.tracker.metadata.names.services = self.services
         ns, name = config.instance_namespace, config.instance_name
         api: list[Sink] = []
         if config.kubernetes_events:
@@ -404,4 +446,4 @@ class Sensor:
 def _api_outputs(config: SensorConfig) -> tuple[object, ...]:
     """The settings the Kubernetes sinks were started with."""
     return (config.instance, config.kubernetes_events, config.falco_alerts,
-            config.rate_per_second, config.rate_burst)
+            config.rate_per_second, config.rate_burst, config.cluster_domain)

@@ -41,11 +41,13 @@ def test_no_wildcards_no_secrets(name: str) -> None:
         assert verb not in ("escalate", "impersonate")
 
 
-def test_sensor_reads_pods_nodes_and_writes_events_alerts_only() -> None:
+def test_sensor_reads_pods_services_nodes_and_writes_events_alerts_only() -> None:
     writes = {(g, r) for g, r, v in grants(role("falconer-sensor")) if v not in ("get", "list", "watch")}
     reads = {(g, r) for g, r, v in grants(role("falconer-sensor")) if v in ("list", "watch")}
     assert writes == {("", "events"), ("falconer.io", "falcoalerts"), ("falconer.io", "falcoalerts/status")}
-    assert reads == {("", "pods"), ("falconer.io", "falcoalerts")}
+    assert reads == {("", "pods"), ("", "services"), ("falconer.io", "falcoalerts")}
+    # Services: listed and watched for fd.*ip.name, never read one by one
+    assert {v for g, r, v in grants(role("falconer-sensor")) if r == "services"} == {"list", "watch"}
     assert ("", "nodes", "get") in grants(role("falconer-sensor"))
 
 

@@ -23,9 +23,8 @@ from falconer.sensor.event import ANSWERED_FIELDS
 #: Fields of the syscall source the upstream files use that the sensor does not answer
 #: yet (the probe issue closes these): nothing may join this list.
 NOT_ANSWERED_YET = frozenset({
-    "fd.sip.name", "proc.exe_ino.ctime", "proc.exe_ino.ctime_duration_proc_start",
+    "proc.exe_ino.ctime", "proc.exe_ino.ctime_duration_proc_start",
     "proc.exe_ino.mtime",                                         # stable
-    "fd.cip.name", "fd.lip.name", "fd.rip.name",                  # incubating
     "evt.buffer", "proc.is_vpgid_leader",                         # sandbox
 })
 

@@ -65,6 +65,12 @@ def test_config_names_rules_relative_to_its_folder_and_sets_the_engine(tmp_path)
                                        append_output=FALCO_DEFAULT_APPEND_OUTPUT)
     assert (cfg.json_output, cfg.stdout_enabled, cfg.unsupported_outputs) == (False, True, ("http",))
     assert cfg.buffer_pages == (1 << 20) // os.sysconf("SC_PAGE_SIZE")
+    assert cfg.cluster_domain == "cluster.local"
+
+
+def test_cluster_domain_names_the_services(tmp_path):
+    cfg = config.parse(falconer_yaml(["a.yaml"], clusterDomain="corp.example"), tmp_path / "falconer.yaml")
+    assert cfg.cluster_domain == "corp.example"
 
 
 def test_append_output_is_falcos_setting(tmp_path):
@@ -88,6 +94,8 @@ def test_append_output_is_falcos_setting(tmp_path):
     ("rulesFiles: [a.yaml]\nbufferSizeBytes: 100\n", "bufferSizeBytes: must be at least 4096"),
     ("rulesFiles: [a.yaml\nengine: {}\n", "falconer.yaml:2:"),
     ("- just a list\n", "expected a mapping at the top level"),
+    ("rulesFiles: [a.yaml]\nclusterDomain: .local.\n", "clusterDomain: expected a DNS domain"),
+    ("rulesFiles: [a.yaml]\nclusterDomain: 5\n", "clusterDomain: expected str, got int"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path, text, message):
     with pytest.raises(config.ConfigError) as info:
