@@ -42,6 +42,9 @@ struct falconer_event {
     u16 flags;          /* RF_* */
     u16 len_local;      /* the socket's local address (connect), a sockaddr */
     u16 len_exe;        /* KIND_EXEC: a struct falconer_exe_stat of the new image */
+    u64 cap_inheritable;    /* the thread's capability sets at the hook (bit n = */
+    u64 cap_permitted;      /* capability n), from its objective credentials as */
+    u64 cap_effective;      /* /proc/<tid>/status shows them */
     u8 data[2 * FALCONER_DATA_HALF];   /* the pieces above, packed in that order */
 };
 
@@ -131,6 +134,16 @@ static __always_inline u32 kread32(const void *base, u32 off)
     u32 v = 0;
     bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
     return v;
+}
+
+/* The current thread's capability sets into the record header (task->real_cred:
+ * kernel_cap_t is one u64 since 6.3, two u32 words in that order before). */
+static __always_inline void read_caps(struct falconer_event *e, void *task)
+{
+    void *cred = (void *)kread(task, OFF_TASK_REAL_CRED);
+    e->cap_inheritable = cred ? kread(cred, OFF_CRED_CAP_INHERITABLE) : 0;
+    e->cap_permitted = cred ? kread(cred, OFF_CRED_CAP_PERMITTED) : 0;
+    e->cap_effective = cred ? kread(cred, OFF_CRED_CAP_EFFECTIVE) : 0;
 }
 
 /* Arg indexes in specs are stored +1 so that 0 means "none". */
@@ -487,6 +500,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         fd_key(&fk, task, ret);
         unforwarded_fds.delete(&fk);
     }
+    read_caps(e, task);
     u64 size = HEADER_BYTES + used(e);
     if (size > sizeof(*e))
         size = sizeof(*e);
@@ -530,6 +544,7 @@ static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3)
     e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = e->len_local = 0;
     e->flags = 0;
     e->len_exe = 0;
+    read_caps(e, (void *)bpf_get_current_task());
     events.ringbuf_submit(e, 0);   /* header only: HEADER_BYTES bytes */
     count(CNT_EMITTED);
     return 0;
@@ -636,6 +651,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     st->ino = 0;
     st->ctime_ns = st->mtime_ns = 0;
     exe_stat(task, st);
+    read_caps(e, task);
     events.ringbuf_submit(e, 0);
     count(CNT_EMITTED);
     return 0;

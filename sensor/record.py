@@ -40,6 +40,9 @@ class EventRecord(ctypes.Structure):
         ("flags", ctypes.c_uint16),
         ("len_local", ctypes.c_uint16),
         ("len_exe", ctypes.c_uint16),
+        ("cap_inheritable", ctypes.c_uint64),
+        ("cap_permitted", ctypes.c_uint64),
+        ("cap_effective", ctypes.c_uint64),
         ("data", ctypes.c_uint8 * (2 * abi.DATA_HALF)),
     ]
 
@@ -76,8 +79,9 @@ class PathKey(ctypes.Structure):
 
 
 #: ts, tgid, tid, uid, gid, nr, kind, argc, ret, args[6], len_a, len_b, len_sock,
-#: len_argv, len_env, flags, len_local, len_exe
-HEADER = struct.Struct("<QIIIIiHHq6Q8H")
+#: len_argv, len_env, flags, len_local, len_exe, cap_inheritable, cap_permitted,
+#: cap_effective
+HEADER = struct.Struct("<QIIIIiHHq6Q8H3Q")
 OFF_DATA = EventRecord.data.offset
 #: struct falconer_exe_stat: ino, ctime_ns, mtime_ns (the data of a KIND_EXEC record)
 EXE_STAT = struct.Struct("<Qqq")
@@ -107,6 +111,10 @@ class Record:
     flags: int
     len_local: int
     len_exe: int
+    #: The thread's capability sets at the hook (bit n = capability n).
+    cap_inheritable: int
+    cap_permitted: int
+    cap_effective: int
     raw: bytes
 
     @classmethod
@@ -117,7 +125,8 @@ class Record:
         """
         h = HEADER.unpack_from(raw)
         return cls(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8],
-                   h[9:15], h[15], h[16], h[17], h[18], h[19], h[20], h[21], h[22], raw)
+                   h[9:15], h[15], h[16], h[17], h[18], h[19], h[20], h[21], h[22],
+                   h[23], h[24], h[25], raw)
 
     @property
     def compat(self) -> bool:

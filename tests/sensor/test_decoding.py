@@ -21,7 +21,7 @@ def raw_record(nr: int, ret: int = 0, args: tuple[int, ...] = (), kind: int = 0,
                tgid: int = 4242, str_a: str | None = None, str_b: str | None = None,
                argv: list[str] | None = None, sock: bytes = b"", uid: int = 0,
                env: list[str] | None = None, flags: int = 0, local: bytes = b"",
-               exe: bytes = b"") -> bytes:
+               exe: bytes = b"", caps: tuple[int, int, int] = (0, 0, 0)) -> bytes:
     """A record as the kernel sends it: the header, then the pieces in use, packed."""
     a = (str_a.encode() + b"\0") if str_a is not None else b""
     b = (str_b.encode() + b"\0") if str_b is not None else b""
@@ -30,7 +30,7 @@ def raw_record(nr: int, ret: int = 0, args: tuple[int, ...] = (), kind: int = 0,
     head = record.HEADER.pack(
         1_000_000, tgid, tgid, uid, uid, nr, kind, len(argv or []), ret,
         *(list(args) + [0] * (6 - len(args))), len(a), len(b), len(sock), len(v), len(e),
-        flags, len(local), len(exe))
+        flags, len(local), len(exe), *caps)
     return head + a + b + sock + v + e + local + exe
 
 
@@ -354,3 +354,13 @@ def test_a_full_fd_table_drops_the_oldest_and_counts_it():
         p.set_fd(num, FdInfo("f", f"/f{num}"))
     assert len(p.fds) == MAX_FDS_PER_PROCESS and 0 not in p.fds
     assert Process.fds_evicted - before == 3
+
+
+def test_capabilities_are_rendered_from_the_record(tracker):
+    kill, module, sys_admin = 1 << 5, 1 << 16, 1 << 21
+    ev = feed(tracker, raw_record(nr("close"), 0, (3,),
+                                  caps=(kill, kill | module | sys_admin, module | 1 << 63)))
+    assert ev.get("thread.cap_inheritable") == "CAP_KILL"
+    assert ev.get("thread.cap_permitted") == "CAP_KILL CAP_SYS_MODULE CAP_SYS_ADMIN"
+    assert ev.get("thread.cap_effective") == "CAP_SYS_MODULE"   # unnamed bit 63 left out
+    assert feed(tracker, raw_record(nr("close"), 0, (3,))).get("thread.cap_effective") == ""

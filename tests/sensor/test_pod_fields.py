@@ -46,7 +46,9 @@ POD = PodMeta(
 def _event(t: Tracker, pid: int):
     """A close() event of process `pid` (only the header: the tracker needs no more)."""
     raw = record.HEADER.pack(1_000, pid, pid, 0, 0, syscalls.BY_NAME["close"].nr, 0, 0, 0,
-                             99, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+                             99, 0, 0, 0, 0, 0,        # args
+                             0, 0, 0, 0, 0, 0, 0, 0,   # lengths and flags
+                             0, 0, 0)                  # capability sets
     return t.handle(record.Record.decode(raw))
 
 

@@ -1,0 +1,81 @@
+"""Facts the kernel gives at the event, not /proc after the fact (issues 8 and 11).
+
+Real kernel, real sensor: each action is done by a process that exits at once, so
+nothing is left in /proc when the sensor handles its records; what the fields show can
+only come from the records themselves. Covered: the capability sets at each event
+(`thread.cap_*`), the container identity of a process that joined a container's cgroup
+between fork and exec (`container.id`), and whether the executable lives in an
+overlayfs upper layer (`proc.is_exe_upper_layer`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import upstream
+
+PROGRAM = Path(__file__).with_name("programs") / "capset.c"
+
+RULES = """
+- rule: Capabilities at the event
+  desc: thread.cap_* of an open by the capset program
+  condition: evt.type in (open, openat) and fd.name contains fmcap
+  output: "caps %fd.name eff=%thread.cap_effective prm=%thread.cap_permitted inh=%thread.cap_inheritable"
+  priority: WARNING
+"""
+
+
+@pytest.fixture(scope="module")
+def sensor(start_sensor, tmp_path_factory: pytest.TempPathFactory):
+    rules = tmp_path_factory.mktemp("rules") / "facts.yaml"
+    rules.write_text(RULES)
+    return start_sensor("--rules", str(upstream.STABLE), str(rules),
+                        "-o", "rule_matching=all", "--buffer-pages", "4096")
+
+
+@pytest.fixture(scope="module")
+def capset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is needed to build the capset program")
+    exe = tmp_path_factory.mktemp("capset") / "capset"
+    subprocess.run(["gcc", "-O1", "-o", str(exe), str(PROGRAM)], check=True)
+    return exe
+
+
+@contextmanager
+def paused(sensor) -> Iterator[None]:
+    """The sensor stopped (SIGSTOP) while the body runs: its records wait in the ring
+    buffer and are handled after the processes are gone, as on a busy node."""
+    os.kill(sensor.proc.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(sensor.proc.pid, signal.SIGCONT)
+
+
+def fields_for(sensor, marker: str, rule: str) -> list[dict]:
+    sensor.rules_for(marker)
+    return [a["output_fields"] for a in sensor.matching(marker) if a["rule"] == rule]
+
+
+def test_capabilities_are_those_at_each_event(sensor, capset, tmp_path, marker):
+    paths = [tmp_path / f"fmcap{marker}{step}" for step in "abc"]
+    for p in paths:
+        p.write_text("x")
+    with paused(sensor):
+        subprocess.run([str(capset), *map(str, paths)], check=True)
+    seen = {f["fd.name"]: f for f in fields_for(sensor, marker, "Capabilities at the event")}
+    assert set(seen) == set(map(str, paths)), seen
+    both, kill = "CAP_KILL CAP_SYS_MODULE", "CAP_KILL"
+    expected = [(both, both, kill), (kill, both, kill), (both, both, kill)]
+    for p, (eff, prm, inh) in zip(paths, expected, strict=True):
+        f = seen[str(p)]
+        assert (f["thread.cap_effective"], f["thread.cap_permitted"],
+                f["thread.cap_inheritable"]) == (eff, prm, inh), f
