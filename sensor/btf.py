@@ -70,6 +70,20 @@ class Btf:
         """sizeof(struct struct_name) in bytes. Raises BtfError."""
         return self._header(self._named(struct_name))[2]
 
+    def enumerator(self, name: str) -> int:
+        """The value of enumerator `name` ("memory_cgrp_id") of any enum. Raises BtfError."""
+        types = self.types
+        for tid in range(1, len(self.where)):
+            kind, info, _size = self._header(tid)
+            if kind not in (ENUM, ENUM64):
+                continue
+            start, step = self.where[tid] + 12, _PER_MEMBER[kind]
+            for i in range(info & 0xFFFF):
+                m_name, value = struct.unpack_from("<Ii", types, start + step * i)
+                if _str(self.strings, m_name) == name:
+                    return value
+        raise BtfError(f"enumerator {name} not in BTF")
+
     def _named(self, struct_name: str) -> int:
         tid = self.by_name.get(struct_name)
         if tid is None:
@@ -162,6 +176,13 @@ OFFSETS: tuple[tuple[str, str, str], ...] = (
     ("OFF_INODE_MTIME_SEC", "inode", "i_mtime_sec|__i_mtime.tv_sec|i_mtime.tv_sec"),
     ("OFF_INODE_MTIME_NSEC", "inode", "i_mtime_nsec|__i_mtime.tv_nsec|i_mtime.tv_nsec"),
     ("OFF_MM_EXE_FILE", "mm_struct", "exe_file"),
+    ("OFF_TASK_CGROUPS", "task_struct", "cgroups"),
+    ("OFF_CSS_SET_SUBSYS", "css_set", "subsys"),
+    ("OFF_CSS_SET_DFL_CGRP", "css_set", "dfl_cgrp"),
+    ("OFF_CSS_CGROUP", "cgroup_subsys_state", "cgroup"),
+    ("OFF_CGROUP_KN", "cgroup", "kn"),
+    ("OFF_KN_NAME", "kernfs_node", "name"),
+    ("OFF_KN_PARENT", "kernfs_node", "__parent|parent"),   # renamed in 6.15
     ("OFF_REGS_ORIG_AX", "pt_regs", "orig_ax"),
     ("OFF_REGS_DI", "pt_regs", "di"),
     ("OFF_REGS_SI", "pt_regs", "si"),
@@ -181,6 +202,25 @@ SIZES: tuple[tuple[str, str], ...] = (
 )
 
 
+#: (-D name, enumerator): enum values the probe needs; "a|b" tries each in order. The
+#: cgroup hierarchy read at exec is the memory controller's (kubelet, containerd and
+#: Docker put a container in it on cgroup v1 and v2), else the pids controller's.
+ENUMS: tuple[tuple[str, str], ...] = (
+    ("ENUM_CGROUP_SUBSYS", "memory_cgrp_id|pids_cgrp_id"),
+)
+
+
+def _first_enumerator(btf: Btf, spellings: str) -> int:
+    """The value of the first enumerator this kernel has. Raises BtfError."""
+    *others, last = spellings.split("|")
+    for name in others:
+        try:
+            return btf.enumerator(name)
+        except BtfError:
+            continue
+    return btf.enumerator(last)
+
+
 def _first(btf: Btf, struct_name: str, spellings: str) -> int:
     """The offset of the first spelling of a member this kernel has. Raises BtfError."""
     *others, last = spellings.split("|")
@@ -194,12 +234,13 @@ def _first(btf: Btf, struct_name: str, spellings: str) -> int:
 
 @cache
 def cflags(path: Path = VMLINUX) -> tuple[str, ...]:
-    """-D flags with every offset in OFFSETS and size in SIZES for the running kernel.
-    Raises BtfError."""
+    """-D flags with every offset in OFFSETS, size in SIZES and enumerator in ENUMS for
+    the running kernel. Raises BtfError."""
     try:
         btf = Btf(path.read_bytes())
     except OSError as exc:
         raise BtfError(f"cannot read {path}: {exc} (kernel without CONFIG_DEBUG_INFO_BTF?)") \
             from exc
     return (tuple(f"-D{flag}={_first(btf, s, member)}" for flag, s, member in OFFSETS)
-            + tuple(f"-D{flag}={btf.size(s)}" for flag, s in SIZES))
+            + tuple(f"-D{flag}={btf.size(s)}" for flag, s in SIZES)
+            + tuple(f"-D{flag}={_first_enumerator(btf, e)}" for flag, e in ENUMS))

@@ -50,6 +50,9 @@ KEY_PATH = 255             # path bytes in a filter key (LPM trie data is at mos
 MAX_PATHS = 65536          # filter entries (exact paths and prefixes, all groups)
 MAX_FDS = 65536            # descriptors whose open was filtered out (LRU)
 MAX_SYSCALLS = 512         # syscall numbers covered by the spec/compat maps
+CGROUP_LEVELS = 4          # cgroup path components read at exec (leaf, parent, ...)
+CGROUP_NAME = 128          # bytes of one component, with its NUL (longer ones are cut)
+CGROUP_HIERARCHIES = 2     # read at exec: the memory (else pids) controller's, cgroup v2's
 
 # Kernel facts (x86_64 uapi and arch headers).
 CLONE_VM = 0x100
@@ -67,7 +70,8 @@ MAX_PID_LEVEL = 31         # pid namespaces nest at most 32 deep (MAX_PID_NS_LEV
 
 _UNPREFIXED = ("KIND_", "RF_", "CNT_", "FORWARD_", "SOCK_", "CLONE_", "FILTER_")
 _PREFIXED = ("STR_LEN", "ARGV_LEN", "ENV_LEN", "MAX_ARGS", "SOCK_LEN", "DATA_HALF",
-             "KEY_PATH", "MAX_PATHS", "MAX_FDS", "MAX_SYSCALLS", "O_DIRECTORY", "TS_COMPAT", "AF_INET", "AF_INET6",
+             "KEY_PATH", "MAX_PATHS", "MAX_FDS", "MAX_SYSCALLS",
+             "CGROUP_LEVELS", "CGROUP_NAME", "CGROUP_HIERARCHIES", "O_DIRECTORY", "TS_COMPAT", "AF_INET", "AF_INET6",
              "PIDTYPE_PGID", "PIDTYPE_SID", "MAX_PID_LEVEL")
 
 

@@ -41,7 +41,7 @@ struct falconer_event {
     u16 len_env;        /* environment strings, NUL-separated */
     u16 flags;          /* RF_* */
     u16 len_local;      /* the socket's local address (connect), a sockaddr */
-    u16 len_exe;        /* KIND_EXEC: a struct falconer_exe_stat of the new image */
+    u16 len_exe;        /* KIND_EXEC: a struct falconer_exec_data */
     u64 cap_inheritable;    /* the thread's capability sets at the hook (bit n = */
     u64 cap_permitted;      /* capability n), from its objective credentials as */
     u64 cap_effective;      /* /proc/<tid>/status shows them */
@@ -53,6 +53,22 @@ struct falconer_exe_stat {
     u64 ino;
     s64 ctime_ns;
     s64 mtime_ns;
+};
+
+/* One hierarchy's cgroup of a task at exec: the names of its kernfs nodes, leaf first
+ * (the root's, "", is never among them). */
+struct falconer_cgroup_names {
+    u8 levels;          /* names read, 0 .. FALCONER_CGROUP_LEVELS */
+    u8 cut;             /* 1: the group has ancestors above the last name read */
+    u8 pad[6];
+    char name[FALCONER_CGROUP_LEVELS][FALCONER_CGROUP_NAME];
+};
+
+/* The data of a KIND_EXEC record. cgroup[0]: the hierarchy of controller
+ * ENUM_CGROUP_SUBSYS (memory; on cgroup v2 the unified one), cgroup[1]: cgroup v2's. */
+struct falconer_exec_data {
+    struct falconer_exe_stat exe;
+    struct falconer_cgroup_names cgroup[FALCONER_CGROUP_HIERARCHIES];
 };
 
 /* What to read for one syscall number. Arg indexes are stored +1 (0 = none). */
@@ -567,6 +583,41 @@ static __always_inline void exe_stat(void *task, struct falconer_exe_stat *st)
                    + (kread32(inode, OFF_INODE_MTIME_NSEC) & 0x3fffffff);
 }
 
+/* The names of cgroup `cgrp`'s kernfs node and its ancestors, leaf first, up to
+ * FALCONER_CGROUP_LEVELS (kn->name of each; the root, whose parent is NULL, left out). */
+static __always_inline void read_cgroup(struct falconer_event *e,
+                                        struct falconer_cgroup_names *out, void *cgrp)
+{
+    void *kn = cgrp ? (void *)kread(cgrp, OFF_CGROUP_KN) : NULL;
+    out->levels = out->cut = 0;
+#pragma unroll
+    for (int i = 0; i < FALCONER_CGROUP_LEVELS; i++) {
+        void *parent = kn ? (void *)kread(kn, OFF_KN_PARENT) : NULL;
+        if (!parent)
+            return;
+        const char *name = (const char *)kread(kn, OFF_KN_NAME);
+        long n = bpf_probe_read_kernel_str(out->name[i], FALCONER_CGROUP_NAME, name);
+        if (n <= 0)
+            out->name[i][0] = 0;
+        else if (n == FALCONER_CGROUP_NAME)
+            e->flags |= RF_TRUNCATED;
+        out->levels = i + 1;
+        kn = parent;
+    }
+    out->cut = kn && kread(kn, OFF_KN_PARENT);
+}
+
+/* The task's cgroups in the two hierarchies of falconer_exec_data. */
+static __always_inline void read_cgroups(struct falconer_event *e,
+                                         struct falconer_exec_data *x, void *task)
+{
+    void *cset = (void *)kread(task, OFF_TASK_CGROUPS);
+    void *css = cset ? (void *)kread(cset, OFF_CSS_SET_SUBSYS + ENUM_CGROUP_SUBSYS * sizeof(void *))
+                     : NULL;
+    read_cgroup(e, &x->cgroup[0], css ? (void *)kread(css, OFF_CSS_CGROUP) : NULL);
+    read_cgroup(e, &x->cgroup[1], cset ? (void *)kread(cset, OFF_CSS_SET_DFL_CGRP) : NULL);
+}
+
 /* Before the child runs, in the parent: the clone flags the tracker needs, derived
  * from the two tasks (so no syscall argument has to be kept):
  * args = (flags, child tid, child tgid, tgid of the child's real parent). */
@@ -607,8 +658,9 @@ static __always_inline u64 tty_nr(void *signal)
 }
 
 /* After the new image is in place: the session, process group and terminal as of now
- * (setsid/setpgid/TIOCSCTTY since the fork are in them), and the pid and process group
- * in the process's own pid namespace. */
+ * (setsid/setpgid/TIOCSCTTY since the fork are in them), the pid and process group
+ * in the process's own pid namespace, the executable's inode and the task's cgroups
+ * (a runtime moves a container's first process into its cgroup before this exec). */
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     void *task = (void *)bpf_get_current_task();
@@ -622,7 +674,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (is_self(pid_tgid >> 32))
         return 0;
-    u32 size = HEADER_BYTES + sizeof(struct falconer_exe_stat);
+    u32 size = HEADER_BYTES + sizeof(struct falconer_exec_data);
     struct falconer_event *e = events.ringbuf_reserve(size);
     if (!e) {
         count(CNT_RING_FULL);
@@ -646,11 +698,12 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     e->args[5] = 0;
     e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = e->len_local = 0;
     e->flags = 0;
-    e->len_exe = sizeof(struct falconer_exe_stat);
-    struct falconer_exe_stat *st = (struct falconer_exe_stat *)e->data;
-    st->ino = 0;
-    st->ctime_ns = st->mtime_ns = 0;
-    exe_stat(task, st);
+    e->len_exe = sizeof(struct falconer_exec_data);
+    struct falconer_exec_data *x = (struct falconer_exec_data *)e->data;
+    x->exe.ino = 0;
+    x->exe.ctime_ns = x->exe.mtime_ns = 0;
+    exe_stat(task, &x->exe);
+    read_cgroups(e, x, task);
     read_caps(e, task);
     events.ringbuf_submit(e, 0);
     count(CNT_EMITTED);

@@ -47,6 +47,46 @@ class EventRecord(ctypes.Structure):
     ]
 
 
+class CgroupNames(ctypes.Structure):
+    """Mirror of `struct falconer_cgroup_names`: one hierarchy's cgroup at exec, as the
+    names of its kernfs node and ancestors, leaf first."""
+
+    _fields_ = [
+        ("levels", ctypes.c_uint8),
+        ("cut", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 6),
+        ("name", (ctypes.c_char * abi.CGROUP_NAME) * abi.CGROUP_LEVELS),
+    ]
+
+    def path(self) -> str:
+        """The names as a path from the highest one read ("/kubepods/.../<id>"); a
+        `cut` path lacks its upper components."""
+        names = [bytes(self.name[i].value).decode("utf-8", "surrogateescape")
+                 for i in range(min(self.levels, abi.CGROUP_LEVELS))]
+        return "/" + "/".join(reversed(names))
+
+
+class ExeStat(ctypes.Structure):
+    """Mirror of `struct falconer_exe_stat`: the new image's executable (proc.exe_ino.*)."""
+
+    _fields_ = [
+        ("ino", ctypes.c_uint64),
+        ("ctime_ns", ctypes.c_int64),
+        ("mtime_ns", ctypes.c_int64),
+    ]
+
+
+class ExecData(ctypes.Structure):
+    """Mirror of `struct falconer_exec_data`, a KIND_EXEC record's data: the executable
+    and the task's cgroup in the memory (else pids) controller's hierarchy and in
+    cgroup v2's."""
+
+    _fields_ = [
+        ("exe", ExeStat),
+        ("cgroup", CgroupNames * abi.CGROUP_HIERARCHIES),
+    ]
+
+
 class SpecRecord(ctypes.Structure):
     """Mirror of `struct falconer_spec`: what the kernel reads for one syscall."""
 
@@ -83,8 +123,9 @@ class PathKey(ctypes.Structure):
 #: cap_effective
 HEADER = struct.Struct("<QIIIIiHHq6Q8H3Q")
 OFF_DATA = EventRecord.data.offset
-#: struct falconer_exe_stat: ino, ctime_ns, mtime_ns (the data of a KIND_EXEC record)
+#: struct falconer_exe_stat: ino, ctime_ns, mtime_ns (the start of a KIND_EXEC's data)
 EXE_STAT = struct.Struct("<Qqq")
+assert EXE_STAT.size == ctypes.sizeof(ExeStat), "EXE_STAT must mirror struct falconer_exe_stat"
 RECORD_SIZE = ctypes.sizeof(EventRecord)
 assert HEADER.size == OFF_DATA, "HEADER must cover exactly the members before data"
 
@@ -171,6 +212,13 @@ class Record:
             return None
         ino, ctime_ns, mtime_ns = EXE_STAT.unpack_from(self.raw, OFF_DATA)
         return ino, ctime_ns, mtime_ns
+
+    def cgroups(self) -> list[CgroupNames]:
+        """KIND_EXEC: the task's cgroup in each hierarchy read (empty when absent)."""
+        if self.len_exe < ctypes.sizeof(ExecData):
+            return []
+        data = ExecData.from_buffer_copy(self.raw, OFF_DATA)
+        return [data.cgroup[i] for i in range(abi.CGROUP_HIERARCHIES)]
 
 
 def _strings(blob: bytes) -> list[str]:

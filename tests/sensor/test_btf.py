@@ -31,7 +31,7 @@ def test_members_inside_anonymous_structs_are_found(vmlinux):
 
 def test_every_offset_the_probe_needs_exists(vmlinux):
     flags = btf.cflags()
-    assert len(flags) == len(btf.OFFSETS) + len(btf.SIZES)
+    assert len(flags) == len(btf.OFFSETS) + len(btf.SIZES) + len(btf.ENUMS)
     assert vmlinux.size("upid") >= 8
 
 
@@ -42,3 +42,11 @@ def test_unknown_members_and_structs_are_clear_errors(vmlinux):
         vmlinux.offset("no_such_struct", "x")
     with pytest.raises(btf.BtfError, match="not BTF"):
         btf.Btf(b"\0" * 32)
+
+
+def test_enumerators_are_read(vmlinux):
+    # enum pid_type is stable ABI of the kernel's own: PIDTYPE_PID first.
+    assert vmlinux.enumerator("PIDTYPE_PID") == 0
+    assert vmlinux.enumerator("PIDTYPE_SID") == 3
+    with pytest.raises(btf.BtfError, match="not in BTF"):
+        vmlinux.enumerator("no_such_enumerator")

@@ -364,3 +364,47 @@ def test_capabilities_are_rendered_from_the_record(tracker):
     assert ev.get("thread.cap_permitted") == "CAP_KILL CAP_SYS_MODULE CAP_SYS_ADMIN"
     assert ev.get("thread.cap_effective") == "CAP_SYS_MODULE"   # unnamed bit 63 left out
     assert feed(tracker, raw_record(nr("close"), 0, (3,))).get("thread.cap_effective") == ""
+
+
+def exec_data(*paths: tuple[list[str], bool]) -> bytes:
+    """A KIND_EXEC record's data: an executable and, per hierarchy, (names leaf first,
+    cut)."""
+    data = record.ExecData()
+    for i, (names, cut) in enumerate(paths):
+        data.cgroup[i].levels, data.cgroup[i].cut = len(names), int(cut)
+        for j, name in enumerate(names):
+            data.cgroup[i].name[j].value = name.encode()
+    return bytes(data)
+
+
+CID = "ab" * 32
+
+
+def test_the_container_comes_from_the_cgroup_names_read_at_exec(tracker):
+    uid = "0b8e9a3c-1f2d-4c5e-8a7b-123456789abc"
+    names = [CID, f"pod{uid}", "besteffort", "kubepods"]
+    feed(tracker, raw_record(-1, 0, (4242, 4242), kind=abi.KIND_EXEC,
+                             exe=exec_data(([], False), (names, False))))
+    cgroup = tracker.procs.get(4242).cgroup
+    assert (cgroup.container_id, cgroup.runtime, cgroup.pod_uid) == (CID, "cri", uid)
+    assert record.CgroupNames.path(record.ExecData.from_buffer_copy(
+        exec_data((names, False))).cgroup[0]) == f"/kubepods/besteffort/pod{uid}/{CID}"
+
+
+def test_names_of_the_host_and_records_without_names(tracker):
+    tracker.procs.get(4242).cgroup = containers.Cgroup(CID, "cri")
+    feed(tracker, raw_record(-1, 0, (4242, 4242), kind=abi.KIND_EXEC,
+                             exe=record.EXE_STAT.pack(1, 2, 3)))   # no names: kept
+    assert tracker.procs.get(4242).cgroup.container_id == CID
+    feed(tracker, raw_record(-1, 0, (4242, 4242), kind=abi.KIND_EXEC,
+                             exe=exec_data((["user.slice"], False), ([], False))))
+    assert tracker.procs.get(4242).cgroup == containers.HOST_CGROUP
+
+
+def test_cut_names_that_name_no_container_defer_to_proc(tracker):
+    # Five levels deep: the kubepods component is above the four names read. The
+    # process (pid 4242) is not alive, so /proc cannot help: the host it stays.
+    names = ["init.scope", CID, "pod0b8e9a3c-1f2d-4c5e-8a7b-123456789abc", "besteffort"]
+    feed(tracker, raw_record(-1, 0, (4242, 4242), kind=abi.KIND_EXEC,
+                             exe=exec_data((names, True), ([], False))))
+    assert tracker.procs.get(4242).cgroup == containers.HOST_CGROUP

@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import subprocess
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +30,15 @@ RULES = """
   condition: evt.type in (open, openat) and fd.name contains fmcap
   output: "caps %fd.name eff=%thread.cap_effective prm=%thread.cap_permitted inh=%thread.cap_inheritable"
   priority: WARNING
+- rule: Container at exec
+  desc: the container identity of an exec, as the kernel had the cgroup then
+  condition: evt.type = execve and proc.args contains fm
+  output: "exec %proc.args id=%container.id type=%container.type"
+  priority: WARNING
 """
+
+CGROUP_HIERARCHIES = {"memory": Path("/sys/fs/cgroup/memory"),
+                   "unified": Path("/sys/fs/cgroup/unified")}
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +88,57 @@ def test_capabilities_are_those_at_each_event(sensor, capset, tmp_path, marker):
         f = seen[str(p)]
         assert (f["thread.cap_effective"], f["thread.cap_permitted"],
                 f["thread.cap_inheritable"]) == (eff, prm, inh), f
+
+
+@pytest.fixture(params=sorted(CGROUP_HIERARCHIES))
+def container_cgroup(request: pytest.FixtureRequest) -> Iterator[tuple[Path, str]]:
+    """A cgroup named as kubelet's cgroupfs driver names a container's, under a scratch
+    group of one hierarchy (removed after): (its directory, the 64-hex id)."""
+    root = CGROUP_HIERARCHIES[request.param]
+    if not (root / "cgroup.procs").exists():
+        pytest.fail(f"{root} is not a mounted cgroup hierarchy")
+    cid = uuid.uuid4().hex + uuid.uuid4().hex
+    scratch = root / f"falconer-test-{uuid.uuid4().hex[:8]}"
+    leaf = scratch / "kubepods" / "besteffort" / f"pod{uuid.uuid4()}" / cid
+    leaf.mkdir(parents=True)
+    try:
+        yield leaf, cid
+    finally:
+        for d, _subdirs, _files in sorted(os.walk(scratch), key=lambda w: -len(w[0])):
+            os.rmdir(d)
+
+
+def test_a_process_that_joins_a_container_before_exec_has_its_identity(
+        sensor, container_cgroup, marker):
+    leaf, cid = container_cgroup
+
+    def join() -> None:   # in the child, between fork and exec, as runc's init does
+        (leaf / "cgroup.procs").write_text(str(os.getpid()))
+
+    with paused(sensor):
+        subprocess.run(["/bin/true", marker], preexec_fn=join, check=True)
+    seen = fields_for(sensor, marker, "Container at exec")
+    assert seen, sensor.matching(marker)
+    assert seen[0]["container.id"] == cid[:12]
+    assert seen[0]["container.type"] == "cri"
+
+
+def test_a_process_nested_below_a_container_keeps_its_identity(
+        sensor, container_cgroup, marker):
+    # Five levels: the kernel reads the lowest four, which name no runtime; the
+    # process is still alive, so its /proc/<pid>/cgroup (the whole path) answers.
+    leaf, cid = container_cgroup
+    nested = leaf / "init.scope"
+    nested.mkdir()
+
+    def join() -> None:
+        (nested / "cgroup.procs").write_text(str(os.getpid()))
+
+    sleeper = subprocess.Popen(["/bin/sleep", "5", marker], preexec_fn=join)
+    try:
+        seen = fields_for(sensor, marker, "Container at exec")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert seen, sensor.matching(marker)
+    assert seen[0]["container.id"] == cid[:12]
