@@ -18,6 +18,8 @@ KIND_EXIT = 3        # sched_process_exit
 RF_COMPAT = 1          # made through the 32-bit (ia32) gate
 RF_TRUNCATED = 2       # a string or block was cut at its bound
 RF_ARGV_FROM_MM = 4    # argv/env read from the new image (successful exec): split on NULs
+RF_EXE_UPPER_LAYER = 8   # KIND_EXEC: the executable is on an overlayfs, in its upper layer
+RF_EXE_LOWER_LAYER = 16  # KIND_EXEC: the executable is on an overlayfs, only in a lower layer
 
 # Per-CPU counter slots.
 CNT_RING_FULL = 0    # ring buffer full: record lost
@@ -67,12 +69,13 @@ TS_COMPAT = 0x0002         # thread_info.status bit of an ia32 syscall (asm/thre
 PIDTYPE_PGID = 2           # enum pid_type (include/linux/pid_types.h): signal->pids[]
 PIDTYPE_SID = 3
 MAX_PID_LEVEL = 31         # pid namespaces nest at most 32 deep (MAX_PID_NS_LEVEL)
+OVERLAYFS_SUPER_MAGIC = 0x794C7630   # super_block.s_magic of overlayfs (uapi/linux/magic.h)
 
 _UNPREFIXED = ("KIND_", "RF_", "CNT_", "FORWARD_", "SOCK_", "CLONE_", "FILTER_")
 _PREFIXED = ("STR_LEN", "ARGV_LEN", "ENV_LEN", "MAX_ARGS", "SOCK_LEN", "DATA_HALF",
              "KEY_PATH", "MAX_PATHS", "MAX_FDS", "MAX_SYSCALLS",
              "CGROUP_LEVELS", "CGROUP_NAME", "CGROUP_HIERARCHIES", "O_DIRECTORY", "TS_COMPAT", "AF_INET", "AF_INET6",
-             "PIDTYPE_PGID", "PIDTYPE_SID", "MAX_PID_LEVEL")
+             "PIDTYPE_PGID", "PIDTYPE_SID", "MAX_PID_LEVEL", "OVERLAYFS_SUPER_MAGIC")
 
 
 def constants() -> dict[str, int]:

@@ -566,14 +566,32 @@ static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3)
     return 0;
 }
 
-/* The inode number, ctime and mtime of the current task's executable. */
-static __always_inline void exe_stat(void *task, struct falconer_exe_stat *st)
+/* RF_EXE_UPPER_LAYER / RF_EXE_LOWER_LAYER when `inode` is an overlayfs inode: its
+ * struct ovl_inode has an upper dentry once the file exists in the upper layer
+ * (written, or copied up, in the container). OFF_OVL_* are -1 when no BTF described
+ * struct ovl_inode at load time (overlay a module not loaded yet): then neither flag. */
+static __always_inline u16 overlay_layer(void *inode)
+{
+    if (OFF_OVL_VFS_INODE < 0 || OFF_OVL_UPPERDENTRY < 0)
+        return 0;
+    void *sb = (void *)kread(inode, OFF_INODE_SB);
+    if (!sb || kread(sb, OFF_SB_MAGIC) != FALCONER_OVERLAYFS_SUPER_MAGIC)
+        return 0;
+    void *ovl = (char *)inode - OFF_OVL_VFS_INODE;
+    return kread(ovl, OFF_OVL_UPPERDENTRY) ? RF_EXE_UPPER_LAYER : RF_EXE_LOWER_LAYER;
+}
+
+/* The inode number, ctime and mtime of the current task's executable, and its overlayfs
+ * layer into the record's flags. */
+static __always_inline void exe_stat(struct falconer_event *e, void *task,
+                                     struct falconer_exe_stat *st)
 {
     void *mm = (void *)kread(task, OFF_TASK_MM);
     void *file = mm ? (void *)kread(mm, OFF_MM_EXE_FILE) : NULL;
     void *inode = file ? (void *)kread(file, OFF_FILE_INODE) : NULL;
     if (!inode)
         return;
+    e->flags |= overlay_layer(inode);
     /* Nanoseconds are < 2^30; above that, multigrain timestamps (6.13+) keep flags in
      * i_ctime_nsec (I_CTIME_QUERIED, bit 31): masked off. */
     st->ino = kread(inode, OFF_INODE_INO);
@@ -702,7 +720,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     struct falconer_exec_data *x = (struct falconer_exec_data *)e->data;
     x->exe.ino = 0;
     x->exe.ctime_ns = x->exe.mtime_ns = 0;
-    exe_stat(task, &x->exe);
+    exe_stat(e, task, &x->exe);
     read_cgroups(e, x, task);
     read_caps(e, task);
     events.ringbuf_submit(e, 0);

@@ -128,6 +128,10 @@ class Sensor:
             self._capture_file = open(self.opts.capture, "w", encoding="utf-8")  # noqa: SIM115
             self.capture = CaptureWriter(self._capture_file)
         self._report_loaded(loaded)
+        if self.probe.missing_modules:
+            self._say("falconer sensor: no BTF for kernel module(s) "
+                      f"{', '.join(sorted(self.probe.missing_modules))} (not loaded at start): "
+                      "proc.is_exe_upper_layer and proc.is_exe_lower_layer stay false")
         self._say(f"falconer sensor: watching {len(self.probe.forwarded)} syscalls, "
                   f"{len(self.tracker.procs)} processes known")
 

@@ -182,8 +182,9 @@ def _exec(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInf
 
 def _exec_ids(p: Process, rec: record.Record) -> None:
     """Session, process group, terminal and namespace ids as the kernel had them at exec
-    (KIND_EXEC args): what setsid/setpgid/TIOCSCTTY did since the fork is in them; and
-    the executable's inode, ctime and mtime (the record's data)."""
+    (KIND_EXEC args): what setsid/setpgid/TIOCSCTTY did since the fork is in them; the
+    executable's inode, ctime and mtime (the record's data) and overlayfs layer (its
+    flags); the cgroups."""
     ids, tty, vids = rec.args[2], rec.args[3], rec.args[4]
     p.sid, p.pgid, p.tty = ids & 0xFFFFFFFF, ids >> 32, tty
     if vids & 0xFFFFFFFF:
@@ -191,6 +192,8 @@ def _exec_ids(p: Process, rec: record.Record) -> None:
     if vids >> 32:
         p.vpgid = vids >> 32
     p.exe_stat = rec.exe_stat()
+    p.exe_upper_layer = bool(rec.flags & abi.RF_EXE_UPPER_LAYER)
+    p.exe_lower_layer = bool(rec.flags & abi.RF_EXE_LOWER_LAYER)
     _exec_cgroup(p, rec)
 
 

@@ -408,3 +408,16 @@ def test_cut_names_that_name_no_container_defer_to_proc(tracker):
     feed(tracker, raw_record(-1, 0, (4242, 4242), kind=abi.KIND_EXEC,
                              exe=exec_data((names, True), ([], False))))
     assert tracker.procs.get(4242).cgroup == containers.HOST_CGROUP
+
+
+def test_the_exe_layer_comes_from_the_exec_record_and_is_inherited(tracker):
+    feed(tracker, raw_record(-1, 0, (4242, 4242), kind=abi.KIND_EXEC,
+                             flags=abi.RF_EXE_UPPER_LAYER, exe=exec_data()))
+    ev = feed(tracker, raw_record(nr("close"), 0, (3,)))
+    assert (ev.get("proc.is_exe_upper_layer"), ev.get("proc.is_exe_lower_layer")) == (True, False)
+    feed(tracker, raw_record(-1, 0, (0, 5004, 5004, 4242), kind=abi.KIND_FORK))
+    assert tracker.procs.get(5004).exe_upper_layer is True
+    feed(tracker, raw_record(-1, 0, (5004, 5004), kind=abi.KIND_EXEC, tgid=5004,
+                             flags=abi.RF_EXE_LOWER_LAYER, exe=exec_data()))
+    child = tracker.procs.get(5004)
+    assert (child.exe_upper_layer, child.exe_lower_layer) == (False, True)

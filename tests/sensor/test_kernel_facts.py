@@ -35,6 +35,11 @@ RULES = """
   condition: evt.type = execve and proc.args contains fm
   output: "exec %proc.args id=%container.id type=%container.type"
   priority: WARNING
+- rule: Exe layer at exec
+  desc: proc.is_exe_upper_layer of an exec
+  condition: evt.type = execve and proc.exepath contains fm
+  output: "layer %proc.exepath upper=%proc.is_exe_upper_layer lower=%proc.is_exe_lower_layer"
+  priority: WARNING
 """
 
 CGROUP_HIERARCHIES = {"memory": Path("/sys/fs/cgroup/memory"),
@@ -142,3 +147,50 @@ def test_a_process_nested_below_a_container_keeps_its_identity(
         sleeper.wait()
     assert seen, sensor.matching(marker)
     assert seen[0]["container.id"] == cid[:12]
+
+
+@pytest.fixture
+def overlay(tmp_path: Path, marker: str) -> Iterator[tuple[Path, Path]]:
+    """An overlayfs on a scratch tmpfs: (a binary of its lower layer, one copied into
+    the merged directory, so into the upper layer), both seen through the merged dir."""
+    base = tmp_path / "fs"
+    base.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(base)], check=True)
+    try:
+        lower, upper, work, merged = (base / n for n in ("lower", "upper", "work", "merged"))
+        for d in (lower, upper, work, merged):
+            d.mkdir()
+        shutil.copy("/bin/true", lower / f"{marker}lo")
+        subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                        f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)],
+                       check=True)
+        try:
+            shutil.copy("/bin/true", merged / f"{marker}up")
+            yield merged / f"{marker}lo", merged / f"{marker}up"
+        finally:
+            subprocess.run(["umount", str(merged)], check=True)
+    finally:
+        subprocess.run(["umount", str(base)], check=True)
+
+
+def test_an_executable_written_into_an_overlay_is_on_its_upper_layer(sensor, overlay, marker):
+    lower_exe, upper_exe = overlay
+    with paused(sensor):
+        subprocess.run([str(lower_exe)], check=True)
+        subprocess.run([str(upper_exe)], check=True)
+    seen = {f["proc.exepath"]: f for f in fields_for(sensor, marker, "Exe layer at exec")}
+    assert set(seen) == {str(lower_exe), str(upper_exe)}, seen
+    upper, lower = seen[str(upper_exe)], seen[str(lower_exe)]
+    assert (upper["proc.is_exe_upper_layer"], upper["proc.is_exe_lower_layer"]) == (True, False)
+    assert (lower["proc.is_exe_upper_layer"], lower["proc.is_exe_lower_layer"]) == (False, True)
+
+
+def test_an_executable_off_overlayfs_is_on_no_layer(sensor, tmp_path, marker):
+    exe = tmp_path / marker
+    shutil.copy("/bin/true", exe)
+    with paused(sensor):
+        subprocess.run([str(exe)], check=True)
+    seen = fields_for(sensor, marker, "Exe layer at exec")
+    assert seen, sensor.matching(marker)
+    assert (seen[0]["proc.is_exe_upper_layer"], seen[0]["proc.is_exe_lower_layer"]) == (
+        False, False)
