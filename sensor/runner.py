@@ -370,7 +370,7 @@ class Sensor:
 
     def _drop_counts(self) -> dict[str, int]:
         """Losses for the status report: kernel records, then alerts per sink."""
-        return {"kernel": self.drops.kernel.total, **self.sinks.drops()}
+        return {"kernel": self.drops.kernel.ring, **self.sinks.drops()}
 
     def _buffer_pages(self, snap: Snapshot) -> int:
         """The command line's size wins over the config's (an operator's override)."""
