@@ -153,10 +153,18 @@ static __always_inline u32 kread32(const void *base, u32 off)
 }
 
 /* The current thread's capability sets into the record header (task->real_cred:
- * kernel_cap_t is one u64 since 6.3, two u32 words in that order before). */
+ * kernel_cap_t is one u64 since 6.3, two u32 words in that order before). struct cred
+ * keeps the three sets next to each other in the header's order: then one read. */
 static __always_inline void read_caps(struct falconer_event *e, void *task)
 {
     void *cred = (void *)kread(task, OFF_TASK_REAL_CRED);
+    if (OFF_CRED_CAP_PERMITTED == OFF_CRED_CAP_INHERITABLE + 8
+        && OFF_CRED_CAP_EFFECTIVE == OFF_CRED_CAP_INHERITABLE + 16) {
+        if (!cred || bpf_probe_read_kernel(&e->cap_inheritable, 24,
+                                           (char *)cred + OFF_CRED_CAP_INHERITABLE) != 0)
+            e->cap_inheritable = e->cap_permitted = e->cap_effective = 0;
+        return;
+    }
     e->cap_inheritable = cred ? kread(cred, OFF_CRED_CAP_INHERITABLE) : 0;
     e->cap_permitted = cred ? kread(cred, OFF_CRED_CAP_PERMITTED) : 0;
     e->cap_effective = cred ? kread(cred, OFF_CRED_CAP_EFFECTIVE) : 0;
