@@ -10,7 +10,9 @@ from __future__ import annotations
 # Record kinds (falconer_event.kind).
 KIND_SYSCALL = 0
 KIND_EXEC = 1        # sched_process_exec: args = (old tid, tid, sid | pgid << 32, tty_nr,
-                     #   vpid | vpgid << 32): the process group and session as of exec
+                     #   vpid | vpgid << 32): the process group and session as of exec;
+                     #   data: struct falconer_exec_data (exe inode, cgroup names);
+                     #   flags: RF_EXE_UPPER_LAYER / RF_EXE_LOWER_LAYER
 KIND_FORK = 2        # sched_process_fork: args = (clone flags, child tid, child tgid, real parent tgid)
 KIND_EXIT = 3        # sched_process_exit
 
