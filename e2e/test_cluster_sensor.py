@@ -138,6 +138,11 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "Contact K8S API Server From Container": (
         "plain", "/usr/bin/nc -w 1 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT </dev/null; sleep 1"),
     "Terminal shell in container": ("plain", "TTY"),
+    # Host actions of the stable rules, done in a pod: the alert carries the pod's fields.
+    "Read sensitive file untrusted": ("plain", "/bin/cat /etc/shadow > /dev/null; sleep 1"),
+    "Search Private Keys or Passwords": ("plain", "/usr/bin/find /etc -name id_rsa; sleep 1"),
+    "Clear Log Activities": ("plain", "/bin/mkdir -p /var/log && echo x > /var/log/app.log"
+                                      " && : > /var/log/app.log; sleep 1"),
 }
 
 

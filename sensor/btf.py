@@ -15,6 +15,8 @@ from functools import cache
 from pathlib import Path
 
 VMLINUX = Path("/sys/kernel/btf/vmlinux")
+#: Where a loaded module's BTF is: /sys/kernel/btf/<module name>.
+MODULES_BTF = VMLINUX.parent
 MAGIC = 0xEB9F
 
 # BTF kinds (include/uapi/linux/btf.h) and the bytes each adds after the 12-byte type.
@@ -32,15 +34,24 @@ class BtfError(RuntimeError):
 class Btf:
     """The types of one BTF blob. One pass records where each type is (type ids start at
     1) and the ids of named structs/unions; members are decoded only when asked for, so
-    the ~100k types of a vmlinux cost a few arrays, not objects."""
+    the ~100k types of a vmlinux cost a few arrays, not objects.
 
-    def __init__(self, blob: bytes) -> None:
+    A module's BTF (/sys/kernel/btf/<module>) is split BTF on top of vmlinux's (`base`):
+    its type ids continue vmlinux's and its string offsets start at the end of
+    vmlinux's strings (the kernel's Documentation/bpf/btf.rst), so the two sections
+    are read as one, base first."""
+
+    def __init__(self, blob: bytes, base: Btf | None = None) -> None:
         magic, _ver, _flags, hdr_len, type_off, type_len, str_off, str_len = \
             struct.unpack_from("<HBBIIIII", blob)
         if magic != MAGIC:
             raise BtfError(f"not BTF (magic {magic:#x})")
-        self.types = memoryview(blob)[hdr_len + type_off: hdr_len + type_off + type_len]
-        self.strings = bytes(blob[hdr_len + str_off: hdr_len + str_off + str_len])
+        types = blob[hdr_len + type_off: hdr_len + type_off + type_len]
+        strings = bytes(blob[hdr_len + str_off: hdr_len + str_off + str_len])
+        if base is not None:
+            types, strings = bytes(base.types) + types, base.strings + strings
+        self.types = memoryview(types)
+        self.strings = strings
         self.where = array.array("I", [0])   # type id -> offset of its 12-byte header
         self.by_name: dict[str, int] = {}
         pos, types = 0, self.types
@@ -69,6 +80,20 @@ class Btf:
     def size(self, struct_name: str) -> int:
         """sizeof(struct struct_name) in bytes. Raises BtfError."""
         return self._header(self._named(struct_name))[2]
+
+    def enumerator(self, name: str) -> int:
+        """The value of enumerator `name` ("memory_cgrp_id") of any enum. Raises BtfError."""
+        types = self.types
+        for tid in range(1, len(self.where)):
+            kind, info, _size = self._header(tid)
+            if kind not in (ENUM, ENUM64):
+                continue
+            start, step = self.where[tid] + 12, _PER_MEMBER[kind]
+            for i in range(info & 0xFFFF):
+                m_name, value = struct.unpack_from("<Ii", types, start + step * i)
+                if _str(self.strings, m_name) == name:
+                    return value
+        raise BtfError(f"enumerator {name} not in BTF")
 
     def _named(self, struct_name: str) -> int:
         tid = self.by_name.get(struct_name)
@@ -128,6 +153,10 @@ OFFSETS: tuple[tuple[str, str, str], ...] = (
     ("OFF_TASK_VFORK_DONE", "task_struct", "vfork_done"),
     ("OFF_TASK_SIGNAL", "task_struct", "signal"),
     ("OFF_TASK_THREAD_PID", "task_struct", "thread_pid"),
+    ("OFF_TASK_REAL_CRED", "task_struct", "real_cred"),
+    ("OFF_CRED_CAP_INHERITABLE", "cred", "cap_inheritable"),
+    ("OFF_CRED_CAP_PERMITTED", "cred", "cap_permitted"),
+    ("OFF_CRED_CAP_EFFECTIVE", "cred", "cap_effective"),
     ("OFF_SIGNAL_PIDS", "signal_struct", "pids"),
     ("OFF_SIGNAL_TTY", "signal_struct", "tty"),
     ("OFF_PID_LEVEL", "pid", "level"),
@@ -158,6 +187,15 @@ OFFSETS: tuple[tuple[str, str, str], ...] = (
     ("OFF_INODE_MTIME_SEC", "inode", "i_mtime_sec|__i_mtime.tv_sec|i_mtime.tv_sec"),
     ("OFF_INODE_MTIME_NSEC", "inode", "i_mtime_nsec|__i_mtime.tv_nsec|i_mtime.tv_nsec"),
     ("OFF_MM_EXE_FILE", "mm_struct", "exe_file"),
+    ("OFF_INODE_SB", "inode", "i_sb"),
+    ("OFF_SB_MAGIC", "super_block", "s_magic"),
+    ("OFF_TASK_CGROUPS", "task_struct", "cgroups"),
+    ("OFF_CSS_SET_SUBSYS", "css_set", "subsys"),
+    ("OFF_CSS_SET_DFL_CGRP", "css_set", "dfl_cgrp"),
+    ("OFF_CSS_CGROUP", "cgroup_subsys_state", "cgroup"),
+    ("OFF_CGROUP_KN", "cgroup", "kn"),
+    ("OFF_KN_NAME", "kernfs_node", "name"),
+    ("OFF_KN_PARENT", "kernfs_node", "__parent|parent"),   # renamed in 6.15
     ("OFF_REGS_ORIG_AX", "pt_regs", "orig_ax"),
     ("OFF_REGS_DI", "pt_regs", "di"),
     ("OFF_REGS_SI", "pt_regs", "si"),
@@ -171,10 +209,41 @@ OFFSETS: tuple[tuple[str, str, str], ...] = (
 )
 
 
+#: (-D name, struct, member path, module): offsets in a struct of a kernel part that may
+#: be a module: read from vmlinux when it is built in, else from the module's BTF when it
+#: is loaded; -1 when neither (the probe then leaves out what needs them: overlayfs not
+#: loaded when the sensor starts means proc.is_exe_upper_layer stays false).
+MODULE_OFFSETS: tuple[tuple[str, str, str, str], ...] = (
+    # struct ovl_inode wraps an overlayfs inode (vfs_inode); __upperdentry is set once
+    # the file has an upper-layer copy.
+    ("OFF_OVL_VFS_INODE", "ovl_inode", "vfs_inode", "overlay"),
+    ("OFF_OVL_UPPERDENTRY", "ovl_inode", "__upperdentry", "overlay"),
+)
+
+
 #: (-D name, struct): sizes the probe steps through arrays of.
 SIZES: tuple[tuple[str, str], ...] = (
     ("SIZE_UPID", "upid"),
 )
+
+
+#: (-D name, enumerator): enum values the probe needs; "a|b" tries each in order. The
+#: cgroup hierarchy read at exec is the memory controller's (kubelet, containerd and
+#: Docker put a container in it on cgroup v1 and v2), else the pids controller's.
+ENUMS: tuple[tuple[str, str], ...] = (
+    ("ENUM_CGROUP_SUBSYS", "memory_cgrp_id|pids_cgrp_id"),
+)
+
+
+def _first_enumerator(btf: Btf, spellings: str) -> int:
+    """The value of the first enumerator this kernel has. Raises BtfError."""
+    *others, last = spellings.split("|")
+    for name in others:
+        try:
+            return btf.enumerator(name)
+        except BtfError:
+            continue
+    return btf.enumerator(last)
 
 
 def _first(btf: Btf, struct_name: str, spellings: str) -> int:
@@ -188,14 +257,42 @@ def _first(btf: Btf, struct_name: str, spellings: str) -> int:
     return btf.offset(struct_name, last)
 
 
+def module_offset(vmlinux: Btf, struct_name: str, path: str, module: str,
+                  modules: Path = MODULES_BTF) -> int:
+    """The offset of a member of a struct that `module` defines: from vmlinux when the
+    module is built in, else from its split BTF under `modules`; -1 when neither has
+    the struct (the module is not loaded). Raises BtfError for a struct without the
+    member or an unreadable module BTF."""
+    if struct_name in vmlinux.by_name:
+        return vmlinux.offset(struct_name, path)
+    blob = modules / module
+    if not blob.exists():
+        return -1
+    try:
+        split = Btf(blob.read_bytes(), base=vmlinux)
+    except OSError as exc:
+        raise BtfError(f"cannot read {blob}: {exc}") from exc
+    return split.offset(struct_name, path) if struct_name in split.by_name else -1
+
+
+def missing_modules(path: Path = VMLINUX) -> frozenset[str]:
+    """The modules of MODULE_OFFSETS whose structs no BTF described when `cflags` ran
+    (their offsets are -1). Raises BtfError as `cflags` does."""
+    flags = set(cflags(path))
+    return frozenset(mod for flag, _s, _m, mod in MODULE_OFFSETS if f"-D{flag}=-1" in flags)
+
+
 @cache
 def cflags(path: Path = VMLINUX) -> tuple[str, ...]:
-    """-D flags with every offset in OFFSETS and size in SIZES for the running kernel.
-    Raises BtfError."""
+    """-D flags with every offset in OFFSETS and MODULE_OFFSETS, size in SIZES and
+    enumerator in ENUMS for the running kernel. Raises BtfError."""
     try:
         btf = Btf(path.read_bytes())
     except OSError as exc:
         raise BtfError(f"cannot read {path}: {exc} (kernel without CONFIG_DEBUG_INFO_BTF?)") \
             from exc
     return (tuple(f"-D{flag}={_first(btf, s, member)}" for flag, s, member in OFFSETS)
-            + tuple(f"-D{flag}={btf.size(s)}" for flag, s in SIZES))
+            + tuple(f"-D{flag}={module_offset(btf, s, member, mod)}"
+                    for flag, s, member, mod in MODULE_OFFSETS)
+            + tuple(f"-D{flag}={btf.size(s)}" for flag, s in SIZES)
+            + tuple(f"-D{flag}={_first_enumerator(btf, e)}" for flag, e in ENUMS))

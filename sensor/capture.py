@@ -14,8 +14,7 @@ from typing import TextIO
 from falconer.sensor import event as sensor_event
 
 #: Fields that cost a /proc read per event: never captured.
-_EXPENSIVE = frozenset({"proc.env", "thread.cap_effective", "thread.cap_permitted",
-                        "thread.cap_inheritable", "proc.vpid", "proc.pvpid"})
+_EXPENSIVE = frozenset({"proc.env", "proc.vpid", "proc.pvpid"})
 #: Ancestors written as proc.aname[N] / proc.apid[N] for N in 1..this.
 ANCESTOR_DEPTH = 4
 

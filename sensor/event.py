@@ -145,16 +145,10 @@ def _fd_attr(fn: Callable[[FdInfo], object]) -> Field:
     return get
 
 
-def _status_caps(pid: int, key: str) -> str | None:
-    try:
-        with open(hostproc.path(pid, "status"), encoding="utf-8") as f:
-            for line in f:
-                if line.startswith(key):
-                    bits = int(line.split()[1], 16)
-                    return " ".join(n for i, n in enumerate(_CAPS) if bits >> i & 1)
-    except OSError:
-        return None
-    return None
+def _cap_names(bits: int) -> str:
+    """Falco's rendering of a capability set: the names of its bits, space-separated,
+    lowest first (capabilities this kernel has and the list does not name are left out)."""
+    return " ".join(n for i, n in enumerate(_CAPS) if bits >> i & 1)
 
 
 def _vpid(p: Process) -> int:
@@ -374,7 +368,8 @@ FIELDS: dict[str, Field] = {
     "proc.duration": _duration,
     "proc.pid.ts": _proc_attr(lambda p: p.start_ns),
     "proc.is_exe_from_memfd": _proc_attr(lambda p: p.exe_from_memfd),
-    "proc.is_exe_upper_layer": lambda ev, a: False,
+    "proc.is_exe_upper_layer": _proc_attr(lambda p: p.exe_upper_layer),
+    "proc.is_exe_lower_layer": _proc_attr(lambda p: p.exe_lower_layer),
     "proc.pname": _parent_attr(lambda p: p.name),
     "proc.pexe": _parent_attr(lambda p: p.exe),
     "proc.pexepath": _parent_attr(lambda p: p.exepath),
@@ -390,9 +385,9 @@ FIELDS: dict[str, Field] = {
     "thread.tid": lambda ev, a: ev.rec.tid,
     "thread.vtid": lambda ev, a: ev.rec.tid,
     "thread.ismain": lambda ev, a: ev.rec.tid == ev.rec.tgid,
-    "thread.cap_effective": lambda ev, a: _status_caps(ev.rec.tid, "CapEff:"),
-    "thread.cap_permitted": lambda ev, a: _status_caps(ev.rec.tid, "CapPrm:"),
-    "thread.cap_inheritable": lambda ev, a: _status_caps(ev.rec.tid, "CapInh:"),
+    "thread.cap_effective": lambda ev, a: _cap_names(ev.rec.cap_effective),
+    "thread.cap_permitted": lambda ev, a: _cap_names(ev.rec.cap_permitted),
+    "thread.cap_inheritable": lambda ev, a: _cap_names(ev.rec.cap_inheritable),
     # user.* / group.*
     "user.uid": lambda ev, a: ev.rec.uid,
     "user.name": lambda ev, a: ev.tracker.users.name(ev.rec.uid),

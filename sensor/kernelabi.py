@@ -10,7 +10,9 @@ from __future__ import annotations
 # Record kinds (falconer_event.kind).
 KIND_SYSCALL = 0
 KIND_EXEC = 1        # sched_process_exec: args = (old tid, tid, sid | pgid << 32, tty_nr,
-                     #   vpid | vpgid << 32): the process group and session as of exec
+                     #   vpid | vpgid << 32): the process group and session as of exec;
+                     #   data: struct falconer_exec_data (exe inode, cgroup names);
+                     #   flags: RF_EXE_UPPER_LAYER / RF_EXE_LOWER_LAYER
 KIND_FORK = 2        # sched_process_fork: args = (clone flags, child tid, child tgid, real parent tgid)
 KIND_EXIT = 3        # sched_process_exit
 
@@ -18,6 +20,8 @@ KIND_EXIT = 3        # sched_process_exit
 RF_COMPAT = 1          # made through the 32-bit (ia32) gate
 RF_TRUNCATED = 2       # a string or block was cut at its bound
 RF_ARGV_FROM_MM = 4    # argv/env read from the new image (successful exec): split on NULs
+RF_EXE_UPPER_LAYER = 8   # KIND_EXEC: the executable is on an overlayfs, in its upper layer
+RF_EXE_LOWER_LAYER = 16  # KIND_EXEC: the executable is on an overlayfs, only in a lower layer
 
 # Per-CPU counter slots.
 CNT_RING_FULL = 0    # ring buffer full: record lost
@@ -50,6 +54,9 @@ KEY_PATH = 255             # path bytes in a filter key (LPM trie data is at mos
 MAX_PATHS = 65536          # filter entries (exact paths and prefixes, all groups)
 MAX_FDS = 65536            # descriptors whose open was filtered out (LRU)
 MAX_SYSCALLS = 512         # syscall numbers covered by the spec/compat maps
+CGROUP_LEVELS = 4          # cgroup path components read at exec (leaf, parent, ...)
+CGROUP_NAME = 128          # bytes of one component, with its NUL (longer ones are cut)
+CGROUP_HIERARCHIES = 2     # read at exec: the memory (else pids) controller's, cgroup v2's
 
 # Kernel facts (x86_64 uapi and arch headers).
 CLONE_VM = 0x100
@@ -64,11 +71,13 @@ TS_COMPAT = 0x0002         # thread_info.status bit of an ia32 syscall (asm/thre
 PIDTYPE_PGID = 2           # enum pid_type (include/linux/pid_types.h): signal->pids[]
 PIDTYPE_SID = 3
 MAX_PID_LEVEL = 31         # pid namespaces nest at most 32 deep (MAX_PID_NS_LEVEL)
+OVERLAYFS_SUPER_MAGIC = 0x794C7630   # super_block.s_magic of overlayfs (uapi/linux/magic.h)
 
 _UNPREFIXED = ("KIND_", "RF_", "CNT_", "FORWARD_", "SOCK_", "CLONE_", "FILTER_")
 _PREFIXED = ("STR_LEN", "ARGV_LEN", "ENV_LEN", "MAX_ARGS", "SOCK_LEN", "DATA_HALF",
-             "KEY_PATH", "MAX_PATHS", "MAX_FDS", "MAX_SYSCALLS", "O_DIRECTORY", "TS_COMPAT", "AF_INET", "AF_INET6",
-             "PIDTYPE_PGID", "PIDTYPE_SID", "MAX_PID_LEVEL")
+             "KEY_PATH", "MAX_PATHS", "MAX_FDS", "MAX_SYSCALLS",
+             "CGROUP_LEVELS", "CGROUP_NAME", "CGROUP_HIERARCHIES", "O_DIRECTORY", "TS_COMPAT", "AF_INET", "AF_INET6",
+             "PIDTYPE_PGID", "PIDTYPE_SID", "MAX_PID_LEVEL", "OVERLAYFS_SUPER_MAGIC")
 
 
 def constants() -> dict[str, int]:

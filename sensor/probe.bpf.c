@@ -41,7 +41,10 @@ struct falconer_event {
     u16 len_env;        /* environment strings, NUL-separated */
     u16 flags;          /* RF_* */
     u16 len_local;      /* the socket's local address (connect), a sockaddr */
-    u16 len_exe;        /* KIND_EXEC: a struct falconer_exe_stat of the new image */
+    u16 len_exe;        /* KIND_EXEC: a struct falconer_exec_data */
+    u64 cap_inheritable;    /* the thread's capability sets at the hook (bit n = */
+    u64 cap_permitted;      /* capability n), from its objective credentials as */
+    u64 cap_effective;      /* /proc/<tid>/status shows them */
     u8 data[2 * FALCONER_DATA_HALF];   /* the pieces above, packed in that order */
 };
 
@@ -50,6 +53,22 @@ struct falconer_exe_stat {
     u64 ino;
     s64 ctime_ns;
     s64 mtime_ns;
+};
+
+/* One hierarchy's cgroup of a task at exec: the names of its kernfs nodes, leaf first
+ * (the root's, "", is never among them). */
+struct falconer_cgroup_names {
+    u8 levels;          /* names read, 0 .. FALCONER_CGROUP_LEVELS */
+    u8 cut;             /* 1: the group has ancestors above the last name read */
+    u8 pad[6];
+    char name[FALCONER_CGROUP_LEVELS][FALCONER_CGROUP_NAME];
+};
+
+/* The data of a KIND_EXEC record. cgroup[0]: the hierarchy of controller
+ * ENUM_CGROUP_SUBSYS (memory; on cgroup v2 the unified one), cgroup[1]: cgroup v2's. */
+struct falconer_exec_data {
+    struct falconer_exe_stat exe;
+    struct falconer_cgroup_names cgroup[FALCONER_CGROUP_HIERARCHIES];
 };
 
 /* What to read for one syscall number. Arg indexes are stored +1 (0 = none). */
@@ -131,6 +150,24 @@ static __always_inline u32 kread32(const void *base, u32 off)
     u32 v = 0;
     bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + off);
     return v;
+}
+
+/* The current thread's capability sets into the record header (task->real_cred:
+ * kernel_cap_t is one u64 since 6.3, two u32 words in that order before). struct cred
+ * keeps the three sets next to each other in the header's order: then one read. */
+static __always_inline void read_caps(struct falconer_event *e, void *task)
+{
+    void *cred = (void *)kread(task, OFF_TASK_REAL_CRED);
+    if (OFF_CRED_CAP_PERMITTED == OFF_CRED_CAP_INHERITABLE + 8
+        && OFF_CRED_CAP_EFFECTIVE == OFF_CRED_CAP_INHERITABLE + 16) {
+        if (!cred || bpf_probe_read_kernel(&e->cap_inheritable, 24,
+                                           (char *)cred + OFF_CRED_CAP_INHERITABLE) != 0)
+            e->cap_inheritable = e->cap_permitted = e->cap_effective = 0;
+        return;
+    }
+    e->cap_inheritable = cred ? kread(cred, OFF_CRED_CAP_INHERITABLE) : 0;
+    e->cap_permitted = cred ? kread(cred, OFF_CRED_CAP_PERMITTED) : 0;
+    e->cap_effective = cred ? kread(cred, OFF_CRED_CAP_EFFECTIVE) : 0;
 }
 
 /* Arg indexes in specs are stored +1 so that 0 means "none". */
@@ -487,6 +524,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         fd_key(&fk, task, ret);
         unforwarded_fds.delete(&fk);
     }
+    read_caps(e, task);
     u64 size = HEADER_BYTES + used(e);
     if (size > sizeof(*e))
         size = sizeof(*e);
@@ -530,19 +568,38 @@ static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3)
     e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = e->len_local = 0;
     e->flags = 0;
     e->len_exe = 0;
+    read_caps(e, (void *)bpf_get_current_task());
     events.ringbuf_submit(e, 0);   /* header only: HEADER_BYTES bytes */
     count(CNT_EMITTED);
     return 0;
 }
 
-/* The inode number, ctime and mtime of the current task's executable. */
-static __always_inline void exe_stat(void *task, struct falconer_exe_stat *st)
+/* RF_EXE_UPPER_LAYER / RF_EXE_LOWER_LAYER when `inode` is an overlayfs inode: its
+ * struct ovl_inode has an upper dentry once the file exists in the upper layer
+ * (written, or copied up, in the container). OFF_OVL_* are -1 when no BTF described
+ * struct ovl_inode at load time (overlay a module not loaded yet): then neither flag. */
+static __always_inline u16 overlay_layer(void *inode)
+{
+    if (OFF_OVL_VFS_INODE < 0 || OFF_OVL_UPPERDENTRY < 0)
+        return 0;
+    void *sb = (void *)kread(inode, OFF_INODE_SB);
+    if (!sb || kread(sb, OFF_SB_MAGIC) != FALCONER_OVERLAYFS_SUPER_MAGIC)
+        return 0;
+    void *ovl = (char *)inode - OFF_OVL_VFS_INODE;
+    return kread(ovl, OFF_OVL_UPPERDENTRY) ? RF_EXE_UPPER_LAYER : RF_EXE_LOWER_LAYER;
+}
+
+/* The inode number, ctime and mtime of the current task's executable, and its overlayfs
+ * layer into the record's flags. */
+static __always_inline void exe_stat(struct falconer_event *e, void *task,
+                                     struct falconer_exe_stat *st)
 {
     void *mm = (void *)kread(task, OFF_TASK_MM);
     void *file = mm ? (void *)kread(mm, OFF_MM_EXE_FILE) : NULL;
     void *inode = file ? (void *)kread(file, OFF_FILE_INODE) : NULL;
     if (!inode)
         return;
+    e->flags |= overlay_layer(inode);
     /* Nanoseconds are < 2^30; above that, multigrain timestamps (6.13+) keep flags in
      * i_ctime_nsec (I_CTIME_QUERIED, bit 31): masked off. */
     st->ino = kread(inode, OFF_INODE_INO);
@@ -550,6 +607,41 @@ static __always_inline void exe_stat(void *task, struct falconer_exe_stat *st)
                    + (kread32(inode, OFF_INODE_CTIME_NSEC) & 0x3fffffff);
     st->mtime_ns = (s64)kread(inode, OFF_INODE_MTIME_SEC) * 1000000000
                    + (kread32(inode, OFF_INODE_MTIME_NSEC) & 0x3fffffff);
+}
+
+/* The names of cgroup `cgrp`'s kernfs node and its ancestors, leaf first, up to
+ * FALCONER_CGROUP_LEVELS (kn->name of each; the root, whose parent is NULL, left out). */
+static __always_inline void read_cgroup(struct falconer_event *e,
+                                        struct falconer_cgroup_names *out, void *cgrp)
+{
+    void *kn = cgrp ? (void *)kread(cgrp, OFF_CGROUP_KN) : NULL;
+    out->levels = out->cut = 0;
+#pragma unroll
+    for (int i = 0; i < FALCONER_CGROUP_LEVELS; i++) {
+        void *parent = kn ? (void *)kread(kn, OFF_KN_PARENT) : NULL;
+        if (!parent)
+            return;
+        const char *name = (const char *)kread(kn, OFF_KN_NAME);
+        long n = bpf_probe_read_kernel_str(out->name[i], FALCONER_CGROUP_NAME, name);
+        if (n <= 0)
+            out->name[i][0] = 0;
+        else if (n == FALCONER_CGROUP_NAME)
+            e->flags |= RF_TRUNCATED;
+        out->levels = i + 1;
+        kn = parent;
+    }
+    out->cut = kn && kread(kn, OFF_KN_PARENT);
+}
+
+/* The task's cgroups in the two hierarchies of falconer_exec_data. */
+static __always_inline void read_cgroups(struct falconer_event *e,
+                                         struct falconer_exec_data *x, void *task)
+{
+    void *cset = (void *)kread(task, OFF_TASK_CGROUPS);
+    void *css = cset ? (void *)kread(cset, OFF_CSS_SET_SUBSYS + ENUM_CGROUP_SUBSYS * sizeof(void *))
+                     : NULL;
+    read_cgroup(e, &x->cgroup[0], css ? (void *)kread(css, OFF_CSS_CGROUP) : NULL);
+    read_cgroup(e, &x->cgroup[1], cset ? (void *)kread(cset, OFF_CSS_SET_DFL_CGRP) : NULL);
 }
 
 /* Before the child runs, in the parent: the clone flags the tracker needs, derived
@@ -592,8 +684,9 @@ static __always_inline u64 tty_nr(void *signal)
 }
 
 /* After the new image is in place: the session, process group and terminal as of now
- * (setsid/setpgid/TIOCSCTTY since the fork are in them), and the pid and process group
- * in the process's own pid namespace. */
+ * (setsid/setpgid/TIOCSCTTY since the fork are in them), the pid and process group
+ * in the process's own pid namespace, the executable's inode and the task's cgroups
+ * (a runtime moves a container's first process into its cgroup before this exec). */
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
     void *task = (void *)bpf_get_current_task();
@@ -607,7 +700,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u64 pid_tgid = bpf_get_current_pid_tgid();
     if (is_self(pid_tgid >> 32))
         return 0;
-    u32 size = HEADER_BYTES + sizeof(struct falconer_exe_stat);
+    u32 size = HEADER_BYTES + sizeof(struct falconer_exec_data);
     struct falconer_event *e = events.ringbuf_reserve(size);
     if (!e) {
         count(CNT_RING_FULL);
@@ -631,11 +724,13 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     e->args[5] = 0;
     e->len_a = e->len_b = e->len_sock = e->len_argv = e->len_env = e->len_local = 0;
     e->flags = 0;
-    e->len_exe = sizeof(struct falconer_exe_stat);
-    struct falconer_exe_stat *st = (struct falconer_exe_stat *)e->data;
-    st->ino = 0;
-    st->ctime_ns = st->mtime_ns = 0;
-    exe_stat(task, st);
+    e->len_exe = sizeof(struct falconer_exec_data);
+    struct falconer_exec_data *x = (struct falconer_exec_data *)e->data;
+    x->exe.ino = 0;
+    x->exe.ctime_ns = x->exe.mtime_ns = 0;
+    exe_stat(e, task, &x->exe);
+    read_cgroups(e, x, task);
+    read_caps(e, task);
     events.ringbuf_submit(e, 0);
     count(CNT_EMITTED);
     return 0;

@@ -85,6 +85,9 @@ class Probe:
         except Exception as exc:  # bcc raises bare Exception on compile/load errors
             raise ProbeError(f"loading {SOURCE.name} failed: {exc}") from exc
         self.buffer_pages = buffer_pages
+        #: Kernel modules whose structs were unknown at load (btf.MODULE_OFFSETS): what
+        #: needs them is left out ("overlay": proc.is_exe_upper/lower_layer stay false).
+        self.missing_modules = btf.missing_modules()
         self.forwarded: frozenset[int] = frozenset()
         self.filter: kfilter.KernelFilter = kfilter.KernelFilter.forward_all()
         self._generation = 0

@@ -40,7 +40,50 @@ class EventRecord(ctypes.Structure):
         ("flags", ctypes.c_uint16),
         ("len_local", ctypes.c_uint16),
         ("len_exe", ctypes.c_uint16),
+        ("cap_inheritable", ctypes.c_uint64),
+        ("cap_permitted", ctypes.c_uint64),
+        ("cap_effective", ctypes.c_uint64),
         ("data", ctypes.c_uint8 * (2 * abi.DATA_HALF)),
+    ]
+
+
+class CgroupNames(ctypes.Structure):
+    """Mirror of `struct falconer_cgroup_names`: one hierarchy's cgroup at exec, as the
+    names of its kernfs node and ancestors, leaf first."""
+
+    _fields_ = [
+        ("levels", ctypes.c_uint8),
+        ("cut", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8 * 6),
+        ("name", (ctypes.c_char * abi.CGROUP_NAME) * abi.CGROUP_LEVELS),
+    ]
+
+    def path(self) -> str:
+        """The names as a path from the highest one read ("/kubepods/.../<id>"); a
+        `cut` path lacks its upper components."""
+        names = [bytes(self.name[i].value).decode("utf-8", "surrogateescape")
+                 for i in range(min(self.levels, abi.CGROUP_LEVELS))]
+        return "/" + "/".join(reversed(names))
+
+
+class ExeStat(ctypes.Structure):
+    """Mirror of `struct falconer_exe_stat`: the new image's executable (proc.exe_ino.*)."""
+
+    _fields_ = [
+        ("ino", ctypes.c_uint64),
+        ("ctime_ns", ctypes.c_int64),
+        ("mtime_ns", ctypes.c_int64),
+    ]
+
+
+class ExecData(ctypes.Structure):
+    """Mirror of `struct falconer_exec_data`, a KIND_EXEC record's data: the executable
+    and the task's cgroup in the memory (else pids) controller's hierarchy and in
+    cgroup v2's."""
+
+    _fields_ = [
+        ("exe", ExeStat),
+        ("cgroup", CgroupNames * abi.CGROUP_HIERARCHIES),
     ]
 
 
@@ -76,11 +119,13 @@ class PathKey(ctypes.Structure):
 
 
 #: ts, tgid, tid, uid, gid, nr, kind, argc, ret, args[6], len_a, len_b, len_sock,
-#: len_argv, len_env, flags, len_local, len_exe
-HEADER = struct.Struct("<QIIIIiHHq6Q8H")
+#: len_argv, len_env, flags, len_local, len_exe, cap_inheritable, cap_permitted,
+#: cap_effective
+HEADER = struct.Struct("<QIIIIiHHq6Q8H3Q")
 OFF_DATA = EventRecord.data.offset
-#: struct falconer_exe_stat: ino, ctime_ns, mtime_ns (the data of a KIND_EXEC record)
+#: struct falconer_exe_stat: ino, ctime_ns, mtime_ns (the start of a KIND_EXEC's data)
 EXE_STAT = struct.Struct("<Qqq")
+assert EXE_STAT.size == ctypes.sizeof(ExeStat), "EXE_STAT must mirror struct falconer_exe_stat"
 RECORD_SIZE = ctypes.sizeof(EventRecord)
 assert HEADER.size == OFF_DATA, "HEADER must cover exactly the members before data"
 
@@ -107,6 +152,10 @@ class Record:
     flags: int
     len_local: int
     len_exe: int
+    #: The thread's capability sets at the hook (bit n = capability n).
+    cap_inheritable: int
+    cap_permitted: int
+    cap_effective: int
     raw: bytes
 
     @classmethod
@@ -117,7 +166,8 @@ class Record:
         """
         h = HEADER.unpack_from(raw)
         return cls(h[0], h[1], h[2], h[3], h[4], h[5], h[6], h[7], h[8],
-                   h[9:15], h[15], h[16], h[17], h[18], h[19], h[20], h[21], h[22], raw)
+                   h[9:15], h[15], h[16], h[17], h[18], h[19], h[20], h[21], h[22],
+                   h[23], h[24], h[25], raw)
 
     @property
     def compat(self) -> bool:
@@ -162,6 +212,13 @@ class Record:
             return None
         ino, ctime_ns, mtime_ns = EXE_STAT.unpack_from(self.raw, OFF_DATA)
         return ino, ctime_ns, mtime_ns
+
+    def cgroups(self) -> list[CgroupNames]:
+        """KIND_EXEC: the task's cgroup in each hierarchy read (empty when absent)."""
+        if self.len_exe < ctypes.sizeof(ExecData):
+            return []
+        data = ExecData.from_buffer_copy(self.raw, OFF_DATA)
+        return [data.cgroup[i] for i in range(abi.CGROUP_HIERARCHIES)]
 
 
 def _strings(blob: bytes) -> list[str]:

@@ -137,6 +137,10 @@ class Sensor:
             self.capture = CaptureWriter(self._capture_file)
         self._report_loaded(loaded)
         self._say_if_no_rules(loaded)
+        if self.probe.missing_modules:
+            self._say("falconer sensor: no BTF for kernel module(s) "
+                      f"{', '.join(sorted(self.probe.missing_modules))} (not loaded at start): "
+                      "proc.is_exe_upper_layer and proc.is_exe_lower_layer stay false")
         self._say(f"falconer sensor: watching {len(self.probe.forwarded)} syscalls, "
                   f"{len(self.tracker.procs)} processes known")
 

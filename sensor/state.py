@@ -63,6 +63,10 @@ class Process:
     start_ns: int = 0
     cgroup: containers.Cgroup = containers.HOST_CGROUP
     exe_from_memfd: bool = False
+    #: The executable is on an overlayfs, in its upper layer / only in a lower layer, as
+    #: of exec (both false off overlayfs and for a process seeded from /proc).
+    exe_upper_layer: bool = False
+    exe_lower_layer: bool = False
     vpid: int | None = None
     #: The executable's (inode number, ctime ns, mtime ns) as of exec (None: not known).
     exe_stat: tuple[int, int, int] | None = None
@@ -87,6 +91,7 @@ class Process:
             args=self.args, cwd=self.cwd, tty=self.tty, sid=self.sid, pgid=self.pgid,
             loginuid=self.loginuid, start_ns=start_ns, cgroup=self.cgroup,
             exe_from_memfd=self.exe_from_memfd, env=self.env, vpgid=self.vpgid,
+            exe_upper_layer=self.exe_upper_layer, exe_lower_layer=self.exe_lower_layer,
             exe_stat=self.exe_stat,
             fds=self.fds if share_fds else dict(self.fds),
         )

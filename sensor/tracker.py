@@ -175,7 +175,6 @@ def _exec(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInf
     p.exe = argv[0] if argv else filename
     p.args = argv[1:]
     p.env = rec.env()
-    _refresh_cgroup(p)
     for fd_num in [n for n, f in p.fds.items() if f.flags & O_CLOEXEC]:
         del p.fds[fd_num]
     return None, None
@@ -183,8 +182,9 @@ def _exec(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInf
 
 def _exec_ids(p: Process, rec: record.Record) -> None:
     """Session, process group, terminal and namespace ids as the kernel had them at exec
-    (KIND_EXEC args): what setsid/setpgid/TIOCSCTTY did since the fork is in them; and
-    the executable's inode, ctime and mtime (the record's data)."""
+    (KIND_EXEC args): what setsid/setpgid/TIOCSCTTY did since the fork is in them; the
+    executable's inode, ctime and mtime (the record's data) and overlayfs layer (its
+    flags); the cgroups."""
     ids, tty, vids = rec.args[2], rec.args[3], rec.args[4]
     p.sid, p.pgid, p.tty = ids & 0xFFFFFFFF, ids >> 32, tty
     if vids & 0xFFFFFFFF:
@@ -192,6 +192,9 @@ def _exec_ids(p: Process, rec: record.Record) -> None:
     if vids >> 32:
         p.vpgid = vids >> 32
     p.exe_stat = rec.exe_stat()
+    p.exe_upper_layer = bool(rec.flags & abi.RF_EXE_UPPER_LAYER)
+    p.exe_lower_layer = bool(rec.flags & abi.RF_EXE_LOWER_LAYER)
+    _exec_cgroup(p, rec)
 
 
 def _setsid(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:
@@ -216,13 +219,19 @@ def _setpgid(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, Fd
     return None, None
 
 
-def _refresh_cgroup(p: Process) -> None:
-    """After an exec, the process's own cgroups (a runtime moves its init into the
-    container's group before the exec); the identity inherited at fork stays when the
-    process is already gone from /proc."""
-    cgroup = containers.cgroup_of(p.pid)
-    if cgroup is not None:
-        p.cgroup = cgroup
+def _exec_cgroup(p: Process, rec: record.Record) -> None:
+    """The container identity as of exec, from the cgroup names the kernel read then (a
+    runtime moves its init into the container's group between fork and exec; the
+    process may be gone from /proc by now). Only when those names were cut short and
+    name no container does /proc/<pid>/cgroup (whole paths) get a say, if still there.
+    A record without names leaves the identity inherited at fork."""
+    names = rec.cgroups()
+    if not names:
+        return
+    found = containers.parse_cgroup("\n".join(f"0::{n.path()}" for n in names if n.levels))
+    if found.is_host and any(n.cut for n in names):
+        found = containers.cgroup_of(p.pid) or found
+    p.cgroup = found
 
 
 def _socket(t: Tracker, p: Process, rec: record.Record) -> tuple[int | None, FdInfo | None]:

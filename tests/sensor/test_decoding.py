@@ -21,7 +21,7 @@ def raw_record(nr: int, ret: int = 0, args: tuple[int, ...] = (), kind: int = 0,
                tgid: int = 4242, str_a: str | None = None, str_b: str | None = None,
                argv: list[str] | None = None, sock: bytes = b"", uid: int = 0,
                env: list[str] | None = None, flags: int = 0, local: bytes = b"",
-               exe: bytes = b"") -> bytes:
+               exe: bytes = b"", caps: tuple[int, int, int] = (0, 0, 0)) -> bytes:
     """A record as the kernel sends it: the header, then the pieces in use, packed."""
     a = (str_a.encode() + b"\0") if str_a is not None else b""
     b = (str_b.encode() + b"\0") if str_b is not None else b""
@@ -30,7 +30,7 @@ def raw_record(nr: int, ret: int = 0, args: tuple[int, ...] = (), kind: int = 0,
     head = record.HEADER.pack(
         1_000_000, tgid, tgid, uid, uid, nr, kind, len(argv or []), ret,
         *(list(args) + [0] * (6 - len(args))), len(a), len(b), len(sock), len(v), len(e),
-        flags, len(local), len(exe))
+        flags, len(local), len(exe), *caps)
     return head + a + b + sock + v + e + local + exe
 
 
@@ -354,3 +354,70 @@ def test_a_full_fd_table_drops_the_oldest_and_counts_it():
         p.set_fd(num, FdInfo("f", f"/f{num}"))
     assert len(p.fds) == MAX_FDS_PER_PROCESS and 0 not in p.fds
     assert Process.fds_evicted - before == 3
+
+
+def test_capabilities_are_rendered_from_the_record(tracker):
+    kill, module, sys_admin = 1 << 5, 1 << 16, 1 << 21
+    ev = feed(tracker, raw_record(nr("close"), 0, (3,),
+                                  caps=(kill, kill | module | sys_admin, module | 1 << 63)))
+    assert ev.get("thread.cap_inheritable") == "CAP_KILL"
+    assert ev.get("thread.cap_permitted") == "CAP_KILL CAP_SYS_MODULE CAP_SYS_ADMIN"
+    assert ev.get("thread.cap_effective") == "CAP_SYS_MODULE"   # unnamed bit 63 left out
+    assert feed(tracker, raw_record(nr("close"), 0, (3,))).get("thread.cap_effective") == ""
+
+
+def exec_data(*paths: tuple[list[str], bool]) -> bytes:
+    """A KIND_EXEC record's data: an executable and, per hierarchy, (names leaf first,
+    cut)."""
+    data = record.ExecData()
+    for i, (names, cut) in enumerate(paths):
+        data.cgroup[i].levels, data.cgroup[i].cut = len(names), int(cut)
+        for j, name in enumerate(names):
+            data.cgroup[i].name[j].value = name.encode()
+    return bytes(data)
+
+
+CID = "ab" * 32
+
+
+def test_the_container_comes_from_the_cgroup_names_read_at_exec(tracker):
+    uid = "0b8e9a3c-1f2d-4c5e-8a7b-123456789abc"
+    names = [CID, f"pod{uid}", "besteffort", "kubepods"]
+    feed(tracker, raw_record(-1, 0, (4242, 4242), kind=abi.KIND_EXEC,
+                             exe=exec_data(([], False), (names, False))))
+    cgroup = tracker.procs.get(4242).cgroup
+    assert (cgroup.container_id, cgroup.runtime, cgroup.pod_uid) == (CID, "cri", uid)
+    assert record.CgroupNames.path(record.ExecData.from_buffer_copy(
+        exec_data((names, False))).cgroup[0]) == f"/kubepods/besteffort/pod{uid}/{CID}"
+
+
+def test_names_of_the_host_and_records_without_names(tracker):
+    tracker.procs.get(4242).cgroup = containers.Cgroup(CID, "cri")
+    feed(tracker, raw_record(-1, 0, (4242, 4242), kind=abi.KIND_EXEC,
+                             exe=record.EXE_STAT.pack(1, 2, 3)))   # no names: kept
+    assert tracker.procs.get(4242).cgroup.container_id == CID
+    feed(tracker, raw_record(-1, 0, (4242, 4242), kind=abi.KIND_EXEC,
+                             exe=exec_data((["user.slice"], False), ([], False))))
+    assert tracker.procs.get(4242).cgroup == containers.HOST_CGROUP
+
+
+def test_cut_names_that_name_no_container_defer_to_proc(tracker):
+    # Five levels deep: the kubepods component is above the four names read. The
+    # process (pid 4242) is not alive, so /proc cannot help: the host it stays.
+    names = ["init.scope", CID, "pod0b8e9a3c-1f2d-4c5e-8a7b-123456789abc", "besteffort"]
+    feed(tracker, raw_record(-1, 0, (4242, 4242), kind=abi.KIND_EXEC,
+                             exe=exec_data((names, True), ([], False))))
+    assert tracker.procs.get(4242).cgroup == containers.HOST_CGROUP
+
+
+def test_the_exe_layer_comes_from_the_exec_record_and_is_inherited(tracker):
+    feed(tracker, raw_record(-1, 0, (4242, 4242), kind=abi.KIND_EXEC,
+                             flags=abi.RF_EXE_UPPER_LAYER, exe=exec_data()))
+    ev = feed(tracker, raw_record(nr("close"), 0, (3,)))
+    assert (ev.get("proc.is_exe_upper_layer"), ev.get("proc.is_exe_lower_layer")) == (True, False)
+    feed(tracker, raw_record(-1, 0, (0, 5004, 5004, 4242), kind=abi.KIND_FORK))
+    assert tracker.procs.get(5004).exe_upper_layer is True
+    feed(tracker, raw_record(-1, 0, (5004, 5004), kind=abi.KIND_EXEC, tgid=5004,
+                             flags=abi.RF_EXE_LOWER_LAYER, exe=exec_data()))
+    child = tracker.procs.get(5004)
+    assert (child.exe_upper_layer, child.exe_lower_layer) == (False, True)

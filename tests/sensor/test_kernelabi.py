@@ -26,15 +26,17 @@ def test_every_shared_constant_is_used_by_the_c_side():
 
 
 def test_every_kernel_offset_is_used_by_the_c_side():
-    unused = {flag for flag, _s, _m in btf.OFFSETS if not re.search(rf"\b{flag}\b", C_SOURCE)}
+    flags = [f for f, _s, _m in btf.OFFSETS] + [f for f, _s, _m, _mod in btf.MODULE_OFFSETS]
+    unused = {flag for flag in flags if not re.search(rf"\b{flag}\b", C_SOURCE)}
     assert unused == set()
 
 
 def test_every_upper_case_name_in_the_c_side_has_one_source():
-    names = set(re.findall(r"\b((?:FALCONER|KIND|RF|CNT|FORWARD|SOCK|CLONE|OFF|SIZE)_[A-Z0-9_]+)\b",
+    names = set(re.findall(r"\b((?:FALCONER|KIND|RF|CNT|FORWARD|SOCK|CLONE|OFF|SIZE|ENUM)_[A-Z0-9_]+)\b",
                            C_SOURCE))
     known = set(kernelabi.constants()) | {f for f, _s, _m in btf.OFFSETS} | {
-        f for f, _s in btf.SIZES} | {
+        f for f, _s, _m, _mod in btf.MODULE_OFFSETS} | {
+        f for f, _s in btf.SIZES} | {f for f, _e in btf.ENUMS} | {
         "FALCONER_RING_PAGES", "FALCONER_NCPU"}   # run-time facts: --buffer-pages, CPUs
     assert names - known == set()
 
