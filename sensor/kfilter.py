@@ -156,6 +156,8 @@ def _check_bound(node: ast.BinaryCheck, fields: frozenset[str]) -> Bound:
         if is_dir:
             return PathBound(prefixes=frozenset(v.rstrip("/") + "/" for v in values))
         return PathBound(exact=frozenset(values))
+    if op == "pmatch" and not all(v.startswith("/") for v in values):
+        return None   # a relative pmatch value matches by path components (engine/pathprefix.py)
     if op in ("startswith", "pmatch"):
         return PathBound(prefixes=frozenset(values))
     if op == "glob":

@@ -189,3 +189,12 @@ def test_each_upstream_file_produces_a_filter(name):
         assert filt.unbounded == set()
         assert not filt.passes("openat", "/etc/hostname")
         assert filt.passes("openat", "/etc/shadow")
+
+
+def test_a_relative_pmatch_value_bounds_nothing() -> None:
+    """Found by the property test: `pmatch ("shadow")` matches `/shadow` by path
+    components, so it must not narrow the filter to paths starting with "shadow"."""
+    engine = load('- rule: r\n  desc: d\n  condition: evt.type = openat and fd.name = "/shadow"'
+                  ' and fd.name pmatch ("shadow")\n  output: o\n  priority: INFO\n')
+    assert engine.ruleset is not None
+    assert kfilter.derive(engine.ruleset, {"openat"}).passes("openat", "/shadow")
