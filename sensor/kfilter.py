@@ -326,6 +326,10 @@ def derive(ruleset: Ruleset, forwarded: Iterable[str]) -> KernelFilter:
         reads_fd = _uses_fd_fields(cond) or any(
             tok.info.name.startswith("fd.") for tok in rule.output.tokens)
         if not reads_fd:
+            # The close of a descriptor whose open stayed in the kernel stays there too: a
+            # rule on close that can match whatever the descriptor was must see them all.
+            if rule.evttypes.contains("close") and bound(cond, "close", FD_PATH_FIELDS) != EMPTY:
+                fd_bound = None
             continue
         for t in sorted(FD_FROM_TABLE):
             if not rule.evttypes.contains(t):

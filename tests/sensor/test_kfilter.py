@@ -198,3 +198,13 @@ def test_a_relative_pmatch_value_bounds_nothing() -> None:
                   ' and fd.name pmatch ("shadow")\n  output: o\n  priority: INFO\n')
     assert engine.ruleset is not None
     assert kfilter.derive(engine.ruleset, {"openat"}).passes("openat", "/shadow")
+
+
+def test_a_rule_on_close_that_ignores_the_descriptor_keeps_every_close() -> None:
+    """Found by the property test: a close rule not reading fd.* fires on any close, so
+    no open (and so no close) may stay in the kernel."""
+    engine = load('- rule: r\n  desc: d\n  condition: evt.type in (close) and (not not not evt.arg.name = "shadow")\n'
+                  '  output: o\n  priority: INFO\n- rule: s\n  desc: d\n  condition: evt.type = openat and fd.name = /x\n'
+                  '  output: o\n  priority: INFO\n')
+    assert engine.ruleset is not None
+    assert kfilter.derive(engine.ruleset, {"openat", "close"}).passes("openat", "/etc")
