@@ -41,10 +41,17 @@ def junit_cases(path: Path) -> dict[str, str]:
 @pytest.mark.ebpf
 @pytest.mark.timeout(1500)
 def test_default_suites_pass_for_real(tmp_path: Path) -> None:
-    junit = tmp_path / "rules.xml"
-    done = falconer_test(*map(str, DEFAULT_SUITES), "--junit", str(junit))
-    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
-    cases = junit_cases(junit)
+    # The benign workload (compilers, git, package queries) floods the sensor with events:
+    # it gets a sensor of its own, so a backlog it leaves cannot cost a rule test its events.
+    benign = [p for p in DEFAULT_SUITES if p.name.startswith("benign")]
+    rules_suites = [p for p in DEFAULT_SUITES if p not in benign]
+    cases: dict[str, str] = {}
+    for n, suites in enumerate((rules_suites, benign)):
+        junit = tmp_path / f"rules-{n}.xml"
+        done = falconer_test(*map(str, suites), "--junit", str(junit))
+        assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+        assert "passed, 0 failed, 0 errors" in done.stdout
+        cases.update(junit_cases(junit))
     tests = suite.load(DEFAULT_SUITES)
     assert len(cases) == len(tests) >= 80
     assert set(cases.values()) == {"pass"}
@@ -52,7 +59,6 @@ def test_default_suites_pass_for_real(tmp_path: Path) -> None:
         mine = [t for t in tests if t.rule == rule]
         assert any(t.expect.alert for t in mine) and any(not t.expect.alert for t in mine)
     assert any(t.rule is None for t in tests), "the benign workload runs in CI"
-    assert "passed, 0 failed, 0 errors" in done.stdout
 
 
 @pytest.mark.ebpf
