@@ -124,7 +124,7 @@ ACTIONS: dict[str, tuple[str, str]] = {
     "Netcat Remote Code Execution in Container": ("plain", "/usr/bin/nc -e /bin/true 127.0.0.1 9; sleep 1"),
     "Redirect STDOUT/STDIN to Network Connection in Container": (
         "plain", "(/usr/bin/nc -l -p 9123 </dev/null >/dev/null 2>&1 &); sleep 0.5;"
-        " /usr/bin/nc -e /bin/true 127.0.0.1 9123; sleep 1"),
+        " /usr/bin/nc 127.0.0.1 9123 -e /bin/true; sleep 1"),
     "Packet socket created in container": ("plain", "/usr/sbin/arping -c 1 -w 1 -I eth0 127.0.0.1; sleep 1"),
     "Drop and execute new binary in container": (
         "plain", "/bin/cp /bin/busybox /tmp/dropped && /tmp/dropped true; sleep 1"),
