@@ -1,8 +1,7 @@
 """A watch of the pods on this node (field selector `spec.nodeName=<node>`) that keeps a
-PodIndex current: list, then watch from the list's resourceVersion; relist when the
-server answers 410 Gone (the version is too old), when the watch fails, and every
-RESYNC_S so that a missed event cannot stay wrong. A lookup that misses the index can
-ask for an immediate relist (`relist_now`), at most once per MIN_RELIST_S.
+PodIndex current with the list/watch loop of sensor/listwatch.py (relist on 410 Gone,
+on failure and every RESYNC_S). A lookup that misses the index can ask for an immediate
+relist (`relist_now`), at most once per MIN_RELIST_S.
 
 Each Pod becomes a PodMeta: containers from `status.containerStatuses` (and init and
 ephemeral ones) by their runtime id (`containerd://<id>`), image as kubelet reports it
@@ -18,21 +17,17 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+
+from falconer.sensor.listwatch import RESYNC_S, ListWatch
 
 from falconer.sensor.podindex import PodIndex
 from falconer.sensor.podmeta import ContainerMeta, Mount, PodMeta, Workload, image_parts
 
-RESYNC_S = 300.0
 MIN_RELIST_S = 1.0
-#: How long one watch request may stay open (server side), seconds.
-WATCH_TIMEOUT_S = 60
-#: Backoff after a failed list or watch, doubling up to the maximum, seconds.
-BACKOFF_S, MAX_BACKOFF_S = 0.5, 30.0
 #: kubelet's default --root-dir: where a pod's volumes live on the node.
 KUBELET_ROOT = "/var/lib/kubelet"
 #: Owners (kind, namespace, name) remembered by Workloads.
@@ -46,16 +41,6 @@ _VOLUME_PLUGINS = {
     "projected": "projected", "downward_api": "downward-api", "csi": "csi",
     "persistent_volume_claim": "pvc",
 }
-
-
-@dataclass
-class WatchStats:
-    """What the watch did (for the sensor's summary)."""
-
-    lists: int = 0              # full lists (first, 410, resync, failure, on request)
-    gone: int = 0               # 410 Gone answers
-    failures: int = 0           # lists or watches that raised
-    events: int = 0             # ADDED / MODIFIED / DELETED applied
 
 
 class Workloads:
@@ -188,47 +173,28 @@ def pod_meta(pod: Any, workload: Workload | None) -> PodMeta:
     )
 
 
-class PodWatch:
+class PodWatch(ListWatch):
     """Keeps `index` equal to the pods the API server has on `node`.
 
-    `start()` runs the list/watch loop in a daemon thread; `stop()` ends it at its next
-    wake-up. `relist_now()` may be called from any thread. Needs RBAC `list` and
-    `watch` on pods (cluster-wide, field-selected to the node); `get` on replicasets and
-    jobs is optional (see Workloads).
+    `start()` runs the list/watch loop (sensor/listwatch.py) in a daemon thread; `stop()`
+    ends it. `relist_now()` may be called from any thread. Needs RBAC `list` and `watch`
+    on pods (cluster-wide, field-selected to the node); `get` on replicasets and jobs is
+    optional (see Workloads).
     """
+
+    thread_name = "falconer-podwatch"
 
     def __init__(self, api: client.ApiClient, node: str, index: PodIndex | None = None,
                  resync_s: float = RESYNC_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(resync_s, clock)
         self.node = node
-        self.resync_s = resync_s
         self.index = index if index is not None else PodIndex()
-        self.stats = WatchStats()
         self.workloads = Workloads(api)
         self._core = client.CoreV1Api(api)
         self._selector = f"spec.nodeName={node}"
-        self._clock = clock
-        self._stop = threading.Event()
-        self._synced = threading.Event()
         self._list_lock = threading.Lock()
         self._last_list = -MIN_RELIST_S
-        self._watch: watch.Watch | None = None
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        """Start the loop in a daemon thread."""
-        self._thread = threading.Thread(target=self.run, name="falconer-podwatch", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Ask the loop to end."""
-        self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()  # type: ignore[no-untyped-call]
-
-    def wait_synced(self, timeout_s: float) -> bool:
-        """Whether a first list completed within the timeout."""
-        return self._synced.wait(timeout_s)
 
     def relist_now(self) -> bool:
         """List the node's pods now, unless a list ran less than MIN_RELIST_S ago;
@@ -243,69 +209,21 @@ class PodWatch:
         return True
 
     def _relist(self) -> str:
-        """Replace the index with a fresh list; returns its resourceVersion."""
         with self._list_lock:
             self._last_list = self._clock()
-            pods = self._core.list_pod_for_all_namespaces(field_selector=self._selector)
-            # Built before the index's lock is taken: owners may need API reads.
-            fresh = [pod_meta(p, self.workloads.of(p)) for p in pods.items]
-            self.index.replace(fresh)
-            self.stats.lists += 1
-            self._synced.set()
-            return str(pods.metadata.resource_version if pods.metadata is not None else "")
+            return super()._relist()
 
-    def run(self) -> None:
-        """List, then watch, until stopped (see the module docstring)."""
-        backoff = BACKOFF_S
-        while not self._stop.is_set():
-            try:
-                version = self._relist()
-                resync_at = self._clock() + self.resync_s
-                while not self._stop.is_set() and self._clock() < resync_at:
-                    version = self._watch_once(version, resync_at)
-                backoff = BACKOFF_S
-            except Gone:
-                self.stats.gone += 1
-            except Exception:  # noqa: BLE001 - any failure: back off, then relist
-                self.stats.failures += 1
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+    def _list_call(self) -> tuple[Callable[..., Any], dict[str, Any]]:
+        return self._core.list_pod_for_all_namespaces, {"field_selector": self._selector}
 
-    def _watch_once(self, version: str, resync_at: float) -> str:
-        """One watch request from `version`; returns the last version seen."""
-        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
-        timeout = max(1, min(WATCH_TIMEOUT_S, int(resync_at - self._clock())))
-        events = self._watch.stream(  # type: ignore[no-untyped-call]
-            self._core.list_pod_for_all_namespaces, field_selector=self._selector,
-            resource_version=version, timeout_seconds=timeout, allow_watch_bookmarks=True)
-        try:
-            for event in events:
-                version = self._apply(event, version)
-                if self._stop.is_set():
-                    break
-        except ApiException as exc:
-            if exc.status == 410:
-                raise Gone() from exc
-            raise
-        return version
+    def _load(self, items: list[Any]) -> None:
+        # Built before the index's lock is taken: owners may need API reads.
+        self.index.replace([pod_meta(p, self.workloads.of(p)) for p in items])
 
-    def _apply(self, event: dict[str, Any], version: str) -> str:
-        kind, obj = event["type"], event["object"]
-        if kind == "ERROR":
-            raw = event.get("raw_object") or {}
-            if raw.get("code") == 410:
-                raise Gone()
-            raise RuntimeError(f"watch error: {raw}")
-        if kind == "BOOKMARK":
-            return str(obj["metadata"]["resourceVersion"] if isinstance(obj, dict)
-                       else obj.metadata.resource_version)
+    def _change(self, kind: str, obj: Any) -> None:
         if kind == "DELETED":
             self.index.remove(obj.metadata.uid)
         else:
             self.index.put(pod_meta(obj, self.workloads.of(obj)))
-        self.stats.events += 1
-        return str(obj.metadata.resource_version)
 
 
-class Gone(Exception):
-    """The watch's resourceVersion is too old (HTTP 410): relist."""

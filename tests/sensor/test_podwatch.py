@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kubernetes import client
 
-from falconer.sensor import podwatch
+from falconer.sensor import listwatch, podwatch
 from falconer.sensor.containers import Cgroup
 from falconer.sensor.metadata import Metadata
 from falconer.sensor.podwatch import PodWatch
@@ -231,7 +231,7 @@ def test_a_410_relists_and_the_loop_resyncs_periodically(kube_client, node, watc
     # control plane a real 410 could not be provoked: kube-apiserver 1.34's watch cache
     # serves resourceVersion=1 even after an etcd compaction.
     w = PodWatch(kube_client, node)
-    with pytest.raises(podwatch.Gone):
+    with pytest.raises(listwatch.Gone):
         w._apply({"type": "ERROR", "object": None,
                   "raw_object": {"code": 410, "reason": "Expired"}}, "5")
     resyncing = PodWatch(kube_client, node, resync_s=1.0)
