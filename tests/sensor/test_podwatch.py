@@ -12,11 +12,11 @@ subresource — a test-only stand-in for exactly the fields kubelet writes.
 from __future__ import annotations
 
 import datetime as dt
-import time
 import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from operator_harness import wait_for
 from kubernetes import client
 
 from falconer.sensor import listwatch, podwatch
@@ -30,13 +30,7 @@ STARTED = dt.datetime(2026, 11, 30, 7, 0, 0, tzinfo=dt.timezone.utc)
 
 
 def eventually(check: Callable[[], object], what: str, timeout_s: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(check, timeout=timeout_s, interval=0.1, what=what)
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ role's `services` list/watch grant suffices.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from operator_harness import wait_for
 from kubernetes import client
 from sensor_identity import sensor_identity
 
@@ -23,13 +23,7 @@ INSTANCE = "names"
 
 
 def eventually(check: Callable[[], object], what: str, timeout_s: float = 30.0) -> object:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return wait_for(check, timeout=timeout_s, interval=0.1, what=what)
 
 
 @pytest.fixture
