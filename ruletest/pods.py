@@ -87,7 +87,8 @@ class Cluster:
                                f"{done.returncode}: {done.stderr.strip()}")
             return 0, ""
         finally:
-            self._kubectl("exec", name, "--", "sh", "-c", f": > {barrier}")
+            # No shell: a shell started by the runtime is itself what some rules look for.
+            self._kubectl("exec", name, "--", "/bin/touch", barrier)
 
     def delete_pod(self, name: str) -> None:
         """Delete the pod without waiting for it to go."""
