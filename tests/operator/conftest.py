@@ -96,7 +96,9 @@ def operator(
     try:
         yield proc
     finally:
-        if proc.alive:
-            operator_harness.kubectl(installed, "delete", "falcoinstances", "--all", "-n", op_namespace,
-                                     "--wait", "--timeout=60s", check=False)
-        proc.stop()
+        try:
+            if proc.alive:
+                operator_harness.kubectl(installed, "delete", "falcoinstances", "--all", "-n", op_namespace,
+                                         "--wait", "--timeout=60s", check=False)
+        finally:
+            proc.stop()  # even when the deletion timed out: never leave an operator running
