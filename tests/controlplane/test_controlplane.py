@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
 import pytest
+from kube_fixtures import token_client
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -134,25 +135,9 @@ def test_garbage_collector_deletes_an_owned_configmap(kube_client: ApiClient,
     eventually(owned_is_gone, "the garbage collector to delete the owned ConfigMap")
 
 
-def _token_client(kube_client: ApiClient, namespace: str, account: str) -> ApiClient:
-    """A client authenticated as a ServiceAccount, by a token the API server signs."""
-    core = client.CoreV1Api(kube_client)
-    core.create_namespaced_service_account(
-        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=account)))
-    token = core.create_namespaced_service_account_token(
-        account, namespace,
-        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])),
-    ).status.token
-    config = client.Configuration()
-    config.host = kube_client.configuration.host
-    config.ssl_ca_cert = kube_client.configuration.ssl_ca_cert
-    config.api_key = {"authorization": f"Bearer {token}"}
-    return client.ApiClient(config)
-
-
 def test_rbac_denies_an_unprivileged_service_account(kube_client: ApiClient,
                                                      kube_namespace: str) -> None:
-    with _token_client(kube_client, kube_namespace, "nobody") as as_nobody:
+    with token_client(kube_client, kube_namespace, "nobody") as as_nobody:
         review = client.AuthenticationV1Api(as_nobody).create_self_subject_review(
             client.V1SelfSubjectReview())
         assert review.status.user_info.username == \

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from kube_fixtures import token_client
 from operator_harness import wait_for
 from kubernetes import client
 
@@ -188,18 +189,7 @@ def _pod_reader(kube_client, namespace: str) -> client.ApiClient:
                                   name=role),
         subjects=[client.RbacV1Subject(kind="ServiceAccount", name=account,
                                        namespace=namespace)]))
-    core = client.CoreV1Api(kube_client)
-    core.create_namespaced_service_account(
-        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=account)))
-    token = core.create_namespaced_service_account_token(
-        account, namespace,
-        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])),
-    ).status.token
-    config = client.Configuration()
-    config.host = kube_client.configuration.host
-    config.ssl_ca_cert = kube_client.configuration.ssl_ca_cert
-    config.api_key = {"authorization": f"Bearer {token}"}
-    return client.ApiClient(config)
+    return token_client(kube_client, namespace, account)
 
 
 def test_without_rbac_for_replicasets_the_deployment_comes_from_the_names(

@@ -206,3 +206,22 @@ def exec_in_pod(kubeconfig: Path, namespace: str, pod: str, command: Sequence[st
          *target, "--", *command],
         capture_output=True, text=True, timeout=timeout, check=False,
     )
+
+
+def token_client(kube_client: ApiClient, namespace: str, account: str) -> ApiClient:
+    """A client authenticated as ServiceAccount `account` (created here) of `namespace`,
+    by a token the API server signs; it may do what RBAC grants that account."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(kube_client)
+    core.create_namespaced_service_account(
+        namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=account)))
+    token = core.create_namespaced_service_account_token(
+        account, namespace,
+        client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])),
+    ).status.token
+    config = client.Configuration()
+    config.host = kube_client.configuration.host
+    config.ssl_ca_cert = kube_client.configuration.ssl_ca_cert
+    config.api_key = {"authorization": f"Bearer {token}"}
+    return client.ApiClient(config)
