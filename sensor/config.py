@@ -24,10 +24,11 @@ import yaml
 
 from falconer.engine import AppendOutputError, Engine, EngineOptions, RulesSource, parse_append_output
 from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
+from falconer.sensor.sinks import outputs as stream_outputs
 
 #: Outputs of FalcoInstance.spec.outputs this sensor delivers (the operator names the
 #: others in a status condition).
-SUPPORTED_OUTPUTS = frozenset({"stdout", "kubernetesEvents", "falcoAlerts"})
+SUPPORTED_OUTPUTS = frozenset({"stdout", "kubernetesEvents", "falcoAlerts"}) | stream_outputs.KEYS
 #: outputs.rateLimit defaults (the FalcoInstance CRD's): API writes per second, burst.
 DEFAULT_RATE = (10.0, 100)
 #: The cluster's DNS domain when the config names none (`clusterDomain`): kubelet's
@@ -62,6 +63,7 @@ class SensorConfig:
     rules_hash: str = ""                   # the ConfigMap's falconer.io/rules-hash
     falco_rules: tuple[RulesOrigin, ...] = ()  # where each rules file came from
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN   # clusterDomain (fd.*ip.name of Services)
+    streams: stream_outputs.Outputs = stream_outputs.Outputs()  # outputs.http/grpc/file/program
 
     @property
     def instance_namespace(self) -> str:
@@ -146,8 +148,12 @@ def _outputs(raw: dict[str, Any], path: str) -> dict[str, Any]:
     if rate < 0 or burst < 1:
         raise ConfigError(f"{path}: outputs.rateLimit: perSecond must be >= 0 and burst >= 1, "
                           f"got {rate} and {burst}")
+    try:
+        streams = stream_outputs.from_falconer_yaml(raw, f"{path}: outputs")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
     return {
-        "stdout_enabled": enabled, "json_output": fmt == "json", "unsupported_outputs": unsupported,
+        "streams": streams, "stdout_enabled": enabled, "json_output": fmt == "json", "unsupported_outputs": unsupported,
         "kubernetes_events": _field(raw, "kubernetesEvents", bool, f"{path}: outputs.", False),
         "falco_alerts": _field(raw, "falcoAlerts", bool, f"{path}: outputs.", True),
         "rate_per_second": rate, "rate_burst": burst,

@@ -37,6 +37,7 @@ from falconer.sensor.rules_watcher import Failed, Loaded, RulesError, RulesWatch
 from falconer.sensor.servicenames import ServiceNames
 from falconer.sensor.sinks.base import Delivery, Sink, SinkSet
 from falconer.sensor.sinks.events import EventsSink
+from falconer.sensor.sinks import outputs as stream_outputs
 from falconer.sensor.sinks.falcoalerts import FalcoAlertsSink
 from falconer.sensor.sinks.status import StatusReporter
 from falconer.sensor.sinks.stdout import StdoutSink
@@ -65,6 +66,7 @@ class SensorOptions:
     kubeconfig: Path | None = None      # None: $KUBECONFIG, else in-cluster
     node_name: str | None = None        # None: $NODE_NAME
     cri_socket: str | None = None       # None: the first of cri.DEFAULT_SOCKETS that exists
+    outputs: stream_outputs.Outputs = field(default_factory=stream_outputs.Outputs)  # -o *_output.*
 
 
 @dataclass
@@ -123,6 +125,7 @@ class Sensor:
             raise probe.ProbeError(str(exc)) from exc
         self.engine = loaded.engine
         self._apply_config(loaded.snapshot)
+        self._start_outputs(loaded.snapshot.config)
         self._start_api_sinks(loaded.snapshot.config)
         self._want_names()
         self.resolver.start()
@@ -381,12 +384,29 @@ class Sensor:
                 self._say("falconer sensor: the ring buffer size changed; it takes effect on restart")
             if _api_outputs(before) != _api_outputs(config):
                 self._say("falconer sensor: the Kubernetes outputs changed; they take effect on restart")
+            if before.streams != config.streams:
+                self._say("falconer sensor: the http, grpc, file or program outputs changed; "
+                          "they take effect on restart")
             return
         if config.instance:
             self._say(f"falconer sensor: instance {config.instance} ({self.opts.rules.config})")
         if config.unsupported_outputs:
             self._say("falconer sensor: outputs not delivered by this sensor (ignored): "
                       + ", ".join(config.unsupported_outputs))
+
+    def _start_outputs(self, config: SensorConfig | None) -> None:
+        """The HTTP, gRPC, file and program outputs of the config (else of the command
+        line); ProbeError when one cannot start (bad TLS files, an address in use)."""
+        wanted = config.streams if config is not None else self.opts.outputs
+        try:
+            started = stream_outputs.sinks(wanted, self.tracker.hostname, self.err)
+            for sink in started:
+                sink.start()
+                self.sinks.sinks.append(sink)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise probe.ProbeError(f"output not started: {exc}") from exc
+        if started:
+            self._say(f"falconer sensor: outputs: {', '.join(wanted.configured())}")
 
     def _start_api_sinks(self, config: SensorConfig | None) -> None:
         """The Kubernetes sinks a config with an instance asks for (and the status report);
