@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +28,12 @@ SENSOR_CLUSTER_ROLE = "falconer-sensor"
 INSTANCE_LABEL = "falconer.io/instance"
 #: The ConfigMap key of the sensor's configuration, mounted in /etc/falconer.
 CONFIG_FILE = "falconer.yaml"
+
+#: Where the Secret an output names (`outputs.<output>.tlsSecret`) is mounted in the sensor
+#: container, one folder per output: outside /etc/falconer (the read-only ConfigMap volume).
+TLS_MOUNT_ROOT = "/etc/falconer-tls"
+#: The address the gRPC output binds in the pod (`outputs.grpc.port` on every interface).
+GRPC_BIND_HOST = "0.0.0.0"
 
 #: Defaults of FalcoInstance.spec (the CRD's defaults, for objects written without them).
 SPEC_DEFAULTS: dict[str, Any] = {
@@ -151,9 +158,47 @@ def sensor_config(namespace: str, name: str, spec: dict[str, Any], files: Sequen
             "selection": [list(a) for a in selection_actions(spec)],
             "appendOutput": spec["appendOutput"],
         },
-        "outputs": spec.get("outputs") or {},
+        "outputs": sensor_outputs(spec.get("outputs") or {}),
         "bufferSizeBytes": spec["bufferSizeBytes"],
     }
+
+
+def tls_dir(output: str) -> str:
+    """Where the TLS Secret of an output (`http`, `grpc`) is mounted in the sensor."""
+    return f"{TLS_MOUNT_ROOT}/{output}"
+
+
+def sensor_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
+    """falconer.yaml `outputs` from the instance's `spec.outputs`: the same keys, except
+    that a `tlsSecret` becomes the folder it is mounted at (`tlsDir`: no secret material
+    in the ConfigMap) and the gRPC `port` the address the sensor binds."""
+    out = dict(outputs)
+    if isinstance(http := outputs.get("http"), Mapping):
+        out["http"] = {k: v for k, v in http.items() if k != "tlsSecret"}
+        if http.get("tlsSecret"):
+            out["http"]["tlsDir"] = tls_dir("http")
+    if isinstance(grpc := outputs.get("grpc"), Mapping):
+        out["grpc"] = {"address": f"{GRPC_BIND_HOST}:{grpc['port']}", "tlsDir": tls_dir("grpc"),
+                       **({"threads": grpc["threads"]} if "threads" in grpc else {})}
+    return out
+
+
+def output_volumes(outputs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The sensor's volumes for its outputs, each `{name, mountPath, readOnly, source}`
+    (`source`: the pod volume's source): the TLS Secrets (read-only, owner-only files)
+    and the file output's host folder (read-write, created when missing)."""
+    vols: list[dict[str, Any]] = []
+    for output in ("http", "grpc"):
+        secret = (outputs.get(output) or {}).get("tlsSecret")
+        if secret:
+            vols.append({"name": f"tls-{output}", "mountPath": tls_dir(output), "readOnly": True,
+                         "source": {"secret": {"secretName": secret, "defaultMode": 0o400}}})
+    path = (outputs.get("file") or {}).get("path")
+    if path:
+        folder = posixpath.dirname(path)
+        vols.append({"name": "file-output", "mountPath": folder, "readOnly": False,
+                     "source": {"hostPath": {"path": folder, "type": "DirectoryOrCreate"}}})
+    return vols
 
 
 #: The most a ConfigMap's data may hold (Kubernetes' validation: 1 MiB for all keys and
@@ -231,6 +276,7 @@ def render_instance(instance: dict[str, Any], files: Sequence[RuleText],
         "rules_hash": rules_hash,
         "config_hash": config_hash(spec),
         "grpc_port": ((spec.get("outputs") or {}).get("grpc") or {}).get("port"),
+        "output_volumes": output_volumes(spec.get("outputs") or {}),
         "sensor_cluster_role": SENSOR_CLUSTER_ROLE,
         "config_file": CONFIG_FILE,
         "rules_hash_annotation": RULES_HASH_ANNOTATION,

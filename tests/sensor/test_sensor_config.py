@@ -57,13 +57,15 @@ def test_config_names_rules_relative_to_its_folder_and_sets_the_engine(tmp_path)
     cfg = config.parse(falconer_yaml(["a.yaml", "b.yaml"], "warning",
                                      engine={"minPriority": "warning", "ruleMatching": "all",
                                              "selection": [["disable", "tag", "network"]]},
-                                     outputs={"stdout": {"format": "text"}, "http": {"url": "http://x"}}),
+                                     outputs={"stdout": {"format": "text"}, "http": {"url": "http://x"},
+                                              "syslog": True}),
                        tmp_path / "falconer.yaml")
     assert cfg.instance == "security/default"
     assert cfg.rules_files == (tmp_path / "a.yaml", tmp_path / "b.yaml")
     assert cfg.engine == EngineOptions("warning", "all", (("disable", "tag", "network"),),
                                        append_output=FALCO_DEFAULT_APPEND_OUTPUT)
-    assert (cfg.json_output, cfg.stdout_enabled, cfg.unsupported_outputs) == (False, True, ("http",))
+    assert (cfg.json_output, cfg.stdout_enabled, cfg.unsupported_outputs) == (False, True, ("syslog",))
+    assert cfg.streams.http is not None and cfg.streams.http.url == "http://x"
     assert cfg.buffer_pages == (1 << 20) // os.sysconf("SC_PAGE_SIZE")
     assert cfg.cluster_domain == "cluster.local"
 
