@@ -72,13 +72,10 @@ class HttpOutput:
         url, agent, tls_dir = raw.get("url"), raw.get("userAgent", DEFAULT_USER_AGENT), raw.get("tlsDir")
         if not isinstance(url, str) or not isinstance(agent, str) or not isinstance(tls_dir, str | None):
             raise HttpConfigError(f"{where}: expected url (string), userAgent and tlsDir (strings), got {dict(raw)!r}")
-        files: dict[str, Path | None] = {"ca_file": None, "client_cert": None, "client_key": None}
-        if tls_dir is not None:
-            for key, name in (("ca_file", CA_FILE), ("client_cert", CERT_FILE), ("client_key", KEY_FILE)):
-                path = Path(tls_dir) / name
-                files[key] = path if path.exists() else None
+        ca, cert, key = (_present(Path(tls_dir) / name) if tls_dir is not None else None
+                         for name in (CA_FILE, CERT_FILE, KEY_FILE))
         try:
-            return cls(url=url, user_agent=agent, **files)
+            return cls(url=url, user_agent=agent, ca_file=ca, client_cert=cert, client_key=key)
         except HttpConfigError as exc:
             raise HttpConfigError(f"{where}: {exc}") from exc
 
@@ -114,6 +111,11 @@ class HttpOutput:
             files = [str(p) for p in (self.ca_file, self.ca_dir, self.client_cert, self.client_key) if p]
             raise HttpConfigError(f"http output TLS files {files}: {exc}") from exc
         return ctx
+
+
+def _present(path: Path) -> Path | None:
+    """`path` when it exists (a Secret may hold only some of the TLS files)."""
+    return path if path.exists() else None
 
 
 class HttpSink(StreamSink):
