@@ -61,14 +61,20 @@ class Bounds:
     min_length: int | None = None
     max_length: int | None = None
     max_items: int | None = None
+    each: Bounds | None = None       # bounds of each item of a list, each value of a mapping
 
     def check(self, value: Any, path: Path) -> None:
-        """Raise ShapeError when `value` is outside these bounds."""
+        """Raise ShapeError when `value` (or, with `each`, one of its items) is outside
+        these bounds."""
+        if self.each is not None and isinstance(value, (tuple, dict)):
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for at, item in items:
+                self.each.check(item, (*path, at))
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if self.minimum is not None and value < self.minimum:
-                raise ShapeError(path, f"must be at least {self.minimum:g}, got {value}")
+                raise ShapeError(path, f"must be at least {_number(self.minimum)}, got {value}")
             if self.maximum is not None and value > self.maximum:
-                raise ShapeError(path, f"must be at most {self.maximum:g}, got {value}")
+                raise ShapeError(path, f"must be at most {_number(self.maximum)}, got {value}")
         if isinstance(value, str):
             if self.min_length is not None and len(value) < self.min_length:
                 raise ShapeError(path, f"must be at least {self.min_length} characters long")
@@ -95,10 +101,11 @@ class Key:
 def field(key: str, default: Any = dataclasses.MISSING, *, factory: Callable[[], Any] | None = None,
           inline: bool = False, minimum: float | None = None, maximum: float | None = None,
           pattern: str | None = None, min_length: int | None = None, max_length: int | None = None,
-          max_items: int | None = None) -> Any:
-    """A dataclass field read from `key` (no default: the key is required)."""
+          max_items: int | None = None, each: Bounds | None = None) -> Any:
+    """A dataclass field read from `key` (no default: the key is required); `each`
+    bounds every item of a list or value of a mapping."""
     metadata = {"key": key, "inline": inline,
-                "bounds": Bounds(minimum, maximum, pattern, min_length, max_length, max_items)}
+                "bounds": Bounds(minimum, maximum, pattern, min_length, max_length, max_items, each)}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -235,6 +242,11 @@ def encode(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: encode(v) for k, v in value.items()}
     return value
+
+
+def _number(bound: float) -> int | float:
+    """A bound as written in the schema (4096, not 4096.0)."""
+    return int(bound) if float(bound).is_integer() else bound
 
 
 def _kind(raw: Any) -> str:

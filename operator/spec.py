@@ -15,7 +15,6 @@ falconer.yaml under `engine` and `outputs`.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,7 +25,7 @@ from falconer.sensorconfig import (
     EngineSettings,
     Outputs,
 )
-from falconer.shapes import ShapeError, decode, field
+from falconer.shapes import Bounds, ShapeError, decode, field
 
 #: A resource quantity (Kubernetes' resource.Quantity serialisation: 500m, 512Mi, 1e3).
 QUANTITY_PATTERN = (r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
@@ -80,14 +79,8 @@ class Toleration:
 class Resources:
     """The sensor container's resource requests and limits (quantities by resource name)."""
 
-    requests: dict[str, int | str] | None = field("requests", None)
-    limits: dict[str, int | str] | None = field("limits", None)
-
-    def __post_init__(self) -> None:
-        for part, quantities in (("requests", self.requests), ("limits", self.limits)):
-            for name, quantity in (quantities or {}).items():
-                if not re.search(QUANTITY_PATTERN, str(quantity)):
-                    raise ShapeError((part, name), f"not a resource quantity: {quantity!r}")
+    requests: dict[str, int | str] | None = field("requests", None, each=Bounds(pattern=QUANTITY_PATTERN))
+    limits: dict[str, int | str] | None = field("limits", None, each=Bounds(pattern=QUANTITY_PATTERN))
 
 
 @dataclass(frozen=True)
