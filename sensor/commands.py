@@ -52,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the container runtime's CRI socket for container and pod metadata "
                    "(default: /run/containerd/containerd.sock or /run/crio/crio.sock, "
                    "whichever exists)")
+    p.add_argument("--tls-root", type=Path, default=None, metavar="DIR",
+                   help="the folder holding the TLS Secret of each configured output (http/, grpc/: "
+                   "ca.crt, tls.crt, tls.key); default /etc/falconer-tls, where the operator mounts them")
     p.set_defaults(run=run)
 
 
@@ -96,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from falconer.sensor.runner import Sensor, SensorOptions  # noqa: PLC0415
     from falconer.sensor.sinks import outputs as stream_outputs  # noqa: PLC0415
 
-    outputs = stream_outputs.Outputs()
+    outputs = stream_outputs.OutputSettings()
 
     try:
         if args.config is not None:
@@ -116,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     opts = SensorOptions(rules=rules, json_output=args.json, capture=args.capture,
                          all_events=args.all_events, buffer_pages=args.buffer_pages,
                          kubeconfig=args.kubeconfig, node_name=args.node_name,
-                         cri_socket=args.cri_socket, outputs=outputs)
+                         cri_socket=args.cri_socket, outputs=outputs,
+                         **({"tls_root": args.tls_root} if args.tls_root else {}))
     sensor = Sensor(opts)
     try:
         sensor.start()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from falconer import sensorconfig
 from falconer.sensor.sinks.base import Delivery
 from falconer.sensor.sinks.stream import StreamSink, alert_line, falco_bool
 
@@ -27,7 +28,7 @@ class FileConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class FileOutput:
+class FileSettings:
     """Append alerts to `filename` (JSON lines or Falco's text lines)."""
 
     filename: Path
@@ -35,17 +36,12 @@ class FileOutput:
     json_output: bool = False
 
     @classmethod
-    def from_falconer_yaml(cls, raw: Mapping[str, Any], where: str) -> FileOutput:
-        """From falconer.yaml `outputs.file`: `path`, `keepAlive`, `format` (json|text)."""
-        path, keep, fmt = raw.get("path"), raw.get("keepAlive", False), raw.get("format", "json")
-        if not isinstance(path, str) or not path.startswith("/") or not isinstance(keep, bool) \
-                or fmt not in ("json", "text"):
-            raise FileConfigError(f"{where}: expected path (absolute), keepAlive (boolean), format "
-                                  f"(json or text), got {dict(raw)!r}")
-        return cls(Path(path), keep, fmt == "json")
+    def from_config(cls, output: sensorconfig.FileOutput) -> FileSettings:
+        """From falconer.yaml `outputs.file`."""
+        return cls(Path(output.path), output.keep_alive, output.format == "json")
 
     @classmethod
-    def from_falco_keys(cls, keys: Mapping[str, str], json_output: bool) -> FileOutput | None:
+    def from_falco_keys(cls, keys: Mapping[str, str], json_output: bool) -> FileSettings | None:
         """From falco.yaml `file_output.<key>` `-o` values (format: Falco's global
         `json_output`); None unless enabled (or a filename is given)."""
         unknown = set(keys) - FALCO_KEYS
@@ -64,7 +60,7 @@ class FileSink(StreamSink):
 
     name = "file"
 
-    def __init__(self, output: FileOutput, hostname: str, err: TextIO | None = None, **kw: Any) -> None:
+    def __init__(self, output: FileSettings, hostname: str, err: TextIO | None = None, **kw: Any) -> None:
         super().__init__(err, **kw)
         self.output = output
         self.hostname = hostname

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 import grpc
 
-from falconer import __version__
+from falconer import __version__, sensorconfig
 from falconer.engine import ENGINE_VERSION, Alert
 from falconer.sensor.grpc_api import outputs_pb2, outputs_pb2_grpc, schema_pb2, version_pb2, version_pb2_grpc
 from falconer.sensor.sinks.base import Delivery, Sink
@@ -41,8 +41,6 @@ DEFAULT_THREADS = 8
 POLL_S = 0.5
 #: Seconds clients get to finish at shutdown.
 GRACE_S = 1.0
-#: File names inside a FalcoInstance's mounted TLS Secret (`tlsDir`).
-CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "tls.crt", "tls.key"
 #: falco.yaml keys: `grpc.<key>` and `grpc_output.enabled`.
 FALCO_KEYS = frozenset({"enabled", "bind_address", "threadiness", "private_key", "cert_chain", "root_certs"})
 #: Falco's source names -> the deprecated `source` enum (client-py decodes only these).
@@ -54,7 +52,7 @@ class GrpcConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class GrpcOutput:
+class GrpcSettings:
     """Where the API is served: `bind_address` is `host:port` (mutual TLS with the three
     PEM files, all required) or `unix:///path` (no TLS)."""
 
@@ -82,24 +80,17 @@ class GrpcOutput:
         return None
 
     @classmethod
-    def from_falconer_yaml(cls, raw: Mapping[str, Any], where: str) -> GrpcOutput:
-        """From falconer.yaml `outputs.grpc`: `address` (`host:port` or `unix:///path`;
-        the CRD's `port` is rendered as `0.0.0.0:<port>`), `tlsDir`, `threads`."""
-        address, tls_dir, threads = raw.get("address"), raw.get("tlsDir"), raw.get("threads", DEFAULT_THREADS)
-        if not isinstance(address, str) or not isinstance(tls_dir, str | None) or not isinstance(threads, int):
-            raise GrpcConfigError(f"{where}: expected address (string), tlsDir (string), threads (integer), "
-                                  f"got {dict(raw)!r}")
-        files: dict[str, Path | None] = {"private_key": None, "cert_chain": None, "root_certs": None}
-        if tls_dir is not None:
-            files = {"private_key": Path(tls_dir) / KEY_FILE, "cert_chain": Path(tls_dir) / CERT_FILE,
-                     "root_certs": Path(tls_dir) / CA_FILE}
-        try:
-            return cls(address, threadiness=threads, **files)
-        except GrpcConfigError as exc:
-            raise GrpcConfigError(f"{where}: {exc}") from exc
+    def from_config(cls, output: sensorconfig.GrpcOutput, tls_root: Path) -> GrpcSettings:
+        """From falconer.yaml `outputs.grpc`: `bindAddress:port`, the Secret's files in
+        `tls_dir(tls_root, "grpc")`."""
+        folder = sensorconfig.tls_dir(tls_root, "grpc")
+        host = f"[{output.bind_address}]" if ":" in output.bind_address else output.bind_address
+        return cls(f"{host}:{output.port}", private_key=folder / sensorconfig.KEY_FILE,
+                   cert_chain=folder / sensorconfig.CERT_FILE, root_certs=folder / sensorconfig.CA_FILE,
+                   threadiness=output.threads)
 
     @classmethod
-    def from_falco_keys(cls, keys: Mapping[str, str]) -> GrpcOutput | None:
+    def from_falco_keys(cls, keys: Mapping[str, str]) -> GrpcSettings | None:
         """From falco.yaml `grpc.<key>` and `grpc_output.enabled` as `-o` strings (here
         merged, `enabled` meaning both); None unless enabled."""
         unknown = set(keys) - FALCO_KEYS
@@ -171,7 +162,7 @@ class GrpcSink(Sink, outputs_pb2_grpc.serviceServicer, version_pb2_grpc.serviceS
 
     name = "grpc"
 
-    def __init__(self, output: GrpcOutput, hostname: str, err: TextIO | None = None,
+    def __init__(self, output: GrpcSettings, hostname: str, err: TextIO | None = None,
                  queue_size: int = QUEUE_SIZE) -> None:
         super().__init__()
         self.output = output

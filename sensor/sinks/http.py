@@ -5,9 +5,10 @@ takes (a POST whose JSON body has a non-empty `output`; `rule`, `priority`, `tim
 
 Over HTTPS the server is verified against the system's CAs or the given CA file/folder,
 and with `mtls` the sensor presents a client certificate. In a FalcoInstance the TLS
-files come from a Secret the operator mounts (`tlsDir`: `ca.crt`, and `tls.crt` with
-`tls.key` for mutual TLS, the key names of a `kubernetes.io/tls` Secret plus cert-manager's
-`ca.crt`); the ConfigMap only names the folder. One connection is kept open and reopened
+files come from the Secret `outputs.http.tlsSecret` that the operator mounts at
+`sensorconfig.tls_dir(TLS_ROOT, "http")`: `ca.crt`, and `tls.crt` with `tls.key` for
+mutual TLS (a `kubernetes.io/tls` Secret's keys plus cert-manager's `ca.crt`); the
+ConfigMap only names the Secret. One connection is kept open and reopened
 after a failure; delivery is off the event loop (`stream.StreamSink`: bounded queue,
 retries with backoff, every loss counted).
 """
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from falconer import __version__
+from falconer import __version__, sensorconfig
 from falconer.sensor.sinks.base import Delivery
 from falconer.sensor.sinks.stream import DeliveryError, StreamSink, falco_bool
 
@@ -31,8 +32,6 @@ from falconer.sensor.sinks.stream import DeliveryError, StreamSink, falco_bool
 DEFAULT_USER_AGENT = f"falconer/{__version__}"
 #: Seconds a connect, send or response read may take before the try counts as failed.
 TIMEOUT_S = 10.0
-#: File names inside a FalcoInstance's mounted TLS Secret (`tlsDir`).
-CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "tls.crt", "tls.key"
 #: falco.yaml `http_output` keys this output takes (Falco's names); `insecure`,
 #: `echo` and `compress_uploads` are refused with a reason rather than ignored.
 FALCO_KEYS = frozenset({"enabled", "url", "user_agent", "ca_cert", "ca_bundle", "ca_path", "mtls",
@@ -44,7 +43,7 @@ class HttpConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class HttpOutput:
+class HttpSettings:
     """Where and how alerts are POSTed. Paths are PEM files; `ca_file`/`ca_dir` None
     means the system's CAs; `client_cert`/`client_key` both set means mutual TLS."""
 
@@ -66,21 +65,19 @@ class HttpOutput:
             raise HttpConfigError(f"TLS files are given but the url is not https: {self.url}")
 
     @classmethod
-    def from_falconer_yaml(cls, raw: Mapping[str, Any], where: str) -> HttpOutput:
-        """From falconer.yaml `outputs.http` (`url`, `userAgent`, `tlsDir`); in `tlsDir`
-        `ca.crt` is used when present, `tls.crt` + `tls.key` (both, or neither) for mTLS."""
-        url, agent, tls_dir = raw.get("url"), raw.get("userAgent", DEFAULT_USER_AGENT), raw.get("tlsDir")
-        if not isinstance(url, str) or not isinstance(agent, str) or not isinstance(tls_dir, str | None):
-            raise HttpConfigError(f"{where}: expected url (string), userAgent and tlsDir (strings), got {dict(raw)!r}")
-        ca, cert, key = (_present(Path(tls_dir) / name) if tls_dir is not None else None
-                         for name in (CA_FILE, CERT_FILE, KEY_FILE))
+    def from_config(cls, output: sensorconfig.HttpOutput, tls_root: Path) -> HttpSettings:
+        """From falconer.yaml `outputs.http`: with `tlsSecret`, the Secret's files in
+        `tls_dir(tls_root, "http")`: ca.crt when present, tls.crt + tls.key for mTLS."""
+        ca, cert, key = (_present(sensorconfig.tls_dir(tls_root, "http") / name) if output.tls_secret else None
+                         for name in (sensorconfig.CA_FILE, sensorconfig.CERT_FILE, sensorconfig.KEY_FILE))
         try:
-            return cls(url=url, user_agent=agent, ca_file=ca, client_cert=cert, client_key=key)
+            return cls(url=output.url, user_agent=output.user_agent or DEFAULT_USER_AGENT, ca_file=ca,
+                       client_cert=cert, client_key=key)
         except HttpConfigError as exc:
-            raise HttpConfigError(f"{where}: {exc}") from exc
+            raise HttpConfigError(f"outputs.http: {exc}") from exc
 
     @classmethod
-    def from_falco_keys(cls, keys: Mapping[str, str]) -> HttpOutput | None:
+    def from_falco_keys(cls, keys: Mapping[str, str]) -> HttpSettings | None:
         """From falco.yaml `http_output.<key>` values given as `-o` strings; None unless
         `enabled` is true (Falco's default is false) or a url is given."""
         unknown = set(keys) - FALCO_KEYS
@@ -124,7 +121,7 @@ class HttpSink(StreamSink):
 
     name = "http"
 
-    def __init__(self, output: HttpOutput, hostname: str, err: TextIO | None = None, **kw: Any) -> None:
+    def __init__(self, output: HttpSettings, hostname: str, err: TextIO | None = None, **kw: Any) -> None:
         super().__init__(err, **kw)
         self.output = output
         self.hostname = hostname

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from falconer import sensorconfig
 from falconer.sensor.sinks.base import Delivery
 from falconer.sensor.sinks.stream import DeliveryError, StreamSink, alert_line, falco_bool
 
@@ -30,7 +31,7 @@ class ProgramConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class ProgramOutput:
+class ProgramSettings:
     """Feed alerts to `program` (a `sh -c` command line)."""
 
     program: str
@@ -38,17 +39,12 @@ class ProgramOutput:
     json_output: bool = False
 
     @classmethod
-    def from_falconer_yaml(cls, raw: Mapping[str, Any], where: str) -> ProgramOutput:
-        """From falconer.yaml `outputs.program`: `program`, `keepAlive`, `format`."""
-        program, keep, fmt = raw.get("program"), raw.get("keepAlive", False), raw.get("format", "json")
-        if not isinstance(program, str) or not program.strip() or not isinstance(keep, bool) \
-                or fmt not in ("json", "text"):
-            raise ProgramConfigError(f"{where}: expected program (a command line), keepAlive (boolean), "
-                                     f"format (json or text), got {dict(raw)!r}")
-        return cls(program, keep, fmt == "json")
+    def from_config(cls, output: sensorconfig.ProgramOutput) -> ProgramSettings:
+        """From falconer.yaml `outputs.program`."""
+        return cls(output.program, output.keep_alive, output.format == "json")
 
     @classmethod
-    def from_falco_keys(cls, keys: Mapping[str, str], json_output: bool) -> ProgramOutput | None:
+    def from_falco_keys(cls, keys: Mapping[str, str], json_output: bool) -> ProgramSettings | None:
         """From falco.yaml `program_output.<key>` `-o` values (format: Falco's global
         `json_output`); None unless enabled (or a program is given)."""
         unknown = set(keys) - FALCO_KEYS
@@ -67,7 +63,7 @@ class ProgramSink(StreamSink):
 
     name = "program"
 
-    def __init__(self, output: ProgramOutput, hostname: str, err: TextIO | None = None, **kw: Any) -> None:
+    def __init__(self, output: ProgramSettings, hostname: str, err: TextIO | None = None, **kw: Any) -> None:
         super().__init__(err, **kw)
         self.output = output
         self.hostname = hostname

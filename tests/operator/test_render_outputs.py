@@ -1,6 +1,7 @@
-"""The operator renders each ecosystem output of a FalcoInstance: falconer.yaml names
-mount paths, never Secret material; the DaemonSet mounts the TLS Secrets read-only and
-the file output's host folder; the sensor parses what the operator wrote."""
+"""The operator renders each ecosystem output of a FalcoInstance: falconer.yaml carries
+the outputs as the spec gives them (a TLS Secret by name, never its content); the
+DaemonSet mounts each TLS Secret read-only where the sensor reads it and the file
+output's host folder; the sensor resolves what the operator wrote."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ import yaml
 
 from falconer.operator import render
 from falconer.operator.ruleyaml import RuleText
+from falconer.operator.spec import parse_instance
 from falconer.sensor import config as sensor_config
-from falconer.sensor.sinks.file import FileOutput
-from falconer.sensor.sinks.grpc import GrpcOutput
-from falconer.sensor.sinks.program import ProgramOutput
+from falconer.sensor.sinks.file import FileSettings
+from falconer.sensor.sinks.grpc import GrpcSettings
+from falconer.sensor.sinks.outputs import from_config
+from falconer.sensor.sinks.program import ProgramSettings
+from falconer.sensorconfig import TLS_ROOT
 
 OUTPUTS = {
     "stdout": {"format": "text"},
@@ -32,28 +36,27 @@ INSTANCE: dict[str, Any] = {
 }
 
 
-def rendered() -> render.Rendered:
-    return render.render_instance(INSTANCE, [RuleText("base", "[]\n")])
+def rendered(instance: dict[str, Any] = INSTANCE) -> render.Rendered:
+    return render.render_instance(instance, parse_instance(instance["spec"]), [RuleText("base", "[]\n")])
 
 
-def test_config_names_mount_paths_and_no_secret():
+def test_config_carries_the_outputs_and_no_secret_material():
     cm = rendered().configmap
     outputs = yaml.safe_load(cm["data"][render.CONFIG_FILE])["outputs"]
-    assert outputs["http"] == {"url": OUTPUTS["http"]["url"], "tlsDir": "/etc/falconer-tls/http"}
-    assert outputs["grpc"] == {"address": "0.0.0.0:5060", "tlsDir": "/etc/falconer-tls/grpc", "threads": 4}
-    assert outputs["file"] == OUTPUTS["file"] and outputs["program"] == OUTPUTS["program"]
-    assert "tls" + "Secret" not in json.dumps(cm) and "sidekick-client-tls" not in json.dumps(cm)
+    for key in ("http", "file", "program"):
+        assert {k: v for k, v in outputs[key].items() if k in OUTPUTS[key]} == OUTPUTS[key]
+    assert outputs["grpc"] == {**OUTPUTS["grpc"], "bindAddress": "0.0.0.0"}
+    assert "BEGIN" not in json.dumps(cm)
 
 
-def test_sensor_reads_the_rendered_outputs():
-    text = rendered().configmap["data"][render.CONFIG_FILE]
-    got = sensor_config.parse(text, Path("/etc/falconer/falconer.yaml")).streams
-    tls = Path("/etc/falconer-tls/grpc")
-    assert got.grpc == GrpcOutput("0.0.0.0:5060", tls / "tls.key", tls / "tls.crt", tls / "ca.crt", 4)
-    assert got.file == FileOutput(Path("/var/log/falconer/alerts.json"), keep_alive=True, json_output=True)
-    assert got.program == ProgramOutput("logger -t falconer", json_output=False)
+def test_sensor_resolves_the_rendered_outputs_to_the_mounts():
+    parsed = sensor_config.parse(rendered().configmap["data"][render.CONFIG_FILE], Path("/etc/falconer/x"))
+    got = from_config(parsed.outputs, Path(TLS_ROOT))
+    tls = Path(TLS_ROOT) / "grpc"
+    assert got.grpc == GrpcSettings("0.0.0.0:5060", tls / "tls.key", tls / "tls.crt", tls / "ca.crt", 4)
+    assert got.file == FileSettings(Path("/var/log/falconer/alerts.json"), keep_alive=True, json_output=True)
+    assert got.program == ProgramSettings("logger -t falconer", json_output=False)
     assert got.http is not None and got.http.url == OUTPUTS["http"]["url"]
-    assert sensor_config.parse(text, Path("/x")).unsupported_outputs == ()
 
 
 def test_daemonset_mounts_secrets_read_only_and_the_file_folder():
@@ -63,8 +66,8 @@ def test_daemonset_mounts_secrets_read_only_and_the_file_folder():
     (container,) = pod["containers"]
     mounts = {m["name"]: (m["mountPath"], m.get("readOnly", False)) for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
-    assert mounts["tls-http"] == ("/etc/falconer-tls/http", True)
-    assert mounts["tls-grpc"] == ("/etc/falconer-tls/grpc", True)
+    assert mounts["tls-http"] == (f"{TLS_ROOT}/http", True)
+    assert mounts["tls-grpc"] == (f"{TLS_ROOT}/grpc", True)
     assert mounts["file-output"] == ("/var/log/falconer", False)
     assert volumes["tls-http"]["secret"] == {"secretName": "sidekick-client-tls", "defaultMode": 0o400}
     assert volumes["tls-grpc"]["secret"] == {"secretName": "grpc-server-tls", "defaultMode": 0o400}
@@ -72,7 +75,7 @@ def test_daemonset_mounts_secrets_read_only_and_the_file_folder():
     assert container["ports"] == [{"name": "grpc", "containerPort": 5060, "protocol": "TCP"}]
 
 
-def test_without_outputs_nothing_is_mounted():
+def test_without_tls_or_file_nothing_more_is_mounted():
     inst = {**INSTANCE, "spec": {"outputs": {"http": {"url": "http://sidekick:2801/"}}}}
-    pod = render.render_instance(inst, []).daemonset["spec"]["template"]["spec"]
+    pod = rendered(inst).daemonset["spec"]["template"]["spec"]
     assert not {"tls-http", "tls-grpc", "file-output"} & {v["name"] for v in pod["volumes"]}

@@ -51,13 +51,3 @@ def test_rule_rollup_counts_sensors_of_this_generation_and_its_rules_alerts() ->
     out = rollup.rule_rollup("sec", "base", 3, ["R1", "R2"], instances, NOW)
     assert out == {"sensors": 1, "alerts": {"total": 5, "byRule": {"R1": 5}}}
     assert rollup.rule_rollup("sec", "elsewhere", 3, ["R1"], instances, NOW)["sensors"] == 0
-
-
-def test_undelivered_outputs_are_a_condition() -> None:
-    # Every output the CRD declares is delivered; a key no sensor knows (an older CRD, a
-    # non-structural client) is named.
-    v = rollup.outputs_verdict({"stdout": {}, "falcoAlerts": True, "http": {"url": "http://x"}, "syslog": True,
-                                "grpc": {"port": 1, "tlsSecret": "s"}, "file": {"path": "/var/log/a"},
-                                "program": {"program": "cat"}})
-    assert (v.status, v.reason) == (False, "NotDelivered") and v.message.endswith(": syslog")
-    assert rollup.outputs_verdict({"falcoAlerts": True, "kubernetesEvents": True, "rateLimit": {}}).status

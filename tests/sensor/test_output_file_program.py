@@ -14,9 +14,10 @@ import pytest
 
 from falconer.engine import Alert
 from falconer.sensor.sinks.base import Delivery
-from falconer.sensor.sinks.file import FileConfigError, FileOutput, FileSink
-from falconer.sensor.sinks.outputs import from_falco_keys, from_falconer_yaml
-from falconer.sensor.sinks.program import ProgramConfigError, ProgramOutput, ProgramSink
+from falconer.sensor.sinks.file import FileConfigError, FileSettings, FileSink
+from falconer.sensor.sinks.outputs import from_config, from_falco_keys
+from falconer.sensorconfig import FileOutput, Outputs, ProgramOutput
+from falconer.sensor.sinks.program import ProgramConfigError, ProgramSettings, ProgramSink
 
 
 def alert(marker: str) -> Alert:
@@ -33,7 +34,7 @@ def deliver(sink: FileSink | ProgramSink, *markers: str) -> None:
 
 def test_file_without_keep_alive_reopens_per_alert_so_rotation_starts_a_new_file(tmp_path):
     path = tmp_path / "alerts.txt"
-    sink = FileSink(FileOutput(path, keep_alive=False, json_output=False), "node-a", err=io.StringIO())
+    sink = FileSink(FileSettings(path, keep_alive=False, json_output=False), "node-a", err=io.StringIO())
     sink.start()
     sink.offer(Delivery(alert("one"), None))
     _wait_lines(path, 1)
@@ -49,7 +50,7 @@ def test_file_without_keep_alive_reopens_per_alert_so_rotation_starts_a_new_file
 
 def test_file_with_keep_alive_keeps_writing_the_open_file(tmp_path):
     path = tmp_path / "alerts.json"
-    sink = FileSink(FileOutput(path, keep_alive=True, json_output=True), "node-a", err=io.StringIO())
+    sink = FileSink(FileSettings(path, keep_alive=True, json_output=True), "node-a", err=io.StringIO())
     sink.start()
     sink.offer(Delivery(alert("one"), None))
     _wait_lines(path, 1)
@@ -63,7 +64,7 @@ def test_file_with_keep_alive_keeps_writing_the_open_file(tmp_path):
 
 def test_an_unwritable_file_loses_alerts_counted(tmp_path):
     err = io.StringIO()
-    sink = FileSink(FileOutput(tmp_path / "missing-dir" / "a.txt"), "node-a", err=err, attempts=2)
+    sink = FileSink(FileSettings(tmp_path / "missing-dir" / "a.txt"), "node-a", err=err, attempts=2)
     deliver(sink, "one")
     s = sink.stats()
     assert (s.delivered, s.failures, s.dropped) == (0, 2, 1)
@@ -73,14 +74,14 @@ def test_an_unwritable_file_loses_alerts_counted(tmp_path):
 def test_program_without_keep_alive_runs_once_per_alert(tmp_path):
     out = tmp_path / "out"
     prog = f"echo $$ >> {tmp_path}/pids; cat >> {out}"
-    deliver(ProgramSink(ProgramOutput(prog, keep_alive=False, json_output=True), "node-a"), "one", "two", "three")
+    deliver(ProgramSink(ProgramSettings(prog, keep_alive=False, json_output=True), "node-a"), "one", "two", "three")
     assert [json.loads(x)["output_fields"]["fd.name"] for x in out.read_text().splitlines()] == ["one", "two", "three"]
     assert len(set((tmp_path / "pids").read_text().split())) == 3
 
 
 def test_program_with_keep_alive_runs_once_for_all_alerts(tmp_path):
     out = tmp_path / "out"
-    sink = ProgramSink(ProgramOutput(f"echo $$ >> {tmp_path}/pids; cat >> {out}", keep_alive=True), "node-a")
+    sink = ProgramSink(ProgramSettings(f"echo $$ >> {tmp_path}/pids; cat >> {out}", keep_alive=True), "node-a")
     deliver(sink, "one", "two", "three")
     assert out.read_text() == "".join(alert(m).text_line() + "\n" for m in ("one", "two", "three"))
     assert len((tmp_path / "pids").read_text().split()) == 1
@@ -90,7 +91,7 @@ def test_program_with_keep_alive_runs_once_for_all_alerts(tmp_path):
 def test_a_kept_program_that_exits_is_restarted(tmp_path):
     out = tmp_path / "out"
     err = io.StringIO()
-    sink = ProgramSink(ProgramOutput(f"head -n 1 >> {out}", keep_alive=True), "node-a", err=err)
+    sink = ProgramSink(ProgramSettings(f"head -n 1 >> {out}", keep_alive=True), "node-a", err=err)
     sink.start()
     for m in ("one", "two"):
         sink.offer(Delivery(alert(m), None))
@@ -101,7 +102,7 @@ def test_a_kept_program_that_exits_is_restarted(tmp_path):
 
 def test_a_failing_program_loses_the_alert_counted(tmp_path):
     err = io.StringIO()
-    sink = ProgramSink(ProgramOutput("cat > /dev/null; exit 3"), "node-a", err=err, attempts=2)
+    sink = ProgramSink(ProgramSettings("cat > /dev/null; exit 3"), "node-a", err=err, attempts=2)
     deliver(sink, "one")
     s = sink.stats()
     assert (s.delivered, s.failures, s.dropped) == (0, 2, 1)
@@ -112,17 +113,14 @@ def test_settings_from_falco_keys_and_falconer_yaml():
     got = from_falco_keys({"file_output.enabled": "true", "file_output.filename": "/var/log/a.txt",
                            "file_output.keep_alive": "true", "program_output.enabled": "true",
                            "program_output.program": "logger -t falco", "json_output": "true"})
-    assert got.file == FileOutput(Path("/var/log/a.txt"), keep_alive=True, json_output=True)
-    assert got.program == ProgramOutput("logger -t falco", keep_alive=False, json_output=True)
+    assert got.file == FileSettings(Path("/var/log/a.txt"), keep_alive=True, json_output=True)
+    assert got.program == ProgramSettings("logger -t falco", keep_alive=False, json_output=True)
     assert from_falco_keys({"file_output.enabled": "false", "file_output.filename": "/a"}).file is None
-    yaml_got = from_falconer_yaml({"file": {"path": "/a", "format": "text"}, "program": {"program": "cat",
-                                                                                         "keepAlive": True}}, "o")
-    assert yaml_got == type(yaml_got)(file=FileOutput(Path("/a")),
-                                      program=ProgramOutput("cat", keep_alive=True, json_output=True))
+    got = from_config(Outputs(file=FileOutput("/var/log/a", format="text"), program=ProgramOutput("cat", True)),
+                      Path("/etc/falconer-tls"))
+    assert (got.file, got.program) == (FileSettings(Path("/var/log/a")), ProgramSettings("cat", True, True))
     with pytest.raises(FileConfigError, match="needs file_output.filename"):
         from_falco_keys({"file_output.enabled": "true"})
-    with pytest.raises(FileConfigError, match="path \\(absolute\\)"):
-        from_falconer_yaml({"file": {"path": "relative.txt"}}, "o")
     with pytest.raises(ProgramConfigError, match="unsupported keys"):
         from_falco_keys({"program_output.programme": "x"})
     with pytest.raises(ValueError, match="json_output: expected true or false"):

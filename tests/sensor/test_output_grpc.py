@@ -21,8 +21,9 @@ from falconer.e2e import pki
 from falconer.engine import ENGINE_VERSION, Alert
 from falconer.sensor.grpc_api import generate
 from falconer.sensor.sinks.base import Delivery
-from falconer.sensor.sinks.grpc import GrpcConfigError, GrpcOutput, GrpcSink
-from falconer.sensor.sinks.outputs import from_falco_keys, from_falconer_yaml
+from falconer.sensor.sinks.grpc import GrpcConfigError, GrpcSettings, GrpcSink
+from falconer.sensor.sinks.outputs import from_config, from_falco_keys
+from falconer.sensorconfig import GrpcOutput, Outputs
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,7 @@ def alert(marker: str, priority: str = "Critical", source: str = "syscall") -> A
 
 
 def mtls_server(tls: pki.MutualTls, port: int) -> GrpcSink:
-    sink = GrpcSink(GrpcOutput(f"localhost:{port}", private_key=tls.server.key, cert_chain=tls.server.cert,
+    sink = GrpcSink(GrpcSettings(f"localhost:{port}", private_key=tls.server.key, cert_chain=tls.server.cert,
                                root_certs=tls.ca), "node-a", err=io.StringIO())
     sink.start()
     return sink
@@ -110,7 +111,7 @@ def test_a_client_without_a_certificate_the_ca_signed_gets_nothing(tls, tmp_path
 
 def test_sub_over_a_unix_socket_and_a_full_queue_counts_drops(tmp_path):
     sock = tmp_path / "run" / "falconer.sock"
-    sink = GrpcSink(GrpcOutput(f"unix://{sock}"), "node-a", err=io.StringIO(), queue_size=2)
+    sink = GrpcSink(GrpcSettings(f"unix://{sock}"), "node-a", err=io.StringIO(), queue_size=2)
     sink.start()
     proc = subprocess.Popen(falco_client.command(f"unix://{sock}", "sub"), env=falco_client.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -135,14 +136,16 @@ def test_sub_over_a_unix_socket_and_a_full_queue_counts_drops(tmp_path):
 def test_settings_from_falco_keys_and_falconer_yaml(tls):
     keys = {"grpc.enabled": "true", "grpc_output.enabled": "true", "grpc.bind_address": "127.0.0.1:5060",
             "grpc.private_key": "/k", "grpc.cert_chain": "/c", "grpc.root_certs": "/r", "grpc.threadiness": "2"}
-    assert from_falco_keys(keys).grpc == GrpcOutput("127.0.0.1:5060", Path("/k"), Path("/c"), Path("/r"), 2)
+    assert from_falco_keys(keys).grpc == GrpcSettings("127.0.0.1:5060", Path("/k"), Path("/c"), Path("/r"), 2)
     assert from_falco_keys({**keys, "grpc_output.enabled": "false"}).grpc is None
-    assert from_falconer_yaml({"grpc": {"address": "0.0.0.0:5060", "tlsDir": "/t"}}, "o").grpc == \
-        GrpcOutput("0.0.0.0:5060", Path("/t/tls.key"), Path("/t/tls.crt"), Path("/t/ca.crt"))
+    assert from_config(Outputs(grpc=GrpcOutput(5060, "s", threads=3)), Path("/t")).grpc == \
+        GrpcSettings("0.0.0.0:5060", Path("/t/grpc/tls.key"), Path("/t/grpc/tls.crt"), Path("/t/grpc/ca.crt"), 3)
+    assert from_config(Outputs(grpc=GrpcOutput(5060, "s", bind_address="::1")), Path("/t")).grpc.bind_address \
+        == "[::1]:5060"
     with pytest.raises(GrpcConfigError, match="mutual TLS only"):
         from_falco_keys({"grpc.enabled": "true", "grpc.bind_address": "0.0.0.0:5060"})
     with pytest.raises(GrpcConfigError, match="grpc.private_key"):
-        GrpcSink(GrpcOutput("127.0.0.1:0", Path("/nonexistent"), tls.server.cert, tls.ca), "n").start()
+        GrpcSink(GrpcSettings("127.0.0.1:0", Path("/nonexistent"), tls.server.cert, tls.ca), "n").start()
 
 
 def test_generated_code_is_what_the_protos_give(tmp_path):

@@ -23,8 +23,9 @@ from alert_receiver import https_receiver
 from falconer.e2e import pki
 from falconer.engine import Alert
 from falconer.sensor.sinks.base import Delivery
-from falconer.sensor.sinks.http import HttpConfigError, HttpOutput, HttpSink
-from falconer.sensor.sinks.outputs import from_falco_keys, from_falconer_yaml
+from falconer.sensor.sinks.http import HttpConfigError, HttpSettings, HttpSink
+from falconer.sensor.sinks.outputs import from_config, from_falco_keys
+from falconer.sensorconfig import HttpOutput, Outputs
 
 #: falcosidekick's FalcoPayload JSON names and the types its decoder needs.
 FALCOSIDEKICK_FIELDS = {"output": str, "priority": str, "rule": str, "time": str, "output_fields": dict,
@@ -42,8 +43,8 @@ def alert(marker: str = "m") -> Alert:
                  output=f"saw {marker}", output_fields={"proc.name": "cat", "fd.name": marker}, tags=["t1"])
 
 
-def mtls_output(url: str, tls: pki.MutualTls) -> HttpOutput:
-    return HttpOutput(url, ca_file=tls.ca, client_cert=tls.client.cert, client_key=tls.client.key)
+def mtls_output(url: str, tls: pki.MutualTls) -> HttpSettings:
+    return HttpSettings(url, ca_file=tls.ca, client_cert=tls.client.cert, client_key=tls.client.key)
 
 
 def check_falcosidekick_payload(body: dict) -> None:
@@ -102,7 +103,7 @@ def test_a_server_the_ca_does_not_vouch_for_loses_the_alert_counted(tls, tmp_pat
 
 def test_a_full_queue_and_shutdown_count_their_losses():
     err = io.StringIO()
-    sink = HttpSink(HttpOutput("http://127.0.0.1:9/"), "node-a", err=err, queue_size=2)
+    sink = HttpSink(HttpSettings("http://127.0.0.1:9/"), "node-a", err=err, queue_size=2)
     for _ in range(3):
         sink.offer(Delivery(alert(), None))
     sink.close(0.0)                                        # never started: nothing sent
@@ -115,11 +116,15 @@ def test_falco_keys_and_falconer_yaml_settings(tls):
     out = from_falco_keys({"http_output.enabled": "true", "http_output.url": "https://h:1/x",
                            "http_output.ca_cert": str(tls.ca), "http_output.mtls": "true",
                            "http_output.client_cert": "/c", "http_output.client_key": "/k"}).http
-    assert out == HttpOutput("https://h:1/x", ca_file=tls.ca, client_cert=Path("/c"), client_key=Path("/k"))
+    assert out == HttpSettings("https://h:1/x", ca_file=tls.ca, client_cert=Path("/c"), client_key=Path("/k"))
     assert from_falco_keys({"http_output.enabled": "false", "http_output.url": "http://h/"}).http is None
-    assert from_falconer_yaml({"http": {"url": "https://h/", "tlsDir": str(tls.client.cert.parent)}}, "o").http \
-        == HttpOutput("https://h/", ca_file=tls.client.cert.parent / "ca.crt", client_cert=tls.client.cert,
-                      client_key=tls.client.key)
+    # The operator mounts the Secret at <tls root>/http; pki's client folder is a Secret's layout.
+    root = tls.client.cert.parent.parent
+    (root / "http").symlink_to(tls.client.cert.parent)
+    assert from_config(Outputs(http=HttpOutput("https://h/", tls_secret="s")), root).http \
+        == HttpSettings("https://h/", ca_file=root / "http" / "ca.crt", client_cert=root / "http" / "tls.crt",
+                        client_key=root / "http" / "tls.key")
+    assert from_config(Outputs(http=HttpOutput("https://h/")), root).http == HttpSettings("https://h/")
     for bad, says in [({"http_output.url": "ftp://h/"}, "url: expected http"),
                       ({"http_output.url": "http://h/", "http_output.ca_cert": "/ca"}, "not https"),
                       ({"http_output.url": "https://h/", "http_output.insecure": "true"}, "unsupported keys"),
@@ -130,7 +135,7 @@ def test_falco_keys_and_falconer_yaml_settings(tls):
 
 def test_unreadable_tls_files_are_named():
     with pytest.raises(HttpConfigError, match="/nonexistent/ca.crt"):
-        HttpSink(HttpOutput("https://h/", ca_file=Path("/nonexistent/ca.crt")), "n")
+        HttpSink(HttpSettings("https://h/", ca_file=Path("/nonexistent/ca.crt")), "n")
 
 
 RULE = """
