@@ -14,6 +14,7 @@ a `unix://` address is served without TLS (file permissions guard it, 0660).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
 import stat
@@ -23,7 +24,7 @@ from collections.abc import Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 import grpc
 
@@ -130,16 +131,10 @@ def to_response(alert: Alert, hostname: str) -> outputs_pb2.response:
         priority=schema_pb2.priority.Value(alert.priority.upper()),
         source_deprecated=SOURCES.get(alert.source, schema_pb2.PLUGIN),
         rule=alert.rule, output=alert.line(), hostname=hostname, tags=alert.tags, source=alert.source,
-        output_fields={k: v if isinstance(v, str) else "<NA>" if v is None else _json_text(v)
+        output_fields={k: v if isinstance(v, str) else "<NA>" if v is None else json.dumps(v)
                        for k, v in fields.items()})
     resp.time.seconds, resp.time.nanos = divmod(alert.time_ns, 1_000_000_000)
     return resp
-
-
-def _json_text(value: object) -> str:
-    import json  # noqa: PLC0415 - only for the rare non-string field
-
-    return json.dumps(value)
 
 
 def version_response() -> version_pb2.response:

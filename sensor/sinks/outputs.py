@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TextIO
 
 from falconer import sensorconfig
-
 from falconer.sensor.sinks.base import Sink
 from falconer.sensor.sinks.file import FileSettings, FileSink
 from falconer.sensor.sinks.grpc import GrpcSettings, GrpcSink

@@ -16,8 +16,8 @@ from falconer.engine import Alert
 from falconer.sensor.sinks.base import Delivery
 from falconer.sensor.sinks.file import FileConfigError, FileSettings, FileSink
 from falconer.sensor.sinks.outputs import from_config, from_falco_keys
-from falconer.sensorconfig import FileOutput, Outputs, ProgramOutput
 from falconer.sensor.sinks.program import ProgramConfigError, ProgramSettings, ProgramSink
+from falconer.sensorconfig import FileOutput, Outputs, ProgramOutput
 
 
 def alert(marker: str) -> Alert:
