@@ -20,9 +20,10 @@ from typing import Any
 import operator_harness
 import pytest
 import yaml
-from operator_harness import GV, condition, kubectl, observed, wait_for
+from operator_harness import condition, kubectl, observed, wait_for
 
 from falconer.operator import render
+from falconer.operator.api import API_VERSION as GV
 from falconer.operator.kube import Kube
 from falconer.sensorconfig import CONFIG_FILE
 
@@ -127,10 +128,15 @@ def converged(kube: Kube, namespace: str, rules: list[str]) -> bool:
     return all(condition(applied(kube, namespace, r), "Applied").get("status") == "True" for r in rules)
 
 
+def with_reason(obj: dict[str, Any] | None, type_: str, reason: str) -> dict[str, Any] | None:
+    """`obj` once its status is of its generation and condition `type_` has `reason`."""
+    return obj if observed(obj) and condition(obj, type_).get("reason") == reason else None
+
+
 def assert_fault_reported(kube: Kube, namespace: str) -> dict[str, Any]:
-    inst = wait_for(lambda: (i := get(kube, "FalcoInstance", INSTANCE, namespace)) and observed(i)
-                    and condition(i, "Degraded").get("reason") == "ApplyFailed" and i,
+    inst = wait_for(lambda: with_reason(get(kube, "FalcoInstance", INSTANCE, namespace), "Degraded", "ApplyFailed"),
                     what="the instance to report the refused apply")
+    assert inst is not None
     for type_, status in (("Ready", "False"), ("Degraded", "True"), ("Stalled", "True")):
         assert (condition(inst, type_)["status"], condition(inst, type_)["reason"]) == (status, "ApplyFailed"), type_
     assert "ConfigMap" in condition(inst, "Ready")["message"] and "injected fault" in condition(inst, "Ready")["message"]
@@ -148,14 +154,14 @@ def test_a_first_apply_that_fails_is_on_every_object(operator: operator_harness.
     assert_fault_reported(kube, op_namespace)
     apply(installed, op_namespace, falcorule("three"))  # selected while the fault lasts
     for name in ("one", "two", "three"):
-        fr = wait_for(lambda n=name: (o := applied(kube, op_namespace, n))
-                      and condition(o, "Applied").get("reason") == "NotApplied" and o,
+        fr = wait_for(lambda n=name: with_reason(get(kube, "FalcoRule", n, op_namespace), "Applied", "NotApplied"),  # type: ignore[misc]
                       what=f"{name} to say it is not applied")
+        assert fr is not None
         assert condition(fr, "Applied")["status"] == "False" and condition(fr, "Valid")["status"] == "True"
         assert fr["status"]["instances"] == 1
     assert configmap(kube, op_namespace) is None
     # Nothing the operator could not write is claimed by the sensors' side either.
-    assert get(kube, "FalcoInstance", INSTANCE, op_namespace)["status"]["sensorsCurrent"] == 0
+    assert (get(kube, "FalcoInstance", INSTANCE, op_namespace) or {})["status"]["sensorsCurrent"] == 0
 
     fault.remove()
     t0 = time.monotonic()
@@ -165,7 +171,7 @@ def test_a_first_apply_that_fails_is_on_every_object(operator: operator_harness.
           f"(resync period {operator_harness.RESYNC_SECONDS:.0f}s)")
     data = (configmap(kube, op_namespace) or {})["data"]
     for name in ("one", "two", "three"):
-        generation = get(kube, "FalcoRule", name, op_namespace)["metadata"]["generation"]
+        generation = (get(kube, "FalcoRule", name, op_namespace) or {})["metadata"]["generation"]
         assert render.ships(data[CONFIG_FILE], op_namespace, name, generation)
 
 
@@ -178,8 +184,7 @@ def test_a_refused_edit_keeps_the_last_rules_and_says_which(operator: operator_h
     fault.inject()
     apply(installed, op_namespace, falcorule("one", output="edited %proc.name"))
     assert_fault_reported(kube, op_namespace)
-    edited = wait_for(lambda: (o := applied(kube, op_namespace, "one"))
-                      and condition(o, "Applied").get("reason") == "NotApplied" and o,
+    edited = wait_for(lambda: with_reason(get(kube, "FalcoRule", "one", op_namespace), "Applied", "NotApplied"),
                       what="the edited FalcoRule to say it is not applied")
     assert condition(edited, "Applied")["status"] == "False"
     assert condition(applied(kube, op_namespace, "two"), "Applied")["status"] == "True"
@@ -202,8 +207,8 @@ def test_a_spec_only_the_sensor_would_refuse_is_a_condition(operator: operator_h
     field, and no ConfigMap is rendered from it."""
     name = "odd-append"
     apply(installed, op_namespace, instance(name, sensor_node, appendOutput=[{"extra_fields": [["x"]]}]))
-    inst = wait_for(lambda: (i := get(kube, "FalcoInstance", name, op_namespace)) and observed(i)
-                    and condition(i, "Degraded").get("reason") == "InvalidSpec" and i, what="InvalidSpec")
+    inst = wait_for(lambda: with_reason(get(kube, "FalcoInstance", name, op_namespace), "Degraded", "InvalidSpec"),
+                    what="InvalidSpec")
     assert condition(inst, "Ready")["status"] == "False"
     assert condition(inst, "Ready")["message"].startswith("spec.appendOutput: append_output[0].extra_fields[0]")
     assert kube.get("v1", "ConfigMap", render.Names.for_instance(op_namespace, name).configmap, op_namespace) is None
