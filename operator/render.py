@@ -29,6 +29,8 @@ from falconer.shapes import encode
 
 #: The ClusterRole every sensor is bound to (installed with the operator).
 SENSOR_CLUSTER_ROLE = "falconer-sensor"
+#: The label naming a sensor's FalcoInstance: its value is the instance's name, which the
+#: CRD therefore bounds to a label value's 63 characters.
 INSTANCE_LABEL = "falconer.io/instance"
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("falconer.operator", "templates"),

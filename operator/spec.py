@@ -88,7 +88,7 @@ class FalcoInstanceSpec:
     """FalcoInstance.spec: where the sensor runs, what rules it takes, how it reports."""
 
     rule_selector: LabelSelector | None = field("ruleSelector", None)
-    image: str = field("image", "ghcr.io/falconer/falconer:0.1.0")
+    image: str = field("image", "ghcr.io/falconer/falconer:0.1.0", min_length=1)
     cri_socket: str = field("criSocket", "/run/containerd/containerd.sock", max_length=4096, pattern="^(/.*)?$")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = field("imagePullPolicy", "IfNotPresent")
     node_selector: dict[str, str] | None = field("nodeSelector", None)

@@ -65,6 +65,8 @@ REJECTED = {
     "instance-selection-both": (instance("instance-selection-both",
                                          selection=[{"action": "disable", "rule": "x", "tag": "net"}]),
                                 "exactly one of rule or tag"),
+    "instance-name-too-long": (instance("i" * 64), "a FalcoInstance name is at most 63 characters"),
+    "instance-empty-image": (instance("instance-empty-image", image=""), "spec.image"),
     "instance-huge-buffer": (instance("instance-huge-buffer", bufferSizeBytes=1 << 40),
                              "spec.bufferSizeBytes: Invalid value"),
     "instance-in-without-values": (instance("instance-in-without-values",

@@ -106,6 +106,9 @@ def test_configmap_drift_is_put_back(operator: operator_harness.OperatorProcess,
     ("DaemonSet", "apps/v1", lambda n: n.daemonset),
     ("ServiceAccount", "v1", lambda n: n.serviceaccount),
     ("ConfigMap", "v1", lambda n: n.configmap),
+    # Not watched: the resync puts them back.
+    ("Role", "rbac.authorization.k8s.io/v1", lambda n: n.role),
+    ("RoleBinding", "rbac.authorization.k8s.io/v1", lambda n: n.role),
 ])
 def test_deleted_owned_object_comes_back(operator: operator_harness.OperatorProcess, installed: Path,
                                          op_namespace: str, kube: Kube, kind: str, api_version: str,

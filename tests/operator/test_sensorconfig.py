@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given, settings
@@ -41,9 +42,12 @@ PRIORITIES = st.sampled_from(["emergency", "Alert", "CRITICAL", "error", "warnin
                               "informational", "debug"])
 
 
+ACTIONS: list[Literal["enable", "disable"]] = ["enable", "disable"]
+
+
 @st.composite
 def selection(draw: st.DrawFn) -> SelectionAction:
-    action = draw(st.sampled_from(["enable", "disable"]))
+    action = draw(st.sampled_from(ACTIONS))
     pattern = draw(TEXT.filter(bool))
     return SelectionAction(action, rule=pattern) if draw(st.booleans()) else SelectionAction(action, tag=pattern)
 
@@ -136,7 +140,7 @@ def test_the_operators_rendered_configmap_loads_in_the_sensors_reader(tmp_path: 
     ({"engine": EngineSettings(min_priority="loud")}, "engine.minPriority"),
     ({"outputs": Outputs(rate_limit=RateLimit(burst=0))}, "outputs.rateLimit.burst"),
 ])
-def test_dump_refuses_what_load_would(change: dict[str, object], path: str) -> None:
+def test_dump_refuses_what_load_would(change: dict[str, Any], path: str) -> None:
     """The writer checks its output with the reader's decoder: the operator cannot render
     a falconer.yaml the sensor rejects."""
     with pytest.raises(ShapeError) as info:
