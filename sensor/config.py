@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from falconer.engine import AppendOutputError, Engine, EngineOptions, RulesSource, parse_append_output
+from falconer.engine.scope import DEFAULT_TENANT_MAX_PRIORITY
 from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
 
 #: Outputs of FalcoInstance.spec.outputs this sensor delivers (the operator names the
@@ -123,6 +125,7 @@ def _engine_options(raw: dict[str, Any], path: str) -> EngineOptions:
         rule_matching=_field(raw, "ruleMatching", str, where, "first"),
         selection=_selection(_field(raw, "selection", list, where, []), path),
         append_output=append,
+        tenant_max_priority=_field(raw, "tenantMaxPriority", str, where, DEFAULT_TENANT_MAX_PRIORITY),
     )
     try:
         Engine(opts)  # checks the priority name and the matching mode now
@@ -211,12 +214,15 @@ def _read(path: Path, digest: hashlib._Hash) -> str | None:
     return text
 
 
-def _rules(files: tuple[Path, ...] | list[Path], digest: hashlib._Hash) -> tuple[RulesSource | Path, ...]:
-    """Unreadable files stay Paths: the engine reports them as LOAD_ERR_FILE_READ."""
+def _rules(files: tuple[Path, ...] | list[Path], digest: hashlib._Hash,
+           tenants: Mapping[Path, str] | None = None) -> tuple[RulesSource | Path, ...]:
+    """Unreadable files stay Paths: the engine reports them as LOAD_ERR_FILE_READ. A
+    file named in `tenants` loads in that namespace's tenant scope."""
     out: list[RulesSource | Path] = []
     for path in files:
         text = _read(path, digest)
-        out.append(path if text is None else RulesSource(str(path), text))
+        tenant = (tenants or {}).get(path, "")
+        out.append(path if text is None else RulesSource(str(path), text, tenant))
     return tuple(out)
 
 
@@ -246,5 +252,6 @@ class RulesInput:
             reason = "does not exist" if not self.config.exists() else "cannot be read"
             raise ConfigError(f"{self.config}: {reason}")
         config = parse(text, self.config)
-        sources = _rules(config.rules_files, digest)
+        tenants = {self.config.parent / o.key: o.tenant for o in config.falco_rules if o.tenant}
+        sources = _rules(config.rules_files, digest, tenants)
         return Snapshot(config, config.engine, sources, digest.hexdigest())

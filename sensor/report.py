@@ -5,7 +5,8 @@ and the sensor (which reads falconer.yaml and writes the reports).
 Two shapes live here, each with its keys defined once:
 
 - `RulesOrigin`: one rules file key of the ConfigMap and the FalcoRule (namespace,
-  name, generation) its text came from. The operator writes the list into falconer.yaml
+  name, generation) its text came from (namespace "" for a ClusterFalcoRule), and the
+  tenant scope it loads in (`tenant`, "" for the cluster's; falconer.engine.scope). The operator writes the list into falconer.yaml
   under `falcoRules`, next to `rulesHash` (the ConfigMap's `falconer.io/rules-hash`).
 - `NodeReport`: what one node's sensor has actually loaded and seen, written by the
   sensor as a JSON merge patch to `FalcoInstance.status.sensors.<node>` (so each node
@@ -29,6 +30,12 @@ SENSORS_KEY = "sensors"
 MAX_RULES_REPORTED = 50
 
 
+def rule_key(tenant: str, rule: str) -> str:
+    """How a rule is counted in `alerts.byRule`: its name, `<namespace>/<name>` for a
+    tenant's rule (two tenants may each have a rule of the same name)."""
+    return f"{tenant}/{rule}" if tenant else rule
+
+
 @dataclass(frozen=True)
 class RulesOrigin:
     """A rules file of the ConfigMap (`key`) and the FalcoRule generation it holds."""
@@ -37,11 +44,15 @@ class RulesOrigin:
     namespace: str
     name: str
     generation: int
+    tenant: str = ""
 
     def to_config(self) -> dict[str, Any]:
-        """The falconer.yaml entry: {key, namespace, name, generation}."""
-        return {"key": self.key, "namespace": self.namespace, "name": self.name,
-                "generation": self.generation}
+        """The falconer.yaml entry: {key, namespace, name, generation[, tenant]}."""
+        out: dict[str, Any] = {"key": self.key, "namespace": self.namespace, "name": self.name,
+                               "generation": self.generation}
+        if self.tenant:
+            out["tenant"] = self.tenant
+        return out
 
     def to_status(self) -> dict[str, Any]:
         """The report's entry: {namespace, name, generation} (the key is internal)."""
@@ -52,10 +63,11 @@ class RulesOrigin:
         """Parse one falconer.yaml entry; ValueError naming `where` when malformed."""
         ok = (isinstance(raw, dict) and all(isinstance(raw.get(k), str) for k in ("key", "namespace", "name"))
               and isinstance(raw.get("generation"), int) and not isinstance(raw.get("generation"), bool))
-        if not ok:
-            raise ValueError(f"{where}: expected {{key, namespace, name: string, generation: integer}}, "
-                             f"got {raw!r}")
-        return cls(raw["key"], raw["namespace"], raw["name"], raw["generation"])
+        tenant = raw.get("tenant", "") if isinstance(raw, dict) else ""
+        if not ok or not isinstance(tenant, str):
+            raise ValueError(f"{where}: expected {{key, namespace, name: string, generation: integer, "
+                             f"tenant: optional string}}, got {raw!r}")
+        return cls(raw["key"], raw["namespace"], raw["name"], raw["generation"], tenant)
 
 
 @dataclass(frozen=True)
