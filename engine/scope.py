@@ -21,8 +21,8 @@ collected and compiled on its own, layered on the compiled cluster scope
   tenant rule never hides a cluster rule's alert; `CompiledRule.namespace` and
   `Alert.namespace` carry the tenant, so its alerts are routed to its namespace only.
 
-Every refusal is a LOAD_ERR_VALIDATE diagnostic at the offending item (the priority
-value for the ceiling).
+Every refusal is a LOAD_ERR_VALIDATE diagnostic at the offending item's name (at its
+priority for the ceiling).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class TenantCollector(Collector):
         raise LoadError("LOAD_ERR_VALIDATE",
                         f"{taken.capitalize()} '{item.name}' is defined by the cluster: rules "
                         f"of namespace '{self.namespace}' cannot {_verb(item, taken)} it",
-                        item.position, item.kind, item.name)
+                        item.key_position(item.kind), item.kind, item.name)
 
     def _check_ceiling(self, item: Item) -> None:
         """Raise when the tenant's rule is above the ceiling after this item."""

@@ -20,6 +20,7 @@ import yaml
 
 from falconer.operator.api import API_VERSION, MANAGED_BY, RULES_HASH_ANNOTATION
 from falconer.operator.ruleyaml import RuleText
+from falconer.operator.tenancy import CLUSTER_FALCO_RULE, RuleRef, Tenancy
 from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
 
 #: The ClusterRole every sensor is bound to (installed with the operator).
@@ -112,18 +113,25 @@ MAX_KEY = 253
 RULES_KEY_PREFIX = "rules-"
 
 
-def rule_file_key(falcorule: str) -> str:
-    """The ConfigMap key holding a FalcoRule's text: `rules-<name>.yaml`.
+def rule_file_key(label: str) -> str:
+    """The ConfigMap key holding a FalcoRule's text, by its label (operator/tenancy.py):
+    `rules-<name>.yaml` for one of the instance's namespace, `ns-<namespace>.<name>.yaml`
+    for another namespace's, `cluster-<name>.yaml` for a ClusterFalcoRule.
 
-    The prefix keeps every rules key apart from `falconer.yaml` (a FalcoRule may be named
-    `falconer`); a name too long for a key (FalcoRule names go up to 253 characters) is
-    cut and completed with a hash of the whole name, so distinct names keep distinct keys.
+    The prefixes keep every rules key apart from `falconer.yaml` (a FalcoRule may be
+    named `falconer`) and from each other (namespaces have no dots); a name too long for
+    a key (names go up to 253 characters) is cut and completed with a hash of the whole
+    label, so distinct labels keep distinct keys.
     """
-    key = f"{RULES_KEY_PREFIX}{falcorule}.yaml"
+    ref = RuleRef.from_label(label, "")
+    prefix, stem = (("cluster-", ref.name) if ref.kind == CLUSTER_FALCO_RULE else
+                    (RULES_KEY_PREFIX, ref.name) if not ref.namespace else
+                    ("ns-", f"{ref.namespace}.{ref.name}"))
+    key = f"{prefix}{stem}.yaml"
     if len(key) <= MAX_KEY:
         return key
-    tail = f"-{_digest(falcorule)}.yaml"
-    return f"{RULES_KEY_PREFIX}{falcorule[:MAX_KEY - len(RULES_KEY_PREFIX) - len(tail)]}{tail}"
+    tail = f"-{_digest(label)}.yaml"
+    return f"{prefix}{stem[:MAX_KEY - len(prefix) - len(tail)]}{tail}"
 
 
 def _digest(*parts: str) -> str:
@@ -139,21 +147,29 @@ def sensor_config(namespace: str, name: str, spec: dict[str, Any], files: Sequen
                   generations: Mapping[str, int]) -> dict[str, Any]:
     """The sensor's configuration file (falconer.yaml) for this instance, without its
     `rulesHash` (which covers this text; `render_instance` adds it). `generations` maps a
-    FalcoRule's name to the generation whose text `files` holds (0 when unknown)."""
+    FalcoRule's label to the generation whose text `files` holds (0 when unknown)."""
+    tenancy = Tenancy.of(namespace, spec)
     return {
         "instance": {"namespace": namespace, "name": name},
         "rulesFiles": [rule_file_key(f.name) for f in files],
-        FALCO_RULES_KEY: [RulesOrigin(rule_file_key(f.name), namespace, f.name, generations.get(f.name, 0)).to_config()
-                          for f in files],
+        FALCO_RULES_KEY: [_origin(namespace, f, generations).to_config() for f in files],
         "engine": {
             "minPriority": spec["minPriority"],
             "ruleMatching": spec["ruleMatching"],
             "selection": [list(a) for a in selection_actions(spec)],
             "appendOutput": spec["appendOutput"],
+            **({"tenantMaxPriority": tenancy.max_priority} if tenancy.enabled else {}),
         },
         "outputs": spec.get("outputs") or {},
         "bufferSizeBytes": spec["bufferSizeBytes"],
     }
+
+
+def _origin(namespace: str, file: RuleText, generations: Mapping[str, int]) -> RulesOrigin:
+    """Where a rules file of an instance of `namespace` came from, and its scope."""
+    ref = RuleRef.from_label(file.name, namespace)
+    return RulesOrigin(rule_file_key(file.name), ref.namespace, ref.name, generations.get(file.name, 0),
+                       file.tenant)
 
 
 #: The most a ConfigMap's data may hold (Kubernetes' validation: 1 MiB for all keys and

@@ -4,46 +4,12 @@ rules, each refused with a positioned diagnostic."""
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
+from tenant_attacks import ATTACKS, CLUSTER, TENANT_OK, Attack
 
 from falconer.engine.diagnostics import LoadResult
 from falconer.engine.engine import Engine, EngineOptions, RulesSource
 from falconer.engine.events import MappingEvent
-
-CLUSTER = textwrap.dedent("""\
-    - list: shell_binaries
-      items: [bash, sh]
-    - macro: spawned_process
-      condition: evt.type = execve
-    - macro: never_true
-      condition: (evt.num = 0)
-    - macro: user_known_shell_spawn
-      condition: (never_true)
-    - rule: Shell in container
-      desc: a shell ran
-      condition: spawned_process and proc.name in (shell_binaries) and not user_known_shell_spawn
-      output: shell %proc.name
-      priority: Warning
-      exceptions:
-        - name: known
-          fields: [proc.pname]
-          values: [[init]]
-""")
-
-TENANT_OK = textwrap.dedent("""\
-    - list: my_tools
-      items: [curl, wget]
-    - macro: my_tool_run
-      condition: spawned_process and proc.name in (my_tools)
-    - rule: Tool run
-      desc: a download tool ran
-      condition: my_tool_run
-      output: tool %proc.name
-      priority: Notice
-""")
-
 
 def _load(tenants: dict[str, str], options: EngineOptions | None = None,
           cluster: str = CLUSTER) -> tuple[Engine, LoadResult]:
@@ -142,69 +108,18 @@ def test_a_broken_tenant_keeps_the_previous_ruleset_and_others_are_still_reporte
     assert engine.ruleset is before
 
 
-# -- the attack matrix ------------------------------------------------------------------------
-# (case, tenant text, line, column, message part): each attempt is refused with
-# LOAD_ERR_VALIDATE at the offending item's position in the tenant's file.
-ATTACKS = [
-    ("redefine a cluster rule",
-     "- rule: Shell in container\n  desc: x\n  condition: evt.num = 0\n  output: x\n"
-     "  priority: Debug\n", 1, 3, "cannot redefine it"),
-    ("append to a cluster rule's condition",
-     "- rule: Shell in container\n  condition: and evt.num = 0\n"
-     "  override: {condition: append}\n", 1, 3, "cannot append to or override it"),
-    ("add an exception to a cluster rule",
-     "- rule: Shell in container\n  exceptions:\n  - name: mine\n    fields: [proc.name]\n"
-     "    values: [[bash]]\n  override: {exceptions: append}\n", 1, 3,
-     "cannot append to or override it"),
-    ("extend an existing exception of a cluster rule",
-     "- rule: Shell in container\n  exceptions:\n  - name: known\n    values: [[bash]]\n"
-     "  append: true\n", 1, 3, "cannot append to or override it"),
-    ("disable a cluster rule (old form)",
-     "- rule: Shell in container\n  enabled: false\n", 1, 3, "cannot enable or disable it"),
-    ("disable a cluster rule (override)",
-     "- rule: Shell in container\n  enabled: false\n  override: {enabled: replace}\n", 1, 3,
-     "cannot append to or override it"),
-    ("lower a cluster rule's priority",
-     "- rule: Shell in container\n  priority: Debug\n  override: {priority: replace}\n", 1, 3,
-     "cannot append to or override it"),
-    ("append to a cluster list",
-     "- list: shell_binaries\n  items: [zsh]\n  override: {items: append}\n", 1, 3,
-     "List 'shell_binaries' is defined by the cluster"),
-    ("empty a cluster list",
-     "- list: shell_binaries\n  items: []\n", 1, 3, "cannot redefine it"),
-    ("redefine a cluster user_known macro to allow everything",
-     "- macro: user_known_shell_spawn\n  condition: (evt.num > 0)\n", 1, 3,
-     "cannot redefine it"),
-    ("append to a cluster macro",
-     "- macro: never_true\n  condition: or evt.num > 0\n  append: true\n", 1, 3,
-     "cannot append to or override it"),
-    ("shadow a cluster list with a macro",
-     "- macro: shell_binaries\n  condition: evt.num > 0\n", 1, 3, "cannot shadow it"),
-    ("shadow a cluster macro with a list",
-     "- list: spawned_process\n  items: [x]\n", 1, 3, "cannot shadow it"),
-    ("raise a rule above the ceiling",
-     "- rule: Loud\n  desc: x\n  condition: evt.num = 0\n  output: x\n  priority: Critical\n",
-     5, 13, "above 'Warning'"),
-    ("raise an own rule above the ceiling by override",
-     "- rule: Loud\n  desc: x\n  condition: evt.num = 0\n  output: x\n  priority: Notice\n"
-     "- rule: Loud\n  priority: EMERGENCY\n  override: {priority: replace}\n", 7, 13,
-     "above 'Warning'"),
-    ("refuse after an item that was fine",
-     TENANT_OK + "- macro: spawned_process\n  condition: evt.num > 0\n", 10, 3,
-     "Macro 'spawned_process' is defined by the cluster"),
-]
+# -- the attack matrix (tests/support/tenant_attacks.py) -----------------------------------
 
 
-@pytest.mark.parametrize(("text", "line", "column", "message"),
-                         [a[1:] for a in ATTACKS], ids=[a[0] for a in ATTACKS])
-def test_attack_is_refused_at_the_item(text: str, line: int, column: int, message: str) -> None:
-    engine, result = _load({"team-a": text})
+@pytest.mark.parametrize("attack", ATTACKS, ids=lambda a: a.name)
+def test_attack_is_refused_at_the_item(attack: Attack) -> None:
+    engine, result = _load({"team-a": attack.text})
     assert engine.ruleset is None
     assert len(result.errors) == 1, result.errors
     err = result.errors[0]
     assert (err.code, err.file, err.line, err.column) == \
-        ("LOAD_ERR_VALIDATE", "team-a/rules.yaml", line, column), err.human()
-    assert message in err.message
+        ("LOAD_ERR_VALIDATE", "team-a/rules.yaml", attack.line, attack.column), err.human()
+    assert attack.message in err.message
     assert err.item_index >= 0
 
 

@@ -1,0 +1,128 @@
+"""Which FalcoRules and ClusterFalcoRules a FalcoInstance loads, in which scope and order.
+
+The rule (also in the CRD descriptions and README "Tenant rules"):
+
+- **cluster rules** (every pod and the host): the ClusterFalcoRules the instance's
+  `spec.ruleSelector` takes, then the selected FalcoRules of the instance's own namespace
+  and of `spec.tenants.clusterWideNamespaces` — today's meaning of a FalcoRule beside
+  its instance, so existing installations are unchanged;
+- **tenant rules** (only their namespace's pods): with `spec.tenants.enabled`, the
+  selected FalcoRules of every other namespace, each namespace in its own scope
+  (falconer.engine.scope), under `spec.tenants.maxPriority`.
+
+Cluster rules load first, by (`spec.order`, ClusterFalcoRules before FalcoRules,
+namespace, name); then each tenant namespace (in name order) by (`spec.order`, name).
+
+A FalcoRule is named in diagnostics, ConfigMap keys and status by its *label*: its name
+when it is in the instance's namespace (as before tenants existed), `<namespace>/<name>`
+for another namespace's, `ClusterFalcoRule/<name>` for a ClusterFalcoRule (namespaces are
+lowercase, so no label of one kind can be another's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from falconer.engine.scope import DEFAULT_TENANT_MAX_PRIORITY
+from falconer.operator import selectors
+
+FALCO_RULE = "FalcoRule"
+CLUSTER_FALCO_RULE = "ClusterFalcoRule"
+
+
+@dataclass(frozen=True, order=True)
+class RuleRef:
+    """A FalcoRule (namespace, name) or a ClusterFalcoRule (namespace "", name)."""
+
+    kind: str
+    namespace: str
+    name: str
+
+    @classmethod
+    def of(cls, body: Mapping[str, Any]) -> RuleRef:
+        """The reference of a FalcoRule or ClusterFalcoRule object."""
+        meta = body["metadata"]
+        kind = CLUSTER_FALCO_RULE if not meta.get("namespace") else FALCO_RULE
+        return cls(kind, meta.get("namespace") or "", meta["name"])
+
+    def label(self, instance_namespace: str) -> str:
+        """Its name as an instance of `instance_namespace` shows it (see the module doc)."""
+        if self.kind == CLUSTER_FALCO_RULE:
+            return f"{CLUSTER_FALCO_RULE}/{self.name}"
+        return self.name if self.namespace == instance_namespace else f"{self.namespace}/{self.name}"
+
+    @classmethod
+    def from_label(cls, label: str, instance_namespace: str) -> RuleRef:
+        """The reference a label stands for (the inverse of `label`)."""
+        head, sep, tail = label.partition("/")
+        if not sep:
+            return cls(FALCO_RULE, instance_namespace, label)
+        if head == CLUSTER_FALCO_RULE:
+            return cls(CLUSTER_FALCO_RULE, "", tail)
+        return cls(FALCO_RULE, head, tail)
+
+
+@dataclass(frozen=True)
+class Tenancy:
+    """An instance's `spec.tenants`, with its namespace: who is cluster-wide, who a tenant."""
+
+    namespace: str
+    enabled: bool = False
+    cluster_wide: frozenset[str] = frozenset()
+    max_priority: str = DEFAULT_TENANT_MAX_PRIORITY
+
+    @classmethod
+    def of(cls, instance_namespace: str, spec: Mapping[str, Any]) -> Tenancy:
+        """From an instance's spec (absent `tenants`: no tenants, as before they existed)."""
+        raw = spec.get("tenants") or {}
+        return cls(instance_namespace, bool(raw.get("enabled", False)),
+                   frozenset(str(n) for n in raw.get("clusterWideNamespaces") or ()),
+                   str(raw.get("maxPriority") or DEFAULT_TENANT_MAX_PRIORITY))
+
+    def scope(self, ref: RuleRef) -> str | None:
+        """The tenant namespace the rule loads in, "" for the cluster scope, None when
+        this instance does not load rules of its namespace."""
+        if ref.kind == CLUSTER_FALCO_RULE or ref.namespace == self.namespace \
+                or ref.namespace in self.cluster_wide:
+            return ""
+        return ref.namespace if self.enabled else None
+
+    def namespaces(self) -> frozenset[str] | None:
+        """The namespaces whose FalcoRules this instance may load; None: every one."""
+        return None if self.enabled else self.cluster_wide | {self.namespace}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One selected FalcoRule or ClusterFalcoRule in load order, with its scope."""
+
+    ref: RuleRef
+    scope: str
+    body: Mapping[str, Any]
+
+
+def _order(body: Mapping[str, Any]) -> int:
+    return int((body.get("spec") or {}).get("order") or 0)
+
+
+def load_order(tenancy: Tenancy, selector: Mapping[str, Any] | None,
+               objects: Iterable[Mapping[str, Any]]) -> list[Candidate]:
+    """The objects the instance loads (selected, not being deleted, in a scope), cluster
+    scope first, then each tenant. Raises selectors.SelectorError for a bad selector."""
+    chosen: list[Candidate] = []
+    for body in objects:
+        meta = body["metadata"]
+        if meta.get("deletionTimestamp") or not selectors.matches(selector, meta.get("labels")):
+            continue
+        ref = RuleRef.of(body)
+        scope = tenancy.scope(ref)
+        if scope is not None:
+            chosen.append(Candidate(ref, scope, body))
+
+    def key(c: Candidate) -> tuple[Any, ...]:
+        if c.scope:
+            return (1, c.scope, _order(c.body), c.ref.name)
+        return (0, "", _order(c.body), c.ref.kind != CLUSTER_FALCO_RULE, c.ref.namespace, c.ref.name)
+    return sorted(chosen, key=key)
