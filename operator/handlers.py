@@ -19,6 +19,7 @@ from typing import Any, TypeVar, cast
 
 import kopf
 
+from falconer.operator import webhookserver
 from falconer.operator.api import GROUP, MANAGED_BY, VERSION
 from falconer.operator.catalog import IndexedCatalog
 from falconer.operator.reconcile import Reconciler, TransientError
@@ -112,7 +113,21 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
     config.load_config()  # type: ignore[no-untyped-call]
-    memo["reconciler"] = Reconciler(Kube(client.ApiClient()), _post_event)
+    kube = Kube(client.ApiClient())
+    reconciler = Reconciler(kube, _post_event)
+    memo["reconciler"] = reconciler
+    webhook_env = os.environ.get(webhookserver.WebhookSettings.ENV)
+    if webhook_env:
+        memo["webhook"] = webhookserver.start(webhookserver.WebhookSettings.from_env(webhook_env), kube,
+                                              lambda: reconciler.catalog)
+
+
+@kopf.on.cleanup()
+def stop_webhook(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the admission webhook's server (the API server then ignores it: failurePolicy Ignore)."""
+    server = memo.get("webhook")
+    if server is not None:
+        server.stop()
 
 
 @kopf.index(GROUP, VERSION, "falcorules")

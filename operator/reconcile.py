@@ -29,7 +29,7 @@ from falconer.operator.api import API_VERSION, RULES_HASH_ANNOTATION
 from falconer.operator.kube import Kube
 from falconer.operator.catalog import Catalog, ListedCatalog
 from falconer.operator.ruleyaml import RuleText
-from falconer.operator.tenancy import RuleRef, Tenancy, load_order
+from falconer.operator.tenancy import RuleRef, Tenancy, compile_in_order, load_order
 from falconer.sensor.report import FALCO_RULES_KEY, SENSORS_KEY
 
 #: HTTP statuses that mean "this object is wrong", not "try again".
@@ -216,18 +216,15 @@ class Reconciler:
         cluster's rules, then its tenant's earlier ones) and with the text to ship."""
         tenancy = Tenancy.of(namespace, spec)
         candidates = load_order(tenancy, spec.get("ruleSelector"), self.catalog.rules(tenancy.namespaces()))
-        options = rules.engine_options(tenant_max_priority=tenancy.max_priority)
-        chosen: list[Selected] = []
-        for cand in candidates:
-            label = cand.ref.label(namespace)
-            before = [s.text for s in chosen if s.text is not None and s.tenant in ("", cand.scope)]
-            text, compiled = rules.compile_falcorule(label, cand.body.get("spec"), before, options, cand.scope)
-            if not compiled.valid or text is None:
-                last = live_data.get(render.rule_file_key(label))
-                text = RuleText(label, last, cand.scope) if last is not None else None
-            chosen.append(Selected(label, cand.ref, cand.scope, int(cand.body["metadata"].get("generation") or 0),
-                                   text, compiled.valid, compiled))
-        return chosen
+
+        def last_valid(label: str, tenant: str) -> RuleText | None:
+            last = live_data.get(render.rule_file_key(label))
+            return RuleText(label, last, tenant) if last is not None else None
+        loaded = compile_in_order(candidates, namespace, rules.engine_options(tenant_max_priority=tenancy.max_priority),
+                                  last_valid)
+        return [Selected(done.label, done.candidate.ref, done.candidate.scope,
+                         int(done.candidate.body["metadata"].get("generation") or 0), done.text,
+                         done.compiled.valid, done.compiled) for done in loaded]
 
     def _finish(
         self,

@@ -21,12 +21,14 @@ lowercase, so no label of one kind can be another's).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from falconer.engine import EngineOptions
 from falconer.engine.scope import DEFAULT_TENANT_MAX_PRIORITY
-from falconer.operator import selectors
+from falconer.operator import rules, selectors
+from falconer.operator.ruleyaml import RuleText
 
 FALCO_RULE = "FalcoRule"
 CLUSTER_FALCO_RULE = "ClusterFalcoRule"
@@ -44,8 +46,8 @@ class RuleRef:
     def of(cls, body: Mapping[str, Any]) -> RuleRef:
         """The reference of a FalcoRule or ClusterFalcoRule object."""
         meta = body["metadata"]
-        kind = CLUSTER_FALCO_RULE if not meta.get("namespace") else FALCO_RULE
-        return cls(kind, meta.get("namespace") or "", meta["name"])
+        kind = body.get("kind") or (FALCO_RULE if meta.get("namespace") else CLUSTER_FALCO_RULE)
+        return cls(kind, "" if kind == CLUSTER_FALCO_RULE else meta.get("namespace") or "", meta["name"])
 
     def label(self, instance_namespace: str) -> str:
         """Its name as an instance of `instance_namespace` shows it (see the module doc)."""
@@ -126,3 +128,34 @@ def load_order(tenancy: Tenancy, selector: Mapping[str, Any] | None,
             return (1, c.scope, _order(c.body), c.ref.name)
         return (0, "", _order(c.body), c.ref.kind != CLUSTER_FALCO_RULE, c.ref.namespace, c.ref.name)
     return sorted(chosen, key=key)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A candidate compiled where it loads: `text` is what ships (its current text when
+    valid, else what `fallback` gives: the operator's last valid text, or None)."""
+
+    candidate: Candidate
+    label: str
+    text: RuleText | None
+    compiled: rules.Compiled
+
+
+def compile_in_order(candidates: Sequence[Candidate], instance_namespace: str, options: EngineOptions,
+                     fallback: Callable[[str, str], RuleText | None] = lambda label, tenant: None,
+                     before: Sequence[RuleText] = ()) -> list[Loaded]:
+    """Compile each candidate after what loads before it in its scope (`before`, cluster
+    texts loaded first, e.g. plain rules files; the cluster's candidates; then its
+    tenant's earlier ones), as the sensors will load them: what the operator, its
+    admission webhook and `falconer validate` all report from."""
+    out: list[Loaded] = []
+    for cand in candidates:
+        label = cand.ref.label(instance_namespace)
+        earlier = [*before, *(done.text for done in out
+                              if done.text is not None and done.candidate.scope in ("", cand.scope))]
+        text, compiled = rules.compile_falcorule(label, cand.body.get("spec"), earlier, options, cand.scope)
+        if not compiled.valid or text is None:
+            text = fallback(label, cand.scope)
+        out.append(Loaded(cand, label, text, compiled))
+    return out
+

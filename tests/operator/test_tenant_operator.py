@@ -10,6 +10,10 @@ the ClusterFalcoRules it makes are deleted at its end, so other modules never se
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,3 +103,24 @@ def test_cluster_falco_rule_has_status(setup: dict[str, Any], kube: Kube) -> Non
     assert condition(cfr, "Valid")["status"] == "True"
     assert cfr["status"]["counts"]["rules"] == 1
     assert "Traceback" not in setup["proc"].log()
+
+
+def test_validate_gives_the_operators_positions(setup: dict[str, Any], installed: Path, kube: Kube,
+                                                tmp_path: Path) -> None:
+    """`kubectl get -o yaml` (a List) through `falconer validate --json`: every finding the
+    operator wrote in a FalcoRule's status, at the same path, line and column."""
+    wait_for(lambda: all((kube.get(GV, "FalcoRule", f"attack-{i}", setup["b"]) or {}).get("status", {}).get("errors")
+                         for i in range(len(ATTACKS))), timeout=60, what="every refusal")
+    listing = kubectl(installed, "get", "clusterfalcorules,falcorules", "-A", "-l", "suite=tenant-operator",
+                      "-o", "yaml").stdout
+    manifest = tmp_path / "listing.yaml"
+    manifest.write_text(listing)
+    proc = subprocess.run([sys.executable, "-m", "falconer", "validate", "--json", str(manifest)], text=True,
+                          capture_output=True, timeout=120, cwd="/", env=dict(os.environ, PYTHONSAFEPATH="1"))
+    assert proc.returncode == 1, proc.stderr
+    keys = ("code", "path", "line", "column", "message")
+    from_cli = sorted((e["falcoRule"], *(e.get(k) for k in keys)) for e in json.loads(proc.stdout)["errors"])
+    from_status = sorted((f"{setup['b']}/attack-{i}", *(e.get(k) for k in keys))
+                         for i in range(len(ATTACKS))
+                         for e in kube.get(GV, "FalcoRule", f"attack-{i}", setup["b"])["status"]["errors"])
+    assert from_cli == from_status
