@@ -14,23 +14,27 @@ Errors split in two:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import yaml
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 from urllib3.exceptions import HTTPError
 
+from falconer import sensorconfig
 from falconer.operator import render, rollup, rules, selectors, status
 from falconer.operator.api import API_VERSION, RULES_HASH_ANNOTATION
 from falconer.operator.kube import Kube
 from falconer.operator.catalog import Catalog, ListedCatalog
 from falconer.operator.ruleyaml import RuleText
-from falconer.operator.tenancy import RuleRef, Tenancy, compile_in_order, load_order
-from falconer.sensor.report import FALCO_RULES_KEY, SENSORS_KEY
+from falconer.operator.spec import FalcoInstanceSpec, parse_instance
+from falconer.operator.tenancy import RuleRef, Tenancy, compile_in_order, load_order, rule_spec
+from falconer.sensor.report import SENSORS_KEY
+from falconer.sensorconfig import CONFIG_FILE
+from falconer.shapes import ShapeError
 
 #: HTTP statuses that mean "this object is wrong", not "try again".
 PERMANENT_HTTP = frozenset({400, 403, 404, 422})
@@ -110,7 +114,8 @@ class Reconciler:
         ref = RuleRef.of(body)
         labels = meta.get("labels") or {}
         selecting = [i for i in instances if _loads(i, ref, labels) and not i["metadata"].get("deletionTimestamp")]
-        text, compiled = rules.compile_falcorule(meta["name"], body.get("spec"))
+        spec = rule_spec(body)
+        text, compiled = rules.compile_falcorule(meta["name"], spec)
         in_context = [c for i in selecting if (c := views.compiled_in(i, ref)) is not None]
         if in_context:
             compiled = rules.merge_contexts(in_context)
@@ -120,7 +125,7 @@ class Reconciler:
         applied_in = sum(1 for i in selecting if views.ships(i, ref, generation))
         new, verdicts = status.rule_status(old, compiled, text.digest if text else None, selected_by, generation,
                                            applied_in)
-        new.update(rollup.rule_rollup(ref.namespace, ref.name, generation, rollup.defined_rules(body.get("spec")),
+        new.update(rollup.rule_rollup(ref.namespace, ref.name, generation, rollup.defined_rules(spec),
                                       instances, datetime.datetime.now(datetime.UTC)))
         self._write_status(ref.kind, body, new, status.rule_events(old.get("conditions"), verdicts))
 
@@ -147,20 +152,19 @@ class Reconciler:
         """Select, compile, render and apply; an invalid combination keeps the live ConfigMap."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        spec = render.with_defaults(body.get("spec"))
+        spec = _instance_spec(body)
+        if isinstance(spec, ShapeError):
+            # The schema let through what the model refuses: nothing is rendered from it.
+            self._finish(body, status.InstanceState(spec_error=str(spec)), None, [], None, None)
+            return
         names = render.Names.for_instance(namespace, name)
         live_cm = self._get("ConfigMap", names.configmap, namespace, api_version="v1")
         live_data = (live_cm or {}).get("data") or {}
-        try:
-            chosen = self._select(namespace, spec, live_data)
-        except selectors.SelectorError as exc:
-            self._finish(body, status.InstanceState(apply_error=f"spec.ruleSelector: {exc}"), [], None, None)
-            return
+        chosen = self._select(namespace, spec, live_data)
         texts = [s.text for s in chosen if s.text is not None]
-        options = rules.engine_options(spec["minPriority"], spec["ruleMatching"], render.selection_actions(spec),
-                                       Tenancy.of(namespace, spec).max_priority)
+        options = dataclasses.replace(spec.engine.options(), tenant_max_priority=spec.tenants.max_priority)
         combined = rules.compile_texts(texts, options)
-        rendered = render.render_instance(body, texts, _shipped_generations(chosen, live_data))
+        rendered = render.render_instance(body, spec, texts, _shipped_generations(chosen, live_data))
         objects = rendered.objects()
         too_large = render.configmap_too_large(rendered.configmap)
         if not combined.valid or too_large:
@@ -178,7 +182,7 @@ class Reconciler:
             rollout=status.RolloutState.from_daemonset(ds) if ds else None,
         )
         rules_hash = rendered.rules_hash if combined.valid and not apply_error else _live_hash(live_cm)
-        self._finish(body, state, chosen, combined, rules_hash)
+        self._finish(body, state, spec, chosen, combined, rules_hash)
         self._announce(body, names, rendered, changed, len(texts))
         self._update_rule_statuses()
 
@@ -210,12 +214,12 @@ class Reconciler:
                 changed.add(obj["kind"])
         return changed, None
 
-    def _select(self, namespace: str, spec: dict[str, Any], live_data: dict[str, str]) -> list[Selected]:
+    def _select(self, namespace: str, spec: FalcoInstanceSpec, live_data: dict[str, str]) -> list[Selected]:
         """The FalcoRules and ClusterFalcoRules the instance loads (operator/tenancy.py),
         in load order, each compiled after what loads before it in its scope (the
         cluster's rules, then its tenant's earlier ones) and with the text to ship."""
         tenancy = Tenancy.of(namespace, spec)
-        candidates = load_order(tenancy, spec.get("ruleSelector"), self.catalog.rules(tenancy.namespaces()))
+        candidates = load_order(tenancy, spec.rule_selector, self.catalog.rules(tenancy.namespaces()))
 
         def last_valid(label: str, tenant: str) -> RuleText | None:
             last = live_data.get(render.rule_file_key(label))
@@ -230,6 +234,7 @@ class Reconciler:
         self,
         body: dict[str, Any],
         state: status.InstanceState,
+        spec: FalcoInstanceSpec | None,
         chosen: Sequence[Selected],
         combined: rules.Compiled | None,
         rules_hash: str | None,
@@ -241,7 +246,7 @@ class Reconciler:
         old = body.get("status") or {}
         sensors = rollup.instance_rollup(old, rules_hash or "", datetime.datetime.now(datetime.UTC))
         verdicts = [*status.instance_verdicts(state), sensors.verdict,
-                    rollup.outputs_verdict(render.with_defaults(body.get("spec")).get("outputs"))]
+                    *([rollup.outputs_verdict(spec.outputs)] if spec else [])]
         new: dict[str, Any] = {
             "observedGeneration": generation,
             "conditions": status.merge_conditions(old.get("conditions"), verdicts, generation, status.now()),
@@ -267,8 +272,8 @@ class Reconciler:
         once for all of them, and a status is written only when it changed."""
         instances = self.catalog.instances()
         views = _Views(self)
-        tenancies = [Tenancy.of(i["metadata"]["namespace"], render.with_defaults(i.get("spec"))) for i in instances]
-        spaces = [t.namespaces() for t in tenancies]
+        specs = [(i["metadata"]["namespace"], _instance_spec(i)) for i in instances]
+        spaces = [Tenancy.of(ns, spec).namespaces() for ns, spec in specs if not isinstance(spec, ShapeError)]
         namespaces = None if None in spaces else frozenset().union(*(s for s in spaces if s is not None))
         for body in self.catalog.rules(namespaces):
             self._write_rule_status(body, instances, views)
@@ -348,29 +353,26 @@ class Reconciler:
 def _loads(instance: dict[str, Any], ref: RuleRef, labels: dict[str, str]) -> bool:
     """Whether the instance loads that rule: its selector takes the labels and the rule's
     namespace is in one of its scopes (operator/tenancy.py)."""
-    spec = instance.get("spec") or {}
-    return _selects(instance, labels) and Tenancy.of(instance["metadata"]["namespace"], spec).scope(ref) is not None
+    spec = _instance_spec(instance)
+    return (not isinstance(spec, ShapeError) and selectors.matches(spec.rule_selector, labels)
+            and Tenancy.of(instance["metadata"]["namespace"], spec).scope(ref) is not None)
 
 
-def _selects(instance: dict[str, Any], labels: dict[str, str]) -> bool:
-    """Whether the instance's selector takes a FalcoRule with these labels; a selector the
-    schema should have refused selects nothing (the instance reports it in its status)."""
+def _instance_spec(instance: dict[str, Any]) -> FalcoInstanceSpec | ShapeError:
+    """The instance's parsed spec, or why it does not parse (for its status)."""
     try:
-        return selectors.matches((instance.get("spec") or {}).get("ruleSelector"), labels)
-    except selectors.SelectorError:
-        return False
+        return parse_instance(instance.get("spec"))
+    except ShapeError as exc:
+        return exc
 
 
 def _shipped_generations(chosen: Sequence[Selected], live_data: dict[str, str]) -> dict[str, int]:
     """The generation whose text each FalcoRule ships: its own when valid, else the one
     the live ConfigMap recorded for the last valid text it keeps (0 when unknown), so a
     sensor never reports a generation it was not given."""
-    live: dict[str, int] = {}
     try:
-        doc = yaml.safe_load(live_data.get(render.CONFIG_FILE, "")) or {}
-        for entry in doc.get(FALCO_RULES_KEY) or () if isinstance(doc, dict) else ():
-            live[str(entry["key"])] = int(entry["generation"])
-    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+        live = sensorconfig.load(live_data.get(CONFIG_FILE, ""), CONFIG_FILE).generations()
+    except sensorconfig.ConfigError:
         live = {}
     return {s.name: s.generation if s.valid else live.get(render.rule_file_key(s.name), 0)
             for s in chosen if s.text is not None}
@@ -401,15 +403,13 @@ class _Views:
         return self._live[key]
 
     def chosen(self, instance: dict[str, Any]) -> list[Selected] | None:
-        """The instance's selection; None when its selector is broken (its status says so)."""
+        """The instance's selection; None when its spec is invalid (its status says so)."""
         meta = instance["metadata"]
         key = (meta["namespace"], meta["name"])
         if key not in self._chosen:
-            try:
-                self._chosen[key] = self._r._select(meta["namespace"], render.with_defaults(instance.get("spec")),
-                                                    self.live_data(instance))
-            except selectors.SelectorError:
-                self._chosen[key] = None
+            spec = _instance_spec(instance)
+            self._chosen[key] = None if isinstance(spec, ShapeError) else \
+                self._r._select(meta["namespace"], spec, self.live_data(instance))
         return self._chosen[key]
 
     def compiled_in(self, instance: dict[str, Any], ref: RuleRef) -> rules.Compiled | None:
@@ -418,6 +418,6 @@ class _Views:
 
     def ships(self, instance: dict[str, Any], ref: RuleRef, generation: int) -> bool:
         """Whether the instance's live ConfigMap holds this generation of the rule."""
-        text = self.live_data(instance).get(render.CONFIG_FILE)
+        text = self.live_data(instance).get(CONFIG_FILE)
         return text is not None and render.ships(text, ref.namespace, ref.name, generation)
 

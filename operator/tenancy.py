@@ -29,6 +29,8 @@ from falconer.engine import EngineOptions
 from falconer.engine.scope import DEFAULT_TENANT_MAX_PRIORITY
 from falconer.operator import rules, selectors
 from falconer.operator.ruleyaml import RuleText
+from falconer.operator.spec import FalcoInstanceSpec, FalcoRuleSpec, LabelSelector, parse_rule
+from falconer.shapes import ShapeError
 
 FALCO_RULE = "FalcoRule"
 CLUSTER_FALCO_RULE = "ClusterFalcoRule"
@@ -76,12 +78,11 @@ class Tenancy:
     max_priority: str = DEFAULT_TENANT_MAX_PRIORITY
 
     @classmethod
-    def of(cls, instance_namespace: str, spec: Mapping[str, Any]) -> Tenancy:
-        """From an instance's spec (absent `tenants`: no tenants, as before they existed)."""
-        raw = spec.get("tenants") or {}
-        return cls(instance_namespace, bool(raw.get("enabled", False)),
-                   frozenset(str(n) for n in raw.get("clusterWideNamespaces") or ()),
-                   str(raw.get("maxPriority") or DEFAULT_TENANT_MAX_PRIORITY))
+    def of(cls, instance_namespace: str, spec: FalcoInstanceSpec) -> Tenancy:
+        """From an instance's spec (default `tenants`: none, as before they existed)."""
+        tenants = spec.tenants
+        return cls(instance_namespace, tenants.enabled, frozenset(tenants.cluster_wide_namespaces),
+                   tenants.max_priority)
 
     def scope(self, ref: RuleRef) -> str | None:
         """The tenant namespace the rule loads in, "" for the cluster scope, None when
@@ -103,16 +104,26 @@ class Candidate:
     ref: RuleRef
     scope: str
     body: Mapping[str, Any]
+    spec: FalcoRuleSpec | ShapeError  # the parsed spec, or why it does not parse (a finding)
+
+    @property
+    def order(self) -> int:
+        """`spec.order` (0 for a spec that does not parse)."""
+        return self.spec.order if isinstance(self.spec, FalcoRuleSpec) else 0
 
 
-def _order(body: Mapping[str, Any]) -> int:
-    return int((body.get("spec") or {}).get("order") or 0)
+def rule_spec(body: Mapping[str, Any]) -> FalcoRuleSpec | ShapeError:
+    """The FalcoRule's or ClusterFalcoRule's parsed spec, or why it does not parse."""
+    try:
+        return parse_rule(body.get("spec"))
+    except ShapeError as exc:
+        return exc
 
 
-def load_order(tenancy: Tenancy, selector: Mapping[str, Any] | None,
+def load_order(tenancy: Tenancy, selector: LabelSelector | None,
                objects: Iterable[Mapping[str, Any]]) -> list[Candidate]:
     """The objects the instance loads (selected, not being deleted, in a scope), cluster
-    scope first, then each tenant. Raises selectors.SelectorError for a bad selector."""
+    scope first, then each tenant."""
     chosen: list[Candidate] = []
     for body in objects:
         meta = body["metadata"]
@@ -121,12 +132,12 @@ def load_order(tenancy: Tenancy, selector: Mapping[str, Any] | None,
         ref = RuleRef.of(body)
         scope = tenancy.scope(ref)
         if scope is not None:
-            chosen.append(Candidate(ref, scope, body))
+            chosen.append(Candidate(ref, scope, body, rule_spec(body)))
 
     def key(c: Candidate) -> tuple[Any, ...]:
         if c.scope:
-            return (1, c.scope, _order(c.body), c.ref.name)
-        return (0, "", _order(c.body), c.ref.kind != CLUSTER_FALCO_RULE, c.ref.namespace, c.ref.name)
+            return (1, c.scope, c.order, c.ref.name)
+        return (0, "", c.order, c.ref.kind != CLUSTER_FALCO_RULE, c.ref.namespace, c.ref.name)
     return sorted(chosen, key=key)
 
 
@@ -153,7 +164,7 @@ def compile_in_order(candidates: Sequence[Candidate], instance_namespace: str, o
         label = cand.ref.label(instance_namespace)
         earlier = [*before, *(done.text for done in out
                               if done.text is not None and done.candidate.scope in ("", cand.scope))]
-        text, compiled = rules.compile_falcorule(label, cand.body.get("spec"), earlier, options, cand.scope)
+        text, compiled = rules.compile_falcorule(label, cand.spec, earlier, options, cand.scope)
         if not compiled.valid or text is None:
             text = fallback(label, cand.scope)
         out.append(Loaded(cand, label, text, compiled))

@@ -18,9 +18,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from falconer.operator import render, rules, selectors
+from falconer.operator import rules
 from falconer.operator.catalog import Catalog
-from falconer.operator.tenancy import RuleRef, Tenancy, compile_in_order, load_order
+from falconer.operator.spec import parse_instance
+from falconer.operator.tenancy import RuleRef, Tenancy, compile_in_order, load_order, rule_spec
+from falconer.shapes import ShapeError
 
 #: At most this many errors are named in a refusal, and warnings returned.
 MAX_NAMED = 5
@@ -35,22 +37,22 @@ def findings_for(obj: Mapping[str, Any], catalog: Catalog) -> rules.Compiled:
     results: list[rules.Compiled] = []
     for inst in catalog.instances():
         namespace = inst["metadata"]["namespace"]
-        spec = render.with_defaults(inst.get("spec"))
+        try:
+            spec = parse_instance(inst.get("spec"))
+        except ShapeError:  # an instance the schema should have refused: its status says so
+            continue
         tenancy = Tenancy.of(namespace, spec)
         if tenancy.scope(ref) is None:
             continue
         stored = [o for o in catalog.rules(tenancy.namespaces()) if RuleRef.of(o) != ref]
-        try:
-            candidates = load_order(tenancy, spec.get("ruleSelector"), [*stored, obj])
-        except selectors.SelectorError:  # a broken selector: that instance's status says so
-            continue
+        candidates = load_order(tenancy, spec.rule_selector, [*stored, obj])
         if not any(c.ref == ref for c in candidates):
             continue
         loaded = compile_in_order(candidates, namespace, rules.engine_options(tenant_max_priority=tenancy.max_priority))
         results += [done.compiled for done in loaded if done.candidate.ref == ref]
     if results:
         return rules.merge_contexts(results)
-    return rules.compile_falcorule(ref.name, obj.get("spec"))[1]
+    return rules.compile_falcorule(ref.name, rule_spec(obj))[1]
 
 
 def refusal(ref: RuleRef, compiled: rules.Compiled) -> str:

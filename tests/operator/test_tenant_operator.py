@@ -81,7 +81,7 @@ def test_cluster_and_tenant_rules_reach_the_configmap_in_their_scopes(setup: dic
     assert config["rulesFiles"] == [f"cluster-{BASE}.yaml", f"ns-{team_a}.good.yaml"]
     assert [(o["namespace"], o["name"], o.get("tenant")) for o in config["falcoRules"]] == [
         ("", BASE, None), (team_a, "good", team_a)]
-    assert config["engine"]["tenantMaxPriority"] == "Warning"
+    assert config["tenantMaxPriority"] == "Warning"
     assert inst["status"]["counts"] == {"rules": 2, "macros": 4, "lists": 2}
 
 

@@ -12,6 +12,7 @@ import yaml
 from tenant_attacks import ATTACKS, CLUSTER, TENANT_OK
 
 from falconer.operator import render, webhook
+from falconer.operator.spec import parse_instance
 from falconer.operator.tenancy import CLUSTER_FALCO_RULE, FALCO_RULE, RuleRef, Tenancy, load_order
 from falconer.operator.webhookserver import ROTATE_BEFORE, VALIDITY, Endpoint, issue
 
@@ -61,7 +62,7 @@ def test_scopes_and_load_order() -> None:
     opened = Tenancy("ops", enabled=True, cluster_wide=frozenset({"security"}))
     assert [(c.ref.name, c.scope) for c in load_order(opened, None, objects)] == [
         ("sec", ""), ("base", ""), ("own", ""), ("t1", "team-a"), ("t2", "team-b")]
-    assert Tenancy.of("ops", {}).namespaces() == frozenset({"ops"}) and opened.namespaces() is None
+    assert Tenancy.of("ops", parse_instance({})).namespaces() == frozenset({"ops"}) and opened.namespaces() is None
 
 
 def _catalog(*extra: dict[str, Any]) -> Catalog:
