@@ -115,10 +115,12 @@ class Reconciler:
         labels = meta.get("labels") or {}
         selecting = [i for i in instances if _loads(i, ref, labels) and not i["metadata"].get("deletionTimestamp")]
         spec = rule_spec(body)
-        text, compiled = rules.compile_falcorule(meta["name"], spec)
         in_context = [c for i in selecting if (c := views.compiled_in(i, ref)) is not None]
-        if in_context:
+        if in_context:  # compiled where it loads; alone only when nothing loads it
             compiled = rules.merge_contexts(in_context)
+            text = None if isinstance(spec, ShapeError) else rules.render_text(meta["name"], spec)
+        else:
+            text, compiled = rules.compile_falcorule(meta["name"], spec)
         selected_by = len(selecting)
         old = body.get("status") or {}
         generation = int(meta.get("generation") or 0)

@@ -104,7 +104,9 @@ def engine_options(
 #: Compilations by (source names and digests, options): handlers run in threads.
 _CACHE: OrderedDict[tuple[Any, ...], Compiled] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 128
+#: Two entries per FalcoRule an instance loads (it, and what loads before it): room for
+#: thousands, so a reconcile never recompiles what did not change.
+_CACHE_SIZE = 8192
 
 
 def compile_texts(texts: Sequence[RuleText], options: EngineOptions | None = None) -> Compiled:

@@ -56,11 +56,13 @@ def setup(installed: Path, operator_kubeconfig: Path, op_namespace: str, kube: K
         kubectl(installed, "apply", "-f", "-", stdin=yaml.safe_dump_all(objs))
         yield {"ns": op_namespace, "a": team_a, "b": team_b, "proc": proc}
     finally:
-        kubectl(installed, "delete", "falcoinstances", "--all", "-n", op_namespace, "--wait", "--timeout=60s",
-                check=False)
-        kubectl(installed, "delete", "clusterfalcorules", "-l", "suite=tenant-operator", check=False)
-        proc.stop()
-        kubectl(installed, "delete", "namespace", team_a, team_b, "--wait=false", check=False)
+        try:
+            kubectl(installed, "delete", "falcoinstances", "--all", "-n", op_namespace, "--wait", "--timeout=60s",
+                    check=False)
+        finally:
+            proc.stop()  # even when the deletion timed out: never leave an operator running
+            kubectl(installed, "delete", "clusterfalcorules", "-l", "suite=tenant-operator", check=False)
+            kubectl(installed, "delete", "namespace", team_a, team_b, "--wait=false", check=False)
 
 
 def _config(kube: Kube, ns: str) -> dict[str, Any]:

@@ -72,9 +72,11 @@ def setup(installed: Path, operator_kubeconfig: Path, op_namespace: str, kube: K
                  timeout=30, what="the API server to call the webhook")
         yield {"ns": op_namespace, "tenant": tenant, "proc": proc, "url": url}
     finally:
-        kubectl(installed, "delete", "falcoinstances", "--all", "-n", op_namespace, "--wait", "--timeout=60s",
-                check=False)
-        proc.stop()
+        try:
+            kubectl(installed, "delete", "falcoinstances", "--all", "-n", op_namespace, "--wait", "--timeout=60s",
+                    check=False)
+        finally:
+            proc.stop()  # even when the deletion timed out: never leave an operator running
         kubectl(installed, "delete", "clusterfalcorules", "-l", "suite=tenant-webhook", check=False)
         kubectl(installed, "delete", "validatingwebhookconfiguration", CONFIG_NAME, check=False)
         kubectl(installed, "delete", "namespace", tenant, "--wait=false", check=False)
