@@ -106,7 +106,7 @@ class _Failure(Exception):
         self.unknown_field = unknown_field
 
 
-_Own = TypeVar("_Own", ListInfo, MacroInfo)
+_Own = TypeVar("_Own", bound=ListInfo | MacroInfo)
 
 
 def _item_value(text: str) -> ast.Value:
