@@ -22,7 +22,7 @@ from tenant_attacks import CLUSTER, TENANT_OK
 
 from falconer.operator.kube import Kube
 
-pytestmark = pytest.mark.kube
+pytestmark = [pytest.mark.kube, pytest.mark.timeout(1500)]
 
 SUITE = {"suite": "tenant-load"}
 WINDOW_S = 30.0
