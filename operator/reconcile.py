@@ -87,6 +87,10 @@ class Reconciler:
         self.catalog: Catalog = catalog or ListedCatalog(self._list)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Instances with a reconcile waiting for their lock: it reads the world when it
+        # runs, so a burst of changes (100 FalcoRules applied at once) costs one more
+        # reconcile, not one each.
+        self._waiting: set[tuple[str, str]] = set()
 
     # ---- FalcoRule ---------------------------------------------------------------
 
@@ -143,8 +147,17 @@ class Reconciler:
     # ---- FalcoInstance -----------------------------------------------------------
 
     def reconcile_instance(self, namespace: str, name: str) -> None:
-        """Render and apply an instance's objects; write its status (one at a time per instance)."""
+        """Render and apply an instance's objects; write its status (one at a time per
+        instance; nothing to do when another call is already waiting to run, since that
+        one reads the world after this call's cause)."""
+        key = (namespace, name)
+        with self._locks_guard:
+            if key in self._waiting:
+                return
+            self._waiting.add(key)
         with self._lock(namespace, name):
+            with self._locks_guard:
+                self._waiting.discard(key)
             body = self._get("FalcoInstance", name, namespace)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return
