@@ -269,3 +269,27 @@ def issue_node(pki: Pki, folder: Path, node: str, node_ip: str) -> NodePki:
         kubelet_serving=KeyPair(folder / "kubelet-serving.crt", folder / "kubelet-serving.key"),
         kube_proxy=KeyPair(folder / "kube-proxy.crt", folder / "kube-proxy.key"),
     )
+
+
+@dataclass(frozen=True)
+class MutualTls:
+    """A CA and two leaves it signed: a server's (for `localhost` and 127.0.0.1) and a
+    client's, as a TLS Secret's files: `ca.crt`, `tls.crt`/`tls.key` per folder."""
+
+    ca: Path
+    server: KeyPair
+    client: KeyPair
+
+
+def mutual_tls(folder: Path, client: str = "falconer-client") -> MutualTls:
+    """Make a fresh mutual-TLS set under `folder`: `ca.crt` (+ key), `server/tls.*` and
+    `client/tls.*` (each folder also holds `ca.crt`, so it is a Secret's whole layout)."""
+    parts = {"server": folder / "server", "client": folder / "client"}
+    for part in parts.values():
+        part.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = _make_ca("falconer-test-ca", folder, "ca")
+    _issue(ca_key, ca_cert, parts["server"], "tls", ("localhost", ()), serving=(("localhost",), ("127.0.0.1",)))
+    _issue(ca_key, ca_cert, parts["client"], "tls", (client, ()))
+    for part in parts.values():
+        _write_cert(ca_cert, part / "ca.crt")
+    return MutualTls(folder / "ca.crt", *(KeyPair(p / "tls.crt", p / "tls.key") for p in parts.values()))

@@ -13,14 +13,15 @@ The shape (keys camelCase as in the FalcoInstance spec they come from):
     falcoRules: [{key, namespace, name, generation[, tenant]}, ...]
     tenantMaxPriority: <priority>                # only when some file is a tenant's
     engine: {minPriority, ruleMatching, selection, appendOutput}
-    outputs: {stdout: {enabled, format}, kubernetesEvents, falcoAlerts, http, grpc, rateLimit}
+    outputs: {stdout: {enabled, format}, kubernetesEvents, falcoAlerts, http, grpc, file, program, rateLimit}
     bufferSizeBytes: <bytes>
     clusterDomain: <DNS domain>
 
 `EngineSettings` and `Outputs` are also the FalcoInstance spec's own types
 (`falconer.operator.spec`), so a spec field and its falconer.yaml entry share one
-definition. Outputs is its own dataclass: adding an output is a field there and, once
-the sensor delivers it, leaving it out of `Outputs.undelivered`.
+definition. Each output is its own dataclass, a field of `Outputs`. A TLS Secret an
+output names (`tlsSecret`) is mounted by the operator at `tls_dir(<output>)`: the
+ConfigMap carries the Secret's name, never its content.
 """
 
 from __future__ import annotations
@@ -162,18 +163,65 @@ class StdoutOutput:
     format: Literal["text", "json"] = field("format", "json")
 
 
+#: A Secret's name (a DNS subdomain, Kubernetes' object name rule).
+SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+#: Where the operator mounts the TLS Secret of an output, one folder per output
+#: (outside /etc/falconer, the read-only ConfigMap volume); `falconer sensor --tls-root`.
+TLS_ROOT = "/etc/falconer-tls"
+#: File names in a TLS Secret: a kubernetes.io/tls Secret's keys, and cert-manager's CA.
+CA_FILE, CERT_FILE, KEY_FILE = "ca.crt", "tls.crt", "tls.key"
+#: A file output's path: below /var/log on the node (a hostPath), no `.`-led component.
+LOG_PATH_PATTERN = r"^/var/log/([A-Za-z0-9_-][A-Za-z0-9._-]*/)*[A-Za-z0-9_-][A-Za-z0-9._-]*$"
+#: An IP address to bind (v4 or v6 literal).
+BIND_PATTERN = r"^[0-9A-Fa-f.:]+$"
+
+
+def tls_dir(root: Path | str, output: str) -> Path:
+    """The folder holding the TLS Secret of `output` (`http`, `grpc`) under `root`."""
+    return Path(root) / output
+
+
 @dataclass(frozen=True)
 class HttpOutput:
-    """POST each alert as Falco JSON (falcosidekick-compatible)."""
+    """POST each alert as Falco's JSON alert (falcosidekick-compatible). With `tlsSecret`:
+    its ca.crt verifies the server (else the system CAs), tls.crt + tls.key (both or
+    neither) are the client certificate for mutual TLS."""
 
     url: str = field("url", pattern="^https?://")
+    user_agent: str | None = field("userAgent", None, min_length=1)
+    tls_secret: str | None = field("tlsSecret", None, pattern=SECRET_NAME_PATTERN)
 
 
 @dataclass(frozen=True)
 class GrpcOutput:
-    """Serve Falco's legacy gRPC outputs API."""
+    """Serve Falco's legacy gRPC outputs API on `bindAddress:port` over mutual TLS: the
+    Secret's tls.crt + tls.key are the server's, its ca.crt verifies clients."""
 
-    port: int | None = field("port", None, minimum=1, maximum=65535)
+    port: int = field("port", minimum=1, maximum=65535)
+    tls_secret: str = field("tlsSecret", pattern=SECRET_NAME_PATTERN)
+    bind_address: str = field("bindAddress", "0.0.0.0", pattern=BIND_PATTERN)
+    threads: int = field("threads", 8, minimum=1, maximum=64)
+
+
+@dataclass(frozen=True)
+class FileOutput:
+    """Append alerts to a file on the node (created 0600), as Falco's file_output:
+    with keepAlive kept open, else reopened per alert (rotation-safe)."""
+
+    path: str = field("path", pattern=LOG_PATH_PATTERN)
+    keep_alive: bool = field("keepAlive", False)
+    format: Literal["text", "json"] = field("format", "json")
+
+
+@dataclass(frozen=True)
+class ProgramOutput:
+    """Write alerts to a program's standard input (`sh -c`, in the sensor container, with
+    the sensor's privileges), as Falco's program_output: with keepAlive started once,
+    else once per alert."""
+
+    program: str = field("program", min_length=1)
+    keep_alive: bool = field("keepAlive", False)
+    format: Literal["text", "json"] = field("format", "json")
 
 
 @dataclass(frozen=True)
@@ -194,12 +242,9 @@ class Outputs:
     falco_alerts: bool = field("falcoAlerts", True)
     http: HttpOutput | None = field("http", None)
     grpc: GrpcOutput | None = field("grpc", None)
+    file: FileOutput | None = field("file", None)
+    program: ProgramOutput | None = field("program", None)
     rate_limit: RateLimit = field("rateLimit", RateLimit())
-
-    def undelivered(self) -> tuple[str, ...]:
-        """Keys of the outputs configured here that this version's sensor does not deliver
-        (the operator names them in the instance's status, the sensor in its log)."""
-        return tuple(key for key, on in (("http", self.http), ("grpc", self.grpc)) if on is not None)
 
 
 # ---- the file -------------------------------------------------------------------

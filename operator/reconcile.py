@@ -170,7 +170,7 @@ class Reconciler:
         spec = _instance_spec(body)
         if isinstance(spec, ShapeError):
             # The schema let through what the model refuses: nothing is rendered from it.
-            self._finish(body, status.InstanceState(spec_error=str(spec)), None, [], None, None)
+            self._finish(body, status.InstanceState(spec_error=str(spec)), [], None, None)
             return
         names = render.Names.for_instance(namespace, name)
         live_cm = self._get("ConfigMap", names.configmap, namespace, api_version="v1")
@@ -197,7 +197,7 @@ class Reconciler:
             rollout=status.RolloutState.from_daemonset(ds) if ds else None,
         )
         rules_hash = rendered.rules_hash if combined.valid and not apply_error else _live_hash(live_cm)
-        self._finish(body, state, spec, chosen, combined, rules_hash)
+        self._finish(body, state, chosen, combined, rules_hash)
         self._announce(body, names, rendered, changed, len(texts))
         self._update_rule_statuses()
 
@@ -249,7 +249,6 @@ class Reconciler:
         self,
         body: dict[str, Any],
         state: status.InstanceState,
-        spec: FalcoInstanceSpec | None,
         chosen: Sequence[Selected],
         combined: rules.Compiled | None,
         rules_hash: str | None,
@@ -260,8 +259,7 @@ class Reconciler:
         names = render.Names.for_instance(meta["namespace"], meta["name"])
         old = body.get("status") or {}
         sensors = rollup.instance_rollup(old, rules_hash or "", datetime.datetime.now(datetime.UTC))
-        verdicts = [*status.instance_verdicts(state), sensors.verdict,
-                    *([rollup.outputs_verdict(spec.outputs)] if spec else [])]
+        verdicts = [*status.instance_verdicts(state), sensors.verdict]
         new: dict[str, Any] = {
             "observedGeneration": generation,
             "conditions": status.merge_conditions(old.get("conditions"), verdicts, generation, status.now()),

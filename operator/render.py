@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,7 +25,7 @@ from falconer.operator.api import API_VERSION, MANAGED_BY, RULES_HASH_ANNOTATION
 from falconer.operator.ruleyaml import RuleText
 from falconer.operator.spec import FalcoInstanceSpec, Tenants
 from falconer.operator.tenancy import CLUSTER_FALCO_RULE, RuleRef
-from falconer.sensorconfig import CONFIG_FILE, FalconerConfig, InstanceRef, RulesOrigin
+from falconer.sensorconfig import CONFIG_FILE, TLS_ROOT, FalconerConfig, InstanceRef, Outputs, RulesOrigin, tls_dir
 from falconer.shapes import encode
 
 #: The ClusterRole every sensor is bound to (installed with the operator).
@@ -142,6 +143,23 @@ def _origin(namespace: str, file: RuleText, generations: Mapping[str, int]) -> R
                        file.tenant or None)
 
 
+def output_volumes(outputs: Outputs) -> list[dict[str, Any]]:
+    """The sensor's volumes for its outputs, each `{name, mountPath, readOnly, source}`
+    (`source`: the pod volume's source): each TLS Secret read-only (owner-only files) at
+    `sensorconfig.tls_dir(TLS_ROOT, <output>)`, and the file output's host folder
+    (read-write, created when missing)."""
+    vols: list[dict[str, Any]] = []
+    for output, settings in (("http", outputs.http), ("grpc", outputs.grpc)):
+        if settings is not None and settings.tls_secret:
+            vols.append({"name": f"tls-{output}", "mountPath": str(tls_dir(TLS_ROOT, output)), "readOnly": True,
+                         "source": {"secret": {"secretName": settings.tls_secret, "defaultMode": 0o400}}})
+    if outputs.file is not None:
+        folder = posixpath.dirname(outputs.file.path)
+        vols.append({"name": "file-output", "mountPath": folder, "readOnly": False,
+                     "source": {"hostPath": {"path": folder, "type": "DirectoryOrCreate"}}})
+    return vols
+
+
 #: The most a ConfigMap's data may hold (Kubernetes' validation: 1 MiB for all keys and
 #: values together, core/v1 ConfigMap and MaxSecretSize in the API's validation).
 MAX_CONFIGMAP_DATA = 1 << 20
@@ -213,6 +231,7 @@ def render_instance(instance: dict[str, Any], spec: FalcoInstanceSpec, files: Se
         "rules_hash": rules_hash,
         "config_hash": config_hash(spec),
         "grpc_port": spec.outputs.grpc.port if spec.outputs.grpc else None,
+        "output_volumes": output_volumes(spec.outputs),
         "sensor_cluster_role": SENSOR_CLUSTER_ROLE,
         "config_file": CONFIG_FILE,
         "rules_hash_annotation": RULES_HASH_ANNOTATION,

@@ -27,7 +27,6 @@ from typing import Any
 from falconer.operator.spec import FalcoRuleSpec
 from falconer.operator.status import Verdict
 from falconer.sensor.report import SENSORS_KEY, NodeReport, rule_key
-from falconer.sensorconfig import Outputs
 from falconer.shapes import ShapeError
 
 #: A report older than this (seconds) is from a sensor that is gone.
@@ -92,16 +91,6 @@ def _named(nodes: Iterable[str]) -> str:
     names = sorted(nodes)
     more = len(names) - MAX_NAMED
     return ", ".join(names[:MAX_NAMED]) + (f" and {more} more" if more > 0 else "")
-
-
-def outputs_verdict(outputs: Outputs) -> Verdict:
-    """`OutputsDelivered`: False when the instance configures outputs no sensor delivers
-    (they are named, never silently ignored)."""
-    undelivered = outputs.undelivered()
-    if undelivered:
-        return Verdict("OutputsDelivered", False, "NotDelivered",
-                       f"configured but not delivered by this version's sensors: {', '.join(undelivered)}")
-    return Verdict("OutputsDelivered", True, "Delivered", "every configured output is delivered")
 
 
 def rule_rollup(namespace: str, name: str, generation: int, rule_names: Sequence[str],

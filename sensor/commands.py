@@ -30,7 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="engine option: priority=<min priority>, rule_matching=first|all, "
                    "suggested_output=true|false (append the container and pod fields to "
-                   "every output, as Falco's shipped falco.yaml; default true)")
+                   "every output, as Falco's shipped falco.yaml; default true); or an output "
+                   "in falco.yaml's keys: http_output.{enabled,url,user_agent,ca_cert,ca_bundle,"
+                   "ca_path,mtls,client_cert,client_key,keep_alive}, grpc.{enabled,bind_address,"
+                   "threadiness,private_key,cert_chain,root_certs} with grpc_output.enabled, "
+                   "file_output.{enabled,filename,keep_alive}, program_output.{enabled,program,"
+                   "keep_alive}, json_output=true|false (the file and program format)")
     p.add_argument("--capture", type=Path, metavar="FILE",
                    help="also write decoded events as replay JSONL to FILE")
     p.add_argument("--all-events", action="store_true",
@@ -47,19 +52,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the container runtime's CRI socket for container and pod metadata "
                    "(default: /run/containerd/containerd.sock or /run/crio/crio.sock, "
                    "whichever exists)")
+    p.add_argument("--tls-root", type=Path, default=None, metavar="DIR",
+                   help="the folder holding the TLS Secret of each configured output (http/, grpc/: "
+                   "ca.crt, tls.crt, tls.key); default /etc/falconer-tls, where the operator mounts them")
     p.set_defaults(run=run)
 
 
-def parse_options(pairs: list[str]) -> dict[str, str]:
-    """`-o key=value` pairs -> EngineOptions keyword arguments (ValueError if bad)."""
-    out: dict[str, str] = {}
+def parse_options(pairs: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """`-o key=value` pairs -> (EngineOptions keyword arguments, output keys in
+    falco.yaml's names such as `http_output.url`); ValueError if a pair is bad."""
+    from falconer.sensor.sinks.outputs import is_falco_key  # noqa: PLC0415
+
+    engine: dict[str, str] = {}
+    outputs: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        if sep and is_falco_key(key):
+            outputs[key] = value
+            continue
         if not sep or key not in ENGINE_KEYS:
             raise ValueError(f"bad -o {pair!r}: expected one of "
-                             f"{', '.join(k + '=...' for k in ENGINE_KEYS)}")
-        out[ENGINE_KEYS[key]] = value
-    return out
+                             f"{', '.join(k + '=...' for k in ENGINE_KEYS)}, json_output=..., or an "
+                             "output key: http_output.*, grpc.*, grpc_output.enabled, file_output.*, "
+                             "program_output.*")
+        engine[ENGINE_KEYS[key]] = value
+    return engine, outputs
 
 
 def engine_options(options: dict[str, str]) -> EngineOptions:
@@ -80,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
     from falconer.sensor import probe  # noqa: PLC0415
     from falconer.sensor.config import RulesInput  # noqa: PLC0415
     from falconer.sensor.runner import Sensor, SensorOptions  # noqa: PLC0415
+    from falconer.sensor.sinks import outputs as stream_outputs  # noqa: PLC0415
+
+    outputs = stream_outputs.OutputSettings()
 
     try:
         if args.config is not None:
@@ -88,7 +108,9 @@ def run(args: argparse.Namespace) -> int:
                                  "come from the config file")
             rules = RulesInput(config=args.config.absolute())
         else:
-            engine_opts = engine_options(parse_options(args.options))
+            engine_keys, output_keys = parse_options(args.options)
+            engine_opts = engine_options(engine_keys)
+            outputs = stream_outputs.from_falco_keys(output_keys)
             rules = RulesInput(rules=list(args.rules or paths.default_rules_files()),
                                engine=engine_opts)
     except (ValueError, TypeError) as exc:
@@ -97,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
     opts = SensorOptions(rules=rules, json_output=args.json, capture=args.capture,
                          all_events=args.all_events, buffer_pages=args.buffer_pages,
                          kubeconfig=args.kubeconfig, node_name=args.node_name,
-                         cri_socket=args.cri_socket)
+                         cri_socket=args.cri_socket, outputs=outputs,
+                         **({"tls_root": args.tls_root} if args.tls_root else {}))
     sensor = Sensor(opts)
     try:
         sensor.start()

@@ -68,11 +68,6 @@ class SensorConfig:
         return self.file.outputs.stdout.format == "json"
 
     @property
-    def unsupported_outputs(self) -> tuple[str, ...]:
-        """Configured outputs this sensor does not deliver."""
-        return self.file.outputs.undelivered()
-
-    @property
     def kubernetes_events(self) -> bool:
         """outputs.kubernetesEvents."""
         return self.file.outputs.kubernetes_events

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from falconer import sensorconfig
 from falconer.engine import Alert, Engine
 from falconer.sensor import alerts, cri, kube, metadata, probe, record
 from falconer.sensor.capture import CaptureWriter
@@ -36,6 +37,7 @@ from falconer.sensor.podmeta import PodMeta
 from falconer.sensor.report import rule_key
 from falconer.sensor.rules_watcher import Failed, Loaded, RulesError, RulesWatcher
 from falconer.sensor.servicenames import ServiceNames
+from falconer.sensor.sinks import outputs as stream_outputs
 from falconer.sensor.sinks.base import Delivery, Sink, SinkSet
 from falconer.sensor.sinks.events import EventsSink
 from falconer.sensor.sinks.falcoalerts import FalcoAlertsSink
@@ -66,6 +68,8 @@ class SensorOptions:
     kubeconfig: Path | None = None      # None: $KUBECONFIG, else in-cluster
     node_name: str | None = None        # None: $NODE_NAME
     cri_socket: str | None = None       # None: the first of cri.DEFAULT_SOCKETS that exists
+    outputs: stream_outputs.OutputSettings = field(default_factory=stream_outputs.OutputSettings)  # -o *_output.*
+    tls_root: Path = Path(sensorconfig.TLS_ROOT)   # the outputs' TLS Secrets, one folder each
 
 
 @dataclass
@@ -124,6 +128,7 @@ class Sensor:
             raise probe.ProbeError(str(exc)) from exc
         self.engine = loaded.engine
         self._apply_config(loaded.snapshot)
+        self._start_outputs(loaded.snapshot.config)
         self._start_api_sinks(loaded.snapshot.config)
         self._want_names()
         self.resolver.start()
@@ -382,12 +387,27 @@ class Sensor:
                 self._say("falconer sensor: the ring buffer size changed; it takes effect on restart")
             if _api_outputs(before) != _api_outputs(config):
                 self._say("falconer sensor: the Kubernetes outputs changed; they take effect on restart")
+            if _stream_outputs(before) != _stream_outputs(config):
+                self._say("falconer sensor: the http, grpc, file or program outputs changed; "
+                          "they take effect on restart")
             return
         if config.instance:
             self._say(f"falconer sensor: instance {config.instance} ({self.opts.rules.config})")
-        if config.unsupported_outputs:
-            self._say("falconer sensor: outputs not delivered by this sensor (ignored): "
-                      + ", ".join(config.unsupported_outputs))
+
+    def _start_outputs(self, config: SensorConfig | None) -> None:
+        """The HTTP, gRPC, file and program outputs of the config (else of the command
+        line); ProbeError when one cannot start (bad TLS files, an address in use)."""
+        try:
+            wanted = (stream_outputs.from_config(config.outputs, self.opts.tls_root) if config is not None
+                      else self.opts.outputs)
+            started = stream_outputs.sinks(wanted, self.tracker.hostname, self.err)
+            for sink in started:
+                sink.start()
+                self.sinks.sinks.append(sink)
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise probe.ProbeError(f"output not started: {exc}") from exc
+        if started:
+            self._say(f"falconer sensor: outputs: {', '.join(wanted.configured())}")
 
     def _start_api_sinks(self, config: SensorConfig | None) -> None:
         """The Kubernetes sinks a config with an instance asks for (and the status report);
@@ -452,3 +472,9 @@ def _api_outputs(config: SensorConfig) -> tuple[object, ...]:
     """The settings the Kubernetes sinks were started with."""
     return (config.instance, config.kubernetes_events, config.falco_alerts,
             config.rate_per_second, config.rate_burst, config.cluster_domain)
+
+
+def _stream_outputs(config: SensorConfig) -> tuple[object, ...]:
+    """The settings the http, grpc, file and program outputs were started with."""
+    o = config.outputs
+    return (o.http, o.grpc, o.file, o.program)

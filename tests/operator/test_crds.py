@@ -156,12 +156,14 @@ def test_instance_schema() -> None:
                      "minPriority": "Notice", "ruleMatching": "all",
                      "selection": [{"action": "disable", "tag": "network"}, {"action": "enable", "rule": "Read*"}],
                      "outputs": {"stdout": {"format": "text"}, "kubernetesEvents": True,
-                                 "http": {"url": "http://sidekick:2801/"}, "grpc": {"port": 5060},
+                                 "http": {"url": "http://sidekick:2801/"}, "grpc": {"port": 5060, "tlsSecret": "grpc-tls"},
                                  "rateLimit": {"perSecond": 2.5, "burst": 10}},
                      "bufferSizeBytes": 1 << 20}}
     assert crd_schema.errors(good) == []
     for key, value in [("ruleMatching", "some"), ("minPriority", "loud"), ("bufferSizeBytes", 10),
-                       ("outputs", {"http": {"url": "ftp://x"}}), ("selection", [{"action": "drop", "tag": "x"}]),
+                       ("outputs", {"http": {"url": "ftp://x"}}), ("outputs", {"grpc": {"port": 5060}}),
+                       ("outputs", {"file": {"path": "/etc/cron.d/x"}}), ("outputs", {"file": {"path": "/var/log/../x"}}),
+                       ("selection", [{"action": "drop", "tag": "x"}]),
                        ("resources", {"limits": {"memory": "lots"}})]:
         bad = {**good, "spec": {**good["spec"], key: value}}
         assert any(key in e for e in crd_schema.errors(bad)), key

@@ -24,7 +24,7 @@ INSTANCE = {
         "resources": {"limits": {"memory": "512Mi"}},
         "minPriority": "notice",
         "selection": [{"action": "disable", "tag": "network"}, {"action": "enable", "rule": "Read*"}],
-        "outputs": {"grpc": {"port": 5060}},
+        "outputs": {"grpc": {"port": 5060, "tlsSecret": "sensor-grpc-tls"}},
     },
 }
 FILES = [RuleText("base", "- macro: m\n  condition: proc.name = x\n"), RuleText("extra", "[]\n")]
@@ -64,7 +64,7 @@ def test_daemonset_has_exactly_the_sensor_privileges() -> None:
     mounts = {m["mountPath"]: m.get("readOnly", False) for m in container["volumeMounts"]}
     assert mounts == {"/etc/falconer": True, "/host/proc": True, "/sys/kernel/tracing": True,
                       "/sys/kernel/debug": True, "/lib/modules": True, "/usr/src": True, "/tmp": False,
-                      "/run/containerd/containerd.sock": True}
+                      "/run/containerd/containerd.sock": True, "/etc/falconer-tls/grpc": True}
     assert container["args"][-2:] == ["--cri-socket", "/run/containerd/containerd.sock"]
 
     assert pod["serviceAccountName"] == rendered().serviceaccount["metadata"]["name"]

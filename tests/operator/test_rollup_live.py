@@ -82,11 +82,6 @@ def instance(kube: Kube, namespace: str) -> dict[str, Any]:
     return kube.get(GV, "FalcoInstance", INSTANCE, namespace) or {}
 
 
-def test_undelivered_outputs_are_named_in_a_condition(sensor_api, kube: Kube, op_namespace: str) -> None:
-    got = wait_for(lambda: condition(instance(kube, op_namespace), "OutputsDelivered"), what="OutputsDelivered")
-    assert (got["status"], got["reason"]) == ("False", "NotDelivered") and "http" in got["message"]
-
-
 def test_sensor_reports_roll_up_into_instance_and_rule_status(sensor_api, installed: Path, kube: Kube,
                                                               op_namespace: str) -> None:
     inst = wait_for(lambda: (i := instance(kube, op_namespace)).get("status", {}).get("rulesHash") and i,

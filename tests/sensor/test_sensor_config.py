@@ -14,6 +14,7 @@ import yaml
 from falconer.e2e import configmap_volume
 from falconer.engine import FALCO_DEFAULT_APPEND_OUTPUT, EngineOptions, parse_append_output
 from falconer.sensor import config
+from falconer.sensorconfig import HttpOutput
 
 RULE = """
 - rule: {name}
@@ -63,7 +64,7 @@ def test_config_names_rules_relative_to_its_folder_and_sets_the_engine(tmp_path)
     assert cfg.rules_files == (tmp_path / "a.yaml", tmp_path / "b.yaml")
     assert cfg.engine == EngineOptions("warning", "all", (("disable", "tag", "network"),),
                                        append_output=FALCO_DEFAULT_APPEND_OUTPUT)
-    assert (cfg.json_output, cfg.stdout_enabled, cfg.unsupported_outputs) == (False, True, ("http",))
+    assert (cfg.json_output, cfg.stdout_enabled, cfg.outputs.http) == (False, True, HttpOutput("http://x"))
     assert cfg.buffer_pages == (1 << 20) // os.sysconf("SC_PAGE_SIZE")
     assert cfg.cluster_domain == "cluster.local"
 

@@ -1,0 +1,54 @@
+"""The outputs as a FalcoInstance gives them: `falconer sensor --config falconer.yaml`
+with `outputs.http` and `grpc` as the operator renders them (TLS Secrets by name, their
+files under `--tls-root`, as the DaemonSet mounts them), one live alert reaching both."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import falco_client
+import yaml
+from alert_receiver import https_receiver
+
+from falconer.e2e import pki
+
+RULE = """
+- rule: Marked file opened
+  desc: a test rule
+  condition: evt.type in (open, openat, openat2) and fd.name startswith {prefix}
+  output: "marked file opened (file=%fd.name)"
+  priority: WARNING
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_config_outputs_deliver_a_live_alert(start_sensor, tmp_path, marker):
+    tls = pki.mutual_tls(tmp_path / "tls")
+    root = tmp_path / "tls-root"                 # as the operator mounts the Secrets
+    root.mkdir()
+    (root / "http").symlink_to(tls.client.cert.parent)
+    (root / "grpc").symlink_to(tls.server.cert.parent)
+    (tmp_path / "rules.yaml").write_text(RULE.format(prefix=tmp_path / "m_"))
+    port = free_port()
+    with https_receiver(tls.server.cert, tls.server.key, tls.ca) as (url, got):
+        config = {"rulesFiles": ["rules.yaml"], "outputs": {
+            "stdout": {"format": "json"},
+            "http": {"url": url, "tlsSecret": "sidekick-client"},
+            "grpc": {"port": port, "tlsSecret": "grpc-server", "bindAddress": "127.0.0.1", "threads": 2}}}
+        (tmp_path / "falconer.yaml").write_text(yaml.safe_dump(config))
+        sensor = start_sensor("--config", str(tmp_path / "falconer.yaml"), "--tls-root", str(root))
+        (tmp_path / f"m_{marker}").write_text("x")
+        assert sensor.rules_for(marker) == {"Marked file opened"}
+        posted = got.wait(lambda a: marker in a["output"])
+        taken = falco_client.run(f"localhost:{port}", "get", (tls.client.cert, tls.client.key, tls.ca))
+        summary = sensor.stop()
+    assert len(posted) == 1 and posted[0]["rule"] == "Marked file opened"
+    assert taken.returncode == 0, taken.stderr
+    assert [json.loads(x)["rule"] for x in taken.stdout.splitlines() if marker in x] == ["Marked file opened"]
+    assert "outputs: http, grpc" in summary
