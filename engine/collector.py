@@ -154,6 +154,11 @@ class Collector:
         self.rules: dict[str, RuleInfo] = {}
         self._index = 0
 
+    @property
+    def next_index(self) -> int:
+        """The index the next definition will get (a layered collection starts there)."""
+        return self._index
+
     def _next_index(self) -> int:
         """The next definition index: it orders rules and bounds what a macro sees."""
         self._index += 1

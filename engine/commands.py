@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the engine's subcommands."""
     validate = subparsers.add_parser(
-        "validate", help="check rules files (loaded in order as one set)",
+        "validate", help="check rules files or FalcoRule/ClusterFalcoRule manifests",
         description="Load rules files in order as one set and report every error and warning.")
     validate.add_argument("--format", choices=("text", "json", "falco-json"), default="text",
                           help="text (default); json: Falconer's object (counts and "

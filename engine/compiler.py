@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from falconer.engine import ast, fieldrefs
 from falconer.engine.appendoutput import AppendOutput
@@ -63,6 +64,9 @@ class CompiledRule:
     extra_fields: tuple[ExtraOutputField, ...] = ()
     #: Base names of every field the rule uses (condition, exceptions, outputs).
     fields: frozenset[str] = frozenset()
+    #: The tenant namespace whose rule this is (falconer.engine.scope); "" for a
+    #: cluster rule. Rules are told apart by (namespace, name).
+    namespace: str = ""
 
     def render(self, event: object) -> tuple[str, dict[str, object]]:
         """The output text and output_fields of an event that matched."""
@@ -102,6 +106,9 @@ class _Failure(Exception):
         self.unknown_field = unknown_field
 
 
+_Own = TypeVar("_Own", bound=ListInfo | MacroInfo)
+
+
 def _item_value(text: str) -> ast.Value:
     """A list item as the value Falco's textual substitution would have parsed."""
     if len(text) >= 2 and text[0] in "'\"" and text[-1] == text[0]:
@@ -128,13 +135,32 @@ class Compiler:
         self._bases: list[int] = []
         self._texts: list[LocatedText] = []
         self._owners: list[str] = []  # the item kind each text is the condition of
+        # Lists and macros compiled by the compiler this one is layered on (`layered`).
+        self._inherited: frozenset[str] = frozenset()
+
+    def layered(self, collector: Collector) -> Compiler:
+        """A compiler for `collector`, a layer over this compiler's collection (a
+        tenant's items over the cluster's, see falconer.engine.scope): this compiler's
+        lists and macros are taken as compiled, so nothing the layer defines can change
+        their meaning, and only the layer's own items are compiled and warned about."""
+        layer = Compiler(collector, self.reporter, self.answered_fields, self.append_output)
+        layer.lists = dict(self.lists)
+        layer.macro_asts = dict(self.macro_asts)
+        layer._inherited = frozenset(self.lists) | frozenset(self.macro_asts)
+        layer._bases, layer._texts = list(self._bases), list(self._texts)
+        layer._owners = list(self._owners)
+        return layer
+
+    def _own(self, infos: Iterable[_Own]) -> list[_Own]:
+        """The infos this compiler compiles (not inherited), in definition order."""
+        return sorted((i for i in infos if i.name not in self._inherited),
+                      key=lambda info: info.index)
 
     # -- lists ------------------------------------------------------------------------------
 
     def compile_lists(self) -> None:
         """Resolve items naming an earlier list into that list's items."""
-        by_order = sorted(self.col.lists.values(), key=lambda info: info.index)
-        for info in by_order:
+        for info in self._own(self.col.lists.values()):
             items: list[str] = []
             for item in info.items:
                 ref = self.col.lists.get(item)
@@ -250,7 +276,7 @@ class Compiler:
     def compile_macros(self) -> None:
         """Parse every macro, then expand each against the macros it can see (those
         defined before it); the first failure ends the compile (raised)."""
-        ordered = sorted(self.col.macros.values(), key=lambda info: info.index)
+        ordered = self._own(self.col.macros.values())
         for info in ordered:
             self.macro_asts[info.name] = self.parse(info.cond, "macro", info.name)
         for info in ordered:
@@ -426,13 +452,26 @@ class Compiler:
         raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", "unexpected expression",
                                    getattr(node, "pos", 0), "rule", name))
 
+    def run(self) -> Compiled:
+        """Lists, macros, rules, then the unused warnings; the first error ends the run
+        (reported; no rules are returned)."""
+        try:
+            self.compile_lists()
+            self.compile_macros()
+            rules = self.compile_rules()
+        except _Failure as failure:
+            self.reporter.add_error(failure.error)
+            return Compiled([], len(self.col.macros), len(self.col.lists))
+        self.warn_unused()
+        return Compiled(rules, len(self.col.macros), len(self.col.lists))
+
     def warn_unused(self) -> None:
         """Warn about macros, then lists, that nothing refers to (often a typo elsewhere)."""
         unused: tuple[tuple[str, Iterable[MacroInfo | ListInfo], set[str]], ...] = (
             ("macro", self.col.macros.values(), self.used_macros),
             ("list", self.col.lists.values(), self.used_lists))
         for kind, infos, used in unused:
-            for info in sorted(infos, key=lambda i: i.index):
+            for info in self._own(infos):
                 if info.name not in used:
                     self.reporter.add(f"LOAD_UNUSED_{kind.upper()}",
                                       f"{kind.capitalize()} not referred to by any other "
@@ -577,13 +616,4 @@ def compile_collection(collector: Collector, reporter: Reporter,
     As in Falco (rule_loader::compiler::compile), the first error ends the stage: it is
     the only error reported, and no unused-macro/list warnings follow it.
     """
-    compiler = Compiler(collector, reporter, answered_fields, append_output)
-    try:
-        compiler.compile_lists()
-        compiler.compile_macros()
-        rules = compiler.compile_rules()
-    except _Failure as failure:
-        reporter.add_error(failure.error)
-        return Compiled([], len(collector.macros), len(collector.lists))
-    compiler.warn_unused()
-    return Compiled(rules, len(collector.macros), len(collector.lists))
+    return Compiler(collector, reporter, answered_fields, append_output).run()

@@ -234,6 +234,11 @@ class Reporter:
         self.current = ref
         self._items.setdefault((ref.kind, ref.name), ref)
 
+    def new_scope(self) -> None:
+        """Items read from now on are looked up apart from earlier ones (a tenant's
+        scope, where names may repeat another scope's)."""
+        self._items = {}
+
     def _item(self, kind: str, name: str, file: str) -> ItemRef | None:
         """The item a diagnostic concerns: the current one if it matches, else the first
         definition of that kind and name."""

@@ -13,10 +13,14 @@ from pathlib import Path
 
 from falconer.engine.appendoutput import AppendOutput
 from falconer.engine.collector import Collector
-from falconer.engine.compiler import compile_collection
+from falconer.engine.compiler import Compiled, Compiler
 from falconer.engine.diagnostics import ItemRef, LoadError, LoadResult, Position, Reporter
 from falconer.engine.reader import SourceFile, read_items
 from falconer.engine.ruleset import Ruleset, Selection
+from falconer.engine.scope import (
+    CLUSTER, DEFAULT_TENANT_MAX_PRIORITY, TenantCollector, check_max_priority, check_namespace,
+    compile_tenant,
+)
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,8 @@ class EngineOptions:
       None: no check.
     - `append_output`: falco.yaml's `append_output` entries (see
       `falconer.engine.appendoutput.parse_append_output`), applied to every rule.
+    - `tenant_max_priority`: the highest priority a tenant's rule may have (see
+      falconer.engine.scope).
     """
 
     min_priority: str = "debug"
@@ -36,14 +42,18 @@ class EngineOptions:
     selection: Selection = field(default_factory=tuple)
     answered_fields: frozenset[str] | None = None
     append_output: tuple[AppendOutput, ...] = ()
+    tenant_max_priority: str = DEFAULT_TENANT_MAX_PRIORITY
 
 
 @dataclass(frozen=True)
 class RulesSource:
-    """A rules file given by name and text (e.g. from a ConfigMap or a CR)."""
+    """A rules file given by name and text (e.g. from a ConfigMap or a CR); `namespace`
+    names the tenant whose scope it belongs to ("": the cluster's, see
+    falconer.engine.scope)."""
 
     name: str
     text: str
+    namespace: str = CLUSTER
 
 
 class Engine:
@@ -53,6 +63,7 @@ class Engine:
         self.options = options or EngineOptions()
         Ruleset([], self.options.min_priority, self.options.rule_matching,
                 self.options.selection)  # validate the options now, not at first load
+        check_max_priority(self.options.tenant_max_priority)
         self.ruleset: Ruleset | None = None
 
     @staticmethod
@@ -72,12 +83,16 @@ class Engine:
                 return
 
     def load(self, sources: Iterable[RulesSource | Path | str]) -> LoadResult:
-        """Load files in order as one set; on error keep the previous ruleset."""
+        """Load files in order as one set: the cluster's files first, then each tenant's
+        (falconer.engine.scope); on error keep the previous ruleset."""
         files: list[SourceFile] = []
+        tenants: dict[str, list[SourceFile]] = {}
         read_errors: list[LoadError] = []
         for src in sources:
             if isinstance(src, RulesSource):
-                files.append(SourceFile(src.name, src.text))
+                scope = tenants.setdefault(check_namespace(src.namespace), []) \
+                    if src.namespace != CLUSTER else files
+                scope.append(SourceFile(src.name, src.text))
                 continue
             path = Path(src)
             try:
@@ -86,7 +101,8 @@ class Engine:
                 read_errors.append(LoadError("LOAD_ERR_FILE_READ",
                                              f"Could not read file: {exc}",
                                              Position(str(path), 1, 1)))
-        reporter = Reporter({f.name: f.text for f in files})
+        reporter = Reporter({f.name: f.text for f in files} |
+                            {f.name: f.text for fs in tenants.values() for f in fs})
         for err in read_errors:
             reporter.add_error(err)
         collector = Collector(reporter)
@@ -98,11 +114,31 @@ class Engine:
             result.counts = {"rules": len(collector.rules), "macros": len(collector.macros),
                              "lists": len(collector.lists)}
             return result
-        compiled = compile_collection(collector, reporter, self.options.answered_fields,
-                                      self.options.append_output)
-        result.counts = {"rules": len(compiled.rules), "macros": compiled.macros,
-                         "lists": compiled.lists}
+        compiler = Compiler(collector, reporter, self.options.answered_fields,
+                            self.options.append_output)
+        parts = [compiler.run()]
         if not result.errors:
-            self.ruleset = Ruleset(compiled.rules, self.options.min_priority,
-                                   self.options.rule_matching, self.options.selection)
+            parts += [self._load_tenant(compiler, collector, namespace, tenant_files, reporter)
+                      for namespace, tenant_files in tenants.items()]
+        result.counts = {"rules": sum(len(p.rules) for p in parts),
+                         "macros": sum(p.macros for p in parts),
+                         "lists": sum(p.lists for p in parts)}
+        if not result.errors:
+            self.ruleset = Ruleset([r for p in parts for r in p.rules],
+                                   self.options.min_priority, self.options.rule_matching,
+                                   self.options.selection)
         return result
+
+    def _load_tenant(self, cluster: Compiler, collector: Collector, namespace: str,
+                     files: list[SourceFile], reporter: Reporter) -> Compiled:
+        """Collect and compile one tenant's files on the compiled cluster scope; a tenant
+        with errors compiles nothing (the others are still checked and reported)."""
+        reporter.new_scope()
+        tenant = TenantCollector(collector, namespace, self.options.tenant_max_priority)
+        errors = len(reporter.result.errors)
+        for source in files:
+            self._read(source, tenant, reporter)
+        reporter.current = None
+        if len(reporter.result.errors) > errors:
+            return Compiled([], 0, 0)
+        return compile_tenant(cluster, tenant)

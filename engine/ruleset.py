@@ -33,6 +33,9 @@ class Alert:
     output: str
     output_fields: dict[str, object]
     tags: list[str] = field(default_factory=list)
+    #: The tenant namespace of the rule (falconer.engine.scope): its alerts belong to
+    #: that namespace only. "" for a cluster rule.
+    namespace: str = ""
 
     def to_json(self, hostname: str) -> dict[str, object]:
         """Falco's JSON alert object; its `output` is the whole line, unescaped (JSON's
@@ -66,23 +69,33 @@ def _name_matcher(pattern: str) -> re.Pattern[str]:
     return re.compile(".*".join(re.escape(part) for part in pattern.split("*")), re.DOTALL)
 
 
-def select(rules: Sequence[CompiledRule], min_priority: str, selection: Selection) -> set[str]:
-    """Names of the enabled rules after the ordered enable/disable actions and priority."""
+RuleKey = tuple[str, str]
+
+
+def _key(rule: CompiledRule) -> RuleKey:
+    """What tells rules apart: two tenants may each have a rule of the same name."""
+    return (rule.namespace, rule.name)
+
+
+def select(rules: Sequence[CompiledRule], min_priority: str,
+           selection: Selection) -> set[RuleKey]:
+    """(namespace, name) of the enabled rules after the ordered enable/disable actions
+    (by name or tag, across namespaces) and priority."""
     floor = parse_priority(min_priority)
     if floor is None:
         raise ValueError(f"invalid minimum priority '{min_priority}'")
     rank = PRIORITIES.index(floor)
-    enabled = {r.name for r in rules if r.enabled}
+    enabled = {_key(r) for r in rules if r.enabled}
     for action, kind, value in selection:
         if action not in ("enable", "disable") or kind not in ("rule", "tag"):
             raise ValueError(f"invalid selection action {(action, kind, value)!r}")
         if kind == "rule":
             rx = _name_matcher(value)
-            hit = {r.name for r in rules if rx.fullmatch(r.name)}
+            hit = {_key(r) for r in rules if rx.fullmatch(r.name)}
         else:
-            hit = {r.name for r in rules if value in r.tags}
+            hit = {_key(r) for r in rules if value in r.tags}
         enabled = enabled | hit if action == "enable" else enabled - hit
-    return {r.name for r in rules if r.name in enabled and PRIORITIES.index(r.priority) <= rank}
+    return {_key(r) for r in rules if _key(r) in enabled and PRIORITIES.index(r.priority) <= rank}
 
 
 class Ruleset:
@@ -95,7 +108,7 @@ class Ruleset:
         self.rules = sorted(rules, key=lambda r: r.order)
         self.first_only = rule_matching == "first"
         names = select(self.rules, min_priority, selection)
-        self.enabled = [r for r in self.rules if r.name in names]
+        self.enabled = [r for r in self.rules if _key(r) in names]
         self._buckets: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
         #: Evaluation failures (a rule raised on odd event data); counted, never fatal.
         self.errors = 0
@@ -144,7 +157,7 @@ class Ruleset:
         """The alert of a rule that matched (its output rendered from the event)."""
         output, fields = rule.render(event)
         return Alert(rule.name, rule.priority, rule.source, event.time_ns, output, fields,
-                     list(rule.tags))
+                     list(rule.tags), rule.namespace)
 
     def fields(self, enabled_only: bool = False) -> frozenset[str]:
         """Base names of every field the rules use (`proc.aname` for `proc.aname[2]`),

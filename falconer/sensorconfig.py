@@ -10,7 +10,8 @@ The shape (keys camelCase as in the FalcoInstance spec they come from):
     rulesHash: <hash of this file without it and of the rules files>
     instance: {namespace, name}
     rulesFiles: [<ConfigMap key>, ...]          # load order; [] is "no rules"
-    falcoRules: [{key, namespace, name, generation}, ...]
+    falcoRules: [{key, namespace, name, generation[, tenant]}, ...]
+    tenantMaxPriority: <priority>                # only when some file is a tenant's
     engine: {minPriority, ruleMatching, selection, appendOutput}
     outputs: {stdout: {enabled, format}, kubernetesEvents, falcoAlerts, http, grpc, file, program, rateLimit}
     bufferSizeBytes: <bytes>
@@ -25,6 +26,7 @@ ConfigMap carries the Secret's name, never its content.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -77,12 +79,15 @@ class InstanceRef:
 
 @dataclass(frozen=True)
 class RulesOrigin:
-    """A rules file of the ConfigMap (`key`) and the FalcoRule generation it holds."""
+    """A rules file of the ConfigMap (`key`) and the FalcoRule generation it holds
+    (namespace "" for a ClusterFalcoRule); `tenant` names the namespace whose tenant scope
+    it loads in (falconer.engine.scope; None: the cluster's)."""
 
     key: str = field("key")
     namespace: str = field("namespace")
     name: str = field("name")
     generation: int = field("generation", minimum=0)
+    tenant: str | None = field("tenant", None, min_length=1)
 
     def to_status(self) -> dict[str, Any]:
         """The sensor report's entry: {namespace, name, generation} (the key is internal)."""
@@ -260,6 +265,8 @@ class FalconerConfig:
     # "no rules" (the instance selects no FalcoRule; the sensor runs with none, says so).
     rules_files: tuple[str, ...] = field("rulesFiles")
     falco_rules: tuple[RulesOrigin, ...] = field(FALCO_RULES_KEY, ())
+    # The highest priority of a tenant's rule (falconer.engine.scope; None: the engine's default).
+    tenant_max_priority: str | None = field("tenantMaxPriority", None, pattern=PRIORITY_PATTERN)
     engine: EngineSettings = field("engine", EngineSettings())
     outputs: Outputs = field("outputs", Outputs())
     buffer_size_bytes: int = field("bufferSizeBytes", DEFAULT_BUFFER_BYTES, minimum=MIN_BUFFER_BYTES,
@@ -271,9 +278,17 @@ class FalconerConfig:
             if not name or "/" in name or name in (".", ".."):
                 raise ShapeError(("rulesFiles", i), f"expected a file name in the config's folder, got {name!r}")
 
+    def engine_options(self) -> EngineOptions:
+        """The rule engine's options, the tenants' priority ceiling included."""
+        options = self.engine.options()
+        if self.tenant_max_priority is None:
+            return options
+        return dataclasses.replace(options, tenant_max_priority=self.tenant_max_priority)
+
     def generations(self) -> dict[str, int]:
-        """The generation each FalcoRule's rules file holds, by FalcoRule name."""
-        return {o.name: o.generation for o in self.falco_rules}
+        """The generation each rules file holds, by its ConfigMap key (a FalcoRule's name
+        is not unique across namespaces and ClusterFalcoRules)."""
+        return {o.key: o.generation for o in self.falco_rules}
 
     def ships(self, namespace: str, falcorule: str, generation: int) -> bool:
         """Whether this config carries that generation of the FalcoRule."""

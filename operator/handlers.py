@@ -14,13 +14,16 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar, cast
 
 import kopf
 
+from falconer.operator import webhookserver
 from falconer.operator.api import GROUP, MANAGED_BY, VERSION
+from falconer.operator.catalog import IndexedCatalog
 from falconer.operator.reconcile import Reconciler, TransientError
+from falconer.operator.tenancy import RuleRef
 from falconer.sensor.report import SENSORS_KEY
 
 T = TypeVar("T")
@@ -49,9 +52,13 @@ class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
         return cast(kopf.BodyEssence, {"digest": hashlib.sha256(canonical.encode()).hexdigest()})
 
 
-def _reconciler(memo: kopf.Memo) -> Reconciler:
-    """The process's Reconciler, made at startup (handlers run only after startup)."""
+def _reconciler(memo: kopf.Memo, kwargs: Mapping[str, Any]) -> Reconciler:
+    """The process's Reconciler, made at startup (handlers run only after startup),
+    reading rules and instances from kopf's indexes (every handler is given them)."""
     reconciler: Reconciler = memo["reconciler"]
+    if not isinstance(reconciler.catalog, IndexedCatalog):
+        reconciler.catalog = IndexedCatalog(kwargs["falcorule_index"], kwargs["clusterfalcorule_index"],
+                                            kwargs["falcoinstance_index"])
     return reconciler
 
 
@@ -106,18 +113,53 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
     config.load_config()  # type: ignore[no-untyped-call]
-    memo["reconciler"] = Reconciler(Kube(client.ApiClient()), _post_event)
+    kube = Kube(client.ApiClient())
+    reconciler = Reconciler(kube, _post_event)
+    memo["reconciler"] = reconciler
+    webhook_env = os.environ.get(webhookserver.WebhookSettings.ENV)
+    if webhook_env:
+        memo["webhook"] = webhookserver.start(webhookserver.WebhookSettings.from_env(webhook_env), kube,
+                                              lambda: reconciler.catalog)
+
+
+@kopf.on.cleanup()
+def stop_webhook(memo: kopf.Memo, **_: Any) -> None:
+    """Stop the admission webhook's server (the API server then ignores it: failurePolicy Ignore)."""
+    server = memo.get("webhook")
+    if server is not None:
+        server.stop()
+
+
+@kopf.index(GROUP, VERSION, "falcorules")
+def falcorule_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str | None, dict[str, Any]]:
+    """FalcoRules by namespace, as last seen by the watch (operator/catalog.py)."""
+    return {namespace: _plain(body)}
+
+
+@kopf.index(GROUP, VERSION, "clusterfalcorules")
+def clusterfalcorule_index(body: kopf.Body, **_: Any) -> dict[str | None, dict[str, Any]]:
+    """ClusterFalcoRules (under the key None), as last seen by the watch."""
+    return {None: _plain(body)}
+
+
+@kopf.index(GROUP, VERSION, "falcoinstances")
+def falcoinstance_index(body: kopf.Body, namespace: str | None, **_: Any) -> dict[str | None, dict[str, Any]]:
+    """FalcoInstances by namespace, as last seen by the watch."""
+    return {namespace: _plain(body)}
 
 
 @kopf.on.resume(GROUP, VERSION, "falcorules")
 @kopf.on.create(GROUP, VERSION, "falcorules")
 @kopf.on.update(GROUP, VERSION, "falcorules")
-def falcorule_changed(
-    body: kopf.Body, namespace: str | None, name: str, retry: int, memo: kopf.Memo, **_: Any
-) -> None:
-    """Compile the FalcoRule, report in its status, re-render the instances using it."""
-    _namespaced(namespace)
-    _guard(f"FalcoRule {namespace}/{name}", lambda: _reconciler(memo).reconcile_rule(_plain(body)), retry)
+@kopf.on.resume(GROUP, VERSION, "clusterfalcorules")
+@kopf.on.create(GROUP, VERSION, "clusterfalcorules")
+@kopf.on.update(GROUP, VERSION, "clusterfalcorules")
+def falcorule_changed(body: kopf.Body, name: str, retry: int, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Compile the FalcoRule or ClusterFalcoRule, report in its status, re-render the
+    instances using it."""
+    ref = RuleRef.of(body)
+    _guard(f"{ref.kind} {ref.namespace}/{name}", lambda: _reconciler(memo, kwargs).reconcile_rule(_plain(body)),
+           retry)
 
 
 def _deleted(type: str | None, **_: Any) -> bool:
@@ -126,66 +168,69 @@ def _deleted(type: str | None, **_: Any) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, "falcorules", when=_deleted)
-def falcorule_deleted(body: kopf.Body, namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    """A deleted FalcoRule (no finalizer, so only the watch tells): re-render its instances."""
+@kopf.on.event(GROUP, VERSION, "clusterfalcorules", when=_deleted)
+def falcorule_deleted(body: kopf.Body, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A deleted FalcoRule or ClusterFalcoRule (no finalizer, so only the watch tells):
+    re-render its instances."""
     labels = dict(body.get("metadata", {}).get("labels") or {})
-    ns = _namespaced(namespace)
-    _guard(f"FalcoRule {ns}/{name} deleted", lambda: _reconciler(memo).rule_deleted(ns, name, labels))
+    ref = RuleRef.of(body)
+    _guard(f"{ref.kind} {ref.namespace}/{name} deleted",
+           lambda: _reconciler(memo, kwargs).rule_deleted(ref, labels))
 
 
 @kopf.on.resume(GROUP, VERSION, "falcoinstances")
 @kopf.on.create(GROUP, VERSION, "falcoinstances")
 @kopf.on.update(GROUP, VERSION, "falcoinstances")
-def falcoinstance_changed(namespace: str | None, name: str, retry: int, memo: kopf.Memo, **_: Any) -> None:
+def falcoinstance_changed(namespace: str | None, name: str, retry: int, memo: kopf.Memo, **kwargs: Any) -> None:
     """Render and apply the instance's ConfigMap, DaemonSet and RBAC; report status."""
     ns = _namespaced(namespace)
-    _guard(f"FalcoInstance {ns}/{name}", lambda: _reconciler(memo).reconcile_instance(ns, name), retry)
+    _guard(f"FalcoInstance {ns}/{name}", lambda: _reconciler(memo, kwargs).reconcile_instance(ns, name), retry)
 
 
 @kopf.on.delete(GROUP, VERSION, "falcoinstances")
 def falcoinstance_deleted(
-    namespace: str | None, name: str, retry: int, logger: Logger, memo: kopf.Memo, **_: Any
+    namespace: str | None, name: str, retry: int, logger: Logger, memo: kopf.Memo, **kwargs: Any
 ) -> None:
     """Delete the sensor's ClusterRoleBinding; owner references take care of the rest."""
     ns = _namespaced(namespace)
-    if _guard(f"FalcoInstance {ns}/{name} deleted", lambda: _reconciler(memo).instance_deleted(ns, name), retry):
+    if _guard(f"FalcoInstance {ns}/{name} deleted", lambda: _reconciler(memo, kwargs).instance_deleted(ns, name), retry):
         logger.info("removed the sensor binding of %s/%s", ns, name)
 
 
-def _owned_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo) -> None:
+def _owned_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, kwargs: Mapping[str, Any]) -> None:
     """Something an instance owns changed or vanished: reconcile the instance, which puts
     back what drifted (compare-then-apply writes only what differs)."""
-    instance = _reconciler(memo).instance_of_owned(_plain(body))
+    instance = _reconciler(memo, kwargs).instance_of_owned(_plain(body))
     if instance:
         ns = _namespaced(namespace)
-        _guard(f"FalcoInstance {ns}/{instance}", lambda: _reconciler(memo).reconcile_instance(ns, instance))
+        _guard(f"FalcoInstance {ns}/{instance}", lambda: _reconciler(memo, kwargs).reconcile_instance(ns, instance))
 
 
 @kopf.on.event("apps", "v1", "daemonsets", labels=MANAGED_BY)
-def daemonset_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+def daemonset_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     """A sensor DaemonSet changed (rollout progress, an edit, deletion)."""
-    _owned_event(body, namespace, memo)
+    _owned_event(body, namespace, memo, kwargs)
 
 
 @kopf.on.event("", "v1", "configmaps", labels=MANAGED_BY)
-def configmap_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+def configmap_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     """A rules ConfigMap was edited or deleted behind the operator's back."""
-    _owned_event(body, namespace, memo)
+    _owned_event(body, namespace, memo, kwargs)
 
 
 @kopf.on.event("", "v1", "serviceaccounts", labels=MANAGED_BY)
-def serviceaccount_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+def serviceaccount_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     """A sensor ServiceAccount was edited or deleted behind the operator's back."""
-    _owned_event(body, namespace, memo)
+    _owned_event(body, namespace, memo, kwargs)
 
 
 @kopf.timer(GROUP, VERSION, "falcoinstances", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def falcoinstance_resync(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+def falcoinstance_resync(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """The periodic resync: whatever a watch missed (the sensor's ClusterRoleBinding, which
     is cluster-scoped and not watched; events lost while the API server was away) is put
     back within one period. Compare-then-apply makes a resync of a healthy instance reads only."""
     ns = _namespaced(namespace)
-    _guard(f"FalcoInstance {ns}/{name} resync", lambda: _reconciler(memo).reconcile_instance(ns, name))
+    _guard(f"FalcoInstance {ns}/{name} resync", lambda: _reconciler(memo, kwargs).reconcile_instance(ns, name))
 
 
 def _reported(type: str | None, body: kopf.Body, **_: Any) -> bool:
@@ -195,11 +240,11 @@ def _reported(type: str | None, body: kopf.Body, **_: Any) -> bool:
 
 
 @kopf.on.event(GROUP, VERSION, "falcoinstances", when=_reported)
-def falcoinstance_reported(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+def falcoinstance_reported(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """A sensor reported (status.sensors, which no change handler sees): roll the reports
     up into the instance's and its FalcoRules' status now, not at the next resync."""
     ns = _namespaced(namespace)
-    _guard(f"FalcoInstance {ns}/{name} roll-up", lambda: _reconciler(memo).reconcile_instance(ns, name))
+    _guard(f"FalcoInstance {ns}/{name} roll-up", lambda: _reconciler(memo, kwargs).reconcile_instance(ns, name))
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:

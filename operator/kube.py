@@ -93,9 +93,10 @@ class Kube:
         return applied.to_dict(), True
 
     def patch_status(
-        self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]
+        self, api_version: str, kind: str, namespace: str | None, name: str, status: dict[str, Any]
     ) -> None:
-        """Merge-patch the status subresource (whole lists are replaced)."""
+        """Merge-patch the status subresource (whole lists are replaced; namespace None for
+        a cluster-scoped object)."""
         self._res(api_version, kind).status.patch(
             body={"status": status}, name=name, namespace=namespace,
             content_type="application/merge-patch+json",

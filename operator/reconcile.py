@@ -14,6 +14,7 @@ Errors split in two:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import threading
 from collections.abc import Callable, Sequence
@@ -27,8 +28,10 @@ from falconer import sensorconfig
 from falconer.operator import render, rollup, rules, selectors, status
 from falconer.operator.api import API_VERSION, RULES_HASH_ANNOTATION
 from falconer.operator.kube import Kube
+from falconer.operator.catalog import Catalog, ListedCatalog
 from falconer.operator.ruleyaml import RuleText
-from falconer.operator.spec import FalcoInstanceSpec, FalcoRuleSpec, parse_instance, parse_rule
+from falconer.operator.spec import FalcoInstanceSpec, parse_instance
+from falconer.operator.tenancy import RuleRef, Tenancy, compile_in_order, load_order, rule_spec
 from falconer.sensor.report import SENSORS_KEY
 from falconer.sensorconfig import CONFIG_FILE
 from falconer.shapes import ShapeError
@@ -52,9 +55,12 @@ class TransientError(RuntimeError):
 
 @dataclass(frozen=True)
 class Selected:
-    """One FalcoRule as an instance uses it."""
+    """One FalcoRule or ClusterFalcoRule as an instance uses it (`name`: its label,
+    operator/tenancy.py; `tenant`: the scope it loads in, "" for the cluster's)."""
 
     name: str
+    ref: RuleRef
+    tenant: str
     generation: int
     text: RuleText | None  # what the sensors get: the current text if valid, else the last valid one
     valid: bool
@@ -74,86 +80,84 @@ def _unreachable(exc: Exception, what: str) -> TransientError:
 class Reconciler:
     """Reconciles the operator's resources against one API server."""
 
-    def __init__(self, kube: Kube, post_event: EventSink) -> None:
+    def __init__(self, kube: Kube, post_event: EventSink, catalog: Catalog | None = None) -> None:
         self._kube = kube
         self._post = post_event
+        #: Where rules and instances are read (kopf indexes in the operator).
+        self.catalog: Catalog = catalog or ListedCatalog(self._list)
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # Instances with a reconcile waiting for their lock: it reads the world when it
+        # runs, so a burst of changes (100 FalcoRules applied at once) costs one more
+        # reconcile, not one each.
+        self._waiting: set[tuple[str, str]] = set()
 
     # ---- FalcoRule ---------------------------------------------------------------
 
     def reconcile_rule(self, body: dict[str, Any]) -> None:
-        """Compile a FalcoRule, write its status, re-render the instances using it."""
-        meta = body["metadata"]
-        users = self._instances_using(meta["namespace"], meta["name"], meta.get("labels") or {})
-        self._write_rule_status(body, users)
-        self._rerender(meta["namespace"], users)
+        """Compile a FalcoRule or ClusterFalcoRule, write its status, re-render the
+        instances using it."""
+        users = self._instances_using(RuleRef.of(body), body["metadata"].get("labels") or {})
+        self._write_rule_status(body, users, _Views(self))
+        self._rerender(users)
 
-    def rule_deleted(self, namespace: str, name: str, labels: dict[str, str]) -> None:
-        """Re-render the instances that selected (or rendered) a deleted FalcoRule."""
-        self._rerender(namespace, self._instances_using(namespace, name, labels))
+    def rule_deleted(self, ref: RuleRef, labels: dict[str, str]) -> None:
+        """Re-render the instances that selected (or rendered) a deleted rule."""
+        self._rerender(self._instances_using(ref, labels))
 
-    def _rerender(self, namespace: str, instances: Sequence[dict[str, Any]]) -> None:
+    def _rerender(self, instances: Sequence[dict[str, Any]]) -> None:
         """Reconcile each instance (each under its own lock, reading it afresh)."""
         for instance in instances:
-            self.reconcile_instance(namespace, instance["metadata"]["name"])
+            self.reconcile_instance(instance["metadata"]["namespace"], instance["metadata"]["name"])
 
-    def _write_rule_status(self, body: dict[str, Any], instances: Sequence[dict[str, Any]]) -> None:
-        """Compile the FalcoRule (cached) and write its status if it changed; an Event when
+    def _write_rule_status(self, body: dict[str, Any], instances: Sequence[dict[str, Any]],
+                           views: _Views) -> None:
+        """Compile the rule (cached) and write its status if it changed; an Event when
         its validity changed."""
         meta = body["metadata"]
+        ref = RuleRef.of(body)
         labels = meta.get("labels") or {}
-        selecting = [i for i in instances if _selects(i, labels) and not i["metadata"].get("deletionTimestamp")]
-        spec = _rule_spec(body)
-        text, compiled = rules.compile_falcorule(meta["name"], spec)
-        in_context = [c for i in selecting if (c := self._compiled_in(i, meta["name"])) is not None]
-        if in_context:
+        selecting = [i for i in instances if _loads(i, ref, labels) and not i["metadata"].get("deletionTimestamp")]
+        spec = rule_spec(body)
+        in_context = [c for i in selecting if (c := views.compiled_in(i, ref)) is not None]
+        if in_context:  # compiled where it loads; alone only when nothing loads it
             compiled = rules.merge_contexts(in_context)
+            text = None if isinstance(spec, ShapeError) else rules.render_text(meta["name"], spec)
+        else:
+            text, compiled = rules.compile_falcorule(meta["name"], spec)
         selected_by = len(selecting)
         old = body.get("status") or {}
         generation = int(meta.get("generation") or 0)
-        applied_in = sum(1 for i in selecting if self._ships(i, meta["namespace"], meta["name"], generation))
+        applied_in = sum(1 for i in selecting if views.ships(i, ref, generation))
         new, verdicts = status.rule_status(old, compiled, text.digest if text else None, selected_by, generation,
                                            applied_in)
-        new.update(rollup.rule_rollup(meta["namespace"], meta["name"], generation, rollup.defined_rules(spec),
+        new.update(rollup.rule_rollup(ref.namespace, ref.name, generation, rollup.defined_rules(spec),
                                       instances, datetime.datetime.now(datetime.UTC)))
-        self._write_status("FalcoRule", body, new, status.rule_events(old.get("conditions"), verdicts))
+        self._write_status(ref.kind, body, new, status.rule_events(old.get("conditions"), verdicts))
 
-    def _ships(self, instance: dict[str, Any], namespace: str, rule_name: str, generation: int) -> bool:
-        """Whether the instance's live ConfigMap (what the API server accepted, not what
-        was rendered) holds this generation of the FalcoRule."""
-        meta = instance["metadata"]
-        names = render.Names.for_instance(meta["namespace"], meta["name"])
-        live = self._get("ConfigMap", names.configmap, meta["namespace"], api_version="v1")
-        text = ((live or {}).get("data") or {}).get(CONFIG_FILE)
-        return text is not None and render.ships(text, namespace, rule_name, generation)
-
-    def _compiled_in(self, instance: dict[str, Any], rule_name: str) -> rules.Compiled | None:
-        """A FalcoRule compiled where `instance` loads it (after the FalcoRules before it);
-        None when the instance's spec is invalid (its own status says so)."""
-        meta = instance["metadata"]
-        spec = _instance_spec(instance)
-        if isinstance(spec, ShapeError):
-            return None
-        names = render.Names.for_instance(meta["namespace"], meta["name"])
-        live_cm = self._get("ConfigMap", names.configmap, meta["namespace"], api_version="v1")
-        chosen = self._select(meta["namespace"], spec, (live_cm or {}).get("data") or {})
-        return next((s.compiled for s in chosen if s.name == rule_name), None)
-
-    def _instances_using(self, namespace: str, rule_name: str, labels: dict[str, str]) -> list[dict[str, Any]]:
-        """Instances whose selector matches the labels, or that rendered this FalcoRule before."""
+    def _instances_using(self, ref: RuleRef, labels: dict[str, str]) -> list[dict[str, Any]]:
+        """Instances that load the rule (selector and scope), or that rendered it before."""
         found = []
-        for inst in self._list("FalcoInstance", namespace):
+        for inst in self.catalog.instances():
             before = {r.get("name") for r in (inst.get("status") or {}).get("rules") or ()}
-            if _selects(inst, labels) or rule_name in before:
+            if _loads(inst, ref, labels) or ref.label(inst["metadata"]["namespace"]) in before:
                 found.append(inst)
         return found
 
     # ---- FalcoInstance -----------------------------------------------------------
 
     def reconcile_instance(self, namespace: str, name: str) -> None:
-        """Render and apply an instance's objects; write its status (one at a time per instance)."""
+        """Render and apply an instance's objects; write its status (one at a time per
+        instance; nothing to do when another call is already waiting to run, since that
+        one reads the world after this call's cause)."""
+        key = (namespace, name)
+        with self._locks_guard:
+            if key in self._waiting:
+                return
+            self._waiting.add(key)
         with self._lock(namespace, name):
+            with self._locks_guard:
+                self._waiting.discard(key)
             body = self._get("FalcoInstance", name, namespace)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return
@@ -173,7 +177,8 @@ class Reconciler:
         live_data = (live_cm or {}).get("data") or {}
         chosen = self._select(namespace, spec, live_data)
         texts = [s.text for s in chosen if s.text is not None]
-        combined = rules.compile_texts(texts, spec.engine.options())
+        options = dataclasses.replace(spec.engine.options(), tenant_max_priority=spec.tenants.max_priority)
+        combined = rules.compile_texts(texts, options)
         rendered = render.render_instance(body, spec, texts, _shipped_generations(chosen, live_data))
         objects = rendered.objects()
         too_large = render.configmap_too_large(rendered.configmap)
@@ -194,7 +199,7 @@ class Reconciler:
         rules_hash = rendered.rules_hash if combined.valid and not apply_error else _live_hash(live_cm)
         self._finish(body, state, chosen, combined, rules_hash)
         self._announce(body, names, rendered, changed, len(texts))
-        self._update_rule_counts(namespace)
+        self._update_rule_statuses()
 
     def _announce(
         self, body: dict[str, Any], names: render.Names, rendered: render.Rendered, changed: set[str], files: int
@@ -225,25 +230,20 @@ class Reconciler:
         return changed, None
 
     def _select(self, namespace: str, spec: FalcoInstanceSpec, live_data: dict[str, str]) -> list[Selected]:
-        """The FalcoRules the instance selects, in load order, each with the text to ship."""
-        candidates = [
-            (fr, _rule_spec(fr)) for fr in self._list("FalcoRule", namespace)
-            if selectors.matches(spec.rule_selector, fr["metadata"].get("labels"))
-            and not fr["metadata"].get("deletionTimestamp")
-        ]
-        candidates.sort(key=lambda c: (c[1].order if isinstance(c[1], FalcoRuleSpec) else 0,
-                                       c[0]["metadata"]["name"]))
-        chosen: list[Selected] = []
-        for fr, fr_spec in candidates:
-            fr_name = fr["metadata"]["name"]
-            before = [s.text for s in chosen if s.text is not None]
-            text, compiled = rules.compile_falcorule(fr_name, fr_spec, before)
-            if not compiled.valid or text is None:
-                last = live_data.get(render.rule_file_key(fr_name))
-                text = RuleText(fr_name, last) if last is not None else None
-            chosen.append(Selected(fr_name, int(fr["metadata"].get("generation") or 0), text,
-                                   compiled.valid, compiled))
-        return chosen
+        """The FalcoRules and ClusterFalcoRules the instance loads (operator/tenancy.py),
+        in load order, each compiled after what loads before it in its scope (the
+        cluster's rules, then its tenant's earlier ones) and with the text to ship."""
+        tenancy = Tenancy.of(namespace, spec)
+        candidates = load_order(tenancy, spec.rule_selector, self.catalog.rules(tenancy.namespaces()))
+
+        def last_valid(label: str, tenant: str) -> RuleText | None:
+            last = live_data.get(render.rule_file_key(label))
+            return RuleText(label, last, tenant) if last is not None else None
+        loaded = compile_in_order(candidates, namespace, rules.engine_options(tenant_max_priority=tenancy.max_priority),
+                                  last_valid)
+        return [Selected(done.label, done.candidate.ref, done.candidate.scope,
+                         int(done.candidate.body["metadata"].get("generation") or 0), done.text,
+                         done.compiled.valid, done.compiled) for done in loaded]
 
     def _finish(
         self,
@@ -279,11 +279,17 @@ class Reconciler:
             new[SENSORS_KEY] = dict.fromkeys(sensors.stale_nodes)
         self._write_status("FalcoInstance", body, new, status.instance_events(old.get("conditions"), verdicts))
 
-    def _update_rule_counts(self, namespace: str) -> None:
-        """Refresh every FalcoRule's `instances` and `Applied` after instances changed."""
-        instances = self._list("FalcoInstance", namespace)
-        for fr in self._list("FalcoRule", namespace):
-            self._write_rule_status(fr, instances)
+    def _update_rule_statuses(self) -> None:
+        """Refresh the status of every rule an instance may load (`instances`, `Applied`,
+        roll-up) after instances changed; each instance's ConfigMap and selection is read
+        once for all of them, and a status is written only when it changed."""
+        instances = self.catalog.instances()
+        views = _Views(self)
+        specs = [(i["metadata"]["namespace"], _instance_spec(i)) for i in instances]
+        spaces = [Tenancy.of(ns, spec).namespaces() for ns, spec in specs if not isinstance(spec, ShapeError)]
+        namespaces = None if None in spaces else frozenset().union(*(s for s in spaces if s is not None))
+        for body in self.catalog.rules(namespaces):
+            self._write_rule_status(body, instances, views)
 
     def instance_deleted(self, namespace: str, name: str) -> bool:
         """Remove the sensor's ClusterRoleBinding (it cannot be owned by the instance) and
@@ -293,7 +299,7 @@ class Reconciler:
             f"deleting ClusterRoleBinding {names.clusterrolebinding}",
             lambda: self._kube.delete("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", names.clusterrolebinding),
         )
-        self._update_rule_counts(namespace)
+        self._update_rule_statuses()
         return bool(removed)
 
     def instance_of_owned(self, obj: dict[str, Any]) -> str | None:
@@ -319,7 +325,7 @@ class Reconciler:
         if not any(old.get(k) != v for k, v in new.items()):
             return
         meta = body["metadata"]
-        self._patch_status(kind, meta["namespace"], meta["name"], new)
+        self._patch_status(kind, meta.get("namespace"), meta["name"], new)
         for event in events:
             self._post(body, *event)
 
@@ -338,13 +344,13 @@ class Reconciler:
         )
         return found
 
-    def _list(self, kind: str, namespace: str) -> list[dict[str, Any]]:
+    def _list(self, kind: str, namespace: str | None) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self._call(
             f"listing {kind} in {namespace}", lambda: self._kube.list(API_VERSION, kind, namespace)
         )
         return found
 
-    def _patch_status(self, kind: str, namespace: str, name: str, new: dict[str, Any]) -> None:
+    def _patch_status(self, kind: str, namespace: str | None, name: str, new: dict[str, Any]) -> None:
         """Write a status; an object deleted meanwhile needs none."""
         what = f"writing status of {kind} {namespace}/{name}"
         try:
@@ -357,27 +363,20 @@ class Reconciler:
             raise _unreachable(exc, what) from exc
 
 
+def _loads(instance: dict[str, Any], ref: RuleRef, labels: dict[str, str]) -> bool:
+    """Whether the instance loads that rule: its selector takes the labels and the rule's
+    namespace is in one of its scopes (operator/tenancy.py)."""
+    spec = _instance_spec(instance)
+    return (not isinstance(spec, ShapeError) and selectors.matches(spec.rule_selector, labels)
+            and Tenancy.of(instance["metadata"]["namespace"], spec).scope(ref) is not None)
+
+
 def _instance_spec(instance: dict[str, Any]) -> FalcoInstanceSpec | ShapeError:
     """The instance's parsed spec, or why it does not parse (for its status)."""
     try:
         return parse_instance(instance.get("spec"))
     except ShapeError as exc:
         return exc
-
-
-def _rule_spec(falcorule: dict[str, Any]) -> FalcoRuleSpec | ShapeError:
-    """The FalcoRule's parsed spec, or why it does not parse (a finding in its status)."""
-    try:
-        return parse_rule(falcorule.get("spec"))
-    except ShapeError as exc:
-        return exc
-
-
-def _selects(instance: dict[str, Any], labels: dict[str, str]) -> bool:
-    """Whether the instance's selector takes a FalcoRule with these labels; an instance
-    whose spec the schema should have refused selects nothing (its status says why)."""
-    spec = _instance_spec(instance)
-    return not isinstance(spec, ShapeError) and selectors.matches(spec.rule_selector, labels)
 
 
 def _shipped_generations(chosen: Sequence[Selected], live_data: dict[str, str]) -> dict[str, int]:
@@ -388,9 +387,50 @@ def _shipped_generations(chosen: Sequence[Selected], live_data: dict[str, str]) 
         live = sensorconfig.load(live_data.get(CONFIG_FILE, ""), CONFIG_FILE).generations()
     except sensorconfig.ConfigError:
         live = {}
-    return {s.name: s.generation if s.valid else live.get(s.name, 0) for s in chosen if s.text is not None}
+    return {s.name: s.generation if s.valid else live.get(render.rule_file_key(s.name), 0)
+            for s in chosen if s.text is not None}
 
 
 def _live_hash(configmap: dict[str, Any] | None) -> str | None:
     """The rules hash of the ConfigMap the sensors read now (kept when a render is refused)."""
     return ((configmap or {}).get("metadata", {}).get("annotations") or {}).get(RULES_HASH_ANNOTATION)
+
+
+class _Views:
+    """What one pass reads of each instance, read at most once: its live ConfigMap's data
+    and its selection (so refreshing N rules' status costs one read per instance, not N)."""
+
+    def __init__(self, reconciler: Reconciler) -> None:
+        self._r = reconciler
+        self._live: dict[tuple[str, str], dict[str, str]] = {}
+        self._chosen: dict[tuple[str, str], list[Selected] | None] = {}
+
+    def live_data(self, instance: dict[str, Any]) -> dict[str, str]:
+        """The data of the instance's live ConfigMap (what the API server accepted)."""
+        meta = instance["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if key not in self._live:
+            names = render.Names.for_instance(*key)
+            live = self._r._get("ConfigMap", names.configmap, meta["namespace"], api_version="v1")
+            self._live[key] = (live or {}).get("data") or {}
+        return self._live[key]
+
+    def chosen(self, instance: dict[str, Any]) -> list[Selected] | None:
+        """The instance's selection; None when its spec is invalid (its status says so)."""
+        meta = instance["metadata"]
+        key = (meta["namespace"], meta["name"])
+        if key not in self._chosen:
+            spec = _instance_spec(instance)
+            self._chosen[key] = None if isinstance(spec, ShapeError) else \
+                self._r._select(meta["namespace"], spec, self.live_data(instance))
+        return self._chosen[key]
+
+    def compiled_in(self, instance: dict[str, Any], ref: RuleRef) -> rules.Compiled | None:
+        """The rule compiled where the instance loads it (after what loads before it)."""
+        return next((s.compiled for s in self.chosen(instance) or () if s.ref == ref), None)
+
+    def ships(self, instance: dict[str, Any], ref: RuleRef, generation: int) -> bool:
+        """Whether the instance's live ConfigMap holds this generation of the rule."""
+        text = self.live_data(instance).get(CONFIG_FILE)
+        return text is not None and render.ships(text, ref.namespace, ref.name, generation)
+

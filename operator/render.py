@@ -23,7 +23,8 @@ import yaml
 from falconer import sensorconfig
 from falconer.operator.api import API_VERSION, MANAGED_BY, RULES_HASH_ANNOTATION
 from falconer.operator.ruleyaml import RuleText
-from falconer.operator.spec import FalcoInstanceSpec
+from falconer.operator.spec import FalcoInstanceSpec, Tenants
+from falconer.operator.tenancy import CLUSTER_FALCO_RULE, RuleRef
 from falconer.sensorconfig import CONFIG_FILE, TLS_ROOT, FalconerConfig, InstanceRef, Outputs, RulesOrigin, tls_dir
 from falconer.shapes import encode
 
@@ -91,18 +92,25 @@ MAX_KEY = 253
 RULES_KEY_PREFIX = "rules-"
 
 
-def rule_file_key(falcorule: str) -> str:
-    """The ConfigMap key holding a FalcoRule's text: `rules-<name>.yaml`.
+def rule_file_key(label: str) -> str:
+    """The ConfigMap key holding a FalcoRule's text, by its label (operator/tenancy.py):
+    `rules-<name>.yaml` for one of the instance's namespace, `ns-<namespace>.<name>.yaml`
+    for another namespace's, `cluster-<name>.yaml` for a ClusterFalcoRule.
 
-    The prefix keeps every rules key apart from `falconer.yaml` (a FalcoRule may be named
-    `falconer`); a name too long for a key (FalcoRule names go up to 253 characters) is
-    cut and completed with a hash of the whole name, so distinct names keep distinct keys.
+    The prefixes keep every rules key apart from `falconer.yaml` (a FalcoRule may be
+    named `falconer`) and from each other (namespaces have no dots); a name too long for
+    a key (names go up to 253 characters) is cut and completed with a hash of the whole
+    label, so distinct labels keep distinct keys.
     """
-    key = f"{RULES_KEY_PREFIX}{falcorule}.yaml"
+    ref = RuleRef.from_label(label, "")
+    prefix, stem = (("cluster-", ref.name) if ref.kind == CLUSTER_FALCO_RULE else
+                    (RULES_KEY_PREFIX, ref.name) if not ref.namespace else
+                    ("ns-", f"{ref.namespace}.{ref.name}"))
+    key = f"{prefix}{stem}.yaml"
     if len(key) <= MAX_KEY:
         return key
-    tail = f"-{_digest(falcorule)}.yaml"
-    return f"{RULES_KEY_PREFIX}{falcorule[:MAX_KEY - len(RULES_KEY_PREFIX) - len(tail)]}{tail}"
+    tail = f"-{_digest(label)}.yaml"
+    return f"{prefix}{stem[:MAX_KEY - len(prefix) - len(tail)]}{tail}"
 
 
 def _digest(*parts: str) -> str:
@@ -118,16 +126,23 @@ def sensor_config(namespace: str, name: str, spec: FalcoInstanceSpec, files: Seq
                   generations: Mapping[str, int]) -> FalconerConfig:
     """The sensor's configuration file (falconer.yaml) for this instance, without its
     `rulesHash` (which covers this text; `render_instance` adds it). `generations` maps a
-    FalcoRule's name to the generation whose text `files` holds (0 when unknown)."""
+    FalcoRule's label to the generation whose text `files` holds (0 when unknown)."""
     return FalconerConfig(
         instance=InstanceRef(namespace, name),
         rules_files=tuple(rule_file_key(f.name) for f in files),
-        falco_rules=tuple(RulesOrigin(rule_file_key(f.name), namespace, f.name, generations.get(f.name, 0))
-                          for f in files),
+        falco_rules=tuple(_origin(namespace, f, generations) for f in files),
+        tenant_max_priority=spec.tenants.max_priority if spec.tenants.enabled else None,
         engine=spec.engine,
         outputs=spec.outputs,
         buffer_size_bytes=spec.buffer_size_bytes,
     )
+
+
+def _origin(namespace: str, file: RuleText, generations: Mapping[str, int]) -> RulesOrigin:
+    """Where a rules file of an instance of `namespace` came from, and its scope."""
+    ref = RuleRef.from_label(file.name, namespace)
+    return RulesOrigin(rule_file_key(file.name), ref.namespace, ref.name, generations.get(file.name, 0),
+                       file.tenant or None)
 
 
 def output_volumes(outputs: Outputs) -> list[dict[str, Any]]:
@@ -187,8 +202,9 @@ def owner_reference(instance: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_hash(spec: FalcoInstanceSpec) -> str:
-    """Hash of the settings that need a sensor restart (everything but the rule selector)."""
-    settings = encode(dataclasses.replace(spec, rule_selector=None))
+    """Hash of the settings that need a sensor restart (everything but which rules load:
+    the rule selector and the tenants, which change the ConfigMap only)."""
+    settings = encode(dataclasses.replace(spec, rule_selector=None, tenants=Tenants()))
     return _digest(json.dumps(settings, sort_keys=True))
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from falconer.operator.spec import FalcoRuleSpec
 from falconer.operator.status import Verdict
-from falconer.sensor.report import SENSORS_KEY, NodeReport
+from falconer.sensor.report import SENSORS_KEY, NodeReport, rule_key
 from falconer.shapes import ShapeError
 
 #: A report older than this (seconds) is from a sensor that is gone.
@@ -96,10 +96,10 @@ def _named(nodes: Iterable[str]) -> str:
 def rule_rollup(namespace: str, name: str, generation: int, rule_names: Sequence[str],
                 instances: Sequence[Mapping[str, Any]], now: datetime.datetime) -> dict[str, Any]:
     """A FalcoRule's `sensors` (sensors running its current generation) and `alerts`
-    (its rules' alert counts from the sensors that run any generation of it)."""
+    (its rules' alert counts from the sensors that run any generation of it; a tenant's
+    rules are counted as `<namespace>/<rule>` by the sensors, see report.rule_key)."""
     running = 0
     by_rule: collections.Counter[str] = collections.Counter()
-    wanted = set(rule_names)
     for inst in instances:
         for report in fresh_reports(inst.get("status"), now).values():
             mine = [o for o in report.falco_rules if (o.namespace, o.name) == (namespace, name)]
@@ -107,9 +107,10 @@ def rule_rollup(namespace: str, name: str, generation: int, rule_names: Sequence
                 continue
             if any(o.generation == generation for o in mine):
                 running += 1
-            for rule, n in report.alerts_by_rule.items():
-                if rule in wanted:
-                    by_rule[rule] += n
+            wanted = {rule_key(mine[0].tenant or "", rule): rule for rule in rule_names}
+            for key, n in report.alerts_by_rule.items():
+                if key in wanted:
+                    by_rule[wanted[key]] += n
     return {"sensors": running, "alerts": {"total": sum(by_rule.values()), "byRule": dict(sorted(by_rule.items()))}}
 
 

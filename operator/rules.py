@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from falconer.engine import Diagnostic, Engine, EngineOptions, RulesSource
+from falconer.engine.scope import DEFAULT_TENANT_MAX_PRIORITY
 from falconer.operator import ruleyaml
 from falconer.operator.ruleyaml import RuleText
 from falconer.operator.spec import FalcoRuleSpec
@@ -85,28 +86,33 @@ class Compiled:
         return not self.errors
 
 
-def render_text(name: str, spec: FalcoRuleSpec) -> RuleText:
-    """The FalcoRule's rules file text (deterministic for equal specs)."""
-    return RuleText(name=name, text=ruleyaml.dump_items(list(spec.items)))
+def render_text(name: str, spec: FalcoRuleSpec, tenant: str = "") -> RuleText:
+    """The FalcoRule's rules file text (deterministic for equal specs), loaded in the
+    scope of `tenant` ("" for the cluster's)."""
+    return RuleText(name=name, text=ruleyaml.dump_items(list(spec.items)), tenant=tenant)
 
 
 def engine_options(
-    min_priority: str = "debug", rule_matching: str = "first", selection: Sequence[tuple[str, str, str]] = ()
+    min_priority: str = "debug", rule_matching: str = "first", selection: Sequence[tuple[str, str, str]] = (),
+    tenant_max_priority: str = DEFAULT_TENANT_MAX_PRIORITY,
 ) -> EngineOptions:
     """EngineOptions from a FalcoInstance's (or the default) settings."""
-    return EngineOptions(min_priority=min_priority, rule_matching=rule_matching, selection=tuple(selection))
+    return EngineOptions(min_priority=min_priority, rule_matching=rule_matching, selection=tuple(selection),
+                         tenant_max_priority=tenant_max_priority)
 
 
 #: Compilations by (source names and digests, options): handlers run in threads.
 _CACHE: OrderedDict[tuple[Any, ...], Compiled] = OrderedDict()
 _CACHE_LOCK = threading.Lock()
-_CACHE_SIZE = 128
+#: Two entries per FalcoRule an instance loads (it, and what loads before it): room for
+#: thousands, so a reconcile never recompiles what did not change.
+_CACHE_SIZE = 8192
 
 
 def compile_texts(texts: Sequence[RuleText], options: EngineOptions | None = None) -> Compiled:
     """Compile the rule texts in order as one set, diagnostics mapped into the FalcoRules."""
     opts = options or engine_options()
-    key = (tuple((t.name, t.digest) for t in texts), repr(opts))
+    key = (tuple((t.name, t.digest, t.tenant) for t in texts), repr(opts))
     with _CACHE_LOCK:
         cached = _CACHE.get(key)
         if cached is not None:
@@ -122,7 +128,7 @@ def compile_texts(texts: Sequence[RuleText], options: EngineOptions | None = Non
 
 def compile_uncached(texts: Sequence[RuleText], opts: EngineOptions) -> Compiled:
     """Run the engine and map its diagnostics (what `compile_texts` caches)."""
-    result = Engine(opts).load([RulesSource(name=t.name, text=t.text) for t in texts])
+    result = Engine(opts).load([RulesSource(name=t.name, text=t.text, namespace=t.tenant) for t in texts])
     by_name = {t.name: t for t in texts}
     maps: dict[str, ruleyaml.PositionMap] = {}
 
@@ -211,10 +217,12 @@ def _field_snippet(text: RuleText, diag: Diagnostic, pos: ruleyaml.FieldPosition
 
 
 def compile_falcorule(name: str, spec: FalcoRuleSpec | ShapeError, before: Sequence[RuleText] = (),
-                      options: EngineOptions | None = None) -> tuple[RuleText | None, Compiled]:
+                      options: EngineOptions | None = None, tenant: str = "") -> tuple[RuleText | None, Compiled]:
     """Compile one FalcoRule as it will be loaded: after the texts `before` it (the
     FalcoRules earlier in an instance's load order), so that an `append`/`override` of a
-    rule defined in another FalcoRule compiles as Falco would load the files in sequence.
+    rule defined in another FalcoRule compiles as Falco would load the files in sequence;
+    in the scope of `tenant` when it is a tenant's (falconer.engine.scope: refusals are
+    errors at the offending item).
 
     Only the findings in this FalcoRule's own text are returned (the earlier texts' are
     theirs), and the counts are those of its own items. A spec that did not parse
@@ -224,7 +232,7 @@ def compile_falcorule(name: str, spec: FalcoRuleSpec | ShapeError, before: Seque
         finding = Finding(code="LOAD_ERR_YAML_VALIDATE", message=spec.reason, falco_rule=name,
                           path=dotted(spec.path))
         return None, Compiled(counts={"rules": 0, "macros": 0, "lists": 0}, errors=(finding,), warnings=())
-    text = render_text(name, spec)
+    text = render_text(name, spec, tenant)
     if not before:
         return text, compile_texts([text], options)
     whole = compile_texts([*before, text], options)

@@ -25,8 +25,9 @@ _BLOCK_KEYS = frozenset({"condition", "output"})
 class RuleText:
     """A FalcoRule rendered as a rules file: what the engine and the sensors read."""
 
-    name: str  # the FalcoRule's name (the source name in diagnostics)
+    name: str  # the FalcoRule's label (operator/tenancy.py; the source name in diagnostics)
     text: str
+    tenant: str = ""  # the tenant namespace whose scope it loads in ("": the cluster's)
     digest: str = field(init=False)
 
     def __post_init__(self) -> None:

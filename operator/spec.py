@@ -22,9 +22,11 @@ from falconer.sensorconfig import (
     DEFAULT_BUFFER_BYTES,
     MAX_BUFFER_BYTES,
     MIN_BUFFER_BYTES,
+    PRIORITY_PATTERN,
     EngineSettings,
     Outputs,
 )
+from falconer.engine.scope import DEFAULT_TENANT_MAX_PRIORITY
 from falconer.shapes import Bounds, ShapeError, decode, field
 
 #: A resource quantity (Kubernetes' resource.Quantity serialisation: 500m, 512Mi, 1e3).
@@ -84,6 +86,18 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Tenants:
+    """FalcoInstance.spec.tenants: which namespaces' FalcoRules are tenant rules, which
+    are cluster rules, and the tenants' priority ceiling (operator/tenancy.py)."""
+
+    enabled: bool = field("enabled", False)
+    cluster_wide_namespaces: tuple[str, ...] = field(
+        "clusterWideNamespaces", (), max_items=64,
+        each=Bounds(pattern="^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63))
+    max_priority: str = field("maxPriority", DEFAULT_TENANT_MAX_PRIORITY, pattern=PRIORITY_PATTERN)
+
+
+@dataclass(frozen=True)
 class FalcoInstanceSpec:
     """FalcoInstance.spec: where the sensor runs, what rules it takes, how it reports."""
 
@@ -95,6 +109,7 @@ class FalcoInstanceSpec:
     tolerations: tuple[Toleration, ...] | None = field("tolerations", None)
     resources: Resources | None = field("resources", None)
     engine: EngineSettings = field("engine", EngineSettings(), inline=True)
+    tenants: Tenants = field("tenants", Tenants())
     outputs: Outputs = field("outputs", Outputs())
     buffer_size_bytes: int = field("bufferSizeBytes", DEFAULT_BUFFER_BYTES, minimum=MIN_BUFFER_BYTES,
                                    maximum=MAX_BUFFER_BYTES)

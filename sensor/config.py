@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def parse(text: str, path: Path) -> SensorConfig:
     return SensorConfig(
         file=file,
         rules_files=tuple(path.parent / f for f in file.rules_files),
-        engine=file.engine.options(),
+        engine=file.engine_options(),
         buffer_pages=buffer_pages(file.buffer_size_bytes),
     )
 
@@ -143,12 +144,15 @@ def _read(path: Path, digest: hashlib._Hash) -> str | None:
     return text
 
 
-def _rules(files: tuple[Path, ...] | list[Path], digest: hashlib._Hash) -> tuple[RulesSource | Path, ...]:
-    """Unreadable files stay Paths: the engine reports them as LOAD_ERR_FILE_READ."""
+def _rules(files: tuple[Path, ...] | list[Path], digest: hashlib._Hash,
+           tenants: Mapping[Path, str] | None = None) -> tuple[RulesSource | Path, ...]:
+    """Unreadable files stay Paths: the engine reports them as LOAD_ERR_FILE_READ. A
+    file named in `tenants` loads in that namespace's tenant scope."""
     out: list[RulesSource | Path] = []
     for path in files:
         text = _read(path, digest)
-        out.append(path if text is None else RulesSource(str(path), text))
+        tenant = (tenants or {}).get(path, "")
+        out.append(path if text is None else RulesSource(str(path), text, tenant))
     return tuple(out)
 
 
@@ -178,5 +182,6 @@ class RulesInput:
             reason = "does not exist" if not self.config.exists() else "cannot be read"
             raise ConfigError(f"{self.config}: {reason}")
         config = parse(text, self.config)
-        sources = _rules(config.rules_files, digest)
+        tenants = {self.config.parent / o.key: o.tenant for o in config.falco_rules if o.tenant}
+        sources = _rules(config.rules_files, digest, tenants)
         return Snapshot(config, config.engine, sources, digest.hexdigest())

@@ -27,6 +27,12 @@ SENSORS_KEY = "sensors"
 MAX_RULES_REPORTED = 50
 
 
+def rule_key(tenant: str, rule: str) -> str:
+    """How a rule is counted in `alerts.byRule`: its name, `<namespace>/<name>` for a
+    tenant's rule (two tenants may each have a rule of the same name)."""
+    return f"{tenant}/{rule}" if tenant else rule
+
+
 @dataclass(frozen=True)
 class NodeReport:
     """One node's sensor, as it reports itself (`status.sensors.<node>`).

@@ -34,6 +34,7 @@ from falconer.sensor.event import SensorEvent
 from falconer.sensor.names import NameResolver, host_names, rule_names
 from falconer.sensor.podwatch import PodWatch
 from falconer.sensor.podmeta import PodMeta
+from falconer.sensor.report import rule_key
 from falconer.sensor.rules_watcher import Failed, Loaded, RulesError, RulesWatcher
 from falconer.sensor.servicenames import ServiceNames
 from falconer.sensor.sinks import outputs as stream_outputs
@@ -301,7 +302,7 @@ class Sensor:
 
     def emit(self, alert: Alert, pod: PodMeta | None = None) -> None:
         """Count one alert and hand it to every sink."""
-        self.stats.alerts[alert.rule] += 1
+        self.stats.alerts[rule_key(alert.namespace, alert.rule)] += 1
         self.sinks.deliver(Delivery(alert, pod))
 
     # -- rules ----------------------------------------------------------------------------

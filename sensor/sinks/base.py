@@ -42,6 +42,17 @@ class Delivery:
     pod: PodMeta | None
 
 
+def destination(delivery: Delivery, host_namespace: str) -> str | None:
+    """The namespace an alert's objects are written to: a tenant rule's alert
+    (`Alert.namespace`, falconer.engine.scope) to that namespace only, and only when its
+    pod is there (None otherwise: the sink drops it, counted, never writes it elsewhere);
+    a cluster rule's alert to its pod's namespace, or `host_namespace` for the host."""
+    alert, pod = delivery.alert, delivery.pod
+    if alert.namespace:
+        return alert.namespace if pod is not None and pod.namespace == alert.namespace else None
+    return pod.namespace if pod is not None else host_namespace
+
+
 @dataclass(frozen=True)
 class SinkStats:
     """A sink's counters: alerts offered, delivered, dropped; API writes and failures."""

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from falconer.sensor.alerts import TokenBucket
 from falconer.sensor.kube import Kube, KubeRejected, events_path
-from falconer.sensor.sinks.base import Aggregate, ApiSink, Delivery
+from falconer.sensor.sinks.base import Aggregate, ApiSink, Delivery, destination
 
 #: The Event's source component and reportingComponent.
 COMPONENT = "falconer-sensor"
@@ -107,9 +107,12 @@ class EventsSink(ApiSink):
     def absorb(self, delivery: Delivery) -> None:
         """Count the alert into its Event (made when new; dropped when there is no room)."""
         alert = delivery.alert
+        namespace = destination(delivery, NODE_EVENT_NAMESPACE)
+        if namespace is None:
+            self.counters.add("dropped")
+            return
         involved = self._involved(delivery)
         reason, type_ = reason_for(alert.rule), event_type(alert.priority)
-        namespace = involved.get("namespace") or NODE_EVENT_NAMESPACE
         digest = hashlib.sha256("\0".join((involved["kind"], namespace, involved["name"],
                                            involved.get("uid", ""), alert.rule, type_, self.node))
                                 .encode()).hexdigest()[:16]

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 from falconer.sensor.alerts import TokenBucket
 from falconer.sensor.kube import GROUP_VERSION, Kube, KubeRejected, falcoalerts_path
 from falconer.sensor.podmeta import PodMeta
-from falconer.sensor.sinks.base import Aggregate, ApiSink, Delivery
+from falconer.sensor.sinks.base import Aggregate, ApiSink, Delivery, destination
 from falconer.sensor.sinks.events import rfc3339
 
 #: Label naming the node whose sensor writes the FalcoAlert.
@@ -99,7 +99,10 @@ class FalcoAlertsSink(ApiSink):
         """Count the alert into its FalcoAlert (made when new; dropped when no room)."""
         alert, pod = delivery.alert, delivery.pod
         kind, wl_name = _workload(pod)
-        namespace = pod.namespace if pod is not None else self.instance_namespace
+        namespace = destination(delivery, self.instance_namespace)
+        if namespace is None:
+            self.counters.add("dropped")
+            return
         key = (namespace, alert_name(alert.rule, kind, wl_name, self.node))
         agg = self._alerts.get(key)
         if agg is None:

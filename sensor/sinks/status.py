@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from falconer.sensor.kube import Kube, KubeRejected, falcoinstance_status_path
-from falconer.sensor.report import MAX_RULES_REPORTED, NodeReport, RulesOrigin, status_patch
+from falconer.sensor.report import MAX_RULES_REPORTED, NodeReport, RulesOrigin, rule_key, status_patch
 from falconer.sensor.sinks.base import ApiSink, Delivery
 
 #: Seconds between two reports at most (a changed report waits at most this long).
@@ -57,7 +57,7 @@ class StatusReporter(ApiSink):
     def offer(self, delivery: Delivery) -> None:
         """Count the alert by rule (no queue: counting cannot be lost)."""
         with self._lock:
-            self._alerts[delivery.alert.rule] += 1
+            self._alerts[rule_key(delivery.alert.namespace, delivery.alert.rule)] += 1
         self.counters.add("offered")
         self.counters.add("delivered")
 

@@ -14,9 +14,11 @@ import yaml
 from falconer.paths import CRDS_DIR
 
 CRD_FILES = sorted(Path(CRDS_DIR).glob("*.yaml"))
-KINDS = {"FalcoRule": "fr", "FalcoInstance": "fi", "FalcoAlert": "fa"}
+KINDS = {"FalcoRule": "fr", "ClusterFalcoRule": "cfr", "FalcoInstance": "fi", "FalcoAlert": "fa"}
+CLUSTER_SCOPED = {"ClusterFalcoRule"}
 COLUMNS = {
     "FalcoRule": ["VALID", "RULES", "INSTANCES", "AGE"],
+    "ClusterFalcoRule": ["VALID", "RULES", "INSTANCES", "AGE"],
     "FalcoInstance": ["READY", "DESIRED", "RULES-HASH"],
     "FalcoAlert": ["RULE", "PRIORITY", "COUNT", "LAST SEEN"],
 }
@@ -41,13 +43,23 @@ def test_crd_names_columns_status(path: Path) -> None:
     doc = load(path)
     names = doc["spec"]["names"]
     assert doc["metadata"]["name"] == f"{names['plural']}.falconer.io"
-    assert doc["spec"]["group"] == "falconer.io" and doc["spec"]["scope"] == "Namespaced"
+    scope = "Cluster" if names["kind"] in CLUSTER_SCOPED else "Namespaced"
+    assert doc["spec"]["group"] == "falconer.io" and doc["spec"]["scope"] == scope
     assert names["shortNames"] == [KINDS[names["kind"]]]
     assert names["categories"] == ["falconer"]
     (version,) = doc["spec"]["versions"]
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     shown = [c["name"].upper() for c in version["additionalPrinterColumns"] if not c.get("priority")]
     assert shown[: len(COLUMNS[names["kind"]])] == COLUMNS[names["kind"]]
+
+
+def test_cluster_falco_rule_has_the_falco_rule_schema() -> None:
+    """One item schema for both kinds: only the descriptions of the whole object differ."""
+    def schema(kind: str) -> dict[str, Any]:
+        (doc,) = [load(p) for p in CRD_FILES if load(p)["spec"]["names"]["kind"] == kind]
+        (version,) = doc["spec"]["versions"]
+        return {k: v for k, v in version["schema"]["openAPIV3Schema"].items() if k != "description"}
+    assert schema("ClusterFalcoRule") == schema("FalcoRule")
 
 
 def structural_problems(node: Any, path: str = "") -> list[str]:

@@ -69,6 +69,24 @@ def test_config_names_rules_relative_to_its_folder_and_sets_the_engine(tmp_path)
     assert cfg.cluster_domain == "cluster.local"
 
 
+def test_tenant_files_load_in_their_namespace_scope(tmp_path):
+    """falcoRules[].tenant puts a file in that namespace's scope (falconer.engine.scope)."""
+    (tmp_path / "cluster.yaml").write_text(RULE.format(name="Cluster", evt="openat",
+                                                       field="fd.name", prefix="/etc",
+                                                       priority="warning"))
+    (tmp_path / "tenant.yaml").write_text(RULE.format(name="Mine", evt="openat", field="fd.name",
+                                                      prefix="/srv", priority="notice"))
+    origins = [{"key": "cluster.yaml", "namespace": "", "name": "c", "generation": 1},
+               {"key": "tenant.yaml", "namespace": "team-a", "name": "t", "generation": 2,
+                "tenant": "team-a"}]
+    (tmp_path / "falconer.yaml").write_text(falconer_yaml(
+        ["cluster.yaml", "tenant.yaml"], falcoRules=origins, tenantMaxPriority="error"))
+    snap = config.RulesInput(config=tmp_path / "falconer.yaml").read()
+    assert [getattr(s, "namespace", None) for s in snap.sources] == ["", "team-a"]
+    assert snap.engine.tenant_max_priority == "error"
+    assert snap.config is not None and snap.config.falco_rules[1].tenant == "team-a"
+
+
 def test_cluster_domain_names_the_services(tmp_path):
     cfg = config.parse(falconer_yaml(["a.yaml"], clusterDomain="corp.example"), tmp_path / "falconer.yaml")
     assert cfg.cluster_domain == "corp.example"

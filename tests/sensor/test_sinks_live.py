@@ -2,13 +2,16 @@
 
 Pods are created as API objects (no kubelet runs them; the sinks only need their
 identity); the pod metadata the enrichment would give is built from them. Host events
-go to the Node (Events) and to the instance's namespace (FalcoAlerts).
+go to the Node (Events) and to the instance's namespace (FalcoAlerts); a tenant rule's alerts
+only to its namespace (sinks/base.py destination).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +22,8 @@ from sensor_identity import sensor_identity
 from falconer.engine import Alert
 from falconer.sensor import kube as sensor_kube
 from falconer.sensor.podmeta import PodMeta, Workload
-from falconer.sensor.report import RulesOrigin
-from falconer.sensor.sinks.base import Delivery
+from falconer.sensor.report import RulesOrigin, rule_key
+from falconer.sensor.sinks.base import Delivery, destination
 from falconer.sensor.sinks.events import NODE_EVENT_NAMESPACE, EventsSink
 from falconer.sensor.sinks.falcoalerts import FalcoAlertsSink, alert_name
 from falconer.sensor.sinks.status import StatusReporter
@@ -194,3 +197,63 @@ def test_status_report_names_what_was_loaded(sensor_api, admin, kube_namespace) 
     wait_for(lambda: "LOAD_ERR_YAML_PARSE" in entry().get("lastReloadError", ""), what="the reload error")
     assert entry()["rulesHash"] == "abc123"  # still the rules it runs
     reporter.close()
+
+
+# -- tenant alerts (falconer.engine.scope) go to their namespace only ---------------------
+TENANT_RULE = "Tool run"
+
+
+@pytest.fixture
+def other_namespace(admin: sensor_kube.Kube, kube_namespace: str) -> Iterator[str]:
+    name = f"{kube_namespace}-b"
+    admin.create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    yield name
+    admin.delete(f"/api/v1/namespaces/{name}")
+
+
+def _tenant_alert(namespace: str, n: int = 0) -> Any:
+    return dataclasses.replace(alert(TENANT_RULE, "Warning", n), namespace=namespace)
+
+
+def test_destination_rules() -> None:
+    pod_a, pod_b = PodMeta("a", "p", "u1", node=NODE), PodMeta("b", "q", "u2", node=NODE)
+    assert destination(Delivery(_tenant_alert("a"), pod_a), "ops") == "a"
+    assert destination(Delivery(_tenant_alert("a"), pod_b), "ops") is None
+    assert destination(Delivery(_tenant_alert("a"), None), "ops") is None
+    assert destination(Delivery(alert(), pod_b), "ops") == "b"
+    assert destination(Delivery(alert(), None), "ops") == "ops"
+    assert rule_key("a", TENANT_RULE) == "a/Tool run" and rule_key("", TENANT_RULE) == TENANT_RULE
+
+
+def test_tenant_alerts_land_only_in_their_namespace(sensor_api, admin, kube_namespace, other_namespace) -> None:
+    tenant = other_namespace
+    own = make_pod(admin, tenant, "own", None)
+    foreign = make_pod(admin, kube_namespace, "foreign", None)
+    deliveries = [Delivery(_tenant_alert(tenant, i), own) for i in range(4)]
+    deliveries += [Delivery(_tenant_alert(tenant, 9), foreign), Delivery(_tenant_alert(tenant, 10), None)]
+
+    alerts = FalcoAlertsSink(sensor_api, NODE, kube_namespace, INSTANCE, 10, 10, flush_every_s=0.2,
+                             err=io.StringIO())
+    offer_all(alerts, deliveries)
+    assert (alerts.stats().delivered, alerts.stats().dropped) == (4, 2)
+    in_tenant = admin.list(sensor_kube.falcoalerts_path(tenant))
+    assert [(o["spec"]["rule"], o["status"]["count"]) for o in in_tenant] == [(TENANT_RULE, 4)]
+    assert admin.list(sensor_kube.falcoalerts_path(kube_namespace)) == []
+
+    events = EventsSink(sensor_api, NODE, rate_per_second=10, burst=10, flush_every_s=0.2, err=io.StringIO())
+    offer_all(events, deliveries)
+    assert (events.stats().delivered, events.stats().dropped) == (4, 2)
+    (on_pod,) = events_of(admin, tenant, "Pod", "own")
+    assert on_pod["count"] == 4
+    assert events_of(admin, kube_namespace, "Pod", "foreign") == []
+    assert events_of(admin, NODE_EVENT_NAMESPACE, "Node", NODE) == [] or all(
+        e["metadata"]["annotations"]["falconer.io/rule"] != TENANT_RULE
+        for e in events_of(admin, NODE_EVENT_NAMESPACE, "Node", NODE))
+
+
+def test_status_counts_tenant_rules_apart(sensor_api, kube_namespace) -> None:
+    reporter = StatusReporter(sensor_api, NODE, kube_namespace, INSTANCE, dict, err=io.StringIO())
+    reporter.offer(Delivery(_tenant_alert("team-a"), None))
+    reporter.offer(Delivery(_tenant_alert("team-b"), None))
+    reporter.offer(Delivery(alert(TENANT_RULE), None))
+    assert reporter.report().alerts_by_rule == {"team-a/Tool run": 1, "team-b/Tool run": 1, TENANT_RULE: 1}

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -110,10 +110,11 @@ class OperatorProcess:
     """`falconer operator [--namespace NS]` as a child process, with its log in a file
     (namespace None: all namespaces, the default mode)."""
 
-    def __init__(self, kubeconfig: Path, namespace: str | None, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str | None, log_path: Path, args: Sequence[str] = ()) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log_path = log_path
+        self.args = tuple(args)  # more `falconer operator` arguments
         self._proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -121,7 +122,7 @@ class OperatorProcess:
         """Start the operator; returns once it has handled its first objects or is idle."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONSAFEPATH": "1"}
         scope = ["--namespace", self.namespace] if self.namespace else []
-        scope += ["--resync-seconds", str(RESYNC_SECONDS)]
+        scope += ["--resync-seconds", str(RESYNC_SECONDS), *self.args]
         with self.log_path.open("ab") as log:  # the child keeps its own descriptor
             self._proc = subprocess.Popen(
                 [str(FALCONER), "operator", *scope],
