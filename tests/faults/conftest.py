@@ -17,6 +17,8 @@ from fault_matrix import Matrix
 from kube_fixtures import missing_server_binaries
 
 from falconer.e2e.controlplane import ControlPlane
+
+
 _MATRIX = Matrix()
 
 
@@ -49,3 +51,16 @@ def fault_admin(fault_plane: ControlPlane) -> Path:
 
     operator_harness.install(Path(fault_plane.kubeconfig))
     return Path(fault_plane.kubeconfig)
+
+
+@pytest.fixture
+def fault_namespace(fault_plane: ControlPlane, fault_admin: Path) -> Iterator[str]:
+    """A fresh namespace on the fault plane (deleted without waiting at the end)."""
+    import uuid
+
+    import operator_harness
+
+    name = f"fault-{uuid.uuid4().hex[:8]}"
+    operator_harness.kubectl(fault_admin, "create", "namespace", name)
+    yield name
+    operator_harness.kubectl(fault_admin, "delete", "namespace", name, "--wait=false", check=False)
