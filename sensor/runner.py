@@ -31,8 +31,8 @@ from falconer.sensor.config import DEFAULT_CLUSTER_DOMAIN, RulesInput, SensorCon
 from falconer.sensor.drops import DropAccount
 from falconer.sensor.event import SensorEvent
 from falconer.sensor.names import NameResolver, host_names, rule_names
-from falconer.sensor.podwatch import PodWatch
 from falconer.sensor.podmeta import PodMeta
+from falconer.sensor.podwatch import PodWatch
 from falconer.sensor.rules_watcher import Failed, Loaded, RulesError, RulesWatcher
 from falconer.sensor.servicenames import ServiceNames
 from falconer.sensor.sinks.base import Delivery, Sink, SinkSet
@@ -106,7 +106,6 @@ class Sensor:
         self.tracker.metadata.names.resolver = self.resolver
         self.probe: probe.Probe | None = None
         self.capture: CaptureWriter | None = None
-        self._capture_file: TextIO | None = None
         self._api_client: Any = None
         self._config: SensorConfig | None = None
         self._stopping = False
@@ -133,8 +132,7 @@ class Sensor:
         self._apply_filter()
         self.probe.open(self._on_record)
         if self.opts.capture is not None:
-            self._capture_file = open(self.opts.capture, "w", encoding="utf-8")  # noqa: SIM115
-            self.capture = CaptureWriter(self._capture_file)
+            self.capture = CaptureWriter(self.opts.capture, self.err)
         self._report_loaded(loaded)
         self._say_if_no_rules(loaded)
         if self.probe.missing_modules:
@@ -212,9 +210,8 @@ class Sensor:
         if self.probe is not None:
             self.probe.close()
             self.probe = None
-        if self._capture_file is not None:
-            self._capture_file.close()
-            self._capture_file = None
+        if self.capture is not None:
+            self.capture.close()
         if self.pod_watch is not None:
             self.pod_watch.stop()
         if self.services is not None:
@@ -232,6 +229,8 @@ class Sensor:
                  f"kept in the kernel by the rule-derived filter: {s.kept_in_kernel}",
                  f"events not evaluated (errors): {s.failed}",
                  f"alerts not written (stdout failed): {self.stdout.stats().dropped}",
+                 *([f"capture: {self.capture.written} events written, {self.capture.lost} lost "
+                    f"(refused by the file system)"] if self.capture is not None else []),
                  f"processes evicted from the table: {self.tracker.procs.evicted}",
                  self.tracker.metadata.report(),
                  self._names_report(),
@@ -421,8 +420,10 @@ class Sensor:
         self.sinks.sinks.extend(api)
 
     def _drop_counts(self) -> dict[str, int]:
-        """Losses for the status report: kernel records, then alerts per sink."""
-        return {"kernel": self.drops.kernel.ring, **self.sinks.drops()}
+        """Losses for the status report: kernel records, capture lines (with
+        --capture), then alerts per sink."""
+        capture = {"capture": self.capture.lost} if self.capture is not None else {}
+        return {"kernel": self.drops.kernel.ring, **capture, **self.sinks.drops()}
 
     def _buffer_pages(self, snap: Snapshot) -> int:
         """The command line's size wins over the config's (an operator's override)."""
