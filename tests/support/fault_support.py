@@ -14,9 +14,10 @@ from typing import Any
 
 import operator_harness
 import yaml
-from operator_harness import FALCONER, GV, RESYNC_SECONDS, condition, observed
+from operator_harness import FALCONER, RESYNC_SECONDS, condition, observed
 
 from falconer.e2e import processes
+from falconer.operator.api import API_VERSION as GV
 from falconer.operator.render import INSTANCE_LABEL, RULES_HASH_ANNOTATION, Names
 from falconer.sensor.kube import Kube
 
@@ -124,51 +125,51 @@ def not_converged(api: Any, namespace: str, versions: dict[str, int] | None = No
     generation; each rendered kind exists exactly once for the instance (no duplicate)
     and is owned by the live instance (no orphan); the ClusterRoleBinding exists once.
     """
-    from kubernetes import client
-
-    custom = client.CustomObjectsApi(api)
-    rules = custom.list_namespaced_custom_object("falconer.io", "v1alpha1", namespace, "falcorules")["items"]
+    kube = Kube(api)
+    base = f"/apis/falconer.io/v1alpha1/namespaces/{namespace}"
+    rules = kube.list(f"{base}/falcorules")
     for rule in rules:
         name = rule["metadata"]["name"]
         if not observed(rule) or condition(rule, "Valid").get("status") != "True":
             return f"FalcoRule {name}: status {json.dumps(rule.get('status'))[:300]}"
         if versions and f"fault-{name}-{versions[name]}" not in json.dumps(rule["spec"]):
             return f"FalcoRule {name}: not the last edit"
-    instance = custom.get_namespaced_custom_object("falconer.io", "v1alpha1", namespace, "falcoinstances", INSTANCE)
+    instance = kube.get(f"{base}/falcoinstances/{INSTANCE}")
     if not observed(instance):
         return f"instance: status {json.dumps(instance.get('status'))[:300]}"
-    owned = _rendered(api, namespace, instance["metadata"]["uid"])
+    owned = _rendered(kube, namespace, instance["metadata"]["uid"])
     if owned:
         return owned
     names = Names.for_instance(namespace, INSTANCE)
-    cm = client.CoreV1Api(api).read_namespaced_config_map(names.configmap, namespace)
-    if instance["status"].get("rulesHash") != cm.metadata.annotations[RULES_HASH_ANNOTATION][:16]:
+    cm = kube.get(f"/api/v1/namespaces/{namespace}/configmaps/{names.configmap}")
+    if instance["status"].get("rulesHash") != cm["metadata"]["annotations"][RULES_HASH_ANNOTATION][:16]:
         return f"instance rulesHash {instance['status'].get('rulesHash')} is not the ConfigMap's"
-    listed = {o["name"]: o["generation"] for o in yaml.safe_load(cm.data["falconer.yaml"])["falcoRules"]}
+    listed = {o["name"]: o["generation"] for o in yaml.safe_load(cm["data"]["falconer.yaml"])["falcoRules"]}
     current = {r["metadata"]["name"]: r["metadata"]["generation"] for r in rules}
     if listed != current:
         return f"ConfigMap holds generations {listed}, FalcoRules are at {current}"
     return None
 
 
-def _rendered(api: Any, namespace: str, uid: str) -> str | None:
+def _rendered(kube: Kube, namespace: str, uid: str) -> str | None:
     """Why the rendered objects are not exactly one each, owned by `uid`, or None."""
     selector = f"{INSTANCE_LABEL}={INSTANCE}"
     for prefix, plural in RENDERED:
-        items = Kube(api).list(f"/{prefix}/namespaces/{namespace}/{plural}", selector)
+        items = kube.list(f"/{prefix}/namespaces/{namespace}/{plural}", selector)
         if len(items) != 1:
             return f"{len(items)} {plural} for the instance: {[i['metadata']['name'] for i in items]}"
         owners = [o.get("uid") for o in items[0]["metadata"].get("ownerReferences") or ()]
         if owners != [uid]:
             return f"{plural} {items[0]['metadata']['name']} is owned by {owners}, not the instance {uid}"
-    bindings = [b for b in Kube(api).list("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", selector)
+    bindings = [b for b in kube.list("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", selector)
                 if b["metadata"]["name"] == Names.for_instance(namespace, INSTANCE).clusterrolebinding]
     return None if len(bindings) == 1 else f"{len(bindings)} ClusterRoleBindings for the instance"
 
 
 def wait_converged(api: Any, namespace: str, versions: dict[str, int] | None, timeout: float) -> float:
     """Seconds until `not_converged` is None; AssertionError with the last reason."""
-    started, why = time.monotonic(), "not checked"
+    started = time.monotonic()
+    why: str | None = "not checked"
     while time.monotonic() - started < timeout:
         try:
             why = not_converged(api, namespace, versions)

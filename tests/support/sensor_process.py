@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import IO
+from typing import IO, Any
 
 STARTUP_TIMEOUT_S = 60.0
 
@@ -30,7 +30,7 @@ class SensorProcess:
             [sys.executable, "-m", "falconer", "sensor", "--json", *args],
             stdout=stdout or subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd="/",
         )
-        self.alerts: list[dict] = []
+        self.alerts: list[dict[str, Any]] = []
         self.stderr: list[str] = []
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -56,7 +56,7 @@ class SensorProcess:
                 self._ready.set()
         self._ready.set()
 
-    def matching(self, marker: str) -> list[dict]:
+    def matching(self, marker: str) -> list[dict[str, Any]]:
         """The alerts so far whose output mentions `marker`."""
         with self._lock:
             return [a for a in self.alerts if marker in a["output"]]
