@@ -47,6 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="the container runtime's CRI socket for container and pod metadata "
                    "(default: /run/containerd/containerd.sock or /run/crio/crio.sock, "
                    "whichever exists)")
+    p.add_argument("--state-dir", type=Path, metavar="DIR", default=None,
+                   help="keep the last good rules of --config here; a start on a config that "
+                   "does not load runs them instead (and reports why)")
     p.set_defaults(run=run)
 
 
@@ -97,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     opts = SensorOptions(rules=rules, json_output=args.json, capture=args.capture,
                          all_events=args.all_events, buffer_pages=args.buffer_pages,
                          kubeconfig=args.kubeconfig, node_name=args.node_name,
-                         cri_socket=args.cri_socket)
+                         cri_socket=args.cri_socket, state_dir=args.state_dir)
     sensor = Sensor(opts)
     try:
         sensor.start()

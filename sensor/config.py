@@ -82,6 +82,7 @@ class Snapshot:
     engine: EngineOptions
     sources: tuple[RulesSource | Path, ...]  # a Path is a file that could not be read
     digest: str
+    config_text: str = ""                  # the config file's text (--config mode)
 
 
 def buffer_pages(size_bytes: int) -> int:
@@ -247,4 +248,4 @@ class RulesInput:
             raise ConfigError(f"{self.config}: {reason}")
         config = parse(text, self.config)
         sources = _rules(config.rules_files, digest)
-        return Snapshot(config, config.engine, sources, digest.hexdigest())
+        return Snapshot(config, config.engine, sources, digest.hexdigest(), text)

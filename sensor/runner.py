@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from falconer.engine import Alert, Engine
-from falconer.sensor import alerts, cri, kube, metadata, probe, record
+from falconer.sensor import alerts, cri, kube, lastgood, metadata, probe, record
 from falconer.sensor.capture import CaptureWriter
 from falconer.sensor.config import DEFAULT_CLUSTER_DOMAIN, RulesInput, SensorConfig, Snapshot
 from falconer.sensor.drops import DropAccount
@@ -65,6 +65,7 @@ class SensorOptions:
     kubeconfig: Path | None = None      # None: $KUBECONFIG, else in-cluster
     node_name: str | None = None        # None: $NODE_NAME
     cri_socket: str | None = None       # None: the first of cri.DEFAULT_SOCKETS that exists
+    state_dir: Path | None = None       # where the last good rules are kept (sensor/lastgood.py)
 
 
 @dataclass
@@ -116,10 +117,7 @@ class Sensor:
     def start(self) -> None:
         """Load rules, start the sinks, compile and attach the probe, seed state.
         Raises probe.ProbeError on failure."""
-        try:
-            loaded = self.watcher.first()
-        except RulesError as exc:
-            raise probe.ProbeError(str(exc)) from exc
+        loaded, start_error = self._first_rules()
         self.engine = loaded.engine
         self._apply_config(loaded.snapshot)
         self._start_api_sinks(loaded.snapshot.config)
@@ -134,6 +132,8 @@ class Sensor:
         if self.opts.capture is not None:
             self.capture = CaptureWriter(self.opts.capture, self.err)
         self._report_loaded(loaded)
+        if start_error:
+            self._reload_failed(start_error)
         self._say_if_no_rules(loaded)
         if self.probe.missing_modules:
             self._say("falconer sensor: no BTF for kernel module(s) "
@@ -328,6 +328,7 @@ class Sensor:
         self.engine = loaded.engine
         self._apply_filter()
         self.watcher.switched(loaded)
+        self._keep(loaded)
         self._apply_config(loaded.snapshot)
         self._want_names()
         self._report_loaded(loaded)
@@ -353,14 +354,48 @@ class Sensor:
         outcome = self.watcher.check(forced)
         if isinstance(outcome, Failed):
             self._say(f"falconer sensor: reload failed, keeping the previous rules:\n{outcome.reason}")
-            self.emit(alerts.reload_failed_alert(outcome.reason))
-            if self.status is not None:
-                self.status.reload_failed(outcome.reason)
+            self._reload_failed(outcome.reason)
         elif isinstance(outcome, Loaded):
             self.switch_rules(outcome)
             self._say_if_no_rules(outcome)
             self._say(f"falconer sensor: rules reloaded ({outcome.result.counts.get('rules', 0)} rules), "
                       f"watching {len(self.probe.forwarded) if self.probe else 0} syscalls")
+
+    def _reload_failed(self, reason: str) -> None:
+        """Raise the internal alert and report the reason (the running rules stay)."""
+        self.emit(alerts.reload_failed_alert(reason))
+        if self.status is not None:
+            self.status.reload_failed(reason)
+
+    def _first_rules(self) -> tuple[Loaded, str]:
+        """The rules to start with, and why the given ones could not be loaded ("" when
+        they could): with --state-dir, a config that does not load falls back to the
+        last good rules kept there. Raises probe.ProbeError when nothing loads."""
+        try:
+            loaded = self.watcher.first()
+        except RulesError as exc:
+            kept = lastgood.kept_config(self.opts.state_dir) if self.opts.state_dir else None
+            if kept is None:
+                raise probe.ProbeError(str(exc)) from exc
+            try:
+                loaded = RulesWatcher(RulesInput(config=kept), self._say).first()
+            except RulesError:
+                raise probe.ProbeError(str(exc)) from exc
+            self._say(f"falconer sensor: {exc}\nfalconer sensor: running the last good rules kept in "
+                      f"{kept.parent.resolve()} until {self.watcher.rules.describe()} loads")
+            return loaded, str(exc)
+        self._keep(loaded)
+        return loaded, ""
+
+    def _keep(self, loaded: Loaded) -> None:
+        """Keep a clean load of --config as the last good rules (with --state-dir)."""
+        config = self.opts.rules.config
+        if self.opts.state_dir is None or config is None:
+            return
+        try:
+            lastgood.keep(self.opts.state_dir, config, loaded.snapshot)
+        except lastgood.KeepError as exc:
+            self._say(f"falconer sensor: {exc}")
 
     def _report_loaded(self, loaded: Loaded) -> None:
         config = loaded.snapshot.config

@@ -2,9 +2,9 @@
 sensor --config`, as its FalcoInstance's ServiceAccount, reporting to the matrix's
 control plane), with a stream of file opens that fire its rule running throughout.
 
-- kill -9 of the sensor: the restarted sensor loads the last good rules, reports the
-  gap (a new `startedAt` after the last `reportedAt`; its drops) and knows processes
-  that started before it from /proc.
+- kill -9 of the sensor right after a broken rules edit: the restarted sensor runs the
+  last good rules (kept in `--state-dir`), reports the gap (a new `startedAt` after the
+  last `reportedAt`; its drops) and knows processes that started before it from /proc.
 - the rules ConfigMap's files deleted, then corrupted, under a running sensor: the last
   good rules keep running, `lastReloadError` in its status says why.
 - disk full where the capture and the alert log are written (a 256 KiB tmpfs): lines
@@ -109,20 +109,25 @@ def stream(rig: Rig, name: str, count: int, seconds: float) -> threading.Thread:
     return thread
 
 
-def test_sensor_killed_restarts_on_the_rules_and_reports_the_gap(rig: Rig, matrix: Matrix) -> None:
-    sensor = rig.start()
+def test_sensor_killed_restarts_on_the_last_good_rules_and_reports_the_gap(rig: Rig, matrix: Matrix) -> None:
+    state = ("--state-dir", str(rig.folder / "state"))
+    sensor = rig.start(*state)
     first = wait_for(lambda: (r := rig.report()).get("rulesHash") == "h1" and r, what="the first report")
     opener = subprocess.Popen([sys.executable, "-c", OPENER, f"opener-{rig.marker}"], stdin=subprocess.PIPE,
                               text=True)
     try:
         actions = stream(rig, "stream", 600, 30.0)
-        time.sleep(5)
+        time.sleep(3)
+        # A broken edit (the running sensor keeps h1), then the kill: the restarted
+        # sensor finds only the broken rules on disk.
+        rig.write("h2", "- rule: [broken\n")
+        wait_for(lambda: rig.report().get("lastReloadError"), timeout=20, what="the broken edit in status")
         sensor.proc.kill()
         sensor.proc.wait()
         killed_at = time.monotonic()
         seen_before = len(sensor.matching(rig.prefix + "stream"))
         time.sleep(2.5)  # the gap: nobody watches
-        sensor = rig.start()
+        sensor = rig.start(*state)
         gap_s = time.monotonic() - killed_at
         second = wait_for(lambda: (r := rig.report()).get("startedAt", "") > first["startedAt"] and r,
                           timeout=30, what="the restarted sensor's report")
@@ -136,22 +141,27 @@ def test_sensor_killed_restarts_on_the_rules_and_reports_the_gap(rig: Rig, matri
         opener.kill()
         opener.wait()
     wait_for(lambda: rig.counted() >= seen_after + 1, timeout=30, what="the restarted sensor's alerts counted")
+    rig.write("h3")
+    fixed = wait_for(lambda: (r := rig.report()).get("rulesHash") == "h3" and r, timeout=20, what="the fixed rules")
     sensor.stop()
     # What the killed sensor had counted but not yet written (at most its last second's
     # aggregate) went with it; everything else is in the FalcoAlert's count.
     unwritten = seen_before + seen_after + 1 - rig.counted()
-    # The restarted sensor runs the rules it was given, and says when it started: the
-    # node was not watched between the last report of the old one and that time.
-    assert second["rulesHash"] == "h1" and second["lastReloadError"] == ""
+    # The restarted sensor runs the last good rules (h1), says why not the given ones,
+    # and when it started: the node was not watched from its last report until then.
+    assert second["rulesHash"] == "h1" and "rules.yaml" in second["lastReloadError"], second
     assert second["startedAt"] > first["reportedAt"] and "kernel" in second["drops"]
+    assert fixed["lastReloadError"] == ""
     # The opener started before the restart: its command line and parent come from /proc.
     assert f"opener-{rig.marker}" in alert["output"] and "parent=<NA>" not in alert["output"], alert["output"]
     assert 0 <= unwritten <= 40, f"{unwritten} alerts of the killed sensor are not in the FalcoAlert"
     missed = 600 - seen_before - seen_after
-    matrix.record("kill -9 sensor", "restart loads the rules, reports the gap (startedAt, drops), /proc re-seed",
-                  f"restarted {gap_s:.1f}s later; startedAt {second['startedAt']} > last report "
-                  f"{first['reportedAt']}; {missed} of 600 opens in the gap unseen, {unwritten} counted but "
-                  "unwritten at the kill; pre-restart process named from /proc")
+    matrix.record("kill -9 sensor (broken rules on disk)",
+                  "restart runs the last good rules, reports the gap (startedAt, drops), /proc re-seed",
+                  f"restarted {gap_s:.1f}s later on h1 (kept in --state-dir; given rules broken, in "
+                  f"lastReloadError); startedAt {second['startedAt']} > last report {first['reportedAt']}; "
+                  f"{missed} of 600 opens in the gap unseen, {unwritten} counted but unwritten at the kill; "
+                  "pre-restart process named from /proc")
 
 
 def test_rules_files_deleted_or_corrupted_keep_the_last_good_rules(rig: Rig, matrix: Matrix) -> None:
