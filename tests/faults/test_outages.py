@@ -186,6 +186,7 @@ def operator_log_lines(rig: Rig) -> int:
     return len(rig.operator.log.read_text(errors="replace").splitlines())
 
 
+@pytest.mark.timeout(OUTAGE_S + 300)
 def test_apiserver_outage_queues_alerts_and_nothing_hot_loops(
         fault_plane: ControlPlane, relay: TcpRelay, make_rig: Callable[..., Rig], matrix: Matrix,
         tmp_path: Path) -> None:
