@@ -106,9 +106,10 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.client_timeout = 330
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
     # kopf's own requests (watch streams, its status and finalizer patches) retry with
-    # these delays, then start over: capped at 30 s, not kopf's 21 s after 1 s apart,
-    # so an API server outage costs each stream one attempt per 30 s once it lasts.
-    settings.networking.error_backoffs = (1, 2, 4, 8, 16, 30, 30, 30, 30)
+    # these delays, and a watch stream starts the sequence over when it gives up: from
+    # 5 s up to 30 s, not kopf's 1, 1, 2, 3 ... s, so an API server outage costs each of
+    # the 7 streams about one attempt per 20 s (tests/faults/test_outages.py).
+    settings.networking.error_backoffs = (5, 10, 20, 30, 30, 30, 30, 30, 30)
     config.load_config()  # type: ignore[no-untyped-call]
     api_config = client.Configuration.get_default_copy()
     # One connection attempt per call: a failure backs off through `_guard`. urllib3's
@@ -189,12 +190,12 @@ def serviceaccount_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo
 
 
 @kopf.timer(GROUP, VERSION, "falcoinstances", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def falcoinstance_resync(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+def falcoinstance_resync(namespace: str | None, name: str, retry: int, memo: kopf.Memo, **_: Any) -> None:
     """The periodic resync: whatever a watch missed (the sensor's ClusterRoleBinding, which
     is cluster-scoped and not watched; events lost while the API server was away) is put
     back within one period. Compare-then-apply makes a resync of a healthy instance reads only."""
     ns = _namespaced(namespace)
-    _guard(f"FalcoInstance {ns}/{name} resync", lambda: _reconciler(memo).reconcile_instance(ns, name))
+    _guard(f"FalcoInstance {ns}/{name} resync", lambda: _reconciler(memo).reconcile_instance(ns, name), retry)
 
 
 def _reported(type: str | None, body: kopf.Body, **_: Any) -> bool:
