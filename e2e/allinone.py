@@ -10,6 +10,12 @@ and on its log, which the demo follows. A demo workload (namespace `demo`) shows
 alert on a real pod. Edit a FalcoRule with kubectl and the sensor reloads it; delete the
 FalcoInstance and its sensor stops; Ctrl-C stops operator, node and control plane.
 
+Its parts are supervised (`processes.Supervisor`): a control plane component, a node
+process or the operator that exits is restarted after a backoff (1, 2, 4, ... 30 s,
+each restart logged); one that exits more than 5 times in 5 minutes stops the whole run
+with its name and log. The sensor is the DaemonSet's pod, which the kubelet restarts;
+the demo follows the log of whichever sensor pod runs.
+
 A FalcoRule or FalcoInstance that already exists (from an earlier run, maybe edited by
 you) is kept as it is: the demo creates only what is missing, so `kubectl edit` survives
 the next `./dev run` (delete an object to get the default back).
@@ -126,8 +132,9 @@ class AllInOne:
         self.operator: processes.Child | None = None
         self.sensor_log: subprocess.Popen[str] | None = None
         self.api: ApiClient | None = None
+        self.supervisor = processes.Supervisor(say)
         self._stopping = threading.Event()
-        self._echo_thread: threading.Thread | None = None
+        self._follow_thread: threading.Thread | None = None
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -152,6 +159,8 @@ class AllInOne:
         say(f"==> starting the local control plane in {self.control_plane.work_dir}")
         t0 = time.monotonic()
         self.control_plane.start()
+        for component in self.control_plane.components:
+            self.supervisor.watch(component)
         self.api = self.control_plane.api_client()
         say(f"    API server {self.control_plane.server} ready in {time.monotonic() - t0:.1f}s")
 
@@ -164,6 +173,8 @@ class AllInOne:
                          sandbox_image=images.REFS["pause"], images=archives,
                          start_timeout=STEP_TIMEOUT_S)
         self.node.start()
+        for component in self.node.components:
+            self.supervisor.watch(component)
         say(f"    Node {self.node.name} Ready in {time.monotonic() - t0:.1f}s")
 
     def _install_crds(self) -> None:
@@ -181,6 +192,7 @@ class AllInOne:
             "/usr/bin/env", f"KUBECONFIG={self.control_plane.kubeconfig}", "PYTHONSAFEPATH=1",
             sys.executable, "-m", "falconer", "operator"], log, self.run_dir / "operator.pid")
         self.operator.start()
+        self.supervisor.watch(self.operator)
 
     def _apply_rules_and_instance(self) -> None:
         assert self.node is not None
@@ -201,19 +213,14 @@ class AllInOne:
             self._wait(f"FalcoRule {ns}/{name} to be compiled", lambda n=name: self._rule_checked(n))
 
     def _follow_sensor(self) -> None:
-        """Wait for the DaemonSet's pod, then relay its log (alerts) to our stdout."""
-        ns = self.settings.namespace
+        """Wait for the DaemonSet's pod, then relay its log (alerts) to our stdout, from
+        whichever sensor pod runs (the kubelet restarts a sensor that exits)."""
         say("==> waiting for the sensor DaemonSet's pod (the kubelet runs it from the local image)")
-        pod = self._wait_value("the sensor pod to run", self._sensor_pod)
         log = self.logs / "sensor.log"
-        say(f"    sensor pod {ns}/{pod} Running; following its log (also in {log})")
-        self.sensor_log = subprocess.Popen(
-            [str(self.kubectl), "--kubeconfig", str(self.control_plane.kubeconfig), "logs", "-f",
-             "-n", ns, pod], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         watching = threading.Event()
-        self._echo_thread = threading.Thread(target=self._echo, args=(log, watching),
-                                             name="sensor-log", daemon=True)
-        self._echo_thread.start()
+        self._follow_thread = threading.Thread(target=self._follow, args=(log, watching),
+                                               name="sensor-log", daemon=True)
+        self._follow_thread.start()
         self._wait("the sensor to attach its probe", watching.is_set)
 
     def _show_an_alert(self) -> None:
@@ -248,16 +255,15 @@ class AllInOne:
             "    Ctrl-C stops the operator, the node (and its pods) and the control plane")
 
     def wait(self) -> int:
-        """Until SIGINT/SIGTERM (0), or until a component dies (1, with the reason)."""
+        """Until SIGINT/SIGTERM (0), or until a part keeps exiting (1, with the reason);
+        a part that exits is restarted meanwhile (see the module's docstring)."""
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stopping.set())
         while not self._stopping.wait(1.0):
-            if self.operator is not None and not self.operator.running():
-                say(f"!!  the operator exited with status {self.operator.exit_code()}; last "
-                    f"lines of {self.operator.log}:\n{self.operator.log_tail()}")
-                return 1
-            if self.node is not None and not self.node.running():
-                say(f"!!  the node stopped (a kubelet or containerd exited); see {self.work_dir / 'node'}")
+            try:
+                self.supervisor.check()
+            except processes.SupervisorGaveUp as gave_up:
+                say(f"!!  {gave_up}\n!!  stopping the whole run")
                 return 1
         say("==> stopping")
         return 0
@@ -265,6 +271,7 @@ class AllInOne:
     def stop(self) -> None:
         """Operator first (so it does not react to the node going), then node, control plane."""
         self._stopping.set()
+        self.supervisor = processes.Supervisor(say)  # nothing is restarted from here on
         if self.operator is not None:
             self.operator.stop()
             say("    operator stopped")
@@ -274,11 +281,10 @@ class AllInOne:
                 say("    node stopped (sensor pod included)")
             except NodeError as exc:
                 say(f"!!  the node could not undo everything (the next run retries): {exc}")
-        if self.sensor_log is not None:
-            self.sensor_log.terminate()
-            self.sensor_log.wait(timeout=10)
-            if self._echo_thread is not None:
-                self._echo_thread.join(timeout=5.0)
+        self._end_follow()
+        if self._follow_thread is not None:
+            self._follow_thread.join(timeout=5.0)
+            self._end_follow()  # one the thread started as we stopped
         if self.api is not None:
             self.api.close()
         self.control_plane.stop()
@@ -286,8 +292,40 @@ class AllInOne:
 
     # -- helpers ------------------------------------------------------------------------
 
+    def _end_follow(self) -> None:
+        """Stop the current `kubectl logs -f`, if any."""
+        if self.sensor_log is not None and self.sensor_log.poll() is None:
+            self.sensor_log.terminate()
+            self.sensor_log.wait(timeout=10)
+
+    def _follow(self, log: Path, watching: threading.Event) -> None:
+        """Until the run stops: `kubectl logs -f` the running sensor pod and relay its
+        lines to our stdout and to `log`. When a follow ends (the sensor restarted, the
+        pod was replaced, the API server went away) the next one starts at the time the
+        last one ended, so lines are neither repeated nor lost (to the second)."""
+        ns, since = self.settings.namespace, ""
+        while not self._stopping.is_set():
+            try:
+                pod = self._sensor_pod()
+            except (AllInOneError, subprocess.SubprocessError, ValueError):
+                pod = None  # the API server is away: the supervisor deals with it
+            if pod is None:
+                self._stopping.wait(2.0)
+                continue
+            say(f"    following sensor pod {ns}/{pod} (log also in {log})")
+            self.sensor_log = subprocess.Popen(
+                [str(self.kubectl), "--kubeconfig", str(self.control_plane.kubeconfig), "logs",
+                 "-f", "-n", ns, pod, *([f"--since-time={since}"] if since else [])],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            self._echo(log, watching)
+            since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            if not self._stopping.is_set():
+                say(f"    the sensor pod {ns}/{pod}'s log ended (the sensor restarted or the API "
+                    "server is away); following again")
+                self._stopping.wait(2.0)
+
     def _echo(self, log: Path, watching: threading.Event) -> None:
-        """Relay the sensor pod's log to our stdout and a file (its alerts are the demo)."""
+        """Relay one `kubectl logs -f` to our stdout and a file (its alerts are the demo)."""
         assert self.sensor_log is not None and self.sensor_log.stdout is not None
         with log.open("a", encoding="utf-8") as f:
             for line in self.sensor_log.stdout:
@@ -296,6 +334,7 @@ class AllInOne:
                 f.flush()
                 if SENSOR_WATCHING in line:
                     watching.set()
+        self.sensor_log.wait()
 
     def _sensor_pod(self) -> str | None:
         return self._running_pod(self.settings.namespace, f"falconer.io/instance={self.settings.instance}")
@@ -352,12 +391,13 @@ class AllInOne:
 
     def _wait_value(self, what: str, value: Callable[[], str | bool | None]) -> Any:
         """Poll `value()` until it is not None; its value. Fails after STEP_TIMEOUT_S or
-        when the operator died (with the reason)."""
+        when a part keeps exiting (with the reason); restarts exited parts meanwhile."""
         deadline = time.monotonic() + STEP_TIMEOUT_S
         while (found := value()) is None:
-            if self.operator is not None and not self.operator.running():
-                raise AllInOneError(f"the operator exited while waiting for {what}; last lines "
-                                    f"of {self.operator.log}:\n{self.operator.log_tail()}")
+            try:
+                self.supervisor.check()
+            except processes.SupervisorGaveUp as gave_up:
+                raise AllInOneError(f"while waiting for {what}: {gave_up}") from gave_up
             if time.monotonic() > deadline or self._stopping.is_set():
                 raise AllInOneError(f"gave up waiting for {what} after {STEP_TIMEOUT_S:.0f}s; "
                                     f"see {self.logs}")

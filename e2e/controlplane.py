@@ -157,16 +157,42 @@ class ControlPlane:
 
         return config.new_client_from_config(config_file=str(self.kubeconfig))
 
+    @property
+    def components(self) -> list[processes.Child]:
+        """The components' processes (etcd, kube-apiserver, kube-controller-manager,
+        kube-scheduler), oldest first; for a `processes.Supervisor`."""
+        return list(self._children)
+
+    def stop_component(self, name: str) -> None:
+        """Stop one component ("etcd", "kube-apiserver", ...) while the others keep
+        running, to test clients through its outage; `start_component` brings it back."""
+        self._child(name).stop()
+
+    def start_component(self, name: str) -> None:
+        """Start a stopped component again with the same flags and ports; returns once it
+        is ready (etcd: /health, the API server: /readyz, the controllers: /healthz)."""
+        child = self._child(name)
+        child.start()
+        url, expect = self._readiness(name)
+        self._wait(child, url, expect, time.monotonic() + self.start_timeout)
+
     def stop_apiserver(self) -> None:
-        """Stop only the API server (etcd and the controllers keep running), to test
-        clients through an outage; `start_apiserver()` brings it back on the same port."""
-        self._child("kube-apiserver").stop()
+        """Stop only the API server (etcd and the controllers keep running)."""
+        self.stop_component("kube-apiserver")
 
     def start_apiserver(self) -> None:
         """Start the stopped API server again; returns once /readyz is ok."""
-        child = self._child("kube-apiserver")
-        child.start()
-        self._wait(child, f"{self.server}/readyz", time.monotonic() + self.start_timeout, expect=b"ok")
+        self.start_component("kube-apiserver")
+
+    def _readiness(self, name: str) -> tuple[str, bytes]:
+        """The URL that answers `expect` once component `name` is ready."""
+        assert self.ports is not None
+        return {
+            "etcd": (f"http://127.0.0.1:{self.ports.etcd_client}/health", b'"health":"true"'),
+            "kube-apiserver": (f"{self.server}/readyz", b"ok"),
+            "kube-controller-manager": (f"https://127.0.0.1:{self.ports.controller_manager}/healthz", b"ok"),
+            "kube-scheduler": (f"https://127.0.0.1:{self.ports.scheduler}/healthz", b"ok"),
+        }[name]
 
     def _child(self, name: str) -> processes.Child:
         return next(c for c in self._children if c.name == name)
@@ -220,7 +246,7 @@ class ControlPlane:
             "--unsafe-no-fsync=true",
             "--log-level=warn",
         ])
-        self._wait(child, f"{client}/health", deadline, expect=b'"health":"true"')
+        self._wait(child, *self._readiness("etcd"), deadline)
 
     def _start_apiserver(self, binary: Path, deadline: float) -> None:
         assert self.ports is not None
@@ -262,7 +288,7 @@ class ControlPlane:
             f"--proxy-client-cert-file={p.front_proxy_client.cert}",
             f"--proxy-client-key-file={p.front_proxy_client.key}",
         ])
-        self._wait(child, f"{self.server}/readyz", deadline, expect=b"ok")
+        self._wait(child, *self._readiness("kube-apiserver"), deadline)
 
     def _start_controllers(self, manager: Path, scheduler: Path, deadline: float) -> None:
         assert self.ports is not None
@@ -292,10 +318,8 @@ class ControlPlane:
             f"--cert-dir={self.work_dir / 'scheduler-certs'}",
             "--leader-elect=false",
         ])
-        self._wait(cm, f"https://127.0.0.1:{self.ports.controller_manager}/healthz",
-                   deadline, expect=b"ok")
-        self._wait(sched, f"https://127.0.0.1:{self.ports.scheduler}/healthz",
-                   deadline, expect=b"ok")
+        self._wait(cm, *self._readiness("kube-controller-manager"), deadline)
+        self._wait(sched, *self._readiness("kube-scheduler"), deadline)
 
     # -- readiness --------------------------------------------------------------------
 
@@ -303,9 +327,9 @@ class ControlPlane:
         """Wait for the controller manager to create default/default (its controllers run)."""
         url = f"{self.server}/api/v1/namespaces/default/serviceaccounts/default"
         manager = next(c for c in self._children if c.name == "kube-controller-manager")
-        self._wait(manager, url, deadline, expect=b'"kind":"ServiceAccount"')
+        self._wait(manager, url, b'"kind":"ServiceAccount"', deadline)
 
-    def _wait(self, child: processes.Child, url: str, deadline: float, *, expect: bytes) -> None:
+    def _wait(self, child: processes.Child, url: str, expect: bytes, deadline: float) -> None:
         """Poll `url` until its body contains `expect`; fail fast if `child` exits."""
         context = self._tls_context(url)
         while True:

@@ -174,6 +174,12 @@ class Node:
         connections and those lost because the API server refused them."""
         return None if self._relay is None else self._relay.counters
 
+    @property
+    def components(self) -> list[processes.Child]:
+        """The node's processes (containerd, kube-proxy, kubelet); for a
+        `processes.Supervisor`."""
+        return list(self._children.values())
+
     def running(self) -> bool:
         """Whether start() succeeded and stop() has not been called since."""
         return bool(self._children)

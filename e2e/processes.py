@@ -5,6 +5,12 @@ stops anything it forked. Every started child is registered for an `atexit` stop
 pid is written to a pid file: a run that died without `atexit` (SIGKILL, power loss) left
 the pid file behind, and the next start on the same work dir ends those leftovers before
 it binds its ports or opens the etcd data dir.
+
+`Supervisor` watches started children for a long run (the all-in-one): a child that
+exited is started again after a backoff (1, 2, 4, ... 30 s; logged), and one that keeps
+exiting (more than `Backoff.max_restarts` times within `Backoff.window_s`) ends the run
+with a reason naming it and its log's last lines, so a run is never silently half alive.
+Polling a child also reaps it: a dead component never lingers as `<defunct>`.
 """
 
 from __future__ import annotations
@@ -15,7 +21,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: How long a child gets to exit after SIGTERM before it is killed.
@@ -83,6 +90,102 @@ class Child:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """How a Supervisor restarts a child: the first restart after `first_s` seconds,
+    each following one `factor` times later, at most `cap_s`; a child that ran
+    `stable_s` seconds starts over at `first_s`. More than `max_restarts` restarts within
+    `window_s` seconds and the supervisor gives up on it."""
+
+    first_s: float = 1.0
+    factor: float = 2.0
+    cap_s: float = 30.0
+    stable_s: float = 60.0
+    max_restarts: int = 5
+    window_s: float = 300.0
+
+
+@dataclass
+class _Watched:
+    """A supervised child and its restart history (monotonic seconds)."""
+
+    child: Child
+    started_at: float
+    delay_s: float = 0.0
+    due_at: float | None = None
+    restarts: list[float] = field(default_factory=list)
+
+
+class SupervisorGaveUp(RuntimeError):
+    """A child kept exiting (or could not be started again); the message says which,
+    how often, and its log's last lines."""
+
+
+class Supervisor:
+    """Restart exited children with backoff; `check()` once in a while (e.g. a second).
+
+    `say` receives one line per event ("kube-apiserver exited with status -9; restarting
+    in 1 s", "kube-apiserver restarted (pid 123, restart 1 of at most 5 in 300 s)").
+    """
+
+    def __init__(self, say: Callable[[str], None], backoff: Backoff = Backoff(),
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.say = say
+        self.backoff = backoff
+        self._clock = clock
+        self._watched: list[_Watched] = []
+
+    def watch(self, child: Child) -> None:
+        """Supervise a started child from now on."""
+        self._watched.append(_Watched(child, self._clock()))
+
+    def forget(self, child: Child) -> None:
+        """Stop supervising `child` (before stopping it on purpose)."""
+        self._watched = [w for w in self._watched if w.child is not child]
+
+    def restarts(self, name: str) -> int:
+        """How many times the child called `name` was restarted (within the window)."""
+        return sum(len(w.restarts) for w in self._watched if w.child.name == name)
+
+    def check(self) -> None:
+        """Restart every exited child whose backoff has passed; raises SupervisorGaveUp
+        when one exited too often or cannot be started."""
+        now = self._clock()
+        for watched in self._watched:
+            code = watched.child.exit_code()
+            if code is None:
+                continue
+            if watched.due_at is None:
+                self._schedule(watched, code, now)
+            elif now >= watched.due_at:
+                self._restart(watched, now)
+
+    def _schedule(self, watched: _Watched, code: int, now: float) -> None:
+        b, child = self.backoff, watched.child
+        watched.restarts = [t for t in watched.restarts if now - t < b.window_s]
+        if len(watched.restarts) >= b.max_restarts:
+            raise SupervisorGaveUp(
+                f"{child.name} exited with status {code}, its {len(watched.restarts) + 1}th exit "
+                f"within {b.window_s:.0f}s; giving up. Last lines of {child.log}:\n{child.log_tail()}")
+        ran_s = now - watched.started_at
+        watched.delay_s = (b.first_s if ran_s >= b.stable_s or not watched.delay_s
+                           else min(watched.delay_s * b.factor, b.cap_s))
+        watched.due_at = now + watched.delay_s
+        self.say(f"!!  {child.name} exited with status {code} after {ran_s:.0f}s; restarting in "
+                 f"{watched.delay_s:.0f}s (log: {child.log})")
+
+    def _restart(self, watched: _Watched, now: float) -> None:
+        child = watched.child
+        try:
+            child.start()
+        except OSError as error:
+            raise SupervisorGaveUp(f"{child.name} could not be started again: {error}") from error
+        watched.restarts.append(now)
+        watched.started_at, watched.due_at = now, None
+        self.say(f"    {child.name} restarted (pid {child.pid}; restart {len(watched.restarts)} of at "
+                 f"most {self.backoff.max_restarts} in {self.backoff.window_s:.0f}s)")
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -2,7 +2,8 @@
 containerd), the operator, and the eBPF sensor running as the DaemonSet's pod.
 
 One run, as a user would: wait until it is up (it already showed an alert from the demo
-pod as a FalcoAlert), check what kubectl shows, add a rule to a FalcoRule through the API
+pod as a FalcoAlert), check what kubectl shows, kill -9 the operator and the API server
+(both are restarted), add a rule to a FalcoRule through the API
 and see the sensor pod reload it and fire on a real pod, delete the FalcoInstance and see
 its sensor go, then Ctrl-C and check that nothing is left running.
 """
@@ -135,6 +136,15 @@ def test_allinone_detects_reloads_and_stops_cleanly(demo: Demo) -> None:
     events = json.loads(demo.kubectl("get", "events", "-n", DEMO_NAMESPACE, "-o", "json"))["items"]
     assert any(e["source"].get("component") == "falconer-sensor" and e["involvedObject"]["kind"] == "Pod"
                for e in events), [e.get("reason") for e in events]
+
+    # Supervision, tried as a user would: kill -9 the operator and the API server. Each
+    # is restarted (and says so); the rule edit below needs both, and the sensor pod's
+    # log is followed again after the API server's restart.
+    for part in ("operator", "kube-apiserver"):
+        os.kill(child_pids(demo.work_dir)[part], signal.SIGKILL)
+        demo.wait_for(f"{part} restarted", 60)
+    wait_until(lambda: demo.kubectl("get", "--raw", "/readyz", check=False).strip() == "ok",
+               "the restarted API server", 90, demo)
 
     rules = json.loads(demo.kubectl("get", "falcorules", "-n", NS, "-o", "json"))["items"]
     assert rules and all({c["type"]: c["status"] for c in r["status"]["conditions"]}["Valid"] == "True"

@@ -112,8 +112,18 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
+    # kopf's own requests (watch streams, its status and finalizer patches) retry with
+    # these delays, and a watch stream starts the sequence over when it gives up: from
+    # 5 s up to 30 s, not kopf's 1, 1, 2, 3 ... s, so an API server outage costs each of
+    # the 7 streams about one attempt per 20 s (tests/faults/test_outages.py).
+    settings.networking.error_backoffs = (5, 10, 20, 30, 30, 30, 30, 30, 30)
     config.load_config()  # type: ignore[no-untyped-call]
-    kube = Kube(client.ApiClient())
+    api_config = client.Configuration.get_default_copy()
+    # One connection attempt per call: a failure backs off through `_guard`. urllib3's
+    # default (3 retries at once) made every failing call 4 connections while the API
+    # server was down (tests/faults/test_outages.py measures the rate).
+    api_config.retries = 0
+    kube = Kube(client.ApiClient(api_config))
     reconciler = Reconciler(kube, _post_event)
     memo["reconciler"] = reconciler
     webhook_env = os.environ.get(webhookserver.WebhookSettings.ENV)
@@ -225,12 +235,12 @@ def serviceaccount_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo
 
 
 @kopf.timer(GROUP, VERSION, "falcoinstances", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def falcoinstance_resync(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+def falcoinstance_resync(namespace: str | None, name: str, retry: int, memo: kopf.Memo, **kwargs: Any) -> None:
     """The periodic resync: whatever a watch missed (the sensor's ClusterRoleBinding, which
     is cluster-scoped and not watched; events lost while the API server was away) is put
     back within one period. Compare-then-apply makes a resync of a healthy instance reads only."""
     ns = _namespaced(namespace)
-    _guard(f"FalcoInstance {ns}/{name} resync", lambda: _reconciler(memo, kwargs).reconcile_instance(ns, name))
+    _guard(f"FalcoInstance {ns}/{name} resync", lambda: _reconciler(memo, kwargs).reconcile_instance(ns, name), retry)
 
 
 def _reported(type: str | None, body: kopf.Body, **_: Any) -> bool:

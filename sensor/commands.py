@@ -55,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-root", type=Path, default=None, metavar="DIR",
                    help="the folder holding the TLS Secret of each configured output (http/, grpc/: "
                    "ca.crt, tls.crt, tls.key); default /etc/falconer-tls, where the operator mounts them")
+    p.add_argument("--state-dir", type=Path, metavar="DIR", default=None,
+                   help="keep the last good rules of --config here; a start on a config that "
+                   "does not load runs them instead (and reports why)")
     p.set_defaults(run=run)
 
 
@@ -119,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     opts = SensorOptions(rules=rules, json_output=args.json, capture=args.capture,
                          all_events=args.all_events, buffer_pages=args.buffer_pages,
                          kubeconfig=args.kubeconfig, node_name=args.node_name,
-                         cri_socket=args.cri_socket, outputs=outputs,
+                         cri_socket=args.cri_socket, outputs=outputs, state_dir=args.state_dir,
                          **({"tls_root": args.tls_root} if args.tls_root else {}))
     sensor = Sensor(opts)
     try:

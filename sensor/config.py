@@ -111,6 +111,7 @@ class Snapshot:
     engine: EngineOptions
     sources: tuple[RulesSource | Path, ...]  # a Path is a file that could not be read
     digest: str
+    config_text: str = ""                  # the config file's text (--config mode)
 
 
 def buffer_pages(size_bytes: int) -> int:
@@ -184,4 +185,4 @@ class RulesInput:
         config = parse(text, self.config)
         tenants = {self.config.parent / o.key: o.tenant for o in config.falco_rules if o.tenant}
         sources = _rules(config.rules_files, digest, tenants)
-        return Snapshot(config, config.engine, sources, digest.hexdigest())
+        return Snapshot(config, config.engine, sources, digest.hexdigest(), text)

@@ -38,7 +38,9 @@ class NodeReport:
     """One node's sensor, as it reports itself (`status.sensors.<node>`).
 
     `rules_hash` and `falco_rules` describe the rules the sensor has *loaded* (never the
-    ones it was merely given); `loaded_at` is when (RFC 3339, UTC); `last_reload_error`
+    ones it was merely given); `loaded_at` is when (RFC 3339, UTC); `started_at` is when
+    this sensor process started (a restart shows as a newer `started_at`: the node was not
+    watched between the previous `reported_at` and it); `last_reload_error`
     is the last failed reload's reason ("" when the last attempt succeeded).
     `alerts_by_rule` holds at most MAX_RULES_REPORTED entries (the most frequent);
     `alerts_total` counts them all. `drops` counts losses: "kernel" (ring buffer and
@@ -53,6 +55,7 @@ class NodeReport:
     alerts_total: int = 0
     alerts_by_rule: Mapping[str, int] = field(default_factory=dict)
     drops: Mapping[str, int] = field(default_factory=dict)
+    started_at: str = ""
 
     def to_status(self) -> dict[str, Any]:
         """The status entry (JSON-compatible)."""
@@ -62,6 +65,7 @@ class NodeReport:
             "loadedAt": self.loaded_at,
             "lastReloadError": self.last_reload_error,
             "reportedAt": self.reported_at,
+            "startedAt": self.started_at,
             "alerts": {"total": self.alerts_total, "byRule": dict(self.alerts_by_rule)},
             "drops": dict(self.drops),
         }
@@ -78,6 +82,7 @@ class NodeReport:
             loaded_at=str(raw.get("loadedAt") or ""),
             last_reload_error=str(raw.get("lastReloadError") or ""),
             reported_at=str(raw.get("reportedAt") or ""),
+            started_at=str(raw.get("startedAt") or ""),
             alerts_total=int(alerts.get("total") or 0),
             alerts_by_rule={str(k): int(v) for k, v in (alerts.get("byRule") or {}).items()},
             drops={str(k): int(v) for k, v in (raw.get("drops") or {}).items()},

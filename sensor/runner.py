@@ -26,14 +26,14 @@ from typing import Any, TextIO
 
 from falconer import sensorconfig
 from falconer.engine import Alert, Engine
-from falconer.sensor import alerts, cri, kube, metadata, probe, record
+from falconer.sensor import alerts, cri, kube, lastgood, metadata, probe, record
 from falconer.sensor.capture import CaptureWriter
 from falconer.sensor.config import DEFAULT_CLUSTER_DOMAIN, RulesInput, SensorConfig, Snapshot
 from falconer.sensor.drops import DropAccount
 from falconer.sensor.event import SensorEvent
 from falconer.sensor.names import NameResolver, host_names, rule_names
-from falconer.sensor.podwatch import PodWatch
 from falconer.sensor.podmeta import PodMeta
+from falconer.sensor.podwatch import PodWatch
 from falconer.sensor.report import rule_key
 from falconer.sensor.rules_watcher import Failed, Loaded, RulesError, RulesWatcher
 from falconer.sensor.servicenames import ServiceNames
@@ -70,6 +70,7 @@ class SensorOptions:
     cri_socket: str | None = None       # None: the first of cri.DEFAULT_SOCKETS that exists
     outputs: stream_outputs.OutputSettings = field(default_factory=stream_outputs.OutputSettings)  # -o *_output.*
     tls_root: Path = Path(sensorconfig.TLS_ROOT)   # the outputs' TLS Secrets, one folder each
+    state_dir: Path | None = None       # where the last good rules are kept (sensor/lastgood.py)
 
 
 @dataclass
@@ -111,7 +112,6 @@ class Sensor:
         self.tracker.metadata.names.resolver = self.resolver
         self.probe: probe.Probe | None = None
         self.capture: CaptureWriter | None = None
-        self._capture_file: TextIO | None = None
         self._api_client: Any = None
         self._config: SensorConfig | None = None
         self._stopping = False
@@ -122,10 +122,7 @@ class Sensor:
     def start(self) -> None:
         """Load rules, start the sinks, compile and attach the probe, seed state.
         Raises probe.ProbeError on failure."""
-        try:
-            loaded = self.watcher.first()
-        except RulesError as exc:
-            raise probe.ProbeError(str(exc)) from exc
+        loaded, start_error = self._first_rules()
         self.engine = loaded.engine
         self._apply_config(loaded.snapshot)
         self._start_outputs(loaded.snapshot.config)
@@ -139,9 +136,10 @@ class Sensor:
         self._apply_filter()
         self.probe.open(self._on_record)
         if self.opts.capture is not None:
-            self._capture_file = open(self.opts.capture, "w", encoding="utf-8")  # noqa: SIM115
-            self.capture = CaptureWriter(self._capture_file)
+            self.capture = CaptureWriter(self.opts.capture, self.err)
         self._report_loaded(loaded)
+        if start_error:
+            self._reload_failed(start_error)
         self._say_if_no_rules(loaded)
         if self.probe.missing_modules:
             self._say("falconer sensor: no BTF for kernel module(s) "
@@ -218,9 +216,8 @@ class Sensor:
         if self.probe is not None:
             self.probe.close()
             self.probe = None
-        if self._capture_file is not None:
-            self._capture_file.close()
-            self._capture_file = None
+        if self.capture is not None:
+            self.capture.close()
         if self.pod_watch is not None:
             self.pod_watch.stop()
         if self.services is not None:
@@ -238,6 +235,8 @@ class Sensor:
                  f"kept in the kernel by the rule-derived filter: {s.kept_in_kernel}",
                  f"events not evaluated (errors): {s.failed}",
                  f"alerts not written (stdout failed): {self.stdout.stats().dropped}",
+                 *([f"capture: {self.capture.written} events written, {self.capture.lost} lost "
+                    f"(refused by the file system)"] if self.capture is not None else []),
                  f"processes evicted from the table: {self.tracker.procs.evicted}",
                  self.tracker.metadata.report(),
                  self._names_report(),
@@ -335,6 +334,7 @@ class Sensor:
         self.engine = loaded.engine
         self._apply_filter()
         self.watcher.switched(loaded)
+        self._keep(loaded)
         self._apply_config(loaded.snapshot)
         self._want_names()
         self._report_loaded(loaded)
@@ -360,14 +360,48 @@ class Sensor:
         outcome = self.watcher.check(forced)
         if isinstance(outcome, Failed):
             self._say(f"falconer sensor: reload failed, keeping the previous rules:\n{outcome.reason}")
-            self.emit(alerts.reload_failed_alert(outcome.reason))
-            if self.status is not None:
-                self.status.reload_failed(outcome.reason)
+            self._reload_failed(outcome.reason)
         elif isinstance(outcome, Loaded):
             self.switch_rules(outcome)
             self._say_if_no_rules(outcome)
             self._say(f"falconer sensor: rules reloaded ({outcome.result.counts.get('rules', 0)} rules), "
                       f"watching {len(self.probe.forwarded) if self.probe else 0} syscalls")
+
+    def _reload_failed(self, reason: str) -> None:
+        """Raise the internal alert and report the reason (the running rules stay)."""
+        self.emit(alerts.reload_failed_alert(reason))
+        if self.status is not None:
+            self.status.reload_failed(reason)
+
+    def _first_rules(self) -> tuple[Loaded, str]:
+        """The rules to start with, and why the given ones could not be loaded ("" when
+        they could): with --state-dir, a config that does not load falls back to the
+        last good rules kept there. Raises probe.ProbeError when nothing loads."""
+        try:
+            loaded = self.watcher.first()
+        except RulesError as exc:
+            kept = lastgood.kept_config(self.opts.state_dir) if self.opts.state_dir else None
+            if kept is None:
+                raise probe.ProbeError(str(exc)) from exc
+            try:
+                loaded = RulesWatcher(RulesInput(config=kept), self._say).first()
+            except RulesError:
+                raise probe.ProbeError(str(exc)) from exc
+            self._say(f"falconer sensor: {exc}\nfalconer sensor: running the last good rules kept in "
+                      f"{kept.parent.resolve()} until {self.watcher.rules.describe()} loads")
+            return loaded, str(exc)
+        self._keep(loaded)
+        return loaded, ""
+
+    def _keep(self, loaded: Loaded) -> None:
+        """Keep a clean load of --config as the last good rules (with --state-dir)."""
+        config = self.opts.rules.config
+        if self.opts.state_dir is None or config is None:
+            return
+        try:
+            lastgood.keep(self.opts.state_dir, config, loaded.snapshot)
+        except lastgood.KeepError as exc:
+            self._say(f"falconer sensor: {exc}")
 
     def _report_loaded(self, loaded: Loaded) -> None:
         config = loaded.snapshot.config
@@ -442,8 +476,10 @@ class Sensor:
         self.sinks.sinks.extend(api)
 
     def _drop_counts(self) -> dict[str, int]:
-        """Losses for the status report: kernel records, then alerts per sink."""
-        return {"kernel": self.drops.kernel.ring, **self.sinks.drops()}
+        """Losses for the status report: kernel records, capture lines (with
+        --capture), then alerts per sink."""
+        capture = {"capture": self.capture.lost} if self.capture is not None else {}
+        return {"kernel": self.drops.kernel.ring, **capture, **self.sinks.drops()}
 
     def _buffer_pages(self, snap: Snapshot) -> int:
         """The command line's size wins over the config's (an operator's override)."""

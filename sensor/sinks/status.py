@@ -50,6 +50,7 @@ class StatusReporter(ApiSink):
         self._rules_hash = ""
         self._origins: tuple[RulesOrigin, ...] = ()
         self._loaded_at = ""
+        self._started_at = now()
         self._error = ""
         self._last_sent: dict[str, object] | None = None
         self._last_write = 0.0
@@ -81,7 +82,7 @@ class StatusReporter(ApiSink):
         with self._lock:
             top = dict(self._alerts.most_common(MAX_RULES_REPORTED))
             return NodeReport(rules_hash=self._rules_hash, falco_rules=self._origins, loaded_at=self._loaded_at,
-                              last_reload_error=self._error, reported_at=now(),
+                              last_reload_error=self._error, reported_at=now(), started_at=self._started_at,
                               alerts_total=sum(self._alerts.values()), alerts_by_rule=top, drops=self.drops())
 
     def flush(self) -> None:
