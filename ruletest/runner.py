@@ -346,7 +346,8 @@ class Runner:
         barrier = pods.BARRIER_PREFIX + nonce
         workdir = "/tmp"
         try:
-            cid = cluster.start_pod(name, test.context.pod.image)[:12]
+            pod = test.context.pod
+            cid = cluster.start_pod(name, pod.image, pod.privileged)[:12]
             time.sleep(LOSS_REPORT_S)  # losses while the node started the pod are not ours
             start = len(sensor.alerts)
             steps = [actor.Step(kind=s["kind"], args=substitute(s["args"], workdir, nonce))

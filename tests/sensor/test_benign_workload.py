@@ -1,8 +1,14 @@
-"""Everyday work on a host must not raise alerts from the upstream stable rules.
+"""Everyday work must not raise alerts.
 
-Package queries, a git commit, compiling C and tar/untar run under a driver process
-with a unique name; any stable-rule alert whose process or parent belongs to that work
-fails the test (alerts from unrelated host activity are ignored).
+On the host, from the upstream stable rules: package queries, a git commit, compiling C
+and tar/untar run under a driver process with a unique name; any stable-rule alert whose
+process or parent belongs to that work fails the test (alerts from unrelated host
+activity are ignored).
+
+In pods on a real node of this host, from Falconer's default ruleset: a web server
+(busybox httpd) and a database (Redis) serve real requests from a client pod whose
+entrypoint is a shell script; any alert from those containers, or from the node's own
+processes (runtime, kubelet) meanwhile, fails the test.
 """
 
 from __future__ import annotations
@@ -11,8 +17,21 @@ import os
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import prereq
+import pytest
 import upstream
+from kube_fixtures import wait_pod_running
+
+from falconer import paths
+from falconer.e2e import images
+from falconer.sensor.alerts import DROP_RULE
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient, V1Pod
+
+    from falconer.e2e.node import Node
 
 WORKLOAD = r"""
 set -e
@@ -60,3 +79,107 @@ def test_benign_workload_raises_no_stable_alert(start_sensor, tmp_path: Path, ma
             and ({a["output_fields"].get("proc.name"), a["output_fields"].get("proc.pname")}
                  & (WORKLOAD_NAMES | {driver.name}))]
     assert ours == [], ours
+
+
+# -- the benign workload in pods ------------------------------------------------------------
+
+#: The client pod's entrypoint, a shell script as many images have: it waits for both
+#: servers, then drives real requests (HTTP GETs, Redis writes, reads and queries) and
+#: prints what came back, so the test can check that every request was served.
+CLIENT_SCRIPT = r"""
+set -e
+for i in $(seq 1 60); do
+  wget -q -O /dev/null "http://$WEB:8080/" && redis-cli -h "$DB" PING | grep -q PONG && break
+  sleep 0.5
+done
+for i in $(seq 1 20); do wget -q -O - "http://$WEB:8080/index.html" > /tmp/page; done
+echo "page: $(cat /tmp/page)"
+seq 1 200 | sed 's/.*/SET key:& value:&/' | redis-cli -h "$DB" > /dev/null
+for i in $(seq 1 20); do redis-cli -h "$DB" INCR visits > /dev/null; done
+redis-cli -h "$DB" LPUSH recent a b c > /dev/null
+echo "dbsize: $(redis-cli -h "$DB" DBSIZE)"
+echo "visits: $(redis-cli -h "$DB" GET visits)"
+echo "key:42: $(redis-cli -h "$DB" GET key:42)"
+echo "recent: $(redis-cli -h "$DB" LRANGE recent 0 -1 | tr '\n' ' ')"
+echo "keys: $(redis-cli -h "$DB" --scan --pattern 'key:1??' | wc -l)"
+"""
+
+#: Processes of the node itself (this host's containerd, shims, runc, kubelet, the pods'
+#: pause): with one node per host, their alerts during the workload are the workload's.
+NODE_PROCESSES = {"containerd", "containerd-shim", "runc", "runc:[0:PARENT]", "runc:[1:CHILD]",
+                  "runc:[2:INIT]", "kubelet", "kube-proxy", "pause", "iptables", "ip6tables"}
+
+
+def _start_pod(api: ApiClient, namespace: str, name: str, command: list[str],
+               env: dict[str, str] | None = None) -> V1Pod:
+    """Pod `name` of the workload image running `command`, once it runs."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    core.create_namespaced_pod(namespace, client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels={"app.kubernetes.io/name": name}),
+        spec=client.V1PodSpec(
+            restart_policy="Never", termination_grace_period_seconds=0,
+            containers=[client.V1Container(
+                name="main", image=images.REFS["workload"], image_pull_policy="Never",
+                command=command,
+                env=[client.V1EnvVar(name=k, value=v) for k, v in (env or {}).items()])])))
+    return wait_pod_running(api, namespace, name)
+
+
+def _finished(api: ApiClient, namespace: str, name: str, timeout: float) -> tuple[str, str]:
+    """(phase, log) of pod `name` once it has ended (or when `timeout` s have passed)."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api)
+    deadline = time.monotonic() + timeout
+    phase = ""
+    while time.monotonic() < deadline:
+        status = core.read_namespaced_pod(name, namespace).status
+        phase = status.phase if status else ""
+        if phase in ("Succeeded", "Failed"):
+            break
+        time.sleep(0.5)
+    return phase, core.read_namespaced_pod_log(name, namespace, container="main")
+
+
+def _container_id(pod: V1Pod) -> str:
+    """The pod's container id as the rules print it (12 hex digits)."""
+    ref = pod.status.container_statuses[0].container_id
+    return str(ref).rpartition("://")[2][:12]
+
+
+@pytest.mark.ebpf
+@pytest.mark.kube
+@pytest.mark.timeout(600)
+def test_database_and_web_server_in_pods_raise_no_default_alert(
+        start_sensor, control_plane, kube_client: ApiClient, kube_node: Node,
+        kube_namespace: str) -> None:
+    prereq.require_ebpf()
+    kube_node.import_image(images.build("workload"))
+    sensor = start_sensor("--rules", *map(str, paths.default_rules_files()),
+                          "--buffer-pages", "4096")
+    before = len(sensor.alerts)
+    web = _start_pod(kube_client, kube_namespace, "web",
+                     ["httpd", "-f", "-v", "-p", "8080", "-h", "/www"])
+    db = _start_pod(kube_client, kube_namespace, "db",
+                    ["redis-server", "--bind", "0.0.0.0", "--port", "6379",
+                     "--protected-mode", "no", "--save", "", "--appendonly", "no"])
+    client_pod = _start_pod(kube_client, kube_namespace, "client",
+                            ["sh", "-c", CLIENT_SCRIPT],
+                            env={"WEB": web.status.pod_ip, "DB": db.status.pod_ip})
+    phase, log = _finished(kube_client, kube_namespace, "client", timeout=180)
+    assert phase == "Succeeded", log
+    # Every request was served: the page, 200 keys plus the counter and the list.
+    assert "page: <html><body>falconer benign workload</body></html>" in log, log
+    assert "dbsize: 202" in log and "visits: 20" in log and "key:42: value:42" in log, log
+    assert "recent: c b a" in log and "keys: 100" in log, log
+    time.sleep(3.0)  # the sensor's last reads, and its loss report (once a second)
+    window = sensor.alerts[before:]
+    assert [a for a in window if a["rule"] == DROP_RULE] == [], "events lost: not proven"
+    ours = {_container_id(p) for p in (web, db, client_pod)}
+    noisy = [a for a in window if a["source"] == "syscall" and (
+        a["output_fields"].get("container.id") in ours
+        or {a["output_fields"].get("proc.name"), a["output_fields"].get("proc.pname")}
+        & NODE_PROCESSES)]
+    assert noisy == [], "\n".join(a["output"] for a in noisy)
