@@ -17,12 +17,12 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import prereq
 import pytest
 import upstream
-from kube_fixtures import wait_pod_running
+from kube_fixtures import exec_in_pod, wait_pod_running
 
 from falconer import paths
 from falconer.e2e import images
@@ -110,13 +110,12 @@ NODE_PROCESSES = {"containerd", "containerd-shim", "runc", "runc:[0:PARENT]", "r
                   "runc:[2:INIT]", "kubelet", "kube-proxy", "pause", "iptables", "ip6tables"}
 
 
-def _start_pod(api: ApiClient, namespace: str, name: str, command: list[str],
-               env: dict[str, str] | None = None) -> V1Pod:
-    """Pod `name` of the workload image running `command`, once it runs."""
+def _create_pod(api: ApiClient, namespace: str, name: str, command: list[str],
+                env: dict[str, str] | None = None) -> None:
+    """Create pod `name` of the workload image running `command` (not waiting)."""
     from kubernetes import client
 
-    core = client.CoreV1Api(api)
-    core.create_namespaced_pod(namespace, client.V1Pod(
+    client.CoreV1Api(api).create_namespaced_pod(namespace, client.V1Pod(
         metadata=client.V1ObjectMeta(name=name, labels={"app.kubernetes.io/name": name}),
         spec=client.V1PodSpec(
             restart_policy="Never", termination_grace_period_seconds=0,
@@ -124,23 +123,19 @@ def _start_pod(api: ApiClient, namespace: str, name: str, command: list[str],
                 name="main", image=images.REFS["workload"], image_pull_policy="Never",
                 command=command,
                 env=[client.V1EnvVar(name=k, value=v) for k, v in (env or {}).items()])])))
-    return wait_pod_running(api, namespace, name)
 
 
-def _finished(api: ApiClient, namespace: str, name: str, timeout: float) -> tuple[str, str]:
-    """(phase, log) of pod `name` once it has ended (or when `timeout` s have passed)."""
+def _finished(api: ApiClient, namespace: str, name: str, timeout: float) -> tuple[V1Pod, str]:
+    """Pod `name` and its log once it has ended (or when `timeout` s have passed)."""
     from kubernetes import client
 
     core = client.CoreV1Api(api)
     deadline = time.monotonic() + timeout
-    phase = ""
-    while time.monotonic() < deadline:
-        status = core.read_namespaced_pod(name, namespace).status
-        phase = status.phase if status else ""
-        if phase in ("Succeeded", "Failed"):
-            break
+    while True:
+        pod = core.read_namespaced_pod(name, namespace)
+        if pod.status.phase in ("Succeeded", "Failed") or time.monotonic() > deadline:
+            return pod, core.read_namespaced_pod_log(name, namespace, container="main")
         time.sleep(0.5)
-    return phase, core.read_namespaced_pod_log(name, namespace, container="main")
 
 
 def _container_id(pod: V1Pod) -> str:
@@ -160,16 +155,16 @@ def test_database_and_web_server_in_pods_raise_no_default_alert(
     sensor = start_sensor("--rules", *map(str, paths.default_rules_files()),
                           "--buffer-pages", "4096")
     before = len(sensor.alerts)
-    web = _start_pod(kube_client, kube_namespace, "web",
-                     ["httpd", "-f", "-v", "-p", "8080", "-h", "/www"])
-    db = _start_pod(kube_client, kube_namespace, "db",
-                    ["redis-server", "--bind", "0.0.0.0", "--port", "6379",
-                     "--protected-mode", "no", "--save", "", "--appendonly", "no"])
-    client_pod = _start_pod(kube_client, kube_namespace, "client",
-                            ["sh", "-c", CLIENT_SCRIPT],
-                            env={"WEB": web.status.pod_ip, "DB": db.status.pod_ip})
-    phase, log = _finished(kube_client, kube_namespace, "client", timeout=180)
-    assert phase == "Succeeded", log
+    servers = {"web": ["httpd", "-f", "-v", "-p", "8080", "-h", "/www"],
+               "db": ["redis-server", "--bind", "0.0.0.0", "--port", "6379",
+                      "--protected-mode", "no", "--save", "", "--appendonly", "no"]}
+    for name, command in servers.items():
+        _create_pod(kube_client, kube_namespace, name, command)
+    web, db = (wait_pod_running(kube_client, kube_namespace, name) for name in servers)
+    _create_pod(kube_client, kube_namespace, "client", ["sh", "-c", CLIENT_SCRIPT],
+                env={"WEB": web.status.pod_ip, "DB": db.status.pod_ip})
+    client_pod, log = _finished(kube_client, kube_namespace, "client", timeout=180)
+    assert client_pod.status.phase == "Succeeded", log
     # Every request was served: the page, 200 keys plus the counter and the list.
     assert "page: <html><body>falconer benign workload</body></html>" in log, log
     assert "dbsize: 202" in log and "visits: 20" in log and "key:42: value:42" in log, log
@@ -183,3 +178,20 @@ def test_database_and_web_server_in_pods_raise_no_default_alert(
         or {a["output_fields"].get("proc.name"), a["output_fields"].get("proc.pname")}
         & NODE_PROCESSES)]
     assert noisy == [], "\n".join(a["output"] for a in noisy)
+    # The control: the same sensor does see the database's container.
+    exec_in_pod(Path(control_plane.kubeconfig), kube_namespace, "db", ["cat", "/etc/shadow"])
+    assert _wait_alert(sensor.alerts, "Credential file read by a non-login program",
+                       _container_id(db), timeout=15.0)
+
+
+def _wait_alert(alerts: list[dict[str, Any]], rule: str, container_id: str,
+                timeout: float) -> bool:
+    """Whether `rule` fires for the container (in `alerts`, a list a sensor's reader
+    appends to) within `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(a["rule"] == rule and a["output_fields"].get("container.id") == container_id
+               for a in list(alerts)):
+            return True
+        time.sleep(0.2)
+    return False
