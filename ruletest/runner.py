@@ -45,6 +45,8 @@ BARRIER_RULE = "Falconer rule test barrier"
 SETUP_NAME = "ruletest-setup"
 SENSOR_START_TIMEOUT_S = 90.0
 BARRIER_TIMEOUT_S = 10.0
+#: How long a fresh sensor may take to report its first barrier (`Runner._warm_up`).
+WARM_UP_TIMEOUT_S = 90.0
 ACTOR_TIMEOUT_S = 120.0
 #: 64 MiB of ring buffer: a test run must ride out bursts of other work on the host.
 DEFAULT_BUFFER_PAGES = 16384
@@ -237,12 +239,29 @@ class Runner:
         overlay.write_text(overlay_text(self.rule_names, str(self.barriers)), encoding="utf-8")
         sensor = SensorSession(self.rules, overlay, self.buffer_pages)
         try:
+            self._warm_up(sensor)
             yield sensor
         finally:
             self.summary = sensor.stop()
             shutil.rmtree(self.dir, ignore_errors=True)
             if self._cgroups_used:
                 _remove_cgroup(_cgroup_root() / CGROUP_PARENT)
+
+    def _warm_up(self, sensor: SensorSession) -> None:
+        """Return once the sensor reports an open of a barrier file by this process: on a
+        busy host a fresh sensor may lag its first events by more than a test's barrier
+        wait. The open is repeated every BARRIER_TIMEOUT_S (a lost event is no proof);
+        RunError when none is reported within WARM_UP_TIMEOUT_S."""
+        path = str(self.barriers / "warm-up")
+        start = len(sensor.alerts)
+        deadline = time.monotonic() + WARM_UP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with open(path, "w", encoding="utf-8"):
+                pass
+            if self._setup_pid(sensor, path, start) is not None:
+                return
+        raise RunError(f"the sensor reported no event within {WARM_UP_TIMEOUT_S:.0f} s:\n"
+                       + "".join(sensor.stderr[-5:]))
 
     def run(self, tests: list[RuleTest], sensor: SensorSession) -> Iterator[Result]:
         """Each test in turn (the sensor must be running)."""
