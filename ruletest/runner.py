@@ -8,7 +8,9 @@ process opens its barrier file. An alert belongs to a test when the test's setup
 process is the alerting process or one of its ancestors, so unrelated activity on the
 host (or another test) is never mistaken for it. The barrier alert marks the end of a
 test: the sensor handles events in order, so by then every alert of the test has been
-printed, and a near miss is proven without waiting on a timer. Events the sensor lost
+printed, and a near miss is proven without waiting on a timer (before the first test
+the runner waits for a barrier of its own: a fresh sensor on a busy host can lag at
+first). Events the sensor lost
 during a test (its drop alert) make that test an error: neither outcome is proven.
 
 Rules are matched with `rule_matching: all`, so each rule is tested on its own
