@@ -29,7 +29,7 @@ from falconer.e2e import images
 from falconer.sensor.alerts import DROP_RULE
 
 if TYPE_CHECKING:
-    from kubernetes.client import ApiClient, V1Pod
+    from kubernetes.client import ApiClient, V1Pod, V1PodStatus
 
     from falconer.e2e.node import Node
 
@@ -133,15 +133,22 @@ def _finished(api: ApiClient, namespace: str, name: str, timeout: float) -> tupl
     deadline = time.monotonic() + timeout
     while True:
         pod = core.read_namespaced_pod(name, namespace)
-        if pod.status.phase in ("Succeeded", "Failed") or time.monotonic() > deadline:
+        if _status(pod).phase in ("Succeeded", "Failed") or time.monotonic() > deadline:
             return pod, core.read_namespaced_pod_log(name, namespace, container="main")
         time.sleep(0.5)
 
 
+def _status(pod: V1Pod) -> V1PodStatus:
+    """The pod's status (the API server always sets one on a read)."""
+    assert pod.status is not None, pod
+    return pod.status
+
+
 def _container_id(pod: V1Pod) -> str:
     """The pod's container id as the rules print it (12 hex digits)."""
-    ref = pod.status.container_statuses[0].container_id
-    return str(ref).rpartition("://")[2][:12]
+    statuses = _status(pod).container_statuses
+    assert statuses, pod
+    return str(statuses[0].container_id).rpartition("://")[2][:12]
 
 
 @pytest.mark.ebpf
@@ -162,9 +169,9 @@ def test_database_and_web_server_in_pods_raise_no_default_alert(
         _create_pod(kube_client, kube_namespace, name, command)
     web, db = (wait_pod_running(kube_client, kube_namespace, name) for name in servers)
     _create_pod(kube_client, kube_namespace, "client", ["sh", "-c", CLIENT_SCRIPT],
-                env={"WEB": web.status.pod_ip, "DB": db.status.pod_ip})
+                env={"WEB": str(_status(web).pod_ip), "DB": str(_status(db).pod_ip)})
     client_pod, log = _finished(kube_client, kube_namespace, "client", timeout=180)
-    assert client_pod.status.phase == "Succeeded", log
+    assert _status(client_pod).phase == "Succeeded", log
     # Every request was served: the page, 200 keys plus the counter and the list.
     assert "page: <html><body>falconer benign workload</body></html>" in log, log
     assert "dbsize: 202" in log and "visits: 20" in log and "key:42: value:42" in log, log
