@@ -1,6 +1,6 @@
 """Falconer's local container images, built without Docker or a registry, cached.
 
-Three images, each an OCI image-layout tar that `ctr -n k8s.io images import` takes
+Four images, each an OCI image-layout tar that `ctr -n k8s.io images import` takes
 (written by `falconer.e2e.oci`), named by `REFS`:
 
 - `pause`: the pod sandbox image, one static binary `/pause` compiled with gcc from
@@ -9,6 +9,11 @@ Three images, each an OCI image-layout tar that `ctr -n k8s.io images import` ta
 - `busybox`: a workload image: Debian's `busybox-static` binary at /bin/busybox, a
   symlink for every applet it lists (`busybox --list-full`), /etc/passwd, /etc/group,
   /etc/shadow (so `cat /etc/shadow` reads a real file) and /tmp.
+- `workload`: the benign workload's servers: the busybox layer (its `httpd` is the web
+  server; a page at /www/index.html) plus a layer with Debian's Redis 7 (`redis-tools`:
+  /usr/bin/redis-check-rdb is the whole server, run as /usr/bin/redis-server, a link to
+  it as in Debian's `redis-server` package; /usr/bin/redis-cli) and the shared libraries
+  the dynamic loader resolves for them on this host, at the same paths.
 - `sensor`: what a FalcoInstance's DaemonSet runs (entrypoint `falconer`). Layer 1 is a
   Debian 12 `debootstrap --variant=minbase` root with python3, python3-bpfcc and the
   Debian packages of Falconer's dependencies, upgraded from -updates and -security, plus
@@ -60,6 +65,7 @@ REFS: dict[str, str] = {
     "pause": f"{REGISTRY}/pause:{PAUSE_TAG}",
     "busybox": f"{REGISTRY}/busybox:{BUSYBOX_TAG}",
     "sensor": f"{REGISTRY}/sensor:{__version__}",
+    "workload": f"{REGISTRY}/workload:{BUSYBOX_TAG}-redis7",
 }
 
 PAUSE_SOURCE = Path(__file__).resolve().parent / "pause" / "pause.c"
@@ -249,6 +255,69 @@ def _busybox_layers(cache: Path, blobs: Path) -> list[oci.Layer]:
         *(oci.Entry(mount, "dir", 0o755) for mount in ("dev", "proc", "sys")),
     ]
     return [oci.entries_layer(blobs, entries)]
+
+
+# --- workload: busybox plus Redis -------------------------------------------------------------
+
+#: Debian's Redis server binary (package redis-tools) and its client; the server runs
+#: under the name Debian's redis-server package links to it.
+REDIS_SERVER = Path("/usr/bin/redis-check-rdb")
+REDIS_CLI = Path("/usr/bin/redis-cli")
+#: The dynamic loader that lists a binary's libraries (`--list`, as ldd does).
+DYNAMIC_LOADER = Path("/lib64/ld-linux-x86-64.so.2")
+WORKLOAD_PAGE = "<html><body>falconer benign workload</body></html>\n"
+
+
+def shared_libraries(binary: Path) -> list[Path]:
+    """The absolute paths (as the loader names them, "/lib/x86_64-linux-gnu/libc.so.6")
+    of every library `binary` loads, the loader itself included; ImageBuildError when
+    one is not found."""
+    listing = _run([DYNAMIC_LOADER, "--list", binary], f"listing the libraries of {binary}")
+    out: list[Path] = []
+    for line in listing.splitlines():
+        words = line.split()
+        if "=>" in words:
+            target = words[words.index("=>") + 1]
+            if target == "not":
+                raise ImageBuildError(f"{binary}: library {words[0]} not found")
+            out.append(Path(target))
+        elif words and words[0].startswith("/"):
+            out.append(Path(words[0]))          # the loader itself
+    return out
+
+
+def _workload_binaries() -> list[Path]:
+    missing = [p for p in (REDIS_SERVER, REDIS_CLI) if not p.is_file()]
+    if missing:
+        raise ImageBuildError(f"{', '.join(map(str, missing))} missing: install Debian's "
+                              "redis-tools (tools/setup/45-images.sh)")
+    return [REDIS_SERVER, REDIS_CLI]
+
+
+def _workload_files() -> dict[str, Path]:
+    """Image path ("usr/bin/redis-cli") -> the host file whose bytes it gets."""
+    files: dict[str, Path] = {}
+    for binary in _workload_binaries():
+        files[str(binary).lstrip("/")] = binary
+        for lib in shared_libraries(binary):
+            files[str(lib).lstrip("/")] = lib.resolve()
+    return dict(sorted(files.items()))
+
+
+def _workload_key() -> str:
+    files = _workload_files()
+    return _sha256(_busybox_key(), WORKLOAD_PAGE,
+                   *(part for path, src in files.items() for part in (path, src.read_bytes())))
+
+
+def _workload_layers(cache: Path, blobs: Path) -> list[oci.Layer]:
+    entries = [
+        *(oci.Entry(path, "file", 0o755, src.read_bytes())
+          for path, src in _workload_files().items()),
+        oci.Entry("usr/bin/redis-server", "symlink", 0o777, target=REDIS_SERVER.name),
+        oci.Entry("www/index.html", "file", 0o644, WORKLOAD_PAGE.encode()),
+    ]
+    return [*_busybox_layers(cache, blobs), oci.entries_layer(blobs, entries)]
 
 
 # --- sensor: the Debian base ---------------------------------------------------------------
@@ -523,6 +592,11 @@ RECIPES: dict[str, Recipe] = {
                      (f"debootstrap --variant=minbase {DEBIAN_SUITE} + "
                       + ",".join(BASE_PACKAGES) + "; pip " + " ".join(BASE_PIP),
                       "pip install --no-deps falconer (this checkout)")),
+    "workload": Recipe(_workload_key, _workload_layers,
+                       oci.ImageConfig(entrypoint=[], cmd=["sh"]),
+                       ("Debian busybox-static: /bin/busybox, applet links, /etc, /tmp",
+                        "Debian redis-tools: redis-server, redis-cli and their libraries; "
+                        "/www/index.html")),
 }
 
 
@@ -573,7 +647,7 @@ def _prune(cache: Path, name: str, keep: Path) -> None:
 
 
 def build(name: str, cache: Path | None = None) -> Path:
-    """The OCI archive of image `name` ("pause", "busybox" or "sensor"), imported as
+    """The OCI archive of image `name` (a key of `RECIPES`), imported as
     `REFS[name]`: the cached one when its inputs are unchanged, else built now. Archives
     of the same image unused for `UNUSED_ARCHIVE_SECONDS` are then removed. `cache`
     defaults to `cache_dir()`.

@@ -51,15 +51,17 @@ class Cluster:
             raise PodError(f"kubectl {' '.join(args[:2])}: {done.stderr.strip()}")
         return done.stdout
 
-    def start_pod(self, name: str, image: str) -> str:
-        """Create pod `name` of `image` and wait until it runs; its container id (64 hex)."""
+    def start_pod(self, name: str, image: str, privileged: bool = False) -> str:
+        """Create pod `name` of `image` (its container privileged when asked) and wait
+        until it runs; its container id (64 hex)."""
         manifest = {
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "falconer-ruletest"}},
             "spec": {"restartPolicy": "Never", "terminationGracePeriodSeconds": 0,
                      "containers": [{"name": "main", "image": image,
                                      "imagePullPolicy": "IfNotPresent",
-                                     "command": ["sleep", "3600"]}]},
+                                     "command": ["sleep", "3600"],
+                                     "securityContext": {"privileged": privileged}}]},
         }
         self._must("apply", "-f", "-", stdin=json.dumps(manifest))
         try:

@@ -8,7 +8,9 @@ process opens its barrier file. An alert belongs to a test when the test's setup
 process is the alerting process or one of its ancestors, so unrelated activity on the
 host (or another test) is never mistaken for it. The barrier alert marks the end of a
 test: the sensor handles events in order, so by then every alert of the test has been
-printed, and a near miss is proven without waiting on a timer. Events the sensor lost
+printed, and a near miss is proven without waiting on a timer (before the first test
+the runner waits for a barrier of its own: a fresh sensor on a busy host can lag at
+first). Events the sensor lost
 during a test (its drop alert) make that test an error: neither outcome is proven.
 
 Rules are matched with `rule_matching: all`, so each rule is tested on its own
@@ -45,6 +47,8 @@ BARRIER_RULE = "Falconer rule test barrier"
 SETUP_NAME = "ruletest-setup"
 SENSOR_START_TIMEOUT_S = 90.0
 BARRIER_TIMEOUT_S = 10.0
+#: How long a fresh sensor may take to report its first barrier (`Runner._warm_up`).
+WARM_UP_TIMEOUT_S = 90.0
 ACTOR_TIMEOUT_S = 120.0
 #: 64 MiB of ring buffer: a test run must ride out bursts of other work on the host.
 DEFAULT_BUFFER_PAGES = 16384
@@ -237,12 +241,29 @@ class Runner:
         overlay.write_text(overlay_text(self.rule_names, str(self.barriers)), encoding="utf-8")
         sensor = SensorSession(self.rules, overlay, self.buffer_pages)
         try:
+            self._warm_up(sensor)
             yield sensor
         finally:
             self.summary = sensor.stop()
             shutil.rmtree(self.dir, ignore_errors=True)
             if self._cgroups_used:
                 _remove_cgroup(_cgroup_root() / CGROUP_PARENT)
+
+    def _warm_up(self, sensor: SensorSession) -> None:
+        """Return once the sensor reports an open of a barrier file by this process: on a
+        busy host a fresh sensor may lag its first events by more than a test's barrier
+        wait. The open is repeated every BARRIER_TIMEOUT_S (a lost event is no proof);
+        RunError when none is reported within WARM_UP_TIMEOUT_S."""
+        path = str(self.barriers / "warm-up")
+        start = len(sensor.alerts)
+        deadline = time.monotonic() + WARM_UP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            with open(path, "w", encoding="utf-8"):
+                pass
+            if self._setup_pid(sensor, path, start) is not None:
+                return
+        raise RunError(f"the sensor reported no event within {WARM_UP_TIMEOUT_S:.0f} s:\n"
+                       + "".join(sensor.stderr[-5:]))
 
     def run(self, tests: list[RuleTest], sensor: SensorSession) -> Iterator[Result]:
         """Each test in turn (the sensor must be running)."""
@@ -346,7 +367,8 @@ class Runner:
         barrier = pods.BARRIER_PREFIX + nonce
         workdir = "/tmp"
         try:
-            cid = cluster.start_pod(name, test.context.pod.image)[:12]
+            pod = test.context.pod
+            cid = cluster.start_pod(name, pod.image, pod.privileged)[:12]
             time.sleep(LOSS_REPORT_S)  # losses while the node started the pod are not ours
             start = len(sensor.alerts)
             steps = [actor.Step(kind=s["kind"], args=substitute(s["args"], workdir, nonce))

@@ -12,6 +12,7 @@ A suite file is a YAML list; each item is one test::
         network: [169.254.169.254]              # fresh net namespace, these on lo
         tmpfs: [/etc/cron.d]                    # private mounts: fresh tmpfs here
         pod: {image: busybox}                   # instead: in a pod of this image
+                                                # (privileged: true for a privileged one)
       steps:
         - run: cat /etc/shadow                  # /bin/sh -c, as a child of `process`
         - open: {path: "{workdir}/f", mode: write}   # or a named system call
@@ -79,9 +80,11 @@ class SuiteError(ValueError):
 
 @dataclass(frozen=True)
 class Pod:
-    """An in-pod context: the test's process runs in a pod of this image."""
+    """An in-pod context: the test's process runs in a pod of this image, a privileged
+    container (all capabilities, the host's devices) when `privileged`."""
 
     image: str
+    privileged: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,29 @@ def load(paths: list[Path]) -> list[RuleTest]:
             raise SuiteError(f"{t.file}: {t.name}: the test name is used twice")
         seen.add(t.name)
     return tests
+
+
+#: The two kinds of case every tested rule needs (`coverage`).
+FIRING = "firing"
+NEAR_MISS = "near miss"
+
+
+def coverage(rules: list[str], tests: list[RuleTest]) -> dict[str, list[str]]:
+    """What each rule lacks among `tests`: rule name -> the missing kinds of case
+    (FIRING, an `alert: true` test; NEAR_MISS, an `alert: false` test naming the rule),
+    for the rules that lack any, in the order of `rules`. Tests naming a rule outside
+    `rules` are listed under that name with ["not a loaded rule"]."""
+    fires = {t.rule for t in tests if t.rule is not None and t.expect.alert}
+    misses = {t.rule for t in tests if t.rule is not None and not t.expect.alert}
+    gaps: dict[str, list[str]] = {}
+    for rule in rules:
+        missing = [kind for kind, have in ((FIRING, fires), (NEAR_MISS, misses))
+                   if rule not in have]
+        if missing:
+            gaps[rule] = missing
+    for name in sorted((fires | misses) - set(rules)):
+        gaps[name] = ["not a loaded rule"]
+    return gaps
 
 
 def _fail(where: str, msg: str) -> SuiteError:
@@ -234,8 +260,10 @@ def _context(node: object, where: str) -> Context:
         raise _fail(where, "container: expected true or false")
     pod = None
     if node.get("pod") is not None:
-        pnode = _keys(node["pod"], {"image"}, {"image"}, f"{where}: pod")
-        pod = Pod(image=str(pnode["image"]))
+        pnode = _keys(node["pod"], {"image", "privileged"}, {"image"}, f"{where}: pod")
+        if not isinstance(pnode.get("privileged", False), bool):
+            raise _fail(f"{where}: pod", "privileged: expected true or false")
+        pod = Pod(image=str(pnode["image"]), privileged=pnode.get("privileged", False))
         if set(node) - {"pod"}:
             raise _fail(where, "pod: the image decides the user and the runtime the process "
                         "tree; it cannot be combined with other context keys")

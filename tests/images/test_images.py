@@ -42,7 +42,7 @@ def layer_file(archive: Path, name: str) -> bytes:
             return data.read()
 
 
-@pytest.mark.parametrize("name", ["pause", "busybox"])
+@pytest.mark.parametrize("name", ["pause", "busybox", "workload"])
 def test_image_is_valid_and_reproducible(tmp_path: Path, name: str) -> None:
     first = images.build(name, tmp_path / "a")
     second = images.build(name, tmp_path / "b")
@@ -102,6 +102,31 @@ def test_busybox_rootfs_has_the_applets_and_accounts(tmp_path: Path) -> None:
     assert layer_file(archive, "etc/group").startswith(b"root:x:0:")
     assert layer_file(archive, "etc/shadow").startswith(b"root:*:")
     assert oci.check_archive(archive).config["config"]["Cmd"] == ["sh"]
+
+
+def test_workload_image_runs_redis_and_serves_a_page(tmp_path: Path) -> None:
+    """busybox's layer unchanged below, Redis with every library the loader resolves, and
+    the server really starts in the image's root (chroot)."""
+    prereq.require(os.geteuid() == 0, "needs root to chroot")
+    archive = images.build("workload", tmp_path / "cache")
+    checked = oci.check_archive(archive)
+    busybox = oci.check_archive(images.build("busybox", tmp_path / "cache"))
+    assert checked.layers[0] == busybox.layers[0] and len(checked.layers) == 2
+    root = tmp_path / "root"
+    with tarfile.open(archive) as outer:
+        for digest, _, _ in checked.layers:
+            blob = outer.extractfile(f"blobs/sha256/{digest.split(':')[1]}")
+            assert blob is not None
+            with tarfile.open(fileobj=blob, mode="r:gz") as layer:
+                layer.extractall(root)
+    for lib in images.shared_libraries(images.REDIS_SERVER):
+        assert (root / str(lib).lstrip("/")).is_file(), lib
+    assert os.readlink(root / "usr/bin/redis-server") == "redis-check-rdb"
+    assert (root / "www/index.html").read_text() == images.WORKLOAD_PAGE
+    for binary, banner in (("redis-server", "Redis server v=7."), ("redis-cli", "redis-cli 7.")):
+        done = subprocess.run(["chroot", str(root), f"/usr/bin/{binary}", "--version"],
+                              capture_output=True, text=True, timeout=30, check=True)
+        assert done.stdout.startswith(banner), done.stdout
 
 
 @pytest.fixture

@@ -67,6 +67,8 @@ def test_a_suite_reads_into_typed_tests(tmp_path: Path) -> None:
     ("- {name: a, rule: R, steps: [], expect: {alert: false}}", "non-empty list"),
     ("- {name: a, rule: R, context: {pod: {image: busybox}}, steps: [{open: {path: /x}}], "
      "expect: {alert: false}}", "in a pod, steps are run and exec"),
+    ("- {name: a, rule: R, context: {pod: {image: busybox, privileged: yes please}}, "
+     "steps: [{run: x}], expect: {alert: false}}", "privileged: expected true or false"),
     ("- {name: a, rule: R, steps: [{run: x}], expect: {alert: false}, when: now}",
      "unknown key(s) when"),
     ("- {name: a, rule: R, steps: [{run: x}], expect: {alert: false}}\n"
@@ -118,6 +120,18 @@ def test_verdicts() -> None:
     anything = suite.RuleTest(name="b", rule=None, context=suite.Context(), steps=(),
                               expect=suite.Expect(False), file="f")
     assert runner._verdict(anything, [_alert("Other")], "/w", "n").status == "fail"
+
+
+def test_coverage_names_what_each_rule_lacks() -> None:
+    def case(rule: str | None, alert: bool) -> suite.RuleTest:
+        return suite.RuleTest(name=f"{rule}{alert}", rule=rule, context=suite.Context(),
+                              steps=(), expect=suite.Expect(alert), file="f")
+    tests = [case("A", True), case("A", False), case("B", True), case("C", False),
+             case(None, False), case("Gone", True)]
+    assert suite.coverage(["A", "B", "C", "D"], tests) == {
+        "B": [suite.NEAR_MISS], "C": [suite.FIRING], "D": [suite.FIRING, suite.NEAR_MISS],
+        "Gone": ["not a loaded rule"]}
+    assert suite.coverage(["A"], tests[:2]) == {}
 
 
 def test_alerts_are_attributed_by_ancestry() -> None:
