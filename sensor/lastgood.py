@@ -37,13 +37,14 @@ def kept_config(state_dir: Path) -> Path | None:
 
 def keep(state_dir: Path, config: Path, snapshot: Snapshot) -> bool:
     """Keep `snapshot` (a clean load of the config file `config`) as the last good
-    rules; False when it cannot be kept as it is (a rules file outside the config's
-    folder, or one that could not be read). Raises KeepError when writing fails."""
+    rules; False when it cannot be kept as it is (a rules file that could not be read).
+    The codec only admits rules files in the config's own folder (ConfigMap keys), so
+    the copy has the same layout. Raises KeepError when writing fails."""
     if snapshot.config is None or not snapshot.config_text:
         return False
     files: list[tuple[Path, str]] = [(Path("falconer.yaml"), snapshot.config_text)]
     for path, source in zip(snapshot.config.rules_files, snapshot.sources, strict=True):
-        if not isinstance(source, RulesSource) or not path.is_relative_to(config.parent):
+        if not isinstance(source, RulesSource):
             return False
         files.append((path.relative_to(config.parent), source.text))
     try:
