@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from falconer.engine import ast, fieldrefs
 from falconer.engine.appendoutput import AppendOutput
-from falconer.engine.checks import Check, compile_check
+from falconer.engine.binding import bind_generic
+from falconer.engine.checks import Check
 from falconer.engine.collector import Collector, ExceptionInfo, ListInfo, MacroInfo, RuleInfo
 from falconer.engine.diagnostics import LoadError, Position, Reporter, Step
 from falconer.engine.evttypes import EvtSet, event_types
@@ -27,6 +28,7 @@ from falconer.engine.lexer import ConditionSyntaxError, LIST_OPS
 from falconer.engine.located import LocatedText
 from falconer.engine.output import OutputFormat, OutputFormatError, compile_output
 from falconer.engine.parser import parse_condition
+from falconer.engine.plan import Plan, Planner
 from falconer.engine.transformers import CheckError
 from falconer.engine.valuewarnings import value_warnings
 
@@ -53,6 +55,9 @@ class CompiledRule:
     desc: str
     tags: list[str]
     enabled: bool
+    #: The condition compiled (engine/plan.py): what the ruleset binds and evaluates.
+    plan: Plan
+    #: The plan as one closure for any event (fields read through `Event.get`).
     check: Check
     evttypes: EvtSet
     output: OutputFormat
@@ -128,6 +133,7 @@ class Compiler:
         self._bases: list[int] = []
         self._texts: list[LocatedText] = []
         self._owners: list[str] = []  # the item kind each text is the condition of
+        self.planner = Planner()
 
     # -- lists ------------------------------------------------------------------------------
 
@@ -344,7 +350,7 @@ class Compiler:
         tree = self.parse(cond, "rule", info.name)
         tree = self.expand(tree, lambda ref: True, "rule", info.name)
         self._warn_condition(tree, info.name)
-        check = self._closure(tree, info.name)
+        plan = self._plan(tree, info.name)
         self._warn_values(tree, info.name)
         types = event_types(tree)
         if types.is_all_but and info.warn_evttypes:
@@ -359,7 +365,8 @@ class Compiler:
         self._warn_unanswered(info.name, used)
         names = frozenset(n for n in (fieldrefs.base_name(node) for node, _ in used) if n)
         return CompiledRule(info.name, info.index, info.priority, info.source, info.desc,
-                            sorted(info.tags), info.enabled, check, types, output, tree,
+                            sorted(info.tags), info.enabled, plan, bind_generic(plan), types,
+                            output, tree,
                             tuple(extra_fields.values()), names)
 
     def _warn_unanswered(self, rule: str, used: list[tuple[ast.Field, Position | None]]) -> None:
@@ -406,25 +413,14 @@ class Compiler:
                     self.reporter.add("LOAD_COMPILE_CONDITION", message, self.where(right.pos),
                                       "rule", name, self.steps(right.pos))
 
-    def _closure(self, node: ast.Expr, name: str) -> Check:
-        """The expanded tree as nested closures."""
-        if isinstance(node, ast.And):
-            return _all_of([self._closure(c, name) for c in node.children])
-        if isinstance(node, ast.Or):
-            checks = [self._closure(c, name) for c in node.children]
-            return _any_of(_merge_alternatives(node.children, checks))
-        if isinstance(node, ast.Not):
-            inner = self._closure(node.child, name)
-            return lambda ev: not inner(ev)
-        if isinstance(node, (ast.BinaryCheck, ast.UnaryCheck)):
-            try:
-                return compile_check(node)
-            except CheckError as exc:
-                raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", exc.message,
-                                           exc.offset, "rule", name),
-                               unknown_field=exc.unknown_field) from None
-        raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", "unexpected expression",
-                                   getattr(node, "pos", 0), "rule", name))
+    def _plan(self, node: ast.Expr, name: str) -> Plan:
+        """The expanded tree as a plan; a check that cannot compile is a positioned error."""
+        try:
+            return self.planner.plan(node)
+        except CheckError as exc:
+            raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", exc.message,
+                                       exc.offset, "rule", name),
+                           unknown_field=exc.unknown_field) from None
 
     def warn_unused(self) -> None:
         """Warn about macros, then lists, that nothing refers to (often a typo elsewhere)."""
@@ -446,66 +442,6 @@ def _checks(node: ast.Expr) -> list[ast.BinaryCheck | ast.UnaryCheck]:
     if isinstance(node, (ast.BinaryCheck, ast.UnaryCheck)):
         return [node]
     return []
-
-
-#: `f = a or f = b` is `f in (a, b)`; `f startswith a or f startswith b` is one
-#: `str.startswith((a, b))`: same truth, one field read instead of many.
-_MERGED_OPS = {"=": "in", "==": "in", "startswith": "startswith anyof"}
-
-
-def _merge_alternatives(children: tuple[ast.Expr, ...], checks: list[Check]) -> list[Check]:
-    """The `or` alternatives with same-field string equalities/prefixes merged.
-
-    Each child was already compiled on its own (so errors are reported as written);
-    merging only replaces closures by an equivalent, faster one.
-    """
-    groups: dict[tuple[str, str | None, str], list[tuple[int, ast.Field, ast.Value]]] = {}
-    for i, child in enumerate(children):
-        if (isinstance(child, ast.BinaryCheck) and child.op in _MERGED_OPS
-                and isinstance(child.left, ast.Field) and isinstance(child.right, ast.Value)):
-            info = FIELDS.get(child.left.name)
-            if info is not None and info.type == "string" and not info.is_list:
-                key = (child.left.name, child.left.arg, _MERGED_OPS[child.op])
-                groups.setdefault(key, []).append((i, child.left, child.right))
-    merged: list[Check | None] = list(checks)
-    for (_, _, op), members in groups.items():
-        if len(members) < 2:
-            continue
-        first, left, _ = members[0]
-        values = ast.ListValue(tuple(v for _, _, v in members), left.pos)
-        merged[first] = compile_check(ast.BinaryCheck(left, op, values, left.pos))
-        for i, _, _ in members[1:]:
-            merged[i] = None
-    return [c for c in merged if c is not None]
-
-
-def _all_of(checks: list[Check]) -> Check:
-    """`and` of checks. Kept apart from its mirror `_any_of` (rather than one function
-    with a flag) so that the per-event loop tests each result directly."""
-    if len(checks) == 2:
-        a, b = checks
-        return lambda ev: a(ev) and b(ev)
-
-    def run(ev: object) -> bool:
-        for c in checks:
-            if not c(ev):
-                return False
-        return True
-    return run
-
-
-def _any_of(checks: list[Check]) -> Check:
-    """`or` of checks (see `_all_of`)."""
-    if len(checks) == 2:
-        a, b = checks
-        return lambda ev: a(ev) or b(ev)
-
-    def run(ev: object) -> bool:
-        for c in checks:
-            if c(ev):
-                return True
-        return False
-    return run
 
 
 def _quote(item: str) -> str:

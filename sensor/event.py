@@ -75,6 +75,21 @@ class SensorEvent:
             return None
         return fn(self, arg)
 
+    @classmethod
+    def accessor(cls, field: str, arg: str | None) -> Callable[[SensorEvent], object] | None:
+        """The field's getter bound once (the engine's `Event.accessor`): the hottest
+        fields read their attribute directly, the others call their table entry
+        without the lookup by name."""
+        if arg is None and field in DIRECT:
+            return DIRECT[field]
+        fn = FIELDS.get(field)
+        if fn is None:
+            if field.startswith("evt.arg."):
+                name = field[8:]
+                return lambda ev: _evt_arg(ev, name)
+            return lambda ev: None
+        return lambda ev: fn(ev, arg)
+
     # -- helpers used by the field table ---------------------------------------------
 
     def meta(self) -> tuple[PodMeta | None, ContainerMeta | None]:
@@ -435,6 +450,19 @@ FIELDS: dict[str, Field] = {
     "fd.rport": _fd_attr(lambda f: _fd_remote(f, f.sport, f.cport)),
     # container.*, k8s.*, k8smeta.*
     **podfields.FIELDS,
+}
+
+#: Fields read straight from the event's own attributes (what `FIELDS` computes for
+#: them, without the table's indirections): the ones most rule checks read.
+DIRECT: dict[str, Callable[[SensorEvent], object]] = {
+    "evt.type": lambda ev: ev.type,
+    "proc.name": lambda ev: ev.proc.name,
+    "proc.exepath": lambda ev: ev.proc.exepath,
+    "proc.exe": lambda ev: ev.proc.exe,
+    "fd.num": lambda ev: ev.fd_num,
+    "fd.name": lambda ev: (ev.fd.name or None) if ev.fd is not None else None,
+    "fd.typechar": lambda ev: ev.fd.typechar if ev.fd is not None else None,
+    "container.id": lambda ev: ev.proc.cgroup.short_id,
 }
 
 #: Every field name `SensorEvent.get` answers (base names: `evt.arg` covers
