@@ -139,6 +139,8 @@ class Ruleset:
         bucket = self._bound.get((event.__class__, event.source, event.type))
         if bucket is None:
             bucket = self.bucket(event)
+        if not bucket.entries:
+            return alerts
         self._memo.vals = {}
         try:
             candidates = bucket.candidates(event)

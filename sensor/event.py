@@ -49,7 +49,7 @@ class SensorEvent:
     """One syscall exit event bound to its process and descriptor (Event protocol)."""
 
     __slots__ = ("tracker", "rec", "proc", "spec", "fd_num", "fd", "num", "type", "time_ns",
-                 "_meta")
+                 "_meta", "_anc", "_anc_done")
     source = "syscall"
 
     def __init__(self, tracker: Tracker, rec: Record, proc: Process,
@@ -65,6 +65,10 @@ class SensorEvent:
         self.type = spec.name if spec is not None else syscalls.name_of(rec.nr)
         self.time_ns = rec.ts_ns + tracker.mono_offset
         self._meta: tuple[PodMeta | None, ContainerMeta | None] | None = None
+        #: The ancestors found so far (parent first) and whether the chain ended: the
+        #: many proc.aname[N] checks of one event walk it once, and only as far as asked.
+        self._anc: list[Process] = []
+        self._anc_done = False
 
     def get(self, field: str, arg: str | None = None) -> object | None:
         """The value of a Falco field (None when missing)."""
@@ -106,16 +110,17 @@ class SensorEvent:
         parent = self.tracker.procs.peek(p.ppid)
         return parent if parent is not None else read_proc(p.ppid, self.tracker.boot_ns)
 
-    def ancestors(self) -> list[Process]:
-        """Parent, grandparent, ... up to init (bounded, loop-safe)."""
-        out: list[Process] = []
-        seen = {self.proc.pid}
-        p = self.parent(self.proc)
-        while p is not None and p.pid not in seen and len(out) < MAX_ANCESTORS:
-            out.append(p)
-            seen.add(p.pid)
-            p = self.parent(p)
-        return out
+    def ancestors(self, limit: int = MAX_ANCESTORS) -> list[Process]:
+        """Parent, grandparent, ... up to init, at most `limit` of them (bounded by
+        MAX_ANCESTORS, loop-safe)."""
+        anc = self._anc
+        while not self._anc_done and len(anc) < min(limit, MAX_ANCESTORS):
+            p = self.parent(anc[-1] if anc else self.proc)
+            if p is None or p.pid == self.proc.pid or any(a.pid == p.pid for a in anc):
+                self._anc_done = True
+            else:
+                anc.append(p)
+        return anc[:limit]
 
     def ancestor(self, arg: str | None) -> Process | list[Process] | None:
         """proc.a*[N]: N=0 is the process, 1 its parent...; no arg: every ancestor."""
@@ -127,7 +132,7 @@ class SensorEvent:
             return None
         if n == 0:
             return self.proc
-        anc = self.ancestors()
+        anc = self.ancestors(n) if 0 < n <= MAX_ANCESTORS else []
         return anc[n - 1] if 0 < n <= len(anc) else None
 
 
