@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from falconer.engine.checks import Check
@@ -37,10 +37,11 @@ Resolve = Callable[[str, "str | None"], "Accessor | None"]
 #: A bound condition: a closure, or a constant once event-type checks are folded.
 Bound = Check | bool
 FieldKey = tuple[str, "str | None"]
-#: Index fields, most preferred first; any other string field ranks after them.
+#: Index fields, most preferred first: selective (a path, a program) and cheap to read.
 INDEX_FIELDS = ("fd.name", "fd.directory", "proc.name")
-#: A field is indexed in a bucket only when this many of its rules key on it.
-INDEX_MIN_RULES = 8
+#: A field is indexed in a bucket only when this many of its rules key on it (below,
+#: reading it and merging costs about what the rules it would skip cost).
+INDEX_MIN_RULES = 4
 
 
 class Memo:
@@ -138,6 +139,9 @@ def _all_of(checks: list[Check]) -> Check:
     if len(checks) == 2:
         a, b = checks
         return lambda ev: a(ev) and b(ev)
+    if len(checks) == 3:
+        a, b, c = checks
+        return lambda ev: a(ev) and b(ev) and c(ev)
 
     def run(ev: object) -> bool:
         for c in checks:
@@ -152,6 +156,9 @@ def _any_of(checks: list[Check]) -> Check:
     if len(checks) == 2:
         a, b = checks
         return lambda ev: a(ev) or b(ev)
+    if len(checks) == 3:
+        a, b, c = checks
+        return lambda ev: a(ev) or b(ev) or c(ev)
 
     def run(ev: object) -> bool:
         for c in checks:
@@ -184,20 +191,18 @@ Literals = tuple[FieldKey, frozenset[str]]
 
 
 def _rank(key: Literals) -> tuple[int, int]:
-    """Preferred index keys first: listed fields, then the smaller literal set."""
-    (name, arg), values = key
-    listed = INDEX_FIELDS.index(name) if name in INDEX_FIELDS and arg is None \
-        else len(INDEX_FIELDS)
-    return listed, len(values)
+    """Preferred index keys first: by `INDEX_FIELDS` order, then the smaller set."""
+    return INDEX_FIELDS.index(key[0][0]), len(key[1])
 
 
 def literals(node: Plan, binder: Binder) -> Literals | None:
     """(field, S) when `node` can only be true on an event whose field is in S."""
     if isinstance(node, Leaf):
-        check = node.check
-        if check.literals is None or check.field is None or check.types is not None:
+        check, field = node.check, node.check.field
+        if check.literals is None or field is None or field.arg is not None \
+                or field.name not in INDEX_FIELDS:
             return None
-        return (check.field.name, check.field.arg), check.literals
+        return (field.name, None), check.literals
     if isinstance(node, AllOf):
         keys = [k for k in (literals(c, binder) for c in node.children) if k is not None]
         return min(keys, key=_rank) if keys else None
@@ -242,6 +247,11 @@ class Bucket:
     #: Positions (into `entries`) of the rules no index covers.
     always: tuple[int, ...]
     indexes: tuple[FieldIndex, ...]
+    #: The entries of the rules no index covers (what an event no index hits meets).
+    always_entries: tuple[Entry, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "always_entries", tuple(self.entries[i] for i in self.always))
 
     def candidates(self, ev: object) -> Sequence[Entry]:
         """The entries this event can match, in order."""
@@ -250,6 +260,8 @@ class Bucket:
         picked: tuple[int, ...] = ()
         for index in self.indexes:
             picked += index.hits(ev)
+        if not picked:
+            return self.always_entries
         entries = self.entries
         return [entries[i] for i in sorted(self.always + picked)]
 
@@ -285,10 +297,14 @@ def _field_index(field: FieldKey, table: dict[str, list[int]], binder: Binder) -
     name, arg = field
     read = binder.resolve(name, arg) if binder.resolve is not None else None
     if read is None:
-        def read(ev: Any) -> object:
-            return ev.get(name, arg)
+        read = _generic_read(name, arg)
     every = tuple(sorted({p for ps in table.values() for p in ps}))
     return FieldIndex(read, {v: tuple(ps) for v, ps in table.items()}, every)
+
+
+def _generic_read(name: str, arg: str | None) -> Accessor:
+    """A field read through `Event.get` (an event class without accessors)."""
+    return lambda ev: ev.get(name, arg)
 
 
 def _always(ev: object) -> bool:

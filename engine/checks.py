@@ -187,8 +187,23 @@ def _in_network(net: Any) -> Pred:
     return lambda v: v is not None and v.version == version and v in net
 
 
+#: String operators whose predicate is a C-level callable over the event's text (no
+#: Python frame per check): the argument is always a str for a string-typed check.
+_STRING_METHODS: dict[str, Callable[[str], Pred]] = {
+    "=": lambda rhs: rhs.__eq__, "==": lambda rhs: rhs.__eq__, "!=": lambda rhs: rhs.__ne__,
+    "startswith": lambda rhs: operator.methodcaller("startswith", rhs),
+    "endswith": lambda rhs: operator.methodcaller("endswith", rhs),
+    "contains": lambda rhs: operator.methodcaller("__contains__", rhs),
+}
+#: `value op rhs` as a method of rhs, for a value of rhs's own class (see `_lift`).
+_REFLECTED = {"=": "__eq__", "==": "__eq__", "!=": "__ne__", "<": "__gt__", "<=": "__ge__",
+              ">": "__lt__", ">=": "__le__"}
+
+
 def _scalar_pred(op: str, vtype: str, rhs: Any, pos: int) -> Pred:
     """The predicate of a single-valued operator against one parsed value."""
+    if vtype == "string" and op in _STRING_METHODS:
+        return _STRING_METHODS[op](rhs)
     if vtype == "ipnet" and op in ("=", "==", "!="):
         inside = _in_network(rhs)
         if op == "!=":
@@ -261,6 +276,8 @@ def _set_pred(op: str, vtype: str, values: list[object]) -> Pred:
         members = frozenset(str(v) for v in values)
         return lambda v: _to_str(v) in members
     members_set = frozenset(values)
+    if vtype == "string":
+        return members_set.__contains__
     return lambda v: v in members_set
 
 
@@ -272,8 +289,7 @@ def _modifier_pred(op: str, vtype: str, values: list[object], pos: int) -> Pred:
     if not preds:
         return lambda v: False
     if base == "startswith" and modifier == "anyof" and vtype == "string":
-        prefixes = tuple(str(v) for v in values)
-        return lambda v: v.startswith(prefixes)
+        return operator.methodcaller("startswith", tuple(str(v) for v in values))
     if modifier == "allof":
         return lambda v: all(p(v) for p in preds)
     if modifier == "oneof":
@@ -309,14 +325,14 @@ def _right_values(node: ast.BinaryCheck, vtype: str) -> list[object]:
 
 
 def _lift(getter: Getter, coerce: Callable[[object], object], pred: Pred,
-          all_elements: bool, native: type | None) -> Check:
+          all_elements: bool, native: type | None, native_pred: Pred) -> Check:
     """Apply `pred` to the event value: missing -> False, list -> any (or all) element.
     A value already of the field's `native` class (bool for a bool field, int for a
-    number) needs no coercion: the common case is tested first."""
+    number) needs no coercion and is tested with `native_pred` first (the common case)."""
     def check(ev: object) -> bool:
         v = getter(ev)
         if v.__class__ is native:
-            return pred(v)
+            return native_pred(v)
         if v is None:
             return False
         if v.__class__ is list:
@@ -499,8 +515,11 @@ def prepare_check(node: ast.BinaryCheck | ast.UnaryCheck) -> PreparedCheck:
         return PreparedCheck(plain, getter, lambda g: _lift_string(g, pred), pred, literals,
                              _type_set(node))
     coerce, native = _COERCE[vtype], _NATIVE.get(vtype)
+    native_pred = pred
+    if native is not None and op in _REFLECTED and values[0].__class__ is native:
+        native_pred = getattr(values[0], _REFLECTED[op])   # v op rhs, as rhs's method
     return PreparedCheck(plain, getter,
-                         lambda g: _lift(g, coerce, pred, all_elements, native))
+                         lambda g: _lift(g, coerce, pred, all_elements, native, native_pred))
 
 
 def compile_check(node: ast.BinaryCheck | ast.UnaryCheck) -> Check:
