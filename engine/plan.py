@@ -102,10 +102,6 @@ class Planner:
     def __init__(self) -> None:
         self._nodes: dict[Shape, Plan] = {}
 
-    def __len__(self) -> int:
-        """Distinct nodes made so far."""
-        return len(self._nodes)
-
     def plan(self, node: ast.Expr) -> Plan:
         """The plan of an expanded condition; raises CheckError (positioned at the
         offending node) when a check cannot compile or a node is no condition."""
