@@ -4,7 +4,10 @@ Prints:
 - load+compile time of the three upstream Falco files together (median of 5 runs);
 - events/s through the stable ruleset on a realistic event mix (mostly opens, reads,
   closes and execs of everyday programs, a few connects, a handful of matches),
-  through the event-type index and evaluating every rule for every event.
+  through the ruleset's buckets and evaluating every rule for every event;
+- many rules: events/s of openat events of paths no rule watches, and of the mix, with
+  7 and with 5,000 generated rules (`generated_rules`: what a large user ruleset looks
+  like), and the cost ratio (target: 5,000 rules cost at most 2x what 7 cost).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from falconer.engine import Alert, Engine, EngineOptions, MappingEvent
+from falconer.engine import Alert, Engine, EngineOptions, MappingEvent, RulesSource
 from falconer.paths import ROOT
 
 UPSTREAM = ROOT.parent / "shared" / "anchors" / "falco-rules"
@@ -99,6 +102,41 @@ def event_mix(n: int, seed: int = 7) -> list[MappingEvent]:
     return out
 
 
+#: Macros the generated rules share, as a user's file would define or reuse them.
+_GENERATED_MACROS = """\
+- macro: gen_open_read
+  condition: (evt.type in (open, openat, openat2) and evt.is_open_read=true and fd.typechar='f' and fd.num>=0)
+- macro: gen_open_write
+  condition: (evt.type in (open, openat, openat2) and evt.is_open_write=true and fd.typechar='f' and fd.num>=0)
+- macro: gen_spawned_process
+  condition: (evt.type in (execve, execveat) and evt.res = SUCCESS)
+"""
+#: Generated conditions, in turn: each rule watches its own paths or program.
+_GENERATED_CONDITIONS = (
+    "gen_open_read and fd.name = /srv/app{i}/secret.key and not proc.name in (sshd, backup)",
+    "gen_open_write and fd.directory = /srv/app{i}/conf and not proc.name in (deploy, ansible)",
+    "gen_spawned_process and proc.name = tool{i} and not proc.pname in (bash, systemd)",
+    "gen_open_read and fd.name in (/srv/app{i}/a.pem, /srv/app{i}/b.pem) and container.id != host",
+)
+
+
+def generated_rules(count: int) -> str:
+    """A rules file of `count` rules like a large user ruleset's (`open_read and fd.name =
+    /srv/appN/secret.key and not proc.name in (...)` and its kin)."""
+    rules = [f"- rule: generated {i}\n  desc: generated\n  condition: "
+             f"{_GENERATED_CONDITIONS[i % len(_GENERATED_CONDITIONS)].format(i=i)}\n"
+             f"  output: watched file %fd.name by %proc.name\n  priority: WARNING\n"
+             for i in range(count)]
+    return _GENERATED_MACROS + "".join(rules)
+
+
+def unwatched_opens(n: int) -> list[MappingEvent]:
+    """openat events of everyday paths no generated rule watches."""
+    rng = random.Random(11)
+    return [MappingEvent(_open(rng, i), time_ns=1_764_000_000_000_000_000 + i)
+            for i in range(n)]
+
+
 def _median_load(files: list[Path], runs: int = 5) -> float:
     """Seconds to load and compile `files` (median: the machine may be busy)."""
     times = []
@@ -137,6 +175,27 @@ def main() -> None:
     print(f"  indexed by evt.type: {indexed:,.0f} events/s")
     print(f"  every rule, every event: {flat:,.0f} events/s")
     print(f"  index speed-up: {indexed / flat:.1f}x")
+    _many_rules(events)
+
+
+def _many_rules(mix: list[MappingEvent]) -> None:
+    """Events/s with 7 and with 5,000 generated rules, and the cost ratio."""
+    opens = unwatched_opens(50_000)
+    rates: dict[int, tuple[float, float]] = {}
+    for count in (7, 5000):
+        engine = Engine()
+        start = time.perf_counter()
+        assert engine.load([RulesSource("generated.yaml", generated_rules(count))]).ok
+        load_s = time.perf_counter() - start
+        assert engine.ruleset is not None
+        _, open_rate = _throughput(engine.ruleset.evaluate, opens)
+        _, mix_rate = _throughput(engine.ruleset.evaluate, mix)
+        rates[count] = open_rate, mix_rate
+        print(f"{count} generated rules (load {load_s * 1000:.0f} ms): unwatched openat "
+              f"{open_rate:,.0f} events/s, mix {mix_rate:,.0f} events/s")
+    print(f"  cost of 5,000 rules / cost of 7: unwatched openat "
+          f"{rates[7][0] / rates[5000][0]:.2f}x, mix {rates[7][1] / rates[5000][1]:.2f}x "
+          "(target <= 2x)")
 
 
 if __name__ == "__main__":

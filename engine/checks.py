@@ -18,10 +18,12 @@ import operator
 import re
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from falconer.engine import ast, timefields
 from falconer.engine.eventnames import EVENT_NAMES
+from falconer.engine.evttypes import EvtSet
 from falconer.engine.fields import FieldInfo
 from falconer.engine.fnglob import glob_regex
 from falconer.engine.pathprefix import PathPrefixes
@@ -185,8 +187,23 @@ def _in_network(net: Any) -> Pred:
     return lambda v: v is not None and v.version == version and v in net
 
 
+#: String operators whose predicate is a C-level callable over the event's text (no
+#: Python frame per check): the argument is always a str for a string-typed check.
+_STRING_METHODS: dict[str, Callable[[str], Pred]] = {
+    "=": lambda rhs: rhs.__eq__, "==": lambda rhs: rhs.__eq__, "!=": lambda rhs: rhs.__ne__,
+    "startswith": lambda rhs: operator.methodcaller("startswith", rhs),
+    "endswith": lambda rhs: operator.methodcaller("endswith", rhs),
+    "contains": lambda rhs: operator.methodcaller("__contains__", rhs),
+}
+#: `value op rhs` as a method of rhs, for a value of rhs's own class (see `_lift`).
+_REFLECTED = {"=": "__eq__", "==": "__eq__", "!=": "__ne__", "<": "__gt__", "<=": "__ge__",
+              ">": "__lt__", ">=": "__le__"}
+
+
 def _scalar_pred(op: str, vtype: str, rhs: Any, pos: int) -> Pred:
     """The predicate of a single-valued operator against one parsed value."""
+    if vtype == "string" and op in _STRING_METHODS:
+        return _STRING_METHODS[op](rhs)
     if vtype == "ipnet" and op in ("=", "==", "!="):
         inside = _in_network(rhs)
         if op == "!=":
@@ -259,6 +276,8 @@ def _set_pred(op: str, vtype: str, values: list[object]) -> Pred:
         members = frozenset(str(v) for v in values)
         return lambda v: _to_str(v) in members
     members_set = frozenset(values)
+    if vtype == "string":
+        return members_set.__contains__
     return lambda v: v in members_set
 
 
@@ -270,8 +289,7 @@ def _modifier_pred(op: str, vtype: str, values: list[object], pos: int) -> Pred:
     if not preds:
         return lambda v: False
     if base == "startswith" and modifier == "anyof" and vtype == "string":
-        prefixes = tuple(str(v) for v in values)
-        return lambda v: v.startswith(prefixes)
+        return operator.methodcaller("startswith", tuple(str(v) for v in values))
     if modifier == "allof":
         return lambda v: all(p(v) for p in preds)
     if modifier == "oneof":
@@ -307,10 +325,14 @@ def _right_values(node: ast.BinaryCheck, vtype: str) -> list[object]:
 
 
 def _lift(getter: Getter, coerce: Callable[[object], object], pred: Pred,
-          all_elements: bool) -> Check:
-    """Apply `pred` to the event value: missing -> False, list -> any (or all) element."""
+          all_elements: bool, native: type | None, native_pred: Pred) -> Check:
+    """Apply `pred` to the event value: missing -> False, list -> any (or all) element.
+    A value already of the field's `native` class (bool for a bool field, int for a
+    number) needs no coercion and is tested with `native_pred` first (the common case)."""
     def check(ev: object) -> bool:
         v = getter(ev)
+        if v.__class__ is native:
+            return native_pred(v)
         if v is None:
             return False
         if v.__class__ is list:
@@ -332,7 +354,7 @@ def _string_matches(v: object, pred: Pred) -> bool:
 
 
 def _lift_string_field(name: str, arg: str | None, pred: Pred) -> Check:
-    """The hottest path: a plain string field read straight from the event. The read,
+    """The hottest generic path: a plain string field read with `Event.get`. The read,
     the str case and the missing case are inline rather than behind a getter or helper
     call (an extra call per check costs ~5-7% of throughput)."""
     def check(ev: Any) -> bool:
@@ -344,7 +366,7 @@ def _lift_string_field(name: str, arg: str | None, pred: Pred) -> Check:
 
 
 def _lift_string(getter: Getter, pred: Pred) -> Check:
-    """String values from a computed getter (transformers, time fields)."""
+    """String values from a getter (a bound accessor, a transformer, a time field)."""
     def check(ev: object) -> bool:
         v = getter(ev)
         if v.__class__ is str:
@@ -353,8 +375,9 @@ def _lift_string(getter: Getter, pred: Pred) -> Check:
     return check
 
 
-def _field_vs_field(node: ast.BinaryCheck, getter: Getter, vtype: str) -> Check:
-    """`field op val(other)`: both sides read from the event at evaluation time."""
+def _field_vs_field(node: ast.BinaryCheck, vtype: str) -> Callable[[Getter], Check]:
+    """`field op val(other)`: both sides read from the event at evaluation time (the
+    right side always through `Event.get`); returns the check made from a left getter."""
     assert isinstance(node.right, ast.Transformer)
     if node.right.name != "val":
         right_get, _, _ = operand(node.right)
@@ -371,18 +394,20 @@ def _field_vs_field(node: ast.BinaryCheck, getter: Getter, vtype: str) -> Check:
         raise CheckError(f"operator '{node.op}' can't compare two fields", node.pos)
     coerce = _COERCE[vtype]
 
-    def check(ev: object) -> bool:
-        a, b = getter(ev), right_get(ev)
-        if a is None or b is None:
-            return False
-        a, b = coerce(a), coerce(b)
-        if a is None or b is None:
-            return False
-        try:
-            return compare(a, b)
-        except TypeError:
-            return False
-    return check
+    def make(getter: Getter) -> Check:
+        def check(ev: object) -> bool:
+            a, b = getter(ev), right_get(ev)
+            if a is None or b is None:
+                return False
+            a, b = coerce(a), coerce(b)
+            if a is None or b is None:
+                return False
+            try:
+                return compare(a, b)
+            except TypeError:
+                return False
+        return check
+    return make
 
 
 def _exists(getter: Getter) -> Check:
@@ -402,22 +427,76 @@ def _check_event_names(node: ast.BinaryCheck) -> None:
             raise CheckError(f"unknown event type {value.text}", value.pos, unknown_field=True)
 
 
-def compile_check(node: ast.BinaryCheck | ast.UnaryCheck) -> Check:
-    """The closure evaluating one check against an event."""
+#: Classes a field type's values usually arrive as, tested before any coercion.
+_NATIVE: dict[str, type] = {"bool": bool, "number": int, "port": int}
+#: Operators whose truth is membership of the value in the literal set (`literals`).
+_MEMBERSHIP_OPS = frozenset({"=", "==", "in"})
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedCheck:
+    """One check with its literal parsed, its predicate built and its operand resolved,
+    not yet bound to how events are read.
+
+    - `field`: the plain field the check reads (None: a transformer or a time field,
+      always read through its own getter);
+    - `literals`: for `field = v` / `field in (...)` on a single-valued string field,
+      the strings that make the check true (the rule index keys on them), else None;
+    - `types`: for a check on `evt.type`, the event types it is true for (specialized
+      to a constant once the event type is known), else None.
+    `bind(accessor)` gives the closure: with an accessor (a getter of `field` bound to
+    one event class) or the generic `Event.get` read when None.
+    """
+
+    field: ast.Field | None
+    getter: Getter
+    make: Callable[[Getter], Check]
+    string_pred: Pred | None = None
+    literals: frozenset[str] | None = None
+    types: EvtSet | None = None
+
+    def bind(self, accessor: Getter | None = None) -> Check:
+        """The closure reading the field with `accessor` (None: `Event.get`)."""
+        field = self.field
+        if field is None or accessor is None:
+            if field is not None and self.string_pred is not None:
+                return _lift_string_field(field.name, field.arg, self.string_pred)
+            return self.make(self.getter)
+        return self.make(accessor)
+
+
+def _type_set(node: ast.BinaryCheck) -> EvtSet | None:
+    """The event types an `evt.type` check is true for (None: not such a check)."""
+    left, right = node.left, node.right
+    if not isinstance(left, ast.Field) or left.name != "evt.type" or left.arg is not None:
+        return None
+    if node.op not in ("=", "==", "!=", "in") or isinstance(right, ast.Transformer):
+        return None
+    values = right.values if isinstance(right, ast.ListValue) else (right,)
+    names = EvtSet(frozenset(v.text for v in values), False)
+    return names.complement() if node.op == "!=" else names
+
+
+def prepare_check(node: ast.BinaryCheck | ast.UnaryCheck) -> PreparedCheck:
+    """Validate one check and build everything it needs but the field read; raises
+    CheckError (positioned) when the check cannot compile."""
     getter, info, vtype = operand(node.left)
     if info.print_only:
         raise CheckError(f"field '{info.name}' can only be printed, not filtered on", node.pos)
+    left = node.left
+    plain = left if isinstance(left, ast.Field) and left.name not in timefields.TIME_FIELDS \
+        else None
     if isinstance(node, ast.UnaryCheck):
-        return _exists(getter)
+        return PreparedCheck(plain, getter, _exists)
     _validate_op(node.op, info, vtype, node.pos)
     if isinstance(node.right, ast.Transformer):
-        if (isinstance(node.left, ast.Field) and node.left.name in ("evt.type", "syscall.type")
+        if (isinstance(left, ast.Field) and left.name in ("evt.type", "syscall.type")
                 and node.op in ("=", "==", "!=", "in")):
             raise CheckError("right-hand field comparisons on `evt.type`/`syscall.type` checks "
                              "are not supported by event code search", node.right.pos)
-        return _field_vs_field(node, getter, vtype)
+        return PreparedCheck(plain, getter, _field_vs_field(node, vtype))
     values = _right_values(node, vtype)
-    if isinstance(node.left, ast.Field) and node.left.name == "evt.type":
+    if isinstance(left, ast.Field) and left.name == "evt.type":
         _check_event_names(node)
     op = node.op
     all_elements = False
@@ -431,9 +510,18 @@ def compile_check(node: ast.BinaryCheck | ast.UnaryCheck) -> Check:
             raise CheckError(f"operator '{op}' expects a single value", node.pos)
         pred = _scalar_pred(op, vtype, values[0], node.right.pos)
     if vtype == "string" and not all_elements:
-        left = node.left
-        if isinstance(left, ast.Field) and left.name not in timefields.TIME_FIELDS:
-            return _lift_string_field(left.name, left.arg, pred)
-        return _lift_string(getter, pred)
-    return _lift(getter, _COERCE[vtype], pred, all_elements)
+        literals = frozenset(str(v) for v in values) \
+            if op in _MEMBERSHIP_OPS and plain is not None and not info.is_list else None
+        return PreparedCheck(plain, getter, lambda g: _lift_string(g, pred), pred, literals,
+                             _type_set(node))
+    coerce, native = _COERCE[vtype], _NATIVE.get(vtype)
+    native_pred = pred
+    if native is not None and op in _REFLECTED and values[0].__class__ is native:
+        native_pred = getattr(values[0], _REFLECTED[op])   # v op rhs, as rhs's method
+    return PreparedCheck(plain, getter,
+                         lambda g: _lift(g, coerce, pred, all_elements, native, native_pred))
 
+
+def compile_check(node: ast.BinaryCheck | ast.UnaryCheck) -> Check:
+    """The closure evaluating one check against any event (read through `Event.get`)."""
+    return prepare_check(node).bind()

@@ -19,7 +19,8 @@ from typing import TypeVar
 
 from falconer.engine import ast, fieldrefs
 from falconer.engine.appendoutput import AppendOutput
-from falconer.engine.checks import Check, compile_check
+from falconer.engine.binding import bind_generic
+from falconer.engine.checks import Check
 from falconer.engine.collector import Collector, ExceptionInfo, ListInfo, MacroInfo, RuleInfo
 from falconer.engine.diagnostics import LoadError, Position, Reporter, Step
 from falconer.engine.evttypes import EvtSet, event_types
@@ -28,6 +29,7 @@ from falconer.engine.lexer import ConditionSyntaxError, LIST_OPS
 from falconer.engine.located import LocatedText
 from falconer.engine.output import OutputFormat, OutputFormatError, compile_output
 from falconer.engine.parser import parse_condition
+from falconer.engine.plan import Plan, Planner
 from falconer.engine.transformers import CheckError
 from falconer.engine.valuewarnings import value_warnings
 
@@ -54,6 +56,9 @@ class CompiledRule:
     desc: str
     tags: list[str]
     enabled: bool
+    #: The condition compiled (engine/plan.py): what the ruleset binds and evaluates.
+    plan: Plan
+    #: The plan as one closure for any event (fields read through `Event.get`).
     check: Check
     evttypes: EvtSet
     output: OutputFormat
@@ -137,18 +142,21 @@ class Compiler:
         self._owners: list[str] = []  # the item kind each text is the condition of
         # Lists and macros compiled by the compiler this one is layered on (`layered`).
         self._inherited: frozenset[str] = frozenset()
+        self.planner = Planner()
 
     def layered(self, collector: Collector) -> Compiler:
         """A compiler for `collector`, a layer over this compiler's collection (a
         tenant's items over the cluster's, see falconer.engine.scope): this compiler's
         lists and macros are taken as compiled, so nothing the layer defines can change
-        their meaning, and only the layer's own items are compiled and warned about."""
+        their meaning, and only the layer's own items are compiled and warned about.
+        The layer shares this compiler's planner, so common sub-expressions stay shared."""
         layer = Compiler(collector, self.reporter, self.answered_fields, self.append_output)
         layer.lists = dict(self.lists)
         layer.macro_asts = dict(self.macro_asts)
         layer._inherited = frozenset(self.lists) | frozenset(self.macro_asts)
         layer._bases, layer._texts = list(self._bases), list(self._texts)
         layer._owners = list(self._owners)
+        layer.planner = self.planner
         return layer
 
     def _own(self, infos: Iterable[_Own]) -> list[_Own]:
@@ -370,7 +378,7 @@ class Compiler:
         tree = self.parse(cond, "rule", info.name)
         tree = self.expand(tree, lambda ref: True, "rule", info.name)
         self._warn_condition(tree, info.name)
-        check = self._closure(tree, info.name)
+        plan = self._plan(tree, info.name)
         self._warn_values(tree, info.name)
         types = event_types(tree)
         if types.is_all_but and info.warn_evttypes:
@@ -385,7 +393,8 @@ class Compiler:
         self._warn_unanswered(info.name, used)
         names = frozenset(n for n in (fieldrefs.base_name(node) for node, _ in used) if n)
         return CompiledRule(info.name, info.index, info.priority, info.source, info.desc,
-                            sorted(info.tags), info.enabled, check, types, output, tree,
+                            sorted(info.tags), info.enabled, plan, bind_generic(plan), types,
+                            output, tree,
                             tuple(extra_fields.values()), names)
 
     def _warn_unanswered(self, rule: str, used: list[tuple[ast.Field, Position | None]]) -> None:
@@ -432,25 +441,14 @@ class Compiler:
                     self.reporter.add("LOAD_COMPILE_CONDITION", message, self.where(right.pos),
                                       "rule", name, self.steps(right.pos))
 
-    def _closure(self, node: ast.Expr, name: str) -> Check:
-        """The expanded tree as nested closures."""
-        if isinstance(node, ast.And):
-            return _all_of([self._closure(c, name) for c in node.children])
-        if isinstance(node, ast.Or):
-            checks = [self._closure(c, name) for c in node.children]
-            return _any_of(_merge_alternatives(node.children, checks))
-        if isinstance(node, ast.Not):
-            inner = self._closure(node.child, name)
-            return lambda ev: not inner(ev)
-        if isinstance(node, (ast.BinaryCheck, ast.UnaryCheck)):
-            try:
-                return compile_check(node)
-            except CheckError as exc:
-                raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", exc.message,
-                                           exc.offset, "rule", name),
-                               unknown_field=exc.unknown_field) from None
-        raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", "unexpected expression",
-                                   getattr(node, "pos", 0), "rule", name))
+    def _plan(self, node: ast.Expr, name: str) -> Plan:
+        """The expanded tree as a plan; a check that cannot compile is a positioned error."""
+        try:
+            return self.planner.plan(node)
+        except CheckError as exc:
+            raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", exc.message,
+                                       exc.offset, "rule", name),
+                           unknown_field=exc.unknown_field) from None
 
     def run(self) -> Compiled:
         """Lists, macros, rules, then the unused warnings; the first error ends the run
@@ -485,66 +483,6 @@ def _checks(node: ast.Expr) -> list[ast.BinaryCheck | ast.UnaryCheck]:
     if isinstance(node, (ast.BinaryCheck, ast.UnaryCheck)):
         return [node]
     return []
-
-
-#: `f = a or f = b` is `f in (a, b)`; `f startswith a or f startswith b` is one
-#: `str.startswith((a, b))`: same truth, one field read instead of many.
-_MERGED_OPS = {"=": "in", "==": "in", "startswith": "startswith anyof"}
-
-
-def _merge_alternatives(children: tuple[ast.Expr, ...], checks: list[Check]) -> list[Check]:
-    """The `or` alternatives with same-field string equalities/prefixes merged.
-
-    Each child was already compiled on its own (so errors are reported as written);
-    merging only replaces closures by an equivalent, faster one.
-    """
-    groups: dict[tuple[str, str | None, str], list[tuple[int, ast.Field, ast.Value]]] = {}
-    for i, child in enumerate(children):
-        if (isinstance(child, ast.BinaryCheck) and child.op in _MERGED_OPS
-                and isinstance(child.left, ast.Field) and isinstance(child.right, ast.Value)):
-            info = FIELDS.get(child.left.name)
-            if info is not None and info.type == "string" and not info.is_list:
-                key = (child.left.name, child.left.arg, _MERGED_OPS[child.op])
-                groups.setdefault(key, []).append((i, child.left, child.right))
-    merged: list[Check | None] = list(checks)
-    for (_, _, op), members in groups.items():
-        if len(members) < 2:
-            continue
-        first, left, _ = members[0]
-        values = ast.ListValue(tuple(v for _, _, v in members), left.pos)
-        merged[first] = compile_check(ast.BinaryCheck(left, op, values, left.pos))
-        for i, _, _ in members[1:]:
-            merged[i] = None
-    return [c for c in merged if c is not None]
-
-
-def _all_of(checks: list[Check]) -> Check:
-    """`and` of checks. Kept apart from its mirror `_any_of` (rather than one function
-    with a flag) so that the per-event loop tests each result directly."""
-    if len(checks) == 2:
-        a, b = checks
-        return lambda ev: a(ev) and b(ev)
-
-    def run(ev: object) -> bool:
-        for c in checks:
-            if not c(ev):
-                return False
-        return True
-    return run
-
-
-def _any_of(checks: list[Check]) -> Check:
-    """`or` of checks (see `_all_of`)."""
-    if len(checks) == 2:
-        a, b = checks
-        return lambda ev: a(ev) or b(ev)
-
-    def run(ev: object) -> bool:
-        for c in checks:
-            if c(ev):
-                return True
-        return False
-    return run
 
 
 def _quote(item: str) -> str:

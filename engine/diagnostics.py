@@ -168,11 +168,24 @@ class LoadError(Exception):
         self.steps = steps
 
 
-def snippet_for(text: str | None, line: int, column: int) -> str:
-    """The source line at `line` with a caret under `column` (empty when unknown)."""
+def line_starts(text: str) -> list[int]:
+    """The offset at which each line of `text` starts (line 1 at index 0)."""
+    starts = [0]
+    find = text.find
+    nl = find("\n")
+    while nl >= 0:
+        starts.append(nl + 1)
+        nl = find("\n", nl + 1)
+    return starts
+
+
+def snippet_for(text: str | None, line: int, column: int,
+                lines: list[str] | None = None) -> str:
+    """The source line at `line` with a caret under `column` (empty when unknown);
+    `lines` (the text's `splitlines()`) spares splitting the text again."""
     if not text or line < 1:
         return ""
-    lines = text.splitlines()
+    lines = lines if lines is not None else text.splitlines()
     if line > len(lines):
         return ""
     src = lines[line - 1].rstrip("\r").expandtabs(1)
@@ -202,17 +215,16 @@ class LoadResult:
         }
 
 
-def offset_of(text: str | None, line: int, column: int) -> int:
-    """The 0-based character offset of a 1-based line and column (-1 when unknown)."""
+def offset_of(text: str | None, line: int, column: int,
+              starts: list[int] | None = None) -> int:
+    """The 0-based character offset of a 1-based line and column (-1 when unknown);
+    `starts` (the text's `line_starts`) spares a scan of the text."""
     if not text or line < 1:
         return -1 if line >= 1 else 0
-    start = 0
-    for _ in range(line - 1):
-        nl = text.find("\n", start)
-        if nl < 0:
-            return -1
-        start = nl + 1
-    return start + max(column - 1, 0)
+    starts = starts if starts is not None else line_starts(text)
+    if line > len(starts):
+        return -1
+    return starts[line - 1] + max(column - 1, 0)
 
 
 class Reporter:
@@ -225,6 +237,10 @@ class Reporter:
 
     def __init__(self, texts: dict[str, str]) -> None:
         self._texts = texts
+        #: line_starts and lines of each text, made when a diagnostic first points into
+        #: it (a ruleset of thousands of rules may warn thousands of times).
+        self._starts: dict[str, list[int]] = {}
+        self._lines: dict[str, list[str]] = {}
         self.result = LoadResult()
         self.current: ItemRef | None = None
         self._items: dict[tuple[str, str], ItemRef] = {}
@@ -251,7 +267,28 @@ class Reporter:
     def _location(self, item_type: str, item_name: str, pos: Position,
                   content: str = "") -> Location:
         return Location(item_type, item_name, content or pos.file, pos.line, pos.column,
-                        offset_of(self._texts.get(pos.file), pos.line, pos.column))
+                        offset_of(self._texts.get(pos.file), pos.line, pos.column,
+                                  self._line_starts(pos.file)))
+
+    def _line_starts(self, file: str) -> list[int] | None:
+        """The cached `line_starts` of a file's text (None: no such text)."""
+        text = self._texts.get(file)
+        if not text:
+            return None
+        found = self._starts.get(file)
+        if found is None:
+            found = self._starts[file] = line_starts(text)
+        return found
+
+    def _split(self, file: str) -> list[str] | None:
+        """The cached `splitlines()` of a file's text (None: no such text)."""
+        text = self._texts.get(file)
+        if not text:
+            return None
+        found = self._lines.get(file)
+        if found is None:
+            found = self._lines[file] = text.splitlines()
+        return found
 
     def _chain(self, pos: Position, ref: ItemRef | None, steps: tuple[Step, ...]) -> \
             tuple[Location, ...]:
@@ -273,7 +310,8 @@ class Reporter:
         pos = position or Position("", 0, 0)
         ref = self._item(item_kind, item_name, pos.file)
         diag = Diagnostic(code, message, pos.file, pos.line, pos.column, item_kind, item_name,
-                          snippet_for(self._texts.get(pos.file), pos.line, pos.column),
+                          snippet_for(self._texts.get(pos.file), pos.line, pos.column,
+                                      self._split(pos.file)),
                           self._chain(pos, ref, steps), ref.index if ref else -1)
         if diag.is_error:
             self.result.errors.append(diag)

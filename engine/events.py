@@ -2,14 +2,20 @@
 
 The sensor implements `Event` over its own state; `MappingEvent` is a plain mapping
 of field values, built from a replay line (`falconer replay`) or by tests.
+
+An event class may also offer `accessor(field, arg)` (a classmethod): a getter of that
+field bound once, `event -> value`, that must return what `get(field, arg)` returns
+(None: no faster way, `get` is used). The ruleset binds each rule's checks to the
+accessors of the event classes it meets (falconer.engine.binding); `evt.type` must
+read as the event's `type`.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -72,6 +78,15 @@ class MappingEvent:
         if value is None:
             value = fields.get(f"{field}.{arg}")
         return value
+
+    @classmethod
+    def accessor(cls, field: str, arg: str | None) -> Callable[[Any], object] | None:
+        """A direct read of a field `get` finds under its own name (the fields with
+        fallback spellings are left to `get`)."""
+        if arg is not None or field == "evt.source" or field.startswith(
+                ("evt.arg.", "evt.rawarg.")):
+            return None
+        return lambda ev: ev.fields.get(field)
 
     @classmethod
     def from_json(cls, obj: object) -> MappingEvent:

@@ -3,8 +3,11 @@
 Each rule lands only in the buckets of the event types its condition can match
 (`evttypes`), so an `openat` event meets the handful of open rules and not the
 execve ones. Rules that can match (almost) any type sit in every bucket except the
-types they exclude. Buckets are built lazily per event type and keep definition
-order, which `rule_matching: first` relies on.
+types they exclude. Buckets are built lazily per event class, source and type, bound
+to that class's field accessors with event-type checks folded, shared macros
+evaluated once per event and a literal index over `fd.name`-like fields
+(`falconer.engine.binding`); they keep definition order, which `rule_matching:
+first` relies on. A ruleset evaluates one event at a time (it is not thread-safe).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from falconer.engine.binding import Bucket, Memo, Resolve, bind_bucket
 from falconer.engine.collector import PRIORITIES, parse_priority
 from falconer.engine.compiler import CompiledRule
+from falconer.engine.eventnames import EVENT_NAMES
 from falconer.engine.events import Event
 from falconer.engine.output import escape_text
 from falconer.engine.timefields import iso8601, time_of_day
@@ -110,6 +115,8 @@ class Ruleset:
         names = select(self.rules, min_priority, selection)
         self.enabled = [r for r in self.rules if _key(r) in names]
         self._buckets: dict[tuple[str, str], tuple[CompiledRule, ...]] = {}
+        self._bound: dict[tuple[type, str, str], Bucket] = {}
+        self._memo = Memo()
         #: Evaluation failures (a rule raised on odd event data); counted, never fatal.
         self.errors = 0
 
@@ -127,12 +134,35 @@ class Ruleset:
             self._buckets[key] = bucket
         return bucket
 
+    def bucket(self, event: Event) -> Bucket:
+        """The rules of the event's class, source and type, bound (made on first use)."""
+        cls, source, evt_type = event.__class__, event.source, event.type
+        key = (cls, source, evt_type)
+        found = self._bound.get(key)
+        if found is None:
+            resolve: Resolve | None = getattr(cls, "accessor", None)
+            found = bind_bucket(self.rules_for(source, evt_type), resolve,
+                                evt_type if evt_type in EVENT_NAMES else None, self._memo)
+            self._bound[key] = found
+        return found
+
     def evaluate(self, event: Event) -> list[Alert]:
         """The alerts one event raises (at most one with rule_matching "first")."""
         alerts: list[Alert] = []
-        for rule in self.rules_for(event.source, event.type):
+        bucket = self._bound.get((event.__class__, event.source, event.type))
+        if bucket is None:
+            bucket = self.bucket(event)
+        if not bucket.entries:
+            return alerts
+        self._memo.vals = {}
+        try:
+            candidates = bucket.candidates(event)
+        except Exception:  # noqa: BLE001 - an index read failed: evaluate them all
+            self.errors += 1
+            candidates = bucket.entries
+        for rule, check in candidates:
             try:
-                if not rule.check(event):
+                if not check(event):
                     continue
                 alerts.append(self._alert(rule, event))
             except Exception:  # noqa: BLE001 - odd event data must not stop the stream

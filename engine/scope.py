@@ -31,10 +31,11 @@ import dataclasses
 import re
 
 from falconer.engine import ast
-from falconer.engine.checks import compile_check
+from falconer.engine.binding import bind_generic
 from falconer.engine.collector import PRIORITIES, Collector, parse_priority
 from falconer.engine.compiler import Compiled, CompiledRule, Compiler
 from falconer.engine.diagnostics import LoadError
+from falconer.engine.plan import Planner
 from falconer.engine.reader import Item
 
 #: The scope of cluster rules (`RulesSource.namespace`, `CompiledRule.namespace`).
@@ -130,21 +131,20 @@ def guard(namespace: str) -> ast.BinaryCheck:
                            ast.Value(check_namespace(namespace), True, 0), 0)
 
 
-def guarded(rule: CompiledRule, namespace: str) -> CompiledRule:
-    """The rule restricted to events of pods in `namespace`: the guard is checked
-    first, and the rule carries its namespace."""
-    tree = guard(namespace)
-    in_scope, check = compile_check(tree), rule.check
-    return dataclasses.replace(
-        rule, check=lambda ev: in_scope(ev) and check(ev),
-        condition=ast.And((tree, rule.condition), 0),
-        fields=rule.fields | {NAMESPACE_FIELD}, namespace=namespace)
+def guarded(rule: CompiledRule, namespace: str, planner: Planner) -> CompiledRule:
+    """The rule restricted to events of pods in `namespace`: the guard is the first
+    check of its plan (planned by `planner`, so it is shared by the namespace's rules),
+    and the rule carries its namespace."""
+    tree = ast.And((guard(namespace), rule.condition), 0)
+    plan = planner.plan(tree)
+    return dataclasses.replace(rule, plan=plan, check=bind_generic(plan), condition=tree,
+                               fields=rule.fields | {NAMESPACE_FIELD}, namespace=namespace)
 
 
 def compile_tenant(cluster: Compiler, collector: TenantCollector) -> Compiled:
     """Compile a tenant's collection on the compiled cluster scope; its rules guarded,
     its counts its own items only."""
     compiled = cluster.layered(collector).run()
-    return Compiled([guarded(rule, collector.namespace) for rule in compiled.rules],
+    return Compiled([guarded(rule, collector.namespace, cluster.planner) for rule in compiled.rules],
                     len(collector.macros) - len(collector.cluster.macros),
                     len(collector.lists) - len(collector.cluster.lists))

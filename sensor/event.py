@@ -14,6 +14,7 @@ contract with the engine).
 from __future__ import annotations
 
 import datetime as dt
+import operator
 import posixpath
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -49,7 +50,7 @@ class SensorEvent:
     """One syscall exit event bound to its process and descriptor (Event protocol)."""
 
     __slots__ = ("tracker", "rec", "proc", "spec", "fd_num", "fd", "num", "type", "time_ns",
-                 "_meta")
+                 "_meta", "_anc", "_anc_done")
     source = "syscall"
 
     def __init__(self, tracker: Tracker, rec: Record, proc: Process,
@@ -65,6 +66,10 @@ class SensorEvent:
         self.type = spec.name if spec is not None else syscalls.name_of(rec.nr)
         self.time_ns = rec.ts_ns + tracker.mono_offset
         self._meta: tuple[PodMeta | None, ContainerMeta | None] | None = None
+        #: The ancestors found so far (parent first) and whether the chain ended: the
+        #: many proc.aname[N] checks of one event walk it once, and only as far as asked.
+        self._anc: list[Process] = []
+        self._anc_done = False
 
     def get(self, field: str, arg: str | None = None) -> object | None:
         """The value of a Falco field (None when missing)."""
@@ -74,6 +79,21 @@ class SensorEvent:
                 return _evt_arg(self, field[8:])
             return None
         return fn(self, arg)
+
+    @classmethod
+    def accessor(cls, field: str, arg: str | None) -> Callable[[SensorEvent], object] | None:
+        """The field's getter bound once (the engine's `Event.accessor`): the hottest
+        fields read their attribute directly, the others call their table entry
+        without the lookup by name."""
+        if arg is None and field in DIRECT:
+            return DIRECT[field]
+        fn = FIELDS.get(field)
+        if fn is None:
+            if field.startswith("evt.arg."):
+                name = field[8:]
+                return lambda ev: _evt_arg(ev, name)
+            return lambda ev: None
+        return lambda ev: fn(ev, arg)
 
     # -- helpers used by the field table ---------------------------------------------
 
@@ -91,16 +111,17 @@ class SensorEvent:
         parent = self.tracker.procs.peek(p.ppid)
         return parent if parent is not None else read_proc(p.ppid, self.tracker.boot_ns)
 
-    def ancestors(self) -> list[Process]:
-        """Parent, grandparent, ... up to init (bounded, loop-safe)."""
-        out: list[Process] = []
-        seen = {self.proc.pid}
-        p = self.parent(self.proc)
-        while p is not None and p.pid not in seen and len(out) < MAX_ANCESTORS:
-            out.append(p)
-            seen.add(p.pid)
-            p = self.parent(p)
-        return out
+    def ancestors(self, limit: int = MAX_ANCESTORS) -> list[Process]:
+        """Parent, grandparent, ... up to init, at most `limit` of them (bounded by
+        MAX_ANCESTORS, loop-safe)."""
+        anc = self._anc
+        while not self._anc_done and len(anc) < min(limit, MAX_ANCESTORS):
+            p = self.parent(anc[-1] if anc else self.proc)
+            if p is None or p.pid == self.proc.pid or any(a.pid == p.pid for a in anc):
+                self._anc_done = True
+            else:
+                anc.append(p)
+        return anc[:limit]
 
     def ancestor(self, arg: str | None) -> Process | list[Process] | None:
         """proc.a*[N]: N=0 is the process, 1 its parent...; no arg: every ancestor."""
@@ -112,7 +133,7 @@ class SensorEvent:
             return None
         if n == 0:
             return self.proc
-        anc = self.ancestors()
+        anc = self.ancestors(n) if 0 < n <= MAX_ANCESTORS else []
         return anc[n - 1] if 0 < n <= len(anc) else None
 
 
@@ -435,6 +456,22 @@ FIELDS: dict[str, Field] = {
     "fd.rport": _fd_attr(lambda f: _fd_remote(f, f.sport, f.cport)),
     # container.*, k8s.*, k8smeta.*
     **podfields.FIELDS,
+}
+
+#: Fields read straight from the event's own attributes (what `FIELDS` computes for
+#: them, without the table's indirections): the ones most rule checks read.
+DIRECT: dict[str, Callable[[SensorEvent], object]] = {
+    # attrgetter reads in C: no Python frame per check
+    "evt.type": operator.attrgetter("type"),
+    "proc.name": operator.attrgetter("proc.name"),
+    "proc.exepath": operator.attrgetter("proc.exepath"),
+    "proc.exe": operator.attrgetter("proc.exe"),
+    "proc.tty": operator.attrgetter("proc.tty"),
+    "fd.num": operator.attrgetter("fd_num"),
+    "user.uid": operator.attrgetter("rec.uid"),
+    "fd.name": lambda ev: (ev.fd.name or None) if ev.fd is not None else None,
+    "fd.typechar": lambda ev: ev.fd.typechar if ev.fd is not None else None,
+    "container.id": operator.attrgetter("proc.cgroup.short_id"),
 }
 
 #: Every field name `SensorEvent.get` answers (base names: `evt.arg` covers

@@ -123,7 +123,9 @@ class Tracker:
         if path is None:
             return None
         if path.startswith("/"):
-            return posixpath.normpath(path)
+            if "//" in path or "/." in path or path.endswith("/"):
+                return posixpath.normpath(path)
+            return path   # already normal: no empty, "." or ".." component
         if dirfd == AT_FDCWD:
             base = proc.cwd
         else:

@@ -12,13 +12,20 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
+import pytest
 import upstream
 import yaml
 
 from falconer.engine import ast, fields
 from falconer.engine.output import compile_output
 from falconer.engine.parser import parse_condition
-from falconer.sensor.event import ANSWERED_FIELDS
+from falconer.sensor import kernelabi as abi
+from falconer.sensor import record, syscalls
+from falconer.sensor.event import ANSWERED_FIELDS, DIRECT
+from falconer.sensor.event import FIELDS as SENSOR_FIELDS
+from falconer.sensor.event import SensorEvent
+from falconer.sensor.state import Process
+from falconer.sensor.tracker import Tracker
 
 #: Fields of the syscall source the upstream files use that the sensor does not answer
 #: yet (the probe issue closes these): nothing may join this list.
@@ -85,3 +92,38 @@ def test_what_stays_unanswered_is_only_what_the_probe_issue_owns():
     used = used_fields()
     unanswered = {n for n in used if _base(n) not in ANSWERED_FIELDS}
     assert unanswered <= NOT_ANSWERED_YET, sorted(unanswered - NOT_ANSWERED_YET)
+
+
+def _open_event(path: str, pid: int = 4242, ancestors: int = 3) -> SensorEvent:
+    """An openat(AT_FDCWD, path) = 5 event of a process `ancestors` levels below init."""
+    tracker = Tracker(hostname="node-a")
+    for level in range(ancestors + 1):
+        tracker.procs.put(Process(pid=pid - level, ppid=pid - level - 1 if level < ancestors
+                                  else 0, name=f"p{level}", exe=f"/bin/p{level}"))
+    data = path.encode() + b"\0"
+    head = [0] * len(record.HEADER.unpack(bytes(record.HEADER.size)))
+    head[:9] = [1_000, pid, pid, 0, 0, syscalls.BY_NAME["openat"].nr, abi.KIND_SYSCALL, 0, 5]
+    head[9:15] = [(-100) & (2**64 - 1), 0, 0o2000000, 0, 0, 0]
+    head[15] = len(data)
+    ev = tracker.handle(record.Record.decode(record.HEADER.pack(*head) + data))
+    assert ev is not None
+    return ev
+
+
+@pytest.mark.parametrize("name", sorted(SENSOR_FIELDS))
+def test_each_fields_bound_accessor_reads_what_get_reads(name: str) -> None:
+    """The engine binds rules to `SensorEvent.accessor`: it must agree with `get` (the
+    direct reads of `DIRECT` included), with and without an argument."""
+    assert set(DIRECT) <= set(SENSOR_FIELDS)
+    for arg in (None, "2") if name.startswith("proc.a") else (None,):
+        ev = _open_event("/etc/hostname")
+        accessor = SensorEvent.accessor(name, arg)
+        assert accessor is not None
+        assert accessor(ev) == ev.get(name, arg), (name, arg)   # reading changes nothing
+
+
+def test_ancestors_are_walked_as_far_as_asked_and_stop_at_init() -> None:
+    ev = _open_event("/etc/hostname", ancestors=3)
+    assert ev.get("proc.aname", "2") == "p2" and ev.get("proc.aname", "3") == "p3"
+    assert ev.get("proc.aname", "4") is None and ev.get("proc.aname", "0") == "p0"
+    assert ev.get("proc.aname") == ["p1", "p2", "p3"]
