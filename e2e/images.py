@@ -76,7 +76,8 @@ BASE_PACKAGES = (
 #: Falconer's dependencies Debian 12 lacks or has only in too old a release, from PyPI
 #: (pinned). Together with BASE_PACKAGES they cover pyproject's runtime dependencies
 #: (tests/images/test_sensor_image.py checks that).
-BASE_PIP = ("kopf==1.45.2", "kubernetes==37.0.2", "grpcio==1.85.3", "google-re2==1.1.20251105")
+BASE_PIP = ("kopf==1.45.2", "kubernetes==37.0.2", "grpcio==1.85.3", "google-re2==1.1.20251105",
+            "prometheus-client==0.26.0")
 #: Changes whenever the base recipe changes in a way the lists above do not show.
 BASE_RECIPE = 2
 #: The mirrors used when the machine's apt sources name none (main archive, security).

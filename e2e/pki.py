@@ -269,3 +269,14 @@ def issue_node(pki: Pki, folder: Path, node: str, node_ip: str) -> NodePki:
         kubelet_serving=KeyPair(folder / "kubelet-serving.crt", folder / "kubelet-serving.key"),
         kube_proxy=KeyPair(folder / "kube-proxy.crt", folder / "kube-proxy.key"),
     )
+
+
+def serving_pair(folder: Path, common_name: str, dns_names: tuple[str, ...],
+                 ips: tuple[str, ...] = ()) -> tuple[Path, KeyPair]:
+    """A fresh CA (`<folder>/<common_name>-ca.crt`) and a server certificate it signed for
+    `dns_names` and `ips` (`<folder>/<common_name>.crt/.key`): a TLS listener's files for
+    tests, e.g. the sensor's /metrics."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = _make_ca(f"{common_name}-ca", folder, f"{common_name}-ca")
+    _issue(ca_key, ca_cert, folder, common_name, (common_name, ()), serving=(dns_names, ips))
+    return folder / f"{common_name}-ca.crt", KeyPair(folder / f"{common_name}.crt", folder / f"{common_name}.key")

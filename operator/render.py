@@ -20,11 +20,14 @@ import yaml
 
 from falconer.operator.api import API_VERSION, MANAGED_BY, RULES_HASH_ANNOTATION
 from falconer.operator.ruleyaml import RuleText
+from falconer.sensor.metrics import TLS_MOUNT, instance_settings
 from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
 
 #: The ClusterRole every sensor is bound to (installed with the operator).
 SENSOR_CLUSTER_ROLE = "falconer-sensor"
 INSTANCE_LABEL = "falconer.io/instance"
+#: The Prometheus Operator's scrape configuration kind (apiVersion, kind).
+SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
 #: The ConfigMap key of the sensor's configuration, mounted in /etc/falconer.
 CONFIG_FILE = "falconer.yaml"
 
@@ -60,6 +63,7 @@ class Names:
     serviceaccount: str
     clusterrolebinding: str
     role: str                   # the Role (and RoleBinding) for the instance's status
+    metrics_service: str        # the Service (and ServiceMonitor) of the sensors' /metrics
 
     @classmethod
     def for_instance(cls, namespace: str, name: str) -> Names:
@@ -70,6 +74,7 @@ class Names:
             serviceaccount=f"{name}-sensor",
             clusterrolebinding=f"falconer-sensor:{namespace}:{name}",
             role=f"{name}-sensor-status",
+            metrics_service=f"{name}-sensor-metrics",
         )
 
 
@@ -85,11 +90,25 @@ class Rendered:
     daemonset: dict[str, Any]
     rules_hash: str
     config_hash: str
+    service: dict[str, Any] | None = None          # spec.metrics.enabled
+    servicemonitor: dict[str, Any] | None = None   # and spec.metrics.serviceMonitor
 
     def objects(self) -> list[dict[str, Any]]:
-        """Apply order: identity first, then configuration, then the workload."""
+        """Apply order: identity first, then configuration, then the workload, then the
+        metrics Service and ServiceMonitor when the instance has them."""
+        extra = [o for o in (self.service, self.servicemonitor) if o is not None]
         return [self.serviceaccount, self.clusterrolebinding, self.role, self.rolebinding, self.configmap,
-                self.daemonset]
+                self.daemonset, *extra]
+
+    def absent(self, names: Names) -> list[tuple[str, str, str]]:
+        """(apiVersion, kind, name) of the optional objects this rendering does not have,
+        which the operator deletes if an earlier rendering made them."""
+        out = []
+        if self.service is None:
+            out.append(("v1", "Service", names.metrics_service))
+        if self.servicemonitor is None:
+            out.append((SERVICE_MONITOR[0], SERVICE_MONITOR[1], names.metrics_service))
+        return out
 
 
 def with_defaults(spec: dict[str, Any] | None) -> dict[str, Any]:
@@ -153,6 +172,7 @@ def sensor_config(namespace: str, name: str, spec: dict[str, Any], files: Sequen
         },
         "outputs": spec.get("outputs") or {},
         "bufferSizeBytes": spec["bufferSizeBytes"],
+        "metrics": instance_settings(spec.get("metrics") or {}).to_config(),
     }
 
 
@@ -205,15 +225,19 @@ def config_hash(spec: dict[str, Any]) -> str:
 
 
 def render_instance(instance: dict[str, Any], files: Sequence[RuleText],
-                    generations: Mapping[str, int] | None = None) -> Rendered:
+                    generations: Mapping[str, int] | None = None, *,
+                    service_monitors: bool = False) -> Rendered:
     """All manifests for `instance` running `files` (FalcoRule texts in load order, each
-    from the generation `generations` gives for its name)."""
+    from the generation `generations` gives for its name). A ServiceMonitor is rendered
+    only when the instance asks and `service_monitors` says the API server serves them."""
     meta = instance["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     spec = with_defaults(instance.get("spec"))
     names = Names.for_instance(namespace, name)
     config = sensor_config(namespace, name, spec, files, generations or {})
     rule_files = [{"key": rule_file_key(f.name), "text": f.text} for f in files]
+    metrics = {"enabled": False, **(spec.get("metrics") or {})}
+    metrics.setdefault("port", instance_settings(metrics).port)
     rules_hash = _digest(yaml.safe_dump(config, sort_keys=False),
                          *(f"{r['key']}\0{r['text']}" for r in rule_files))
     config_text = yaml.safe_dump({RULES_HASH_KEY: rules_hash, **config}, sort_keys=False)
@@ -234,8 +258,12 @@ def render_instance(instance: dict[str, Any], files: Sequence[RuleText],
         "sensor_cluster_role": SENSOR_CLUSTER_ROLE,
         "config_file": CONFIG_FILE,
         "rules_hash_annotation": RULES_HASH_ANNOTATION,
+        "metrics": metrics,
+        "metrics_tls_mount": TLS_MOUNT,
+        "service_monitor": service_monitors and bool(metrics.get("serviceMonitor")),
     }
     sa, crb, role, rolebinding = yaml.safe_load_all(_ENV.get_template("rbac.yaml.j2").render(context))
+    service, monitor = _metrics_objects(context)
     return Rendered(
         serviceaccount=sa,
         clusterrolebinding=crb,
@@ -245,4 +273,14 @@ def render_instance(instance: dict[str, Any], files: Sequence[RuleText],
         daemonset=yaml.safe_load(_ENV.get_template("daemonset.yaml.j2").render(context)),
         rules_hash=rules_hash,
         config_hash=context["config_hash"],
+        service=service,
+        servicemonitor=monitor,
     )
+
+
+def _metrics_objects(context: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The metrics Service and ServiceMonitor (None when the instance has none)."""
+    if not context["metrics"]["enabled"]:
+        return None, None
+    docs = list(yaml.safe_load_all(_ENV.get_template("metrics.yaml.j2").render(context)))
+    return docs[0], (docs[1] if len(docs) > 1 else None)

@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from falconer.engine import AppendOutputError, Engine, EngineOptions, RulesSource, parse_append_output
+from falconer.sensor.metrics import MetricsConfigError, MetricsSettings
 from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
 
 #: Outputs of FalcoInstance.spec.outputs this sensor delivers (the operator names the
@@ -62,6 +63,7 @@ class SensorConfig:
     rules_hash: str = ""                   # the ConfigMap's falconer.io/rules-hash
     falco_rules: tuple[RulesOrigin, ...] = ()  # where each rules file came from
     cluster_domain: str = DEFAULT_CLUSTER_DOMAIN   # clusterDomain (fd.*ip.name of Services)
+    metrics: MetricsSettings = MetricsSettings()   # metrics (sensor/metrics.py)
 
     @property
     def instance_namespace(self) -> str:
@@ -161,6 +163,13 @@ def _origins(raw: list[Any], path: str) -> tuple[RulesOrigin, ...]:
         raise ConfigError(str(exc)) from exc
 
 
+def _metrics(raw: dict[str, Any], path: Path) -> MetricsSettings:
+    try:
+        return MetricsSettings.from_config(raw, f"{path}: metrics.")
+    except MetricsConfigError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
 def parse(text: str, path: Path) -> SensorConfig:
     """Parse falconer.yaml's text; rules files are resolved against `path`'s folder."""
     try:
@@ -194,6 +203,7 @@ def parse(text: str, path: Path) -> SensorConfig:
         rules_hash=_field(doc, RULES_HASH_KEY, str, f"{path}: ", ""),
         falco_rules=_origins(_field(doc, FALCO_RULES_KEY, list, f"{path}: ", []), str(path)),
         cluster_domain=domain,
+        metrics=_metrics(_field(doc, "metrics", dict, f"{path}: ", {}), path),
         **outputs,
     )
 

@@ -174,3 +174,48 @@ def sensor_config_of(r: render.Rendered):  # reads the rendered falconer.yaml as
     from falconer.sensor.config import parse
 
     return parse(r.configmap["data"][render.CONFIG_FILE], Path("/etc/falconer/falconer.yaml"))
+
+
+METRICS = {"enabled": True, "port": 9200, "tlsSecret": "sensor-metrics-tls", "podLabels": True,
+           "serviceMonitor": True}
+
+
+def with_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {**INSTANCE, "spec": {**INSTANCE["spec"], "metrics": metrics}}
+
+
+def test_metrics_render_a_service_the_port_the_tls_secret_and_the_sensor_settings() -> None:
+    from pathlib import Path
+
+    from falconer.sensor.metrics import MetricsSettings
+
+    r = render.render_instance(with_metrics(METRICS), FILES, service_monitors=True)
+    assert r.service is not None and r.servicemonitor is not None
+    for obj in (r.service, r.daemonset):
+        kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+    assert r.service["spec"]["selector"] == r.daemonset["spec"]["selector"]["matchLabels"]
+    assert r.service["spec"]["ports"] == [{"name": "metrics", "port": 9200, "targetPort": "metrics",
+                                           "protocol": "TCP"}]
+    pod = r.daemonset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {"name": "metrics", "containerPort": 9200, "protocol": "TCP"} in container["ports"]
+    assert {"name": "metrics-tls", "secret": {"secretName": "sensor-metrics-tls", "defaultMode": 0o400}} \
+        in pod["volumes"]
+    assert sensor_config_of(r).metrics == MetricsSettings(
+        enabled=True, port=9200, pod_labels=True, cert_file=Path("/etc/falconer/metrics-tls/tls.crt"),
+        key_file=Path("/etc/falconer/metrics-tls/tls.key"))
+    (endpoint,) = r.servicemonitor["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["ca"] == {"secret": {"name": "sensor-metrics-tls", "key": "ca.crt"}}
+    assert r.absent(render.Names.for_instance("security", "prod")) == []
+
+
+def test_no_service_monitor_without_its_crd_and_no_service_without_metrics() -> None:
+    names = render.Names.for_instance("security", "prod")
+    r = render.render_instance(with_metrics(METRICS), FILES, service_monitors=False)
+    assert r.servicemonitor is None and r.service is not None
+    assert r.absent(names) == [("monitoring.coreos.com/v1", "ServiceMonitor", "prod-sensor-metrics")]
+    off = rendered()
+    assert off.service is None and "ports" in off.daemonset["spec"]["template"]["spec"]["containers"][0]
+    assert [k for _, k, _ in off.absent(names)] == ["Service", "ServiceMonitor"]
+    assert not sensor_config_of(off).metrics.enabled
