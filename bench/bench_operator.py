@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from falconer.operator import convert, render, rules
+from falconer.operator.spec import parse_instance, parse_rule
 from falconer.paths import ROOT
 
 UPSTREAM = ROOT.parent / "shared" / "anchors" / "falco-rules"
@@ -39,7 +40,7 @@ def main() -> int:
         name = path.stem.replace("_", "-")
         ms = best_ms(lambda t=text, n=name: convert.falcorule_manifest(t, n))
         print(f"to-crd {path.name}: {ms:.1f} ms")
-        specs[name] = convert.falcorule_manifest(text, name)["spec"]
+        specs[name] = parse_rule(convert.falcorule_manifest(text, name)["spec"])
     for name, spec in specs.items():
         cold = best_ms(lambda n=name, s=spec: rules.compile_uncached([rules.render_text(n, s)], rules.engine_options()),
                        runs=3)
@@ -50,7 +51,7 @@ def main() -> int:
     combined = best_ms(lambda: rules.compile_uncached(texts, rules.engine_options()), runs=3)
     print(f"compile all three as one set: {combined:.1f} ms")
     instance = {"metadata": {"name": "bench", "namespace": "bench", "uid": "u"}, "spec": {}}
-    print(f"render instance (3 FalcoRules): {best_ms(lambda: render.render_instance(instance, texts)):.1f} ms")
+    print(f"render instance (3 FalcoRules): {best_ms(lambda: render.render_instance(instance, parse_instance(None), texts)):.1f} ms")
     return 0
 
 

@@ -351,15 +351,20 @@ class Checked:
     layers: list[tuple[str, str, int]]
 
 
-def _member_bytes(tar: tarfile.TarFile, name: str) -> bytes:
-    """The content of the regular member `name`."""
+def _member(tar: tarfile.TarFile, name: str) -> IO[bytes]:
+    """The stream of the regular member `name` (LayoutError when absent or not a file)."""
     try:
         member = tar.extractfile(name)
     except KeyError:
         raise LayoutError(f"archive has no {name}") from None
     if member is None:
         raise LayoutError(f"{name} is not a regular file")
-    return member.read()
+    return member
+
+
+def _member_bytes(tar: tarfile.TarFile, name: str) -> bytes:
+    """The content of the regular member `name`."""
+    return _member(tar, name).read()
 
 
 #: Bytes read at a time when hashing blobs.
@@ -373,12 +378,7 @@ def _open_blob(tar: tarfile.TarFile, descriptor: dict[str, Any], media_type: str
         raise LayoutError(f"descriptor {descriptor.get('digest')} has media type "
                           f"{descriptor.get('mediaType')!r}, expected {media_type!r}")
     name = f"blobs/sha256/{_blob_name(str(descriptor['digest']))}"
-    try:
-        blob = tar.extractfile(name)
-    except KeyError:
-        raise LayoutError(f"archive has no {name}") from None
-    if blob is None:
-        raise LayoutError(f"{name} is not a regular file")
+    blob = _member(tar, name)
     hashing = _Hashing(None)
     while chunk := blob.read(CHUNK):
         hashing.write(chunk)

@@ -20,15 +20,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import yaml
 from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
 from urllib3.exceptions import HTTPError
 
+from falconer import sensorconfig
 from falconer.operator import render, rollup, rules, selectors, status
 from falconer.operator.api import API_VERSION, RULES_HASH_ANNOTATION
 from falconer.operator.kube import Kube
 from falconer.operator.ruleyaml import RuleText
-from falconer.sensor.report import FALCO_RULES_KEY, SENSORS_KEY
+from falconer.operator.spec import FalcoInstanceSpec, FalcoRuleSpec, parse_instance, parse_rule
+from falconer.sensor.report import SENSORS_KEY
+from falconer.sensorconfig import CONFIG_FILE
+from falconer.shapes import ShapeError
 
 #: HTTP statuses that mean "this object is wrong", not "try again".
 PERMANENT_HTTP = frozenset({400, 403, 404, 422})
@@ -101,7 +104,8 @@ class Reconciler:
         meta = body["metadata"]
         labels = meta.get("labels") or {}
         selecting = [i for i in instances if _selects(i, labels) and not i["metadata"].get("deletionTimestamp")]
-        text, compiled = rules.compile_falcorule(meta["name"], body.get("spec"))
+        spec = _rule_spec(body)
+        text, compiled = rules.compile_falcorule(meta["name"], spec)
         in_context = [c for i in selecting if (c := self._compiled_in(i, meta["name"])) is not None]
         if in_context:
             compiled = rules.merge_contexts(in_context)
@@ -111,7 +115,7 @@ class Reconciler:
         applied_in = sum(1 for i in selecting if self._ships(i, meta["namespace"], meta["name"], generation))
         new, verdicts = status.rule_status(old, compiled, text.digest if text else None, selected_by, generation,
                                            applied_in)
-        new.update(rollup.rule_rollup(meta["namespace"], meta["name"], generation, rollup.defined_rules(body.get("spec")),
+        new.update(rollup.rule_rollup(meta["namespace"], meta["name"], generation, rollup.defined_rules(spec),
                                       instances, datetime.datetime.now(datetime.UTC)))
         self._write_status("FalcoRule", body, new, status.rule_events(old.get("conditions"), verdicts))
 
@@ -121,20 +125,19 @@ class Reconciler:
         meta = instance["metadata"]
         names = render.Names.for_instance(meta["namespace"], meta["name"])
         live = self._get("ConfigMap", names.configmap, meta["namespace"], api_version="v1")
-        text = ((live or {}).get("data") or {}).get(render.CONFIG_FILE)
+        text = ((live or {}).get("data") or {}).get(CONFIG_FILE)
         return text is not None and render.ships(text, namespace, rule_name, generation)
 
     def _compiled_in(self, instance: dict[str, Any], rule_name: str) -> rules.Compiled | None:
         """A FalcoRule compiled where `instance` loads it (after the FalcoRules before it);
-        None when the instance's selector is broken (its own status says so)."""
+        None when the instance's spec is invalid (its own status says so)."""
         meta = instance["metadata"]
-        spec = render.with_defaults(instance.get("spec"))
+        spec = _instance_spec(instance)
+        if isinstance(spec, ShapeError):
+            return None
         names = render.Names.for_instance(meta["namespace"], meta["name"])
         live_cm = self._get("ConfigMap", names.configmap, meta["namespace"], api_version="v1")
-        try:
-            chosen = self._select(meta["namespace"], spec, (live_cm or {}).get("data") or {})
-        except selectors.SelectorError:
-            return None
+        chosen = self._select(meta["namespace"], spec, (live_cm or {}).get("data") or {})
         return next((s.compiled for s in chosen if s.name == rule_name), None)
 
     def _instances_using(self, namespace: str, rule_name: str, labels: dict[str, str]) -> list[dict[str, Any]]:
@@ -160,19 +163,18 @@ class Reconciler:
         """Select, compile, render and apply; an invalid combination keeps the live ConfigMap."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        spec = render.with_defaults(body.get("spec"))
+        spec = _instance_spec(body)
+        if isinstance(spec, ShapeError):
+            # The schema let through what the model refuses: nothing is rendered from it.
+            self._finish(body, status.InstanceState(spec_error=str(spec)), None, [], None, None)
+            return
         names = render.Names.for_instance(namespace, name)
         live_cm = self._get("ConfigMap", names.configmap, namespace, api_version="v1")
         live_data = (live_cm or {}).get("data") or {}
-        try:
-            chosen = self._select(namespace, spec, live_data)
-        except selectors.SelectorError as exc:
-            self._finish(body, status.InstanceState(apply_error=f"spec.ruleSelector: {exc}"), [], None, None)
-            return
+        chosen = self._select(namespace, spec, live_data)
         texts = [s.text for s in chosen if s.text is not None]
-        options = rules.engine_options(spec["minPriority"], spec["ruleMatching"], render.selection_actions(spec))
-        combined = rules.compile_texts(texts, options)
-        rendered = render.render_instance(body, texts, _shipped_generations(chosen, live_data),
+        combined = rules.compile_texts(texts, spec.engine.options())
+        rendered = render.render_instance(body, spec, texts, _shipped_generations(chosen, live_data),
                                           service_monitors=self._serves(*render.SERVICE_MONITOR))
         objects = rendered.objects()
         too_large = render.configmap_too_large(rendered.configmap)
@@ -192,7 +194,7 @@ class Reconciler:
             rollout=status.RolloutState.from_daemonset(ds) if ds else None,
         )
         rules_hash = rendered.rules_hash if combined.valid and not apply_error else _live_hash(live_cm)
-        self._finish(body, state, chosen, combined, rules_hash)
+        self._finish(body, state, spec, chosen, combined, rules_hash)
         self._announce(body, names, rendered, changed, len(texts))
         self._update_rule_counts(namespace)
 
@@ -226,7 +228,8 @@ class Reconciler:
 
     def _serves(self, api_version: str, kind: str) -> bool:
         """Whether the API server serves `kind` now (ServiceMonitor: the CRD is installed)."""
-        return self._call(f"discovering {kind}", lambda: self._kube.serves(api_version, kind))
+        found: bool = self._call(f"discovering {kind}", lambda: self._kube.serves(api_version, kind))
+        return found
 
     def _remove(self, namespace: str, absent: Sequence[tuple[str, str, str]]) -> None:
         """Delete optional objects an earlier rendering made and this one has not (a
@@ -236,20 +239,20 @@ class Reconciler:
                 self._call(f"deleting {kind} {namespace}/{name}",
                            lambda a=api_version, k=kind, n=name: self._kube.delete(a, k, n, namespace))
 
-    def _select(self, namespace: str, spec: dict[str, Any], live_data: dict[str, str]) -> list[Selected]:
+    def _select(self, namespace: str, spec: FalcoInstanceSpec, live_data: dict[str, str]) -> list[Selected]:
         """The FalcoRules the instance selects, in load order, each with the text to ship."""
-        selector = spec.get("ruleSelector")
         candidates = [
-            fr for fr in self._list("FalcoRule", namespace)
-            if selectors.matches(selector, fr["metadata"].get("labels"))
+            (fr, _rule_spec(fr)) for fr in self._list("FalcoRule", namespace)
+            if selectors.matches(spec.rule_selector, fr["metadata"].get("labels"))
             and not fr["metadata"].get("deletionTimestamp")
         ]
-        candidates.sort(key=lambda fr: (int((fr.get("spec") or {}).get("order") or 0), fr["metadata"]["name"]))
+        candidates.sort(key=lambda c: (c[1].order if isinstance(c[1], FalcoRuleSpec) else 0,
+                                       c[0]["metadata"]["name"]))
         chosen: list[Selected] = []
-        for fr in candidates:
+        for fr, fr_spec in candidates:
             fr_name = fr["metadata"]["name"]
             before = [s.text for s in chosen if s.text is not None]
-            text, compiled = rules.compile_falcorule(fr_name, fr.get("spec"), before)
+            text, compiled = rules.compile_falcorule(fr_name, fr_spec, before)
             if not compiled.valid or text is None:
                 last = live_data.get(render.rule_file_key(fr_name))
                 text = RuleText(fr_name, last) if last is not None else None
@@ -261,6 +264,7 @@ class Reconciler:
         self,
         body: dict[str, Any],
         state: status.InstanceState,
+        spec: FalcoInstanceSpec | None,
         chosen: Sequence[Selected],
         combined: rules.Compiled | None,
         rules_hash: str | None,
@@ -272,7 +276,7 @@ class Reconciler:
         old = body.get("status") or {}
         sensors = rollup.instance_rollup(old, rules_hash or "", datetime.datetime.now(datetime.UTC))
         verdicts = [*status.instance_verdicts(state), sensors.verdict,
-                    rollup.outputs_verdict(render.with_defaults(body.get("spec")).get("outputs"))]
+                    *([rollup.outputs_verdict(spec.outputs)] if spec else [])]
         new: dict[str, Any] = {
             "observedGeneration": generation,
             "conditions": status.merge_conditions(old.get("conditions"), verdicts, generation, status.now()),
@@ -370,25 +374,36 @@ class Reconciler:
             raise _unreachable(exc, what) from exc
 
 
-def _selects(instance: dict[str, Any], labels: dict[str, str]) -> bool:
-    """Whether the instance's selector takes a FalcoRule with these labels; a selector the
-    schema should have refused selects nothing (the instance reports it in its status)."""
+def _instance_spec(instance: dict[str, Any]) -> FalcoInstanceSpec | ShapeError:
+    """The instance's parsed spec, or why it does not parse (for its status)."""
     try:
-        return selectors.matches((instance.get("spec") or {}).get("ruleSelector"), labels)
-    except selectors.SelectorError:
-        return False
+        return parse_instance(instance.get("spec"))
+    except ShapeError as exc:
+        return exc
+
+
+def _rule_spec(falcorule: dict[str, Any]) -> FalcoRuleSpec | ShapeError:
+    """The FalcoRule's parsed spec, or why it does not parse (a finding in its status)."""
+    try:
+        return parse_rule(falcorule.get("spec"))
+    except ShapeError as exc:
+        return exc
+
+
+def _selects(instance: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether the instance's selector takes a FalcoRule with these labels; an instance
+    whose spec the schema should have refused selects nothing (its status says why)."""
+    spec = _instance_spec(instance)
+    return not isinstance(spec, ShapeError) and selectors.matches(spec.rule_selector, labels)
 
 
 def _shipped_generations(chosen: Sequence[Selected], live_data: dict[str, str]) -> dict[str, int]:
     """The generation whose text each FalcoRule ships: its own when valid, else the one
     the live ConfigMap recorded for the last valid text it keeps (0 when unknown), so a
     sensor never reports a generation it was not given."""
-    live: dict[str, int] = {}
     try:
-        doc = yaml.safe_load(live_data.get(render.CONFIG_FILE, "")) or {}
-        for entry in doc.get(FALCO_RULES_KEY) or () if isinstance(doc, dict) else ():
-            live[str(entry["name"])] = int(entry["generation"])
-    except (yaml.YAMLError, KeyError, TypeError, ValueError):
+        live = sensorconfig.load(live_data.get(CONFIG_FILE, ""), CONFIG_FILE).generations()
+    except sensorconfig.ConfigError:
         live = {}
     return {s.name: s.generation if s.valid else live.get(s.name, 0) for s in chosen if s.text is not None}
 

@@ -9,6 +9,7 @@ template, so only a changed instance rolls the DaemonSet.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -18,30 +19,18 @@ from typing import Any
 import jinja2
 import yaml
 
+from falconer import sensorconfig
 from falconer.operator.api import API_VERSION, MANAGED_BY, RULES_HASH_ANNOTATION
 from falconer.operator.ruleyaml import RuleText
-from falconer.sensor.metrics import TLS_MOUNT, instance_settings
-from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
+from falconer.operator.spec import FalcoInstanceSpec
+from falconer.sensorconfig import CONFIG_FILE, METRICS_TLS_MOUNT, FalconerConfig, InstanceRef, RulesOrigin
+from falconer.shapes import encode
 
 #: The ClusterRole every sensor is bound to (installed with the operator).
 SENSOR_CLUSTER_ROLE = "falconer-sensor"
 INSTANCE_LABEL = "falconer.io/instance"
 #: The Prometheus Operator's scrape configuration kind (apiVersion, kind).
 SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
-#: The ConfigMap key of the sensor's configuration, mounted in /etc/falconer.
-CONFIG_FILE = "falconer.yaml"
-
-#: Defaults of FalcoInstance.spec (the CRD's defaults, for objects written without them).
-SPEC_DEFAULTS: dict[str, Any] = {
-    "image": "ghcr.io/falconer/falconer:0.1.0",
-    "imagePullPolicy": "IfNotPresent",
-    "criSocket": "/run/containerd/containerd.sock",
-    "appendOutput": [{"suggested_output": True}],
-    "minPriority": "debug",
-    "ruleMatching": "first",
-    "bufferSizeBytes": 8 << 20,
-}
-
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("falconer.operator", "templates"),
     undefined=jinja2.StrictUndefined,
@@ -107,22 +96,8 @@ class Rendered:
         if self.service is None:
             out.append(("v1", "Service", names.metrics_service))
         if self.servicemonitor is None:
-            out.append((SERVICE_MONITOR[0], SERVICE_MONITOR[1], names.metrics_service))
+            out.append((*SERVICE_MONITOR, names.metrics_service))
         return out
-
-
-def with_defaults(spec: dict[str, Any] | None) -> dict[str, Any]:
-    """The instance spec with the CRD's defaults filled in."""
-    return {**SPEC_DEFAULTS, **(spec or {})}
-
-
-def selection_actions(spec: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """spec.selection as the engine's ordered (action, kind, pattern) triples."""
-    out = []
-    for entry in spec.get("selection") or ():
-        kind = "rule" if "rule" in entry else "tag"
-        out.append((str(entry["action"]), kind, str(entry[kind])))
-    return out
 
 
 #: ConfigMap keys are at most 253 characters of `[-._a-zA-Z0-9]` (Kubernetes API
@@ -154,26 +129,21 @@ def _digest(*parts: str) -> str:
     return h.hexdigest()[:16]
 
 
-def sensor_config(namespace: str, name: str, spec: dict[str, Any], files: Sequence[RuleText],
-                  generations: Mapping[str, int]) -> dict[str, Any]:
+def sensor_config(namespace: str, name: str, spec: FalcoInstanceSpec, files: Sequence[RuleText],
+                  generations: Mapping[str, int]) -> FalconerConfig:
     """The sensor's configuration file (falconer.yaml) for this instance, without its
     `rulesHash` (which covers this text; `render_instance` adds it). `generations` maps a
     FalcoRule's name to the generation whose text `files` holds (0 when unknown)."""
-    return {
-        "instance": {"namespace": namespace, "name": name},
-        "rulesFiles": [rule_file_key(f.name) for f in files],
-        FALCO_RULES_KEY: [RulesOrigin(rule_file_key(f.name), namespace, f.name, generations.get(f.name, 0)).to_config()
-                          for f in files],
-        "engine": {
-            "minPriority": spec["minPriority"],
-            "ruleMatching": spec["ruleMatching"],
-            "selection": [list(a) for a in selection_actions(spec)],
-            "appendOutput": spec["appendOutput"],
-        },
-        "outputs": spec.get("outputs") or {},
-        "bufferSizeBytes": spec["bufferSizeBytes"],
-        "metrics": instance_settings(spec.get("metrics") or {}).to_config(),
-    }
+    return FalconerConfig(
+        instance=InstanceRef(namespace, name),
+        rules_files=tuple(rule_file_key(f.name) for f in files),
+        falco_rules=tuple(RulesOrigin(rule_file_key(f.name), namespace, f.name, generations.get(f.name, 0))
+                          for f in files),
+        engine=spec.engine,
+        outputs=spec.outputs,
+        buffer_size_bytes=spec.buffer_size_bytes,
+        metrics=spec.metrics,
+    )
 
 
 #: The most a ConfigMap's data may hold (Kubernetes' validation: 1 MiB for all keys and
@@ -197,12 +167,9 @@ def ships(config_text: str, namespace: str, falcorule: str, generation: int) -> 
     """Whether a rendered falconer.yaml carries that generation of the FalcoRule (its
     `falcoRules` origins); a text that is not such a config carries nothing."""
     try:
-        config = yaml.safe_load(config_text)
-    except yaml.YAMLError:
+        return sensorconfig.load(config_text, CONFIG_FILE).ships(namespace, falcorule, generation)
+    except sensorconfig.ConfigError:
         return False
-    origins = config.get(FALCO_RULES_KEY) if isinstance(config, dict) else None
-    return any(isinstance(o, dict) and (o.get("namespace"), o.get("name"), o.get("generation"))
-               == (namespace, falcorule, generation) for o in origins or ())
 
 
 def owner_reference(instance: dict[str, Any]) -> dict[str, Any]:
@@ -218,29 +185,25 @@ def owner_reference(instance: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def config_hash(spec: dict[str, Any]) -> str:
+def config_hash(spec: FalcoInstanceSpec) -> str:
     """Hash of the settings that need a sensor restart (everything but the rule selector)."""
-    settings = {k: v for k, v in spec.items() if k != "ruleSelector"}
+    settings = encode(dataclasses.replace(spec, rule_selector=None))
     return _digest(json.dumps(settings, sort_keys=True))
 
 
-def render_instance(instance: dict[str, Any], files: Sequence[RuleText],
-                    generations: Mapping[str, int] | None = None, *,
-                    service_monitors: bool = False) -> Rendered:
-    """All manifests for `instance` running `files` (FalcoRule texts in load order, each
-    from the generation `generations` gives for its name). A ServiceMonitor is rendered
-    only when the instance asks and `service_monitors` says the API server serves them."""
+def render_instance(instance: dict[str, Any], spec: FalcoInstanceSpec, files: Sequence[RuleText],
+                    generations: Mapping[str, int] | None = None, *, service_monitors: bool = False) -> Rendered:
+    """All manifests for `instance` (its parsed `spec`) running `files` (FalcoRule texts
+    in load order, each from the generation `generations` gives for its name). A
+    ServiceMonitor is rendered only when the instance asks and `service_monitors` says
+    the API server serves them."""
     meta = instance["metadata"]
     namespace, name = meta["namespace"], meta["name"]
-    spec = with_defaults(instance.get("spec"))
     names = Names.for_instance(namespace, name)
     config = sensor_config(namespace, name, spec, files, generations or {})
     rule_files = [{"key": rule_file_key(f.name), "text": f.text} for f in files]
-    metrics = {"enabled": False, **(spec.get("metrics") or {})}
-    metrics.setdefault("port", instance_settings(metrics).port)
-    rules_hash = _digest(yaml.safe_dump(config, sort_keys=False),
-                         *(f"{r['key']}\0{r['text']}" for r in rule_files))
-    config_text = yaml.safe_dump({RULES_HASH_KEY: rules_hash, **config}, sort_keys=False)
+    rules_hash = _digest(sensorconfig.dump(config), *(f"{r['key']}\0{r['text']}" for r in rule_files))
+    config_text = sensorconfig.dump(dataclasses.replace(config, rules_hash=rules_hash))
     labels = {"app.kubernetes.io/name": "falconer-sensor", INSTANCE_LABEL: name, **MANAGED_BY}
     context = {
         "names": names,
@@ -249,18 +212,18 @@ def render_instance(instance: dict[str, Any], files: Sequence[RuleText],
         "labels": labels,
         "selector": {"app.kubernetes.io/name": "falconer-sensor", INSTANCE_LABEL: name},
         "owner_references": [owner_reference(instance)],
-        "spec": spec,
+        "spec": encode(spec),
         "config_text": config_text,
         "files": rule_files,
         "rules_hash": rules_hash,
         "config_hash": config_hash(spec),
-        "grpc_port": ((spec.get("outputs") or {}).get("grpc") or {}).get("port"),
+        "grpc_port": spec.outputs.grpc.port if spec.outputs.grpc else None,
         "sensor_cluster_role": SENSOR_CLUSTER_ROLE,
         "config_file": CONFIG_FILE,
         "rules_hash_annotation": RULES_HASH_ANNOTATION,
-        "metrics": metrics,
-        "metrics_tls_mount": TLS_MOUNT,
-        "service_monitor": service_monitors and bool(metrics.get("serviceMonitor")),
+        "metrics": encode(spec.metrics),
+        "metrics_tls_mount": METRICS_TLS_MOUNT,
+        "service_monitor": service_monitors and spec.metrics.service_monitor,
     }
     sa, crb, role, rolebinding = yaml.safe_load_all(_ENV.get_template("rbac.yaml.j2").render(context))
     service, monitor = _metrics_objects(context)

@@ -24,9 +24,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from falconer.operator.spec import FalcoRuleSpec
 from falconer.operator.status import Verdict
-from falconer.sensor.config import SUPPORTED_OUTPUTS
 from falconer.sensor.report import SENSORS_KEY, NodeReport
+from falconer.sensorconfig import Outputs
+from falconer.shapes import ShapeError
 
 #: A report older than this (seconds) is from a sensor that is gone.
 STALE_AFTER_S = 300.0
@@ -92,11 +94,10 @@ def _named(nodes: Iterable[str]) -> str:
     return ", ".join(names[:MAX_NAMED]) + (f" and {more} more" if more > 0 else "")
 
 
-def outputs_verdict(outputs: Mapping[str, Any] | None) -> Verdict:
+def outputs_verdict(outputs: Outputs) -> Verdict:
     """`OutputsDelivered`: False when the instance configures outputs no sensor delivers
     (they are named, never silently ignored)."""
-    undelivered = sorted(k for k, v in (outputs or {}).items()
-                         if k not in SUPPORTED_OUTPUTS and k != "rateLimit" and v not in (False, None))
+    undelivered = outputs.undelivered()
     if undelivered:
         return Verdict("OutputsDelivered", False, "NotDelivered",
                        f"configured but not delivered by this version's sensors: {', '.join(undelivered)}")
@@ -123,6 +124,9 @@ def rule_rollup(namespace: str, name: str, generation: int, rule_names: Sequence
     return {"sensors": running, "alerts": {"total": sum(by_rule.values()), "byRule": dict(sorted(by_rule.items()))}}
 
 
-def defined_rules(spec: Mapping[str, Any] | None) -> list[str]:
-    """The rule names a FalcoRule's items define (or append to)."""
-    return [str(i["rule"]) for i in (spec or {}).get("items") or () if isinstance(i, dict) and i.get("rule")]
+def defined_rules(spec: FalcoRuleSpec | ShapeError) -> list[str]:
+    """The rule names a FalcoRule's items define (or append to); none for a spec that
+    did not parse."""
+    if isinstance(spec, ShapeError):
+        return []
+    return [str(i["rule"]) for i in spec.items if i.get("rule")]

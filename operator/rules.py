@@ -22,6 +22,8 @@ import yaml
 from falconer.engine import Diagnostic, Engine, EngineOptions, RulesSource
 from falconer.operator import ruleyaml
 from falconer.operator.ruleyaml import RuleText
+from falconer.operator.spec import FalcoRuleSpec
+from falconer.shapes import ShapeError, dotted
 
 #: Diagnostic messages are cut to this length in status (an API object has a size limit).
 MAX_MESSAGE = 1024
@@ -83,30 +85,9 @@ class Compiled:
         return not self.errors
 
 
-class SpecError(ValueError):
-    """A spec whose shape the schema should have refused (e.g. written with validation off)."""
-
-    def __init__(self, message: str, path: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-
-
-def spec_items(spec: Any) -> list[dict[str, Any]]:
-    """The spec's items, checked to be a list of mappings."""
-    if not isinstance(spec, dict):
-        raise SpecError("the spec must be an object", "spec")
-    items = spec.get("items")
-    if not isinstance(items, list):
-        raise SpecError("spec.items must be a list of rules file items", "spec.items")
-    for index, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise SpecError("an item must be an object", f"spec.items[{index}]")
-    return items
-
-
-def render_text(name: str, spec: Any) -> RuleText:
+def render_text(name: str, spec: FalcoRuleSpec) -> RuleText:
     """The FalcoRule's rules file text (deterministic for equal specs)."""
-    return RuleText(name=name, text=ruleyaml.dump_items(spec_items(spec)))
+    return RuleText(name=name, text=ruleyaml.dump_items(list(spec.items)))
 
 
 def engine_options(
@@ -229,20 +210,21 @@ def _field_snippet(text: RuleText, diag: Diagnostic, pos: ruleyaml.FieldPosition
     return f"{text_line[indent:]}\n{' ' * (pos.column - 1)}^"
 
 
-def compile_falcorule(name: str, spec: Any, before: Sequence[RuleText] = (),
+def compile_falcorule(name: str, spec: FalcoRuleSpec | ShapeError, before: Sequence[RuleText] = (),
                       options: EngineOptions | None = None) -> tuple[RuleText | None, Compiled]:
     """Compile one FalcoRule as it will be loaded: after the texts `before` it (the
     FalcoRules earlier in an instance's load order), so that an `append`/`override` of a
     rule defined in another FalcoRule compiles as Falco would load the files in sequence.
 
     Only the findings in this FalcoRule's own text are returned (the earlier texts' are
-    theirs), and the counts are those of its own items. Bad shapes become errors.
+    theirs), and the counts are those of its own items. A spec that did not parse
+    (`spec.parse_rule`'s error) is one error at the field it names.
     """
-    try:
-        text = render_text(name, spec)
-    except SpecError as exc:
-        finding = Finding(code="LOAD_ERR_YAML_VALIDATE", message=str(exc), falco_rule=name, path=exc.path)
+    if isinstance(spec, ShapeError):
+        finding = Finding(code="LOAD_ERR_YAML_VALIDATE", message=spec.reason, falco_rule=name,
+                          path=dotted(spec.path))
         return None, Compiled(counts={"rules": 0, "macros": 0, "lists": 0}, errors=(finding,), warnings=())
+    text = render_text(name, spec)
     if not before:
         return text, compile_texts([text], options)
     whole = compile_texts([*before, text], options)

@@ -2,43 +2,33 @@
 
 A FalcoInstance selects FalcoRules by label; the operator evaluates the selector itself
 so it can also answer the reverse question (which instances select this FalcoRule?)
-without another API call.
+without another API call. The selector arrives parsed (`spec.LabelSelector`), so its
+shape (operators, values) is already checked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+
+from falconer.operator.spec import LabelSelector, LabelSelectorRequirement
 
 
-class SelectorError(ValueError):
-    """A selector the API server's schema would not have let through."""
-
-
-def matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str] | None) -> bool:
+def matches(selector: LabelSelector | None, labels: Mapping[str, str] | None) -> bool:
     """Whether `labels` satisfy `selector`; an empty or absent selector selects everything."""
     labels = labels or {}
-    selector = selector or {}
-    for key, value in (selector.get("matchLabels") or {}).items():
-        if labels.get(key) != value:
-            return False
-    return all(_expression(expr, labels) for expr in selector.get("matchExpressions") or ())
+    if selector is None:
+        return True
+    if any(labels.get(key) != value for key, value in (selector.match_labels or {}).items()):
+        return False
+    return all(_expression(expr, labels) for expr in selector.match_expressions or ())
 
 
-def _expression(expr: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
-    key, op = str(expr.get("key")), expr.get("operator")
-    values = set(expr.get("values") or ())
-    if (op in ("In", "NotIn")) != bool(values):
-        # Kubernetes' LabelSelectorRequirement: values must be non-empty for In/NotIn and
-        # empty for Exists/DoesNotExist (the CRD's CEL rule refuses it at apply time).
-        raise SelectorError(f"selector operator {op!r} for key {key!r} "
-                            + ("needs values" if op in ("In", "NotIn") else "takes no values"))
-    if op == "In":
-        return key in labels and labels[key] in values
-    if op == "NotIn":
-        return key not in labels or labels[key] not in values
-    if op == "Exists":
-        return key in labels
-    if op == "DoesNotExist":
-        return key not in labels
-    raise SelectorError(f"unknown selector operator {op!r} for key {key!r}")
+def _expression(expr: LabelSelectorRequirement, labels: Mapping[str, str]) -> bool:
+    values = set(expr.values or ())
+    if expr.operator == "In":
+        return expr.key in labels and labels[expr.key] in values
+    if expr.operator == "NotIn":
+        return expr.key not in labels or labels[expr.key] not in values
+    if expr.operator == "Exists":
+        return expr.key in labels
+    return expr.key not in labels   # DoesNotExist

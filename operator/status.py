@@ -181,6 +181,7 @@ class RolloutState:
 class InstanceState:
     """What a reconcile of a FalcoInstance found; the conditions follow from it."""
 
+    spec_error: str | None = None       # the spec does not parse (spec.FalcoInstanceSpec)
     selected: int = 0
     invalid_rules: tuple[str, ...] = ()
     compile_errors: tuple[str, ...] = ()
@@ -192,6 +193,8 @@ class InstanceState:
 def _degraded(state: InstanceState) -> Verdict:
     """The most pressing problem, first match wins: what blocks the sensors (a refused
     object, rules that do not compile) before what only limits them."""
+    if state.spec_error:
+        return Verdict("Degraded", True, "InvalidSpec", state.spec_error)
     if state.apply_error:
         return Verdict("Degraded", True, "ApplyFailed", state.apply_error)
     if state.compile_errors:

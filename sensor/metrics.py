@@ -42,32 +42,29 @@ from falconer import __version__
 from falconer.engine import Alert
 from falconer.engine.collector import PRIORITIES
 from falconer.sensor.podmeta import PodMeta
+from falconer.sensorconfig import DEFAULT_METRICS_PORT, Metrics
 
 if TYPE_CHECKING:
     from falconer.sensor.sinks.base import SinkStats
 
-#: Falco's metrics port (falco.yaml `webserver.listen_port`).
-DEFAULT_PORT = 8765
 #: Distinct (namespace, pod) pairs rule matches are labelled with before overflowing.
 DEFAULT_MAX_POD_SERIES = 500
-#: Where a FalcoInstance's DaemonSet mounts the metrics Secret (kubernetes.io/tls keys).
-TLS_MOUNT = "/etc/falconer/metrics-tls"
 _HELP = "https://falco.org/docs/metrics/"
 _LABEL_CHARS = re.compile(r"[^a-zA-Z0-9_]")
 
 
 class MetricsConfigError(ValueError):
-    """A metrics setting is malformed (the message names the key)."""
+    """A metrics setting of the command line is malformed (the message names it)."""
 
 
 @dataclass(frozen=True)
 class MetricsSettings:
-    """Whether and how the sensor serves /metrics: falconer.yaml's `metrics` mapping
-    (written by the operator from FalcoInstance spec.metrics) or the command line."""
+    """How this sensor serves /metrics: from falconer.yaml's `metrics`
+    (`sensorconfig.Metrics`, via `from_config`) or from the command line."""
 
     enabled: bool = False
     address: str = "0.0.0.0"
-    port: int = DEFAULT_PORT
+    port: int = DEFAULT_METRICS_PORT
     cert_file: Path | None = None           # PEM; required unless insecure
     key_file: Path | None = None
     insecure: bool = False                  # plain HTTP: command line only, never a config
@@ -75,61 +72,22 @@ class MetricsSettings:
     max_pod_series: int = DEFAULT_MAX_POD_SERIES
 
     def check(self, where: str) -> MetricsSettings:
-        """Itself, or MetricsConfigError when enabled without TLS files or a bad port."""
+        """Itself, or MetricsConfigError when enabled without TLS files or with a bad port."""
         if not self.enabled:
             return self
         if not 0 <= self.port <= 65535:
             raise MetricsConfigError(f"{where}port: expected 0..65535, got {self.port}")
-        if self.max_pod_series < 0:
-            raise MetricsConfigError(f"{where}maxPodSeries: must be >= 0, got {self.max_pod_series}")
         if not self.insecure and (self.cert_file is None or self.key_file is None):
             raise MetricsConfigError(f"{where}tls: a certificate and a key file are required "
                                      "(plain HTTP only with falconer sensor --metrics-insecure)")
         return self
 
     @classmethod
-    def from_config(cls, raw: Mapping[str, Any], where: str) -> MetricsSettings:
-        """From falconer.yaml's `metrics` mapping: {enabled, port, podLabels, maxPodSeries,
-        tls: {certFile, keyFile}}; never insecure. MetricsConfigError names a bad key."""
-        tls = _typed(raw, "tls", dict, where, {})
-        cert, key = (_typed(tls, k, str, f"{where}tls.", "") for k in ("certFile", "keyFile"))
-        return cls(enabled=_typed(raw, "enabled", bool, where, False),
-                   port=_typed(raw, "port", int, where, DEFAULT_PORT),
-                   pod_labels=_typed(raw, "podLabels", bool, where, False),
-                   max_pod_series=_typed(raw, "maxPodSeries", int, where, DEFAULT_MAX_POD_SERIES),
-                   cert_file=Path(cert) if cert else None,
-                   key_file=Path(key) if key else None).check(where)
-
-    def to_config(self) -> dict[str, Any]:
-        """The `metrics` mapping `from_config` reads (what the operator writes)."""
-        out: dict[str, Any] = {"enabled": self.enabled, "port": self.port, "podLabels": self.pod_labels,
-                               "maxPodSeries": self.max_pod_series}
-        if self.cert_file is not None and self.key_file is not None:
-            out["tls"] = {"certFile": str(self.cert_file), "keyFile": str(self.key_file)}
-        return out
-
-
-def instance_settings(spec_metrics: Mapping[str, Any]) -> MetricsSettings:
-    """FalcoInstance spec.metrics {enabled, port, podLabels, maxPodSeries, tlsSecret}
-    -> the sensor's settings, TLS files at TLS_MOUNT (the Secret's tls.crt and tls.key)."""
-    secret = bool(spec_metrics.get("tlsSecret"))
-    return MetricsSettings(
-        enabled=bool(spec_metrics.get("enabled", False)),
-        port=int(spec_metrics.get("port", DEFAULT_PORT)),
-        pod_labels=bool(spec_metrics.get("podLabels", False)),
-        max_pod_series=int(spec_metrics.get("maxPodSeries", DEFAULT_MAX_POD_SERIES)),
-        cert_file=Path(TLS_MOUNT, "tls.crt") if secret else None,
-        key_file=Path(TLS_MOUNT, "tls.key") if secret else None,
-    )
-
-
-def _typed(raw: Mapping[str, Any], key: str, kind: type, where: str, default: Any) -> Any:
-    value = raw.get(key, default)
-    if value is None:
-        return default
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise MetricsConfigError(f"{where}{key}: expected {kind.__name__}, got {type(value).__name__}")
-    return value
+    def from_config(cls, metrics: Metrics) -> MetricsSettings:
+        """A FalcoInstance's settings: TLS files where its pods mount the Secret."""
+        cert, key = metrics.tls_files()
+        return cls(enabled=metrics.enabled, port=metrics.port, pod_labels=metrics.pod_labels,
+                   max_pod_series=metrics.max_pod_series, cert_file=cert, key_file=key)
 
 
 @dataclass(frozen=True)

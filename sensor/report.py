@@ -2,16 +2,15 @@
 contract between the operator (which renders falconer.yaml and rolls the reports up)
 and the sensor (which reads falconer.yaml and writes the reports).
 
-Two shapes live here, each with its keys defined once:
-
-- `RulesOrigin`: one rules file key of the ConfigMap and the FalcoRule (namespace,
-  name, generation) its text came from. The operator writes the list into falconer.yaml
-  under `falcoRules`, next to `rulesHash` (the ConfigMap's `falconer.io/rules-hash`).
+- `RulesOrigin` (defined with falconer.yaml in `falconer.sensorconfig`): one rules file
+  key of the ConfigMap and the FalcoRule (namespace, name, generation) its text came
+  from; the report lists the ones loaded.
 - `NodeReport`: what one node's sensor has actually loaded and seen, written by the
   sensor as a JSON merge patch to `FalcoInstance.status.sensors.<node>` (so each node
   touches only its own entry) and read back by the operator's roll-up.
 
-This module imports nothing beyond the standard library, so both sides can use it.
+This module imports nothing beyond the standard library and `falconer.sensorconfig`
+(which sits below the sensor and the operator), so both sides can use it.
 """
 
 from __future__ import annotations
@@ -20,42 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-#: falconer.yaml keys (rendered by operator/render.py, read by sensor/config.py).
-RULES_HASH_KEY = "rulesHash"
-FALCO_RULES_KEY = "falcoRules"
+from falconer.sensorconfig import RulesOrigin
+
 #: The FalcoInstance status key holding one NodeReport per node name.
 SENSORS_KEY = "sensors"
 #: At most this many rules are listed in a report's `alerts.byRule` (the most frequent).
 MAX_RULES_REPORTED = 50
-
-
-@dataclass(frozen=True)
-class RulesOrigin:
-    """A rules file of the ConfigMap (`key`) and the FalcoRule generation it holds."""
-
-    key: str
-    namespace: str
-    name: str
-    generation: int
-
-    def to_config(self) -> dict[str, Any]:
-        """The falconer.yaml entry: {key, namespace, name, generation}."""
-        return {"key": self.key, "namespace": self.namespace, "name": self.name,
-                "generation": self.generation}
-
-    def to_status(self) -> dict[str, Any]:
-        """The report's entry: {namespace, name, generation} (the key is internal)."""
-        return {"namespace": self.namespace, "name": self.name, "generation": self.generation}
-
-    @classmethod
-    def from_config(cls, raw: Any, where: str) -> RulesOrigin:
-        """Parse one falconer.yaml entry; ValueError naming `where` when malformed."""
-        ok = (isinstance(raw, dict) and all(isinstance(raw.get(k), str) for k in ("key", "namespace", "name"))
-              and isinstance(raw.get("generation"), int) and not isinstance(raw.get("generation"), bool))
-        if not ok:
-            raise ValueError(f"{where}: expected {{key, namespace, name: string, generation: integer}}, "
-                             f"got {raw!r}")
-        return cls(raw["key"], raw["namespace"], raw["name"], raw["generation"])
 
 
 @dataclass(frozen=True)

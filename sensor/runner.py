@@ -437,7 +437,8 @@ class Sensor:
     def _start_metrics(self, config: SensorConfig | None) -> None:
         """Serve /metrics when the command line or the config asks (sensor/metrics.py);
         a listener that cannot start stops the sensor's start (OSError)."""
-        settings = self.opts.metrics or (config.metrics if config is not None else MetricsSettings())
+        settings = self.opts.metrics or (MetricsSettings.from_config(config.file.metrics)
+                                         if config is not None else MetricsSettings())
         if not settings.enabled:
             return
         self.matches.pod_labels = settings.pod_labels

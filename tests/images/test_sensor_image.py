@@ -14,6 +14,7 @@ import pytest
 
 from falconer.e2e import images, oci
 from falconer.operator import render
+from falconer.operator.spec import parse_instance
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -85,7 +86,7 @@ def test_daemonset_gives_the_sensor_what_the_image_leaves_to_the_node() -> None:
     instance = {"apiVersion": "falconer.io/v1alpha1", "kind": "FalcoInstance",
                 "metadata": {"namespace": "falconer", "name": "default", "uid": "u-1"},
                 "spec": {"image": images.REFS["sensor"]}}
-    pod = render.render_instance(instance, []).daemonset["spec"]["template"]["spec"]
+    pod = render.render_instance(instance, parse_instance(instance["spec"]), []).daemonset["spec"]["template"]["spec"]
     assert pod["hostPID"] is True
     (container,) = pod["containers"]
     assert container["image"] == images.REFS["sensor"]

@@ -13,6 +13,7 @@ import yaml
 from falconer.cli import main
 from falconer.engine import Engine, EngineOptions
 from falconer.operator import convert, rules
+from falconer.operator.spec import parse_rule
 
 
 @pytest.mark.parametrize("path", upstream.upstream_files(), ids=lambda p: p.name)
@@ -24,7 +25,7 @@ def test_upstream_file_converts_without_edits(path: Path, capsys: pytest.Capture
     assert manifest["spec"]["order"] == 3
     assert manifest["spec"]["items"] == [i for d in yaml.safe_load_all(path.read_text()) for i in d]
     file_counts = Engine(EngineOptions()).load([path]).counts
-    _, compiled = rules.compile_falcorule("falco-rules", manifest["spec"])
+    _, compiled = rules.compile_falcorule("falco-rules", parse_rule(manifest["spec"]))
     assert compiled.valid, [f.text() for f in compiled.errors]
     assert compiled.counts == file_counts
     assert compiled.counts["rules"] > 20

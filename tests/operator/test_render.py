@@ -10,7 +10,8 @@ import yaml
 
 from falconer.operator import render
 from falconer.operator.ruleyaml import RuleText
-from falconer.sensor.report import RulesOrigin
+from falconer.operator.spec import FalcoInstanceSpec, parse_instance
+from falconer.sensorconfig import CONFIG_FILE, RulesOrigin
 
 INSTANCE = {
     "apiVersion": "falconer.io/v1alpha1",
@@ -29,8 +30,9 @@ INSTANCE = {
 FILES = [RuleText("base", "- macro: m\n  condition: proc.name = x\n"), RuleText("extra", "[]\n")]
 
 
-def rendered(instance: dict[str, Any] = INSTANCE, files: list[RuleText] = FILES) -> render.Rendered:
-    return render.render_instance(instance, files)
+def rendered(instance: dict[str, Any] = INSTANCE, files: list[RuleText] = FILES,
+             generations: dict[str, int] | None = None) -> render.Rendered:
+    return render.render_instance(instance, parse_instance(instance.get("spec")), files, generations)
 
 
 @pytest.mark.parametrize("kind", ["ServiceAccount", "ClusterRoleBinding", "Role", "RoleBinding", "ConfigMap",
@@ -87,7 +89,7 @@ def test_configmap_holds_config_and_rules_in_order() -> None:
     config = yaml.safe_load(cm["data"]["falconer.yaml"])
     assert config["rulesFiles"] == ["rules-base.yaml", "rules-extra.yaml"]
     assert config["engine"] == {"minPriority": "notice", "ruleMatching": "first",
-                                "selection": [["disable", "tag", "network"], ["enable", "rule", "Read*"]],
+                                "selection": [{"action": "disable", "tag": "network"}, {"action": "enable", "rule": "Read*"}],
                                 "appendOutput": [{"suggested_output": True}]}
     assert cm["data"]["rules-base.yaml"] == FILES[0].text
     assert cm["metadata"]["annotations"]["falconer.io/rules-hash"] == rendered().rules_hash
@@ -118,20 +120,20 @@ def test_selector_change_does_not_roll_the_daemonset() -> None:
 
 def test_defaults_apply_to_a_bare_instance() -> None:
     bare = {"metadata": {"name": "i", "namespace": "n", "uid": "u"}}
-    ds = render.render_instance(bare, []).daemonset
-    assert ds["spec"]["template"]["spec"]["containers"][0]["image"] == render.SPEC_DEFAULTS["image"]
+    ds = rendered(bare, []).daemonset
+    assert ds["spec"]["template"]["spec"]["containers"][0]["image"] == FalcoInstanceSpec().image
     assert "nodeSelector" not in ds["spec"]["template"]["spec"]
 
 
 def test_hostile_text_cannot_break_the_manifest() -> None:
     nasty = RuleText("nasty", '"}\n---\nkind: Secret\n{{ x }} %}')
-    cm = render.render_instance(INSTANCE, [nasty]).configmap
+    cm = rendered(INSTANCE, [nasty]).configmap
     assert cm["data"]["rules-nasty.yaml"] == nasty.text
 
 
 @pytest.mark.parametrize("text", ["- rule: r\n  output: \"🚨 %fd.name\"\n", "ünïcödé ✓ 中文 \U0001F600"])
 def test_any_unicode_survives_rendering(text: str) -> None:
-    cm = render.render_instance(INSTANCE, [RuleText("uni", text)]).configmap
+    cm = rendered(INSTANCE, [RuleText("uni", text)]).configmap
     assert cm["data"]["rules-uni.yaml"] == text
     assert all(not 0xD800 <= ord(c) <= 0xDFFF for c in cm["data"]["rules-uni.yaml"])
 
@@ -139,7 +141,7 @@ def test_any_unicode_survives_rendering(text: str) -> None:
 @pytest.mark.parametrize("name", ["falconer", "falconer.yaml", "a" * 251, "b" * 253, "x"])
 def test_rules_keys_are_valid_and_never_the_config_key(name: str) -> None:
     key = render.rule_file_key(name)
-    assert key != render.CONFIG_FILE and len(key) <= render.MAX_KEY
+    assert key != CONFIG_FILE and len(key) <= render.MAX_KEY
     kubernetes_validate.validate(
         {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {key: ""}},
         kubernetes_validate.latest_version(), strict=True)
@@ -159,13 +161,13 @@ def test_sensor_may_patch_only_its_own_instance_status() -> None:
 
 
 def test_config_names_the_rules_hash_and_each_files_origin() -> None:
-    r = render.render_instance(INSTANCE, FILES, {"base": 7})
+    r = rendered(INSTANCE, FILES, {"base": 7})
     config = sensor_config_of(r)
     assert config.rules_hash == r.rules_hash == r.configmap["metadata"]["annotations"]["falconer.io/rules-hash"]
     assert config.falco_rules == (RulesOrigin("rules-base.yaml", "security", "base", 7),
                                   RulesOrigin("rules-extra.yaml", "security", "extra", 0))
     # the generation is part of what the sensors run: a new one is a new rules hash
-    assert render.render_instance(INSTANCE, FILES, {"base": 8}).rules_hash != r.rules_hash
+    assert rendered(INSTANCE, FILES, {"base": 8}).rules_hash != r.rules_hash
 
 
 def sensor_config_of(r: render.Rendered):  # reads the rendered falconer.yaml as the sensor does
@@ -173,7 +175,7 @@ def sensor_config_of(r: render.Rendered):  # reads the rendered falconer.yaml as
 
     from falconer.sensor.config import parse
 
-    return parse(r.configmap["data"][render.CONFIG_FILE], Path("/etc/falconer/falconer.yaml"))
+    return parse(r.configmap["data"][CONFIG_FILE], Path("/etc/falconer/falconer.yaml"))
 
 
 METRICS = {"enabled": True, "port": 9200, "tlsSecret": "sensor-metrics-tls", "podLabels": True,
@@ -184,12 +186,16 @@ def with_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {**INSTANCE, "spec": {**INSTANCE["spec"], "metrics": metrics}}
 
 
+def render_metrics(instance: dict[str, Any], service_monitors: bool) -> render.Rendered:
+    return render.render_instance(instance, parse_instance(instance["spec"]), FILES,
+                                  service_monitors=service_monitors)
+
+
 def test_metrics_render_a_service_the_port_the_tls_secret_and_the_sensor_settings() -> None:
-    from pathlib import Path
-
     from falconer.sensor.metrics import MetricsSettings
+    from falconer.sensorconfig import Metrics
 
-    r = render.render_instance(with_metrics(METRICS), FILES, service_monitors=True)
+    r = render_metrics(with_metrics(METRICS), service_monitors=True)
     assert r.service is not None and r.servicemonitor is not None
     for obj in (r.service, r.daemonset):
         kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
@@ -201,9 +207,12 @@ def test_metrics_render_a_service_the_port_the_tls_secret_and_the_sensor_setting
     assert {"name": "metrics", "containerPort": 9200, "protocol": "TCP"} in container["ports"]
     assert {"name": "metrics-tls", "secret": {"secretName": "sensor-metrics-tls", "defaultMode": 0o400}} \
         in pod["volumes"]
-    assert sensor_config_of(r).metrics == MetricsSettings(
-        enabled=True, port=9200, pod_labels=True, cert_file=Path("/etc/falconer/metrics-tls/tls.crt"),
-        key_file=Path("/etc/falconer/metrics-tls/tls.key"))
+    shipped = sensor_config_of(r).file.metrics
+    assert shipped == Metrics(enabled=True, port=9200, tls_secret="sensor-metrics-tls", pod_labels=True,
+                              service_monitor=True)
+    settings = MetricsSettings.from_config(shipped)
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert settings.cert_file is not None and settings.cert_file.parent.as_posix() == mounts["metrics-tls"]
     (endpoint,) = r.servicemonitor["spec"]["endpoints"]
     assert endpoint["scheme"] == "https"
     assert endpoint["tlsConfig"]["ca"] == {"secret": {"name": "sensor-metrics-tls", "key": "ca.crt"}}
@@ -212,10 +221,17 @@ def test_metrics_render_a_service_the_port_the_tls_secret_and_the_sensor_setting
 
 def test_no_service_monitor_without_its_crd_and_no_service_without_metrics() -> None:
     names = render.Names.for_instance("security", "prod")
-    r = render.render_instance(with_metrics(METRICS), FILES, service_monitors=False)
+    r = render_metrics(with_metrics(METRICS), service_monitors=False)
     assert r.servicemonitor is None and r.service is not None
     assert r.absent(names) == [("monitoring.coreos.com/v1", "ServiceMonitor", "prod-sensor-metrics")]
     off = rendered()
-    assert off.service is None and "ports" in off.daemonset["spec"]["template"]["spec"]["containers"][0]
+    assert off.service is None
     assert [k for _, k, _ in off.absent(names)] == ["Service", "ServiceMonitor"]
-    assert not sensor_config_of(off).metrics.enabled
+    assert not sensor_config_of(off).file.metrics.enabled
+
+
+def test_metrics_without_a_tls_secret_are_refused() -> None:
+    from falconer.shapes import ShapeError
+
+    with pytest.raises(ShapeError, match="metrics.tlsSecret: metrics.enabled needs metrics.tlsSecret"):
+        parse_instance({"metrics": {"enabled": True}})

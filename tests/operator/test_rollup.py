@@ -6,6 +6,8 @@ import datetime
 
 from falconer.operator import rollup
 from falconer.sensor.report import NodeReport, RulesOrigin
+from falconer.sensorconfig import Outputs
+from falconer.shapes import decode
 
 NOW = datetime.datetime(2026, 11, 30, 8, 0, 0, tzinfo=datetime.UTC)
 FRESH, OLD = "2026-11-30T07:59:58Z", "2026-11-30T07:00:00Z"
@@ -54,6 +56,8 @@ def test_rule_rollup_counts_sensors_of_this_generation_and_its_rules_alerts() ->
 
 
 def test_undelivered_outputs_are_a_condition() -> None:
-    v = rollup.outputs_verdict({"stdout": {}, "falcoAlerts": True, "http": {"url": "http://x"}, "grpc": {"port": 1}})
-    assert (v.status, v.reason) == (False, "NotDelivered") and "grpc, http" in v.message
-    assert rollup.outputs_verdict({"falcoAlerts": True, "kubernetesEvents": True, "rateLimit": {}}).status
+    v = rollup.outputs_verdict(decode(Outputs, {"stdout": {}, "falcoAlerts": True, "http": {"url": "http://x"},
+                                                "grpc": {"port": 1}}))
+    assert (v.status, v.reason) == (False, "NotDelivered") and "http, grpc" in v.message
+    assert rollup.outputs_verdict(decode(Outputs, {"falcoAlerts": True, "kubernetesEvents": True,
+                                                   "rateLimit": {}})).status

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from falconer.operator import selectors
+from falconer.operator.spec import LabelSelector
+from falconer.shapes import ShapeError, decode
 
 LABELS = {"team": "sec", "tier": "base"}
 
@@ -25,12 +27,13 @@ LABELS = {"team": "sec", "tier": "base"}
     ],
 )
 def test_matches(selector: dict | None, expected: bool) -> None:
-    assert selectors.matches(selector, LABELS) is expected
+    parsed = None if selector is None else decode(LabelSelector, selector)
+    assert selectors.matches(parsed, LABELS) is expected
 
 
 def test_unknown_operator_is_an_error() -> None:
-    with pytest.raises(selectors.SelectorError, match="Near"):
-        selectors.matches({"matchExpressions": [{"key": "a", "operator": "Near"}]}, LABELS)
+    with pytest.raises(ShapeError, match=r"matchExpressions\[0\].operator: expected one of .*, got 'Near'"):
+        decode(LabelSelector, {"matchExpressions": [{"key": "a", "operator": "Near"}]})
 
 
 @pytest.mark.parametrize(("op", "values", "message"), [
@@ -39,5 +42,5 @@ def test_unknown_operator_is_an_error() -> None:
 ])
 def test_values_must_fit_the_operator(op: str, values: list[str] | None, message: str) -> None:
     expr = {"key": "team", "operator": op, **({} if values is None else {"values": values})}
-    with pytest.raises(selectors.SelectorError, match=message):
-        selectors.matches({"matchExpressions": [expr]}, LABELS)
+    with pytest.raises(ShapeError, match=r"matchExpressions\[0\].values: .*" + message):
+        decode(LabelSelector, {"matchExpressions": [expr]})

@@ -96,15 +96,14 @@ def test_metrics_need_tls_unless_insecure(tmp_path):
 
 def test_config_metrics_are_parsed_and_checked(tmp_path):
     path = tmp_path / "falconer.yaml"
-    good = parse("rulesFiles: []\nmetrics: {enabled: true, port: 9100, podLabels: true,\n"
-                 "  tls: {certFile: /t/tls.crt, keyFile: /t/tls.key}}\n", path)
-    assert good.metrics == MetricsSettings(enabled=True, port=9100, pod_labels=True,
-                                           cert_file=Path("/t/tls.crt"), key_file=Path("/t/tls.key"))
-    assert MetricsSettings.from_config(good.metrics.to_config(), "") == good.metrics
-    with pytest.raises(ConfigError, match="metrics.tls: a certificate"):
+    good = parse("rulesFiles: []\nmetrics: {enabled: true, port: 9100, podLabels: true, tlsSecret: s}\n", path)
+    assert MetricsSettings.from_config(good.file.metrics) == MetricsSettings(
+        enabled=True, port=9100, pod_labels=True, cert_file=Path("/etc/falconer/metrics-tls/tls.crt"),
+        key_file=Path("/etc/falconer/metrics-tls/tls.key"))
+    with pytest.raises(ConfigError, match="metrics.tlsSecret: metrics.enabled needs metrics.tlsSecret"):
         parse("rulesFiles: []\nmetrics: {enabled: true}\n", path)
-    with pytest.raises(ConfigError, match="metrics.port: expected int, got str"):
-        parse("rulesFiles: []\nmetrics: {enabled: true, port: x}\n", path)
+    with pytest.raises(ConfigError, match="metrics.port"):
+        parse("rulesFiles: []\nmetrics: {enabled: true, port: x, tlsSecret: s}\n", path)
 
 
 def _alert() -> Alert:

@@ -25,7 +25,7 @@ RULE = """
 
 
 def falconer_yaml(files: list[str], min_priority: str = "debug", **extra: object) -> str:
-    """falconer.yaml shaped as the operator renders it (operator/render.py)."""
+    """falconer.yaml as a hand-written file (the operator's is falconer.sensorconfig.dump's)."""
     return yaml.safe_dump({
         "instance": {"namespace": "security", "name": "default"},
         "rulesFiles": files,
@@ -56,7 +56,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 def test_config_names_rules_relative_to_its_folder_and_sets_the_engine(tmp_path):
     cfg = config.parse(falconer_yaml(["a.yaml", "b.yaml"], "warning",
                                      engine={"minPriority": "warning", "ruleMatching": "all",
-                                             "selection": [["disable", "tag", "network"]]},
+                                             "selection": [{"action": "disable", "tag": "network"}]},
                                      outputs={"stdout": {"format": "text"}, "http": {"url": "http://x"}}),
                        tmp_path / "falconer.yaml")
     assert cfg.instance == "security/default"
@@ -81,21 +81,28 @@ def test_append_output_is_falcos_setting(tmp_path):
     cfg = config.parse(falconer_yaml(["a.yaml"], engine={"appendOutput": extra}), path)
     assert cfg.engine.append_output == parse_append_output(extra)
     assert config.parse(falconer_yaml(["a.yaml"], engine={"appendOutput": []}), path).engine.append_output == ()
-    with pytest.raises(config.ConfigError, match="appendOutput: append_output\\[0\\]"):
+    with pytest.raises(config.ConfigError, match="engine.appendOutput\\[0\\].bogus: unknown key"):
         config.parse(falconer_yaml(["a.yaml"], engine={"appendOutput": [{"bogus": 1}]}), path)
+    # What only the engine's own decoder knows is reported at the setting, in its words.
+    with pytest.raises(config.ConfigError, match="appendOutput: append_output\\[0\\].extra_fields\\[0\\]"):
+        config.parse(falconer_yaml(["a.yaml"], engine={"appendOutput": [{"extra_fields": [[1]]}]}), path)
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("rulesFiles: [a.yaml]\nengine: {minPriority: loud}\n", "engine: invalid minimum priority 'loud'"),
-    ("rulesFiles: a.yaml\n", "rulesFiles: expected list, got str"),
-    ("instance: {name: x}\n", "rulesFiles: expected a list of file names ([] for no rules)"),
-    ("rulesFiles: [a.yaml, 3]\n", "rulesFiles: expected a list of file names"),
-    ("rulesFiles: [a.yaml]\nengine: {selection: [[drop, rule, x]]}\n", "engine.selection[0]"),
-    ("rulesFiles: [a.yaml]\nbufferSizeBytes: 100\n", "bufferSizeBytes: must be at least 4096"),
+    ("rulesFiles: [a.yaml]\nengine: {minPriority: loud}\n", "falconer.yaml:2:23: engine.minPriority: must match"),
+    ("rulesFiles: a.yaml\n", "falconer.yaml:1:13: rulesFiles: expected a list, got str 'a.yaml'"),
+    ("instance: {name: x}\n", "falconer.yaml:1:1: rulesFiles: required"),
+    ("rulesFiles: [a.yaml, 3]\n", "falconer.yaml:1:22: rulesFiles[1]: expected a string, got int 3"),
+    ("rulesFiles: [../a.yaml]\n", "rulesFiles[0]: expected a file name in the config's folder"),
+    ("rulesFiles: [a.yaml]\nengine: {selection: [{action: drop, rule: x}]}\n",
+     "falconer.yaml:2:31: engine.selection[0].action: expected one of enable, disable, got 'drop'"),
+    ("rulesFiles: [a.yaml]\nengine: {selection: [{action: drop, rule: x, tag: y}]}\n", "engine.selection[0]"),
+    ("rulesFiles: [a.yaml]\nbufferSizeBytes: 100\n", "falconer.yaml:2:18: bufferSizeBytes: must be at least 4096"),
     ("rulesFiles: [a.yaml\nengine: {}\n", "falconer.yaml:2:"),
-    ("- just a list\n", "expected a mapping at the top level"),
-    ("rulesFiles: [a.yaml]\nclusterDomain: .local.\n", "clusterDomain: expected a DNS domain"),
-    ("rulesFiles: [a.yaml]\nclusterDomain: 5\n", "clusterDomain: expected str, got int"),
+    ("- just a list\n", "falconer.yaml:1:1: the document: expected a mapping, got a list"),
+    ("rulesFiles: [a.yaml]\nclusterDomain: .local.\n", "clusterDomain: must match"),
+    ("rulesFiles: [a.yaml]\nclusterDomain: 5\n", "clusterDomain: expected a string, got int 5"),
+    ("rulesFiles: [a.yaml]\noutputs: {stdot: {}}\n", "falconer.yaml:2:18: outputs.stdot: unknown key"),
 ])
 def test_bad_config_is_a_clear_error(tmp_path, text, message):
     with pytest.raises(config.ConfigError) as info:

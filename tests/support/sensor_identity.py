@@ -16,6 +16,7 @@ import operator_harness
 
 from falconer.operator import render
 from falconer.operator.api import API_VERSION
+from falconer.operator.spec import parse_instance
 
 
 def sensor_identity(admin: Path, namespace: str, instance: str, tmp: Path,
@@ -27,7 +28,7 @@ def sensor_identity(admin: Path, namespace: str, instance: str, tmp: Path,
     operator_harness.kubectl(admin, "apply", "-f", "-", stdin=json.dumps(body))
     live = json.loads(operator_harness.kubectl(admin, "get", "falcoinstance", instance, "-n", namespace,
                                                "-o", "json").stdout)
-    rendered = render.render_instance(live, [])
+    rendered = render.render_instance(live, parse_instance(live.get("spec")), [])
     for obj in (rendered.serviceaccount, rendered.clusterrolebinding, rendered.role, rendered.rolebinding):
         operator_harness.kubectl(admin, "apply", "-f", "-", stdin=json.dumps(obj))
     names = render.Names.for_instance(namespace, instance)
