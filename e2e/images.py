@@ -82,7 +82,8 @@ BASE_PACKAGES = (
 #: Falconer's dependencies Debian 12 lacks or has only in too old a release, from PyPI
 #: (pinned). Together with BASE_PACKAGES they cover pyproject's runtime dependencies
 #: (tests/images/test_sensor_image.py checks that).
-BASE_PIP = ("kopf==1.45.2", "kubernetes==37.0.2", "grpcio==1.85.3", "protobuf==7.36.2", "google-re2==1.1.20251105")
+BASE_PIP = ("kopf==1.45.2", "kubernetes==37.0.2", "grpcio==1.85.3", "protobuf==7.36.2", "google-re2==1.1.20251105",
+            "prometheus-client==0.26.0")
 #: Changes whenever the base recipe changes in a way the lists above do not show.
 BASE_RECIPE = 2
 #: The mirrors used when the machine's apt sources name none (main archive, security).
@@ -528,6 +529,24 @@ def _drop_direct_url(site: Path) -> None:
         record.write_text("".join(ln for ln in lines if "/direct_url.json," not in ln))
 
 
+def build_wheel(out: Path) -> Path:
+    """Build Falconer's wheel from a copy of this checkout's sources (`pip wheel --no-deps`,
+    so the checkout gets no build/ or egg-info) into `out`; its path. ImageBuildError when
+    pip fails or writes no wheel."""
+    with tempfile.TemporaryDirectory(prefix="falconer-wheel-") as work:
+        src = Path(work, "src")
+        for path in _source_files():
+            target = src / path.relative_to(ROOT)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", out, src],
+             "building the Falconer wheel")
+    wheel = next(out.glob("falconer-*.whl"), None)
+    if wheel is None:
+        raise ImageBuildError(f"pip wheel wrote no falconer-*.whl into {out}")
+    return wheel
+
+
 def falconer_layer(blobs: Path) -> oci.Layer:
     """Falconer from this checkout: a wheel built from a copy of the sources, installed
     with Debian's pip (`--no-deps --root`) under /usr/local, byte-compiled with
@@ -535,17 +554,9 @@ def falconer_layer(blobs: Path) -> oci.Layer:
     equal layer. About 10-20 s (the wheel build fetches its build backend from PyPI)."""
     version = _python_version(SYSTEM_PYTHON)
     with tempfile.TemporaryDirectory(prefix="falconer-layer-") as work:
-        src, wheels, staging = Path(work, "src"), Path(work, "wheels"), Path(work, "root")
-        for path in _source_files():
-            target = src / path.relative_to(ROOT)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+        staging = Path(work, "root")
         progress("sensor: building the Falconer wheel")
-        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", wheels, src],
-             "building the Falconer wheel")
-        wheel = next(wheels.glob("falconer-*.whl"), None)
-        if wheel is None:
-            raise ImageBuildError(f"pip wheel wrote no falconer-*.whl into {wheels}")
+        wheel = build_wheel(Path(work, "wheels"))
         _run([SYSTEM_PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
               "--no-warn-script-location", "--root", staging, wheel],
              "installing the Falconer wheel", env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore"})

@@ -293,3 +293,12 @@ def mutual_tls(folder: Path, client: str = "falconer-client") -> MutualTls:
     for part in parts.values():
         _write_cert(ca_cert, part / "ca.crt")
     return MutualTls(folder / "ca.crt", *(KeyPair(p / "tls.crt", p / "tls.key") for p in parts.values()))
+def serving_pair(folder: Path, common_name: str, dns_names: tuple[str, ...],
+                 ips: tuple[str, ...] = ()) -> tuple[Path, KeyPair]:
+    """A fresh CA (`<folder>/<common_name>-ca.crt`) and a server certificate it signed for
+    `dns_names` and `ips` (`<folder>/<common_name>.crt/.key`): a TLS listener's files for
+    tests, e.g. the sensor's /metrics."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = _make_ca(f"{common_name}-ca", folder, f"{common_name}-ca")
+    _issue(ca_key, ca_cert, folder, common_name, (common_name, ()), serving=(dns_names, ips))
+    return folder / f"{common_name}-ca.crt", KeyPair(folder / f"{common_name}.crt", folder / f"{common_name}.key")

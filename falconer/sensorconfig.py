@@ -16,6 +16,7 @@ The shape (keys camelCase as in the FalcoInstance spec they come from):
     outputs: {stdout: {enabled, format}, kubernetesEvents, falcoAlerts, http, grpc, file, program, rateLimit}
     bufferSizeBytes: <bytes>
     clusterDomain: <DNS domain>
+    metrics: {enabled, port, tlsSecret, podLabels, maxPodSeries, serviceMonitor}
 
 `EngineSettings` and `Outputs` are also the FalcoInstance spec's own types
 (`falconer.operator.spec`), so a spec field and its falconer.yaml entry share one
@@ -252,6 +253,38 @@ class Outputs:
     rate_limit: RateLimit = field("rateLimit", RateLimit())
 
 
+# ---- metrics --------------------------------------------------------------------
+
+#: Where a FalcoInstance's sensor pods mount the metrics Secret (its `tls.crt`, `tls.key`).
+METRICS_TLS_MOUNT = "/etc/falconer/metrics-tls"
+#: Falco's metrics port (falco.yaml `webserver.listen_port`).
+DEFAULT_METRICS_PORT = 8765
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """The sensors' Prometheus /metrics (FalcoInstance `spec.metrics`, falconer.yaml
+    `metrics`): served over TLS only, from the `kubernetes.io/tls` Secret `tlsSecret`
+    mounted at METRICS_TLS_MOUNT; the operator adds a Service and, with `serviceMonitor`,
+    a ServiceMonitor."""
+
+    enabled: bool = field("enabled", False)
+    port: int = field("port", DEFAULT_METRICS_PORT, minimum=1, maximum=65535)
+    tls_secret: str | None = field("tlsSecret", None, min_length=1, max_length=253)
+    pod_labels: bool = field("podLabels", False)
+    max_pod_series: int = field("maxPodSeries", 500, minimum=0, maximum=100000)
+    service_monitor: bool = field("serviceMonitor", False)
+
+    def __post_init__(self) -> None:
+        if self.enabled and self.tls_secret is None:
+            raise ShapeError(("tlsSecret",), "metrics.enabled needs metrics.tlsSecret: /metrics is served "
+                             "only over TLS")
+
+    def tls_files(self) -> tuple[Path, Path]:
+        """(certificate, key) as the sensor pod sees them."""
+        return Path(METRICS_TLS_MOUNT, "tls.crt"), Path(METRICS_TLS_MOUNT, "tls.key")
+
+
 # ---- the file -------------------------------------------------------------------
 
 
@@ -272,6 +305,7 @@ class FalconerConfig:
     buffer_size_bytes: int = field("bufferSizeBytes", DEFAULT_BUFFER_BYTES, minimum=MIN_BUFFER_BYTES,
                                    maximum=MAX_BUFFER_BYTES)
     cluster_domain: str = field("clusterDomain", DEFAULT_CLUSTER_DOMAIN, pattern=DOMAIN_PATTERN)
+    metrics: Metrics = field("metrics", Metrics())
 
     def __post_init__(self) -> None:
         for i, name in enumerate(self.rules_files):

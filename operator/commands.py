@@ -1,4 +1,5 @@
-"""Commands of the operator component: `falconer operator` and `falconer rules to-crd`."""
+"""Commands of the operator component: `falconer operator`, `falconer rules to-crd` and
+`falconer crds`."""
 
 from __future__ import annotations
 
@@ -48,6 +49,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     to_crd.add_argument("--namespace", default=None, help="the FalcoRule's namespace")
     to_crd.add_argument("--order", type=int, default=0, help="load position among FalcoRules (default 0)")
     to_crd.set_defaults(run=run_to_crd)
+
+    crds = subparsers.add_parser(
+        "crds", help="print the CustomResourceDefinitions (for kubectl apply -f -)",
+        description="Print the shipped CRDs of group falconer.io as one multi-document YAML.")
+    crds.set_defaults(run=run_crds)
 
 
 def _extend_validate(validate: argparse.ArgumentParser) -> None:
@@ -132,6 +138,14 @@ def run_operator(args: argparse.Namespace) -> int:
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,
     )
+    return 0
+
+
+def run_crds(args: argparse.Namespace) -> int:
+    """Print every shipped CRD (package data, falconer.paths.crd_files), `---`-separated."""
+    from falconer import paths
+
+    sys.stdout.write("---\n".join(p.read_text(encoding="utf-8") for p in paths.crd_files()))
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
+from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 
 FIELD_MANAGER = "falconer-operator"
@@ -64,6 +64,14 @@ class Kube:
         if key not in self._resources:
             self._resources[key] = self._dyn.resources.get(api_version=api_version, kind=kind)
         return self._resources[key]
+
+    def serves(self, api_version: str, kind: str) -> bool:
+        """Whether the API server serves this kind (discovery; e.g. a CRD is installed)."""
+        try:
+            self._res(api_version, kind)
+        except ResourceNotFoundError:
+            return False
+        return True
 
     def get(self, api_version: str, kind: str, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         """The object, or None when it does not exist."""

@@ -179,13 +179,15 @@ class Reconciler:
         texts = [s.text for s in chosen if s.text is not None]
         options = dataclasses.replace(spec.engine.options(), tenant_max_priority=spec.tenants.max_priority)
         combined = rules.compile_texts(texts, options)
-        rendered = render.render_instance(body, spec, texts, _shipped_generations(chosen, live_data))
+        rendered = render.render_instance(body, spec, texts, _shipped_generations(chosen, live_data),
+                                          service_monitors=self._serves(*render.SERVICE_MONITOR))
         objects = rendered.objects()
         too_large = render.configmap_too_large(rendered.configmap)
         if not combined.valid or too_large:
             # Keep the last valid rules: everything but the ConfigMap is still applied.
             objects = [o for o in objects if o is not rendered.configmap]
         changed, apply_error = self._apply(objects)
+        self._remove(namespace, rendered.absent(names))
         apply_error = apply_error or too_large
         ds = self._get("DaemonSet", names.daemonset, namespace, api_version="apps/v1")
         state = status.InstanceState(
@@ -228,6 +230,19 @@ class Reconciler:
             if did_change:
                 changed.add(obj["kind"])
         return changed, None
+
+    def _serves(self, api_version: str, kind: str) -> bool:
+        """Whether the API server serves `kind` now (ServiceMonitor: the CRD is installed)."""
+        found: bool = self._call(f"discovering {kind}", lambda: self._kube.serves(api_version, kind))
+        return found
+
+    def _remove(self, namespace: str, absent: Sequence[tuple[str, str, str]]) -> None:
+        """Delete optional objects an earlier rendering made and this one has not (a
+        kind the API server does not serve has none)."""
+        for api_version, kind, name in absent:
+            if self._serves(api_version, kind):
+                self._call(f"deleting {kind} {namespace}/{name}",
+                           lambda a=api_version, k=kind, n=name: self._kube.delete(a, k, n, namespace))
 
     def _select(self, namespace: str, spec: FalcoInstanceSpec, live_data: dict[str, str]) -> list[Selected]:
         """The FalcoRules and ClusterFalcoRules the instance loads (operator/tenancy.py),

@@ -25,7 +25,8 @@ from falconer.operator.api import API_VERSION, MANAGED_BY, RULES_HASH_ANNOTATION
 from falconer.operator.ruleyaml import RuleText
 from falconer.operator.spec import FalcoInstanceSpec, Tenants
 from falconer.operator.tenancy import CLUSTER_FALCO_RULE, RuleRef
-from falconer.sensorconfig import CONFIG_FILE, TLS_ROOT, FalconerConfig, InstanceRef, Outputs, RulesOrigin, tls_dir
+from falconer.sensorconfig import (CONFIG_FILE, METRICS_TLS_MOUNT, TLS_ROOT, FalconerConfig, InstanceRef, Outputs,
+                                   RulesOrigin, tls_dir)
 from falconer.shapes import encode
 
 #: The ClusterRole every sensor is bound to (installed with the operator).
@@ -33,6 +34,8 @@ SENSOR_CLUSTER_ROLE = "falconer-sensor"
 #: The label naming a sensor's FalcoInstance: its value is the instance's name, which the
 #: CRD therefore bounds to a label value's 63 characters.
 INSTANCE_LABEL = "falconer.io/instance"
+#: The Prometheus Operator's scrape configuration kind (apiVersion, kind).
+SERVICE_MONITOR = ("monitoring.coreos.com/v1", "ServiceMonitor")
 _ENV = jinja2.Environment(
     loader=jinja2.PackageLoader("falconer.operator", "templates"),
     undefined=jinja2.StrictUndefined,
@@ -54,6 +57,7 @@ class Names:
     serviceaccount: str
     clusterrolebinding: str
     role: str                   # the Role (and RoleBinding) for the instance's status
+    metrics_service: str        # the Service (and ServiceMonitor) of the sensors' /metrics
 
     @classmethod
     def for_instance(cls, namespace: str, name: str) -> Names:
@@ -64,6 +68,7 @@ class Names:
             serviceaccount=f"{name}-sensor",
             clusterrolebinding=f"falconer-sensor:{namespace}:{name}",
             role=f"{name}-sensor-status",
+            metrics_service=f"{name}-sensor-metrics",
         )
 
 
@@ -79,11 +84,25 @@ class Rendered:
     daemonset: dict[str, Any]
     rules_hash: str
     config_hash: str
+    service: dict[str, Any] | None = None          # spec.metrics.enabled
+    servicemonitor: dict[str, Any] | None = None   # and spec.metrics.serviceMonitor
 
     def objects(self) -> list[dict[str, Any]]:
-        """Apply order: identity first, then configuration, then the workload."""
+        """Apply order: identity first, then configuration, then the workload, then the
+        metrics Service and ServiceMonitor when the instance has them."""
+        extra = [o for o in (self.service, self.servicemonitor) if o is not None]
         return [self.serviceaccount, self.clusterrolebinding, self.role, self.rolebinding, self.configmap,
-                self.daemonset]
+                self.daemonset, *extra]
+
+    def absent(self, names: Names) -> list[tuple[str, str, str]]:
+        """(apiVersion, kind, name) of the optional objects this rendering does not have,
+        which the operator deletes if an earlier rendering made them."""
+        out = []
+        if self.service is None:
+            out.append(("v1", "Service", names.metrics_service))
+        if self.servicemonitor is None:
+            out.append((*SERVICE_MONITOR, names.metrics_service))
+        return out
 
 
 #: ConfigMap keys are at most 253 characters of `[-._a-zA-Z0-9]` (Kubernetes API
@@ -135,6 +154,7 @@ def sensor_config(namespace: str, name: str, spec: FalcoInstanceSpec, files: Seq
         engine=spec.engine,
         outputs=spec.outputs,
         buffer_size_bytes=spec.buffer_size_bytes,
+        metrics=spec.metrics,
     )
 
 
@@ -209,9 +229,11 @@ def config_hash(spec: FalcoInstanceSpec) -> str:
 
 
 def render_instance(instance: dict[str, Any], spec: FalcoInstanceSpec, files: Sequence[RuleText],
-                    generations: Mapping[str, int] | None = None) -> Rendered:
+                    generations: Mapping[str, int] | None = None, *, service_monitors: bool = False) -> Rendered:
     """All manifests for `instance` (its parsed `spec`) running `files` (FalcoRule texts
-    in load order, each from the generation `generations` gives for its name)."""
+    in load order, each from the generation `generations` gives for its name). A
+    ServiceMonitor is rendered only when the instance asks and `service_monitors` says
+    the API server serves them."""
     meta = instance["metadata"]
     namespace, name = meta["namespace"], meta["name"]
     names = Names.for_instance(namespace, name)
@@ -237,8 +259,12 @@ def render_instance(instance: dict[str, Any], spec: FalcoInstanceSpec, files: Se
         "sensor_cluster_role": SENSOR_CLUSTER_ROLE,
         "config_file": CONFIG_FILE,
         "rules_hash_annotation": RULES_HASH_ANNOTATION,
+        "metrics": encode(spec.metrics),
+        "metrics_tls_mount": METRICS_TLS_MOUNT,
+        "service_monitor": service_monitors and spec.metrics.service_monitor,
     }
     sa, crb, role, rolebinding = yaml.safe_load_all(_ENV.get_template("rbac.yaml.j2").render(context))
+    service, monitor = _metrics_objects(context)
     return Rendered(
         serviceaccount=sa,
         clusterrolebinding=crb,
@@ -248,4 +274,14 @@ def render_instance(instance: dict[str, Any], spec: FalcoInstanceSpec, files: Se
         daemonset=yaml.safe_load(_ENV.get_template("daemonset.yaml.j2").render(context)),
         rules_hash=rules_hash,
         config_hash=context["config_hash"],
+        service=service,
+        servicemonitor=monitor,
     )
+
+
+def _metrics_objects(context: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The metrics Service and ServiceMonitor (None when the instance has none)."""
+    if not context["metrics"]["enabled"]:
+        return None, None
+    docs = list(yaml.safe_load_all(_ENV.get_template("metrics.yaml.j2").render(context)))
+    return docs[0], (docs[1] if len(docs) > 1 else None)

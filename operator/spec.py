@@ -24,6 +24,7 @@ from falconer.sensorconfig import (
     MIN_BUFFER_BYTES,
     PRIORITY_PATTERN,
     EngineSettings,
+    Metrics,
     Outputs,
 )
 from falconer.engine.scope import DEFAULT_TENANT_MAX_PRIORITY
@@ -113,6 +114,7 @@ class FalcoInstanceSpec:
     outputs: Outputs = field("outputs", Outputs())
     buffer_size_bytes: int = field("bufferSizeBytes", DEFAULT_BUFFER_BYTES, minimum=MIN_BUFFER_BYTES,
                                    maximum=MAX_BUFFER_BYTES)
+    metrics: Metrics = field("metrics", Metrics())
 
 
 # ---- FalcoRule ------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from falconer.engine import EngineOptions
+    from falconer.sensor.metrics import MetricsSettings
 
 #: -o keys and the EngineOptions field each sets.
 ENGINE_KEYS = {"priority": "min_priority", "min_priority": "min_priority",
@@ -58,7 +59,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--state-dir", type=Path, metavar="DIR", default=None,
                    help="keep the last good rules of --config here; a start on a config that "
                    "does not load runs them instead (and reports why)")
+    m = p.add_argument_group("metrics", "Prometheus /metrics (sensor/metrics.py); overrides a "
+                             "config's `metrics`")
+    m.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve /metrics on this port (Falco's is 8765; 0 picks a free one)")
+    m.add_argument("--metrics-address", default="0.0.0.0", metavar="ADDR",
+                   help="address to listen on (default 0.0.0.0)")
+    m.add_argument("--metrics-tls-cert", type=Path, metavar="PEM", help="TLS certificate file")
+    m.add_argument("--metrics-tls-key", type=Path, metavar="PEM", help="TLS private key file")
+    m.add_argument("--metrics-insecure", action="store_true",
+                   help="serve plain HTTP (local use only; otherwise --metrics-tls-cert/-key)")
+    m.add_argument("--metrics-pod-labels", action="store_true",
+                   help="label rule matches with k8s_ns_name and k8s_pod_name")
     p.set_defaults(run=run)
+
+
+def metrics_settings(args: argparse.Namespace) -> MetricsSettings | None:
+    """The command line's metrics settings, or None when --metrics-port is not given;
+    MetricsConfigError (a ValueError) without TLS files and without --metrics-insecure."""
+    from falconer.sensor.metrics import MetricsSettings  # noqa: PLC0415
+
+    if args.metrics_port is None:
+        return None
+    return MetricsSettings(enabled=True, address=args.metrics_address, port=args.metrics_port,
+                           cert_file=args.metrics_tls_cert, key_file=args.metrics_tls_key,
+                           insecure=args.metrics_insecure, pod_labels=args.metrics_pod_labels,
+                           ).check("--metrics-")
 
 
 def parse_options(pairs: list[str]) -> tuple[dict[str, str], dict[str, str]]:
@@ -105,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = stream_outputs.OutputSettings()
 
     try:
+        metrics = metrics_settings(args)
         if args.config is not None:
             if args.options:
                 raise ValueError("-o cannot be combined with --config: the engine options "
@@ -123,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
                          all_events=args.all_events, buffer_pages=args.buffer_pages,
                          kubeconfig=args.kubeconfig, node_name=args.node_name,
                          cri_socket=args.cri_socket, outputs=outputs, state_dir=args.state_dir,
-                         **({"tls_root": args.tls_root} if args.tls_root else {}))
+                         metrics=metrics, **({"tls_root": args.tls_root} if args.tls_root else {}))
     sensor = Sensor(opts)
     try:
         sensor.start()

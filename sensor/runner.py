@@ -30,6 +30,8 @@ from falconer.sensor import alerts, cri, kube, lastgood, metadata, probe, record
 from falconer.sensor.capture import CaptureWriter
 from falconer.sensor.config import DEFAULT_CLUSTER_DOMAIN, RulesInput, SensorConfig, Snapshot
 from falconer.sensor.drops import DropAccount
+from falconer.sensor.metrics import (MetricsServer, MetricsSettings, Readings, RuleMatches, SensorCollector,
+                                     rules_file_hashes)
 from falconer.sensor.event import SensorEvent
 from falconer.sensor.names import NameResolver, host_names, rule_names
 from falconer.sensor.podmeta import PodMeta
@@ -71,6 +73,7 @@ class SensorOptions:
     outputs: stream_outputs.OutputSettings = field(default_factory=stream_outputs.OutputSettings)  # -o *_output.*
     tls_root: Path = Path(sensorconfig.TLS_ROOT)   # the outputs' TLS Secrets, one folder each
     state_dir: Path | None = None       # where the last good rules are kept (sensor/lastgood.py)
+    metrics: MetricsSettings | None = None  # None: the config's `metrics` (off without one)
 
 
 @dataclass
@@ -82,6 +85,7 @@ class Stats:
     undecodable: int = 0
     failed: int = 0             # decoded, but state, capture or evaluation raised
     kept_in_kernel: int = 0     # records the rule-derived kernel filter held back (no loss)
+    by_type: collections.Counter[str] = field(default_factory=collections.Counter)
     alerts: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -116,6 +120,9 @@ class Sensor:
         self._config: SensorConfig | None = None
         self._stopping = False
         self._reload_requested = False
+        self.matches = RuleMatches()
+        self.collector = SensorCollector(self.readings, self.matches, self.tracker.hostname)
+        self.metrics: MetricsServer | None = None
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -127,6 +134,7 @@ class Sensor:
         self._apply_config(loaded.snapshot)
         self._start_outputs(loaded.snapshot.config)
         self._start_api_sinks(loaded.snapshot.config)
+        self._start_metrics(loaded.snapshot.config)
         self._want_names()
         self.resolver.start()
         probe.preflight()
@@ -222,6 +230,8 @@ class Sensor:
             self.pod_watch.stop()
         if self.services is not None:
             self.services.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.resolver.stop()
         self.sinks.close(CLOSE_TIMEOUT_S)
         self._say(self.summary())
@@ -281,6 +291,7 @@ class Sensor:
         if ev is None:
             return
         self.stats.events += 1
+        self.stats.by_type[ev.type] += 1
         try:
             if self.capture is not None:
                 self.capture.write(ev)
@@ -302,6 +313,7 @@ class Sensor:
     def emit(self, alert: Alert, pod: PodMeta | None = None) -> None:
         """Count one alert and hand it to every sink."""
         self.stats.alerts[rule_key(alert.namespace, alert.rule)] += 1
+        self.matches.count(alert, pod)
         self.sinks.deliver(Delivery(alert, pod))
 
     # -- rules ----------------------------------------------------------------------------
@@ -404,6 +416,8 @@ class Sensor:
             self._say(f"falconer sensor: {exc}")
 
     def _report_loaded(self, loaded: Loaded) -> None:
+        self.collector.rules_loaded(rules_file_hashes(
+            (src.name, src.text) for src in loaded.snapshot.sources if not isinstance(src, Path)))
         config = loaded.snapshot.config
         if self.status is not None and config is not None:
             self.status.loaded(config.rules_hash, config.falco_rules)
@@ -474,6 +488,28 @@ class Sensor:
         for sink in api:
             sink.start()
         self.sinks.sinks.extend(api)
+
+    def _start_metrics(self, config: SensorConfig | None) -> None:
+        """Serve /metrics when the command line or the config asks (sensor/metrics.py);
+        a listener that cannot start stops the sensor's start (OSError)."""
+        settings = self.opts.metrics or (MetricsSettings.from_config(config.file.metrics)
+                                         if config is not None else MetricsSettings())
+        if not settings.enabled:
+            return
+        self.matches.pod_labels = settings.pod_labels
+        self.matches.max_pod_series = settings.max_pod_series
+        self.metrics = MetricsServer(settings, self.collector)
+        port = self.metrics.start()
+        self._say(f"falconer sensor: metrics on {self.metrics.scheme}://{settings.address}:{port}/metrics")
+
+    def readings(self) -> Readings:
+        """The counters the metrics endpoint shows (called on its thread: copies only)."""
+        s = self.stats
+        return Readings(
+            records=s.records, events_by_type=dict.copy(s.by_type), kernel_filtered=s.kept_in_kernel,
+            ring_drops=self.drops.kernel.ring, undecodable=s.undecodable, failed=s.failed,
+            enrichment_misses=self.tracker.metadata.stats.misses,
+            sinks=self.sinks.stats(), queue_depths={k.name: k.depth() for k in list(self.sinks.sinks)})
 
     def _drop_counts(self) -> dict[str, int]:
         """Losses for the status report: kernel records, capture lines (with

@@ -121,6 +121,10 @@ class Sink(ABC):
         """The sink's counters now."""
         return self.counters.snapshot()
 
+    def depth(self) -> int:
+        """Alerts waiting in the sink's queue now (0 for a synchronous sink)."""
+        return 0
+
 
 _WAKE = object()
 
@@ -150,6 +154,10 @@ class ApiSink(Sink):
             self._queue.put_nowait(delivery)
         except queue.Full:
             self.counters.add("dropped")
+
+    def depth(self) -> int:
+        """Alerts (and wake-ups) waiting in the queue now."""
+        return self._queue.qsize()
 
     def wake(self) -> None:
         """Flush at the worker's next turn (e.g. after a reload)."""

@@ -176,3 +176,62 @@ def sensor_config_of(r: render.Rendered):  # reads the rendered falconer.yaml as
     from falconer.sensor.config import parse
 
     return parse(r.configmap["data"][CONFIG_FILE], Path("/etc/falconer/falconer.yaml"))
+
+
+METRICS = {"enabled": True, "port": 9200, "tlsSecret": "sensor-metrics-tls", "podLabels": True,
+           "serviceMonitor": True}
+
+
+def with_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {**INSTANCE, "spec": {**INSTANCE["spec"], "metrics": metrics}}
+
+
+def render_metrics(instance: dict[str, Any], service_monitors: bool) -> render.Rendered:
+    return render.render_instance(instance, parse_instance(instance["spec"]), FILES,
+                                  service_monitors=service_monitors)
+
+
+def test_metrics_render_a_service_the_port_the_tls_secret_and_the_sensor_settings() -> None:
+    from falconer.sensor.metrics import MetricsSettings
+    from falconer.sensorconfig import Metrics
+
+    r = render_metrics(with_metrics(METRICS), service_monitors=True)
+    assert r.service is not None and r.servicemonitor is not None
+    for obj in (r.service, r.daemonset):
+        kubernetes_validate.validate(obj, kubernetes_validate.latest_version(), strict=True)
+    assert r.service["spec"]["selector"] == r.daemonset["spec"]["selector"]["matchLabels"]
+    assert r.service["spec"]["ports"] == [{"name": "metrics", "port": 9200, "targetPort": "metrics",
+                                           "protocol": "TCP"}]
+    pod = r.daemonset["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert {"name": "metrics", "containerPort": 9200, "protocol": "TCP"} in container["ports"]
+    assert {"name": "metrics-tls", "secret": {"secretName": "sensor-metrics-tls", "defaultMode": 0o400}} \
+        in pod["volumes"]
+    shipped = sensor_config_of(r).file.metrics
+    assert shipped == Metrics(enabled=True, port=9200, tls_secret="sensor-metrics-tls", pod_labels=True,
+                              service_monitor=True)
+    settings = MetricsSettings.from_config(shipped)
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert settings.cert_file is not None and settings.cert_file.parent.as_posix() == mounts["metrics-tls"]
+    (endpoint,) = r.servicemonitor["spec"]["endpoints"]
+    assert endpoint["scheme"] == "https"
+    assert endpoint["tlsConfig"]["ca"] == {"secret": {"name": "sensor-metrics-tls", "key": "ca.crt"}}
+    assert r.absent(render.Names.for_instance("security", "prod")) == []
+
+
+def test_no_service_monitor_without_its_crd_and_no_service_without_metrics() -> None:
+    names = render.Names.for_instance("security", "prod")
+    r = render_metrics(with_metrics(METRICS), service_monitors=False)
+    assert r.servicemonitor is None and r.service is not None
+    assert r.absent(names) == [("monitoring.coreos.com/v1", "ServiceMonitor", "prod-sensor-metrics")]
+    off = rendered()
+    assert off.service is None
+    assert [k for _, k, _ in off.absent(names)] == ["Service", "ServiceMonitor"]
+    assert not sensor_config_of(off).file.metrics.enabled
+
+
+def test_metrics_without_a_tls_secret_are_refused() -> None:
+    from falconer.shapes import ShapeError
+
+    with pytest.raises(ShapeError, match="metrics.tlsSecret: metrics.enabled needs metrics.tlsSecret"):
+        parse_instance({"metrics": {"enabled": True}})

@@ -1,0 +1,1 @@
+"""The CustomResourceDefinitions of group falconer.io (data only; see falconer/paths.py)."""

@@ -1,0 +1,1 @@
+"""Falconer's default rules files (data only; found with importlib.resources, see falconer/paths.py)."""
