@@ -21,7 +21,7 @@ import kopf
 
 from falconer.operator.api import GROUP, MANAGED_BY, VERSION
 from falconer.operator.reconcile import Reconciler, TransientError
-from falconer.sensor.report import SENSORS_KEY
+from falconer.sensorreport import SENSORS_KEY
 
 T = TypeVar("T")
 #: kopf passes this logger type to handlers.
@@ -91,9 +91,7 @@ class _QuietResync(logging.Filter):
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Keep kopf's bookkeeping in annotations of our group (status is schema-checked)."""
-    from kubernetes import client, config
-
-    from falconer.operator.kube import Kube
+    from falconer.operator.kube import connect
 
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="falconer.io")
     settings.persistence.diffbase_storage = DigestDiffBaseStorage(
@@ -105,8 +103,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.batching.error_delays = (1, 2, 5, 10, 30, 60)
-    config.load_config()  # type: ignore[no-untyped-call]
-    memo["reconciler"] = Reconciler(Kube(client.ApiClient()), _post_event)
+    memo["reconciler"] = Reconciler(connect(), _post_event)
 
 
 @kopf.on.resume(GROUP, VERSION, "falcorules")

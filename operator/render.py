@@ -20,7 +20,7 @@ import yaml
 
 from falconer.operator.api import API_VERSION, MANAGED_BY, RULES_HASH_ANNOTATION
 from falconer.operator.ruleyaml import RuleText
-from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
+from falconer.sensorreport import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
 
 #: The ClusterRole every sensor is bound to (installed with the operator).
 SENSOR_CLUSTER_ROLE = "falconer-sensor"

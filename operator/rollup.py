@@ -26,7 +26,7 @@ from typing import Any
 
 from falconer.operator.status import Verdict
 from falconer.sensor.config import SUPPORTED_OUTPUTS
-from falconer.sensor.report import SENSORS_KEY, NodeReport
+from falconer.sensorreport import SENSORS_KEY, NodeReport
 
 #: A report older than this (seconds) is from a sensor that is gone.
 STALE_AFTER_S = 300.0

@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from falconer.engine import AppendOutputError, Engine, EngineOptions, RulesSource, parse_append_output
-from falconer.sensor.report import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
+from falconer.sensorreport import FALCO_RULES_KEY, RULES_HASH_KEY, RulesOrigin
 
 #: Outputs of FalcoInstance.spec.outputs this sensor delivers (the operator names the
 #: others in a status condition).

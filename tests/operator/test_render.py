@@ -10,7 +10,7 @@ import yaml
 
 from falconer.operator import render
 from falconer.operator.ruleyaml import RuleText
-from falconer.sensor.report import RulesOrigin
+from falconer.sensorreport import RulesOrigin
 
 INSTANCE = {
     "apiVersion": "falconer.io/v1alpha1",

@@ -19,7 +19,7 @@ from sensor_identity import sensor_identity
 from falconer.engine import Alert
 from falconer.sensor import kube as sensor_kube
 from falconer.sensor.podmeta import PodMeta, Workload
-from falconer.sensor.report import RulesOrigin
+from falconer.sensorreport import RulesOrigin
 from falconer.sensor.sinks.base import Delivery
 from falconer.sensor.sinks.events import NODE_EVENT_NAMESPACE, EventsSink
 from falconer.sensor.sinks.falcoalerts import FalcoAlertsSink, alert_name
