@@ -106,6 +106,9 @@ def _run(name: str, minutes: float, runs: int, fast: bool) -> Outcome:
                f"-max_total_time={max(1, int(minutes * 60))}", f"-runs={runs}",
                f"-max_len={target.max_len}", f"-timeout={INPUT_TIMEOUT_S}", "-rss_limit_mb=4096",
                f"-artifact_prefix={work}/", "-print_final_stats=1",
+               # Without coverage no input looks new: keep every seed and corpus input
+               # as a base to mutate.
+               *(["-keep_seed=1"] if fast else []),
                str(corpus), str(seeds), *([str(regressions)] if regressions.is_dir() else [])]
     outcome = Outcome(name)
     started = time.monotonic()
