@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from falconer.engine import ast
 from falconer.engine.transformers import CheckError, Getter, operand
 from falconer.engine.fieldrefs import fields_of
-from falconer.engine.fields import FieldInfo
+from falconer.engine.fields import FieldInfo, FieldType
 from falconer.engine.lexer import ConditionSyntaxError
 from falconer.engine.located import OffsetError
 from falconer.engine.parser import parse_field_or_transformer
@@ -76,7 +76,7 @@ def _typed(info: FieldInfo, value: object) -> object:
         return None
     if info.numeric and isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
-    if info.type == "bool" and isinstance(value, bool):
+    if info.type == FieldType.BOOL and isinstance(value, bool):
         return value
     return _render(value)
 

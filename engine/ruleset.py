@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from falconer.engine.collector import PRIORITIES, parse_priority
+from falconer.engine.collector import PRIORITIES, Priority, parse_priority
 from falconer.engine.compiler import CompiledRule
 from falconer.engine.events import Event
 from falconer.engine.output import escape_text
@@ -27,7 +27,7 @@ class Alert:
     """One rule match."""
 
     rule: str
-    priority: str
+    priority: Priority
     source: str
     time_ns: int
     output: str

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from falconer.engine import Diagnostic, Engine, EngineOptions, RulesSource
+from falconer.engine.diagnostics import Code
 from falconer.operator import ruleyaml
 from falconer.operator.ruleyaml import RuleText
 
@@ -33,7 +34,7 @@ MAX_FINDINGS = 50
 class Finding:
     """A diagnostic placed in a FalcoRule: which item, which field, where inside it."""
 
-    code: str
+    code: Code
     message: str
     falco_rule: str
     path: str
@@ -241,7 +242,7 @@ def compile_falcorule(name: str, spec: Any, before: Sequence[RuleText] = (),
     try:
         text = render_text(name, spec)
     except SpecError as exc:
-        finding = Finding(code="LOAD_ERR_YAML_VALIDATE", message=str(exc), falco_rule=name, path=exc.path)
+        finding = Finding(code=Code.LOAD_ERR_YAML_VALIDATE, message=str(exc), falco_rule=name, path=exc.path)
         return None, Compiled(counts={"rules": 0, "macros": 0, "lists": 0}, errors=(finding,), warnings=())
     if not before:
         return text, compile_texts([text], options)
