@@ -85,7 +85,12 @@ def _child(name: str, libfuzzer_args: list[str], instrument: bool) -> int:
     else:
         import targets  # noqa: PLC0415
 
-    atheris.Setup([sys.argv[0], *libfuzzer_args], targets.TARGETS[name].run)
+    target = targets.TARGETS[name]
+    extra = {}
+    if target.mutate is not None:
+        mutate = target.mutate
+        extra["custom_mutator"] = lambda data, max_size, seed: mutate(data, max_size, seed, atheris.Mutate)
+    atheris.Setup([sys.argv[0], *libfuzzer_args], target.run, **extra)
     atheris.Fuzz()
     return 0
 

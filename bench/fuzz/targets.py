@@ -22,6 +22,8 @@ import ctypes
 import io
 import json
 import os
+import random
+import re
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -189,13 +191,31 @@ def _rules_items() -> Iterator[dict[str, object]]:
 
 
 def loader_seeds() -> Iterator[bytes]:
-    """Each item of the real rules files alone, and runs of five consecutive items (so
-    that macros and lists meet their users)."""
-    items = list(_rules_items())
-    for item in items:
-        yield yaml.safe_dump([item], sort_keys=False).encode()
-    for start in range(0, len(items), 5):
-        yield yaml.safe_dump(items[start:start + 5], sort_keys=False).encode()
+    """Each item of the real rules files alone, and each rule with the lists and macros
+    its condition names (transitively, in file order), so that it compiles."""
+    for path in RULES_FILES:
+        items = [i for i in yaml.safe_load(path.read_text()) or () if isinstance(i, dict)]
+        for item in items:
+            yield yaml.safe_dump([item], sort_keys=False).encode()
+        for rule in (i for i in items if "rule" in i and isinstance(i.get("condition"), str)):
+            yield yaml.safe_dump([*_needed(items, rule), rule], sort_keys=False).encode()
+
+
+_WORD = re.compile(r"[A-Za-z0-9_.\-]+")
+
+
+def _needed(items: list[dict[str, object]], rule: dict[str, object]) -> list[dict[str, object]]:
+    """The lists and macros `rule` uses, directly or through them, in file order."""
+    defined = {str(i.get("macro") or i.get("list")): i for i in items if "macro" in i or "list" in i}
+    wanted: set[str] = set()
+    pending = [str(rule["condition"])]
+    while pending:
+        for word in _WORD.findall(pending.pop()):
+            if word in defined and word not in wanted:
+                wanted.add(word)
+                used = defined[word]
+                pending.append(str(used.get("condition") or used.get("items") or ""))
+    return [i for i in items if str(i.get("macro") or i.get("list")) in wanted]
 
 
 def condition_seeds() -> Iterator[bytes]:
@@ -262,17 +282,67 @@ def sensorconfig_seeds() -> Iterator[bytes]:
     yield b"rulesFiles: [a.yaml, b.yaml]\nengine: {minPriority: loud}\n"
 
 
+# -- the loader's structure-aware mutation -------------------------------------------------
+
+#: Mutations of a rules file that keep it YAML, so that inputs reach the collector and
+#: the compiler instead of stopping at the YAML parser.
+_ITEM_MUTATIONS = ("scalar", "scalar", "scalar", "swap-value", "drop-key", "copy-item", "drop-item")
+
+
+@cache
+def _scalar_pool() -> tuple[str, ...]:
+    """Every string value of the real rules files (conditions, outputs, names, ...)."""
+    pool: list[str] = []
+    for item in _rules_items():
+        for value in item.values():
+            pool.extend(str(v) for v in (value if isinstance(value, list) else [value])
+                        if isinstance(v, (str, int, bool)))
+    return tuple(pool)
+
+
+def mutate_rules(data: bytes, max_size: int, seed: int, mutate_bytes: Callable[[bytes, int], bytes]) -> bytes:
+    """One mutation of a rules file: at the YAML level (a scalar's text mutated byte-wise
+    or replaced by another real file's value, a key dropped, an item copied or dropped)
+    when the input is a list of items, else byte-wise (`mutate_bytes`, libFuzzer's)."""
+    rng = random.Random(seed)
+    try:
+        doc = yaml.safe_load(data.decode("utf-8"))
+    except (UnicodeDecodeError, yaml.YAMLError):
+        doc = None
+    items = [i for i in doc if isinstance(i, dict) and i] if isinstance(doc, list) else []
+    if not items or rng.random() < 0.2:
+        return mutate_bytes(data, max_size)
+    item = rng.choice(items)
+    key = rng.choice(list(item))
+    kind = rng.choice(_ITEM_MUTATIONS)
+    if kind == "scalar":
+        text = str(item[key]).encode()
+        item[key] = mutate_bytes(text, max(len(text) * 2, 64)).decode("utf-8", "replace")
+    elif kind == "swap-value":
+        item[key] = rng.choice(_scalar_pool())
+    elif kind == "drop-key":
+        del item[key]
+    elif kind == "copy-item":
+        items.insert(rng.randrange(len(items) + 1), dict(item))
+    else:
+        items.remove(item)
+    out = yaml.safe_dump(items, sort_keys=False, allow_unicode=True).encode()
+    return out[:max_size]
+
+
 @dataclass(frozen=True)
 class Target:
-    """A target: its function, its seeds, and the libFuzzer input size bound (bytes)."""
+    """A target: its function, its seeds, the libFuzzer input size bound (bytes), and its
+    own mutation (`mutate(data, max_size, seed, mutate_bytes)`) or None for libFuzzer's."""
 
     run: Callable[[bytes], None]
     seeds: Callable[[], Iterator[bytes]]
     max_len: int
+    mutate: Callable[[bytes, int, int, Callable[[bytes, int], bytes]], bytes] | None = None
 
 
 TARGETS: dict[str, Target] = {
-    "loader": Target(loader, loader_seeds, 8192),
+    "loader": Target(loader, loader_seeds, 8192, mutate_rules),
     "condition": Target(condition, condition_seeds, 4096),
     "output": Target(output, output_seeds, 2048),
     "replay": Target(replay, replay_seeds, 4096),
