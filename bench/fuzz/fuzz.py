@@ -18,6 +18,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -47,6 +48,7 @@ class Outcome:
     seconds: float = 0.0
     crashes: int = 0
     exit_code: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)   # how far inputs got (loader)
     shown: float = field(default=0.0, repr=False)   # when the progress line was last printed
 
 
@@ -86,13 +88,26 @@ def _child(name: str, libfuzzer_args: list[str], instrument: bool) -> int:
         import targets  # noqa: PLC0415
 
     target = targets.TARGETS[name]
-    extra = {}
-    if target.mutate is not None:
-        mutate = target.mutate
-        extra["custom_mutator"] = lambda data, max_size, seed: mutate(data, max_size, seed, atheris.Mutate)
-    atheris.Setup([sys.argv[0], *libfuzzer_args], target.run, **extra)
+    mutate = target.mutate or (lambda data, max_size, _seed, mutate_bytes: mutate_bytes(data, max_size))
+    # Without coverage every input looks alike to libFuzzer, which then keeps mutating the
+    # same few: in fast mode half the mutations start from a corpus input drawn here.
+    pool = [] if instrument else _corpus(libfuzzer_args)
+
+    def mutator(data: bytes, max_size: int, seed: int) -> bytes:
+        rng = random.Random(seed)
+        base = rng.choice(pool) if pool and rng.random() < 0.5 else data
+        return mutate(base, max_size, seed, atheris.Mutate)
+
+    atheris.Setup([sys.argv[0], *libfuzzer_args], target.run, custom_mutator=mutator)
     atheris.Fuzz()
     return 0
+
+
+def _corpus(libfuzzer_args: list[str]) -> list[bytes]:
+    """Every input in the corpus folders named on libFuzzer's command line."""
+    folders = [Path(a) for a in libfuzzer_args if not a.startswith("-")]
+    return [p.read_bytes() for folder in folders if folder.is_dir() for p in sorted(folder.iterdir())
+            if p.is_file()]
 
 
 def _run(name: str, minutes: float, runs: int, fast: bool) -> Outcome:
@@ -116,9 +131,12 @@ def _run(name: str, minutes: float, runs: int, fast: bool) -> Outcome:
                *(["-keep_seed=1"] if fast else []),
                str(corpus), str(seeds), *([str(regressions)] if regressions.is_dir() else [])]
     outcome = Outcome(name)
+    outcomes = work / "outcomes.json"
+    outcomes.unlink(missing_ok=True)
     started = time.monotonic()
+    env = {**os.environ, "PYTHONSAFEPATH": "1", "FALCONER_FUZZ_OUTCOMES": str(outcomes)}
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          errors="replace", env={**os.environ, "PYTHONSAFEPATH": "1"}) as child:
+                          errors="replace", env=env) as child:
         assert child.stdout is not None
         log = (work / "last-run.log").open("w")
         with log:
@@ -129,6 +147,9 @@ def _run(name: str, minutes: float, runs: int, fast: bool) -> Outcome:
     outcome.seconds = round(time.monotonic() - started, 1)
     after = set(work.glob("crash-*")) | set(work.glob("timeout-*")) | set(work.glob("oom-*"))
     outcome.crashes = len(after - before) or (1 if outcome.exit_code != 0 else 0)
+    if outcomes.exists():
+        outcome.outcomes = json.loads(outcomes.read_text())
+        print(f"\n[{name}] outcomes (sampled every 2000 inputs): {outcome.outcomes}", end="")
     if outcome.crashes:
         print(f"\n[{name}] CRASH: see {work}/last-run.log and {sorted(after - before)}", flush=True)
     print(flush=True)

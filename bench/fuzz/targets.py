@@ -25,6 +25,7 @@ import os
 import random
 import re
 import struct
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -77,6 +78,28 @@ def loader(data: bytes) -> None:
     lines = len(source.splitlines()) + 2   # a superset of YAML's line breaks
     for diag in (*result.errors, *result.warnings):
         _check_diagnostic(diag, lines)
+    OUTCOMES.count(result.errors[0].code if result.errors else
+                   "loaded with rules" if result.counts["rules"] else "loaded, no rules")
+
+
+class Outcomes:
+    """How far the inputs got (the first error's code, or loaded), written every
+    `every` inputs to $FALCONER_FUZZ_OUTCOMES (JSON) when set: the campaign reports it,
+    to show how many inputs reached the compiler rather than the YAML parser."""
+
+    def __init__(self, every: int = 2000) -> None:
+        self.counts: Counter[str] = Counter()
+        self.every = every
+        self.path = os.environ.get("FALCONER_FUZZ_OUTCOMES")
+
+    def count(self, outcome: str) -> None:
+        """Count one input's outcome."""
+        self.counts[outcome] += 1
+        if self.path and self.counts.total() % self.every == 0:
+            Path(self.path).write_text(json.dumps(dict(self.counts)))
+
+
+OUTCOMES = Outcomes()
 
 
 def _check_diagnostic(diag: Diagnostic, lines: int) -> None:
@@ -289,6 +312,11 @@ def sensorconfig_seeds() -> Iterator[bytes]:
 _ITEM_MUTATIONS = ("scalar", "scalar", "scalar", "swap-value", "drop-key", "copy-item", "drop-item")
 
 
+#: libyaml's safe loader and dumper when PyYAML has them (the mutation runs per input).
+_FastLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_FastDumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
 @cache
 def _scalar_pool() -> tuple[str, ...]:
     """Every string value of the real rules files (conditions, outputs, names, ...)."""
@@ -306,7 +334,7 @@ def mutate_rules(data: bytes, max_size: int, seed: int, mutate_bytes: Callable[[
     when the input is a list of items, else byte-wise (`mutate_bytes`, libFuzzer's)."""
     rng = random.Random(seed)
     try:
-        doc = yaml.safe_load(data.decode("utf-8"))
+        doc = yaml.load(data.decode("utf-8"), Loader=_FastLoader)
     except (UnicodeDecodeError, yaml.YAMLError):
         doc = None
     items = [i for i in doc if isinstance(i, dict) and i] if isinstance(doc, list) else []
@@ -326,7 +354,7 @@ def mutate_rules(data: bytes, max_size: int, seed: int, mutate_bytes: Callable[[
         items.insert(rng.randrange(len(items) + 1), dict(item))
     else:
         items.remove(item)
-    out = yaml.safe_dump(items, sort_keys=False, allow_unicode=True).encode()
+    out = yaml.dump(items, Dumper=_FastDumper, sort_keys=False, allow_unicode=True).encode()
     return out[:max_size]
 
 
