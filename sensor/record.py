@@ -230,9 +230,11 @@ def _strings(blob: bytes) -> list[str]:
 
 
 def _text(raw: bytes, off: int, n: int) -> str | None:
+    """The C string of `n` bytes (NUL included) at `off`: up to its first NUL, as the
+    kernel's string reads end there."""
     if n <= 0:
         return None
-    return raw[off:off + n - 1].decode("utf-8", "surrogateescape")
+    return raw[off:off + n - 1].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
 
 
 def pack(nr: int, ret: int = 0, args: tuple[int, ...] = (), *, kind: int = abi.KIND_SYSCALL,
