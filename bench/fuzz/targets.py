@@ -198,8 +198,11 @@ _trackers: list[tuple[Tracker, list[int]]] = []
 
 
 def _tracker() -> Tracker:
+    """The sensor's process state, seeded from /proc as the sensor's is at start."""
     if not _trackers or _trackers[0][1][0] >= TRACKER_RECORDS:
-        _trackers[:] = [(Tracker(hostname="fuzzhost"), [0])]
+        tracker = Tracker(hostname="fuzzhost")
+        tracker.seed()
+        _trackers[:] = [(tracker, [0])]
     tracker, used = _trackers[0]
     used[0] += 1
     return tracker
