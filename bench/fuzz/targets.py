@@ -48,9 +48,10 @@ from falconer.sensor.config import parse as parse_sensor_config
 from falconer.sensor.event import FIELDS
 from falconer.sensor.tracker import Tracker
 
-#: Real rules files the seeds are cut from.
+#: Real rules files the seeds are cut from: the upstream Falco files in the shared folder
+#: beside the checkout (as tests/support/upstream.py finds them) and Falconer's own.
 RULES_FILES = (
-    *sorted(Path(os.environ.get("FALCONER_SHARED", "/work/shared")).glob("anchors/falco-rules/*.yaml")),
+    *sorted((ROOT.parent / "shared" / "anchors" / "falco-rules").glob("*.yaml")),
     *sorted((ROOT / "rules").glob("*.yaml")),
 )
 FUZZ_FILE = "fuzz_rules.yaml"
