@@ -45,6 +45,11 @@ def test_every_target_has_a_regression_folder_name() -> None:
     assert {p.parent.name for p in REGRESSIONS} <= names
 
 
+def test_the_seeds_come_from_the_upstream_rules_files() -> None:
+    names = {p.name for p in _targets().RULES_FILES}
+    assert {"falco_rules.yaml", "falco-incubating_rules.yaml", "falco-sandbox_rules.yaml"} <= names
+
+
 def test_short_campaign_finds_no_crash(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, str(FUZZ / "fuzz.py"), "--minutes", str(SECONDS_PER_TARGET / 60)],
