@@ -27,6 +27,7 @@ PKI, admin.kubeconfig), `node/` (containerd's image store, kubelet), `logs/` and
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import signal
@@ -37,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import yaml
 
@@ -210,7 +211,7 @@ class AllInOne:
             self._create_missing(yaml.safe_load(manifest.stdout))
         self._create_missing(instance_manifest(self.settings, self.node))
         for name, _ in rules:
-            self._wait(f"FalcoRule {ns}/{name} to be compiled", lambda n=name: self._rule_checked(n))
+            self._wait(f"FalcoRule {ns}/{name} to be compiled", functools.partial(self._rule_checked, name))
 
     def _follow_sensor(self) -> None:
         """Wait for the DaemonSet's pod, then relay its log (alerts) to our stdout, from
@@ -286,7 +287,7 @@ class AllInOne:
             self._follow_thread.join(timeout=5.0)
             self._end_follow()  # one the thread started as we stopped
         if self.api is not None:
-            self.api.close()
+            self.api.close()  # type: ignore[no-untyped-call]
         self.control_plane.stop()
         say("    control plane stopped")
 
@@ -376,8 +377,9 @@ class AllInOne:
         (your edit, kept) but does not stop the demo."""
         from kubernetes import client
 
-        body = client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-            "falconer.io", "v1alpha1", self.settings.namespace, "falcorules", name)
+        # The generated client types a custom object as `object`: it is the decoded JSON.
+        body = cast("dict[str, Any]", client.CustomObjectsApi(self.api).get_namespaced_custom_object(
+            "falconer.io", "v1alpha1", self.settings.namespace, "falcorules", name))
         conditions = (body.get("status") or {}).get("conditions") or ()
         valid = next((c for c in conditions if c.get("type") == "Valid"), None)
         if valid is not None and valid.get("status") == "False":

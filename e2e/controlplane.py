@@ -155,7 +155,9 @@ class ControlPlane:
         """A kubernetes.client.ApiClient with the admin identity (imported lazily)."""
         from kubernetes import config
 
-        return config.new_client_from_config(config_file=str(self.kubeconfig))
+        api: ApiClient = config.new_client_from_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.kubeconfig))
+        return api
 
     @property
     def components(self) -> list[processes.Child]:

@@ -23,11 +23,12 @@ import pytest
 import upstream
 import yaml
 from kube_fixtures import exec_in_pod, wait_pod_running
-from operator_harness import GV, kubectl, wait_for
+from operator_harness import kubectl, wait_for
 
 from falconer.e2e import binaries, images
 from falconer.e2e.node import Node
 from falconer.operator import convert
+from falconer.operator.api import API_VERSION as GV
 
 pytestmark = [pytest.mark.kube, pytest.mark.ebpf, pytest.mark.timeout(1200)]
 
@@ -98,14 +99,16 @@ def app_pod(kube_client: Any, name: str, *, privileged: bool = False) -> str:
                                  "command": ["sh", "-c", "while true; do sleep 3600; done"]}
     if privileged:
         container["securityContext"] = {"privileged": True}
-    deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+    # The client takes a manifest dict as the body (its stubs name only V1Deployment).
+    deploy: Any = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
               "spec": {"replicas": 1, "selector": {"matchLabels": labels},
                        "template": {"metadata": {"labels": labels},
                                     "spec": {"terminationGracePeriodSeconds": 0, "containers": [container]}}}}
     client.AppsV1Api(kube_client).create_namespaced_deployment(APP_NS, deploy)
     core = client.CoreV1Api(kube_client)
     pod = wait_for(lambda: next((p.metadata.name for p in core.list_namespaced_pod(
-        APP_NS, label_selector=f"app={name}").items if p.status.phase == "Running"), None),
+        APP_NS, label_selector=f"app={name}").items
+        if p.metadata is not None and p.status is not None and p.status.phase == "Running"), None),
         timeout=120, what=f"the {name} pod")
     wait_pod_running(kube_client, APP_NS, pod)
     return str(pod)

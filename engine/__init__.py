@@ -8,7 +8,7 @@ from falconer.engine.appendoutput import (
     FALCO_DEFAULT as FALCO_DEFAULT_APPEND_OUTPUT,
 )
 from falconer.engine.appendoutput import AppendOutput, AppendOutputError, ExtraField, parse_append_output
-from falconer.engine.collector import ENGINE_VERSION
+from falconer.engine.collector import ENGINE_VERSION, Priority
 from falconer.engine.diagnostics import Diagnostic, LoadResult, Location
 from falconer.engine.engine import Engine, EngineOptions, RulesSource
 from falconer.engine.events import Event, MappingEvent
@@ -17,5 +17,5 @@ from falconer.engine.ruleset import Alert, Ruleset
 __all__ = [
     "ENGINE_VERSION", "FALCO_DEFAULT_APPEND_OUTPUT", "Alert", "AppendOutput", "AppendOutputError", "Diagnostic", "Engine", "EngineOptions", "Event",
     "ExtraField", "Location", "LoadResult", "parse_append_output",
-    "MappingEvent", "Ruleset", "RulesSource",
+    "MappingEvent", "Priority", "Ruleset", "RulesSource",
 ]

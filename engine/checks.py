@@ -78,11 +78,11 @@ def _number(text: str, pos: int) -> int:
 
 def _port(text: str, pos: int) -> int:
     """A port number or a service name (`http`), as libsinsp accepts for port fields."""
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     try:
         return socket.getservbyname(text)
-    except OSError:
+    except (OSError, ValueError):   # ValueError: a NUL or a character the C call cannot take
         raise CheckError(f"unrecognized protocol {text}", pos) from None
 
 

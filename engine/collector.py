@@ -12,13 +12,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TypeVar
 
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from falconer.engine import ast
 from falconer.engine.checks import compile_check
-from falconer.engine.diagnostics import LoadError, Position, Reporter, Step
+from falconer.engine.diagnostics import Code, LoadError, Position, Reporter, Step
 from falconer.engine.fields import UnknownField, resolve
 from falconer.engine.lexer import (
     LIST_OPS, NUM_OPS, STR_OP_MODIFIERS, STR_OPS, UNARY_OPS, ConditionSyntaxError,
@@ -37,10 +38,22 @@ NATIVE_PLUGINS = frozenset({"container"})
 #: Event sources Falconer evaluates.
 KNOWN_SOURCES = frozenset({"syscall"})
 
+class Priority(StrEnum):
+    """A rule's priority (Falco's names, which are the wire values), most severe first."""
+
+    EMERGENCY = "Emergency"
+    ALERT = "Alert"
+    CRITICAL = "Critical"
+    ERROR = "Error"
+    WARNING = "Warning"
+    NOTICE = "Notice"
+    INFORMATIONAL = "Informational"
+    DEBUG = "Debug"
+
+
 #: Priorities, most severe first; the index is the severity rank.
-PRIORITIES: tuple[str, ...] = ("Emergency", "Alert", "Critical", "Error", "Warning", "Notice",
-                               "Informational", "Debug")
-_PRIORITY_ALIASES = {p.lower(): p for p in PRIORITIES} | {"info": "Informational"}
+PRIORITIES: tuple[Priority, ...] = tuple(Priority)
+_PRIORITY_ALIASES = {p.lower(): p for p in PRIORITIES} | {"info": Priority.INFORMATIONAL}
 
 _RULE_APPENDABLE = ("condition", "output", "desc", "tags", "exceptions")
 _RULE_REPLACEABLE = ("condition", "output", "desc", "priority", "capture", "capture_duration",
@@ -68,8 +81,8 @@ _OVERRIDE_APPEND_ERROR = ("Keys 'override' and 'append: true' cannot be used tog
 _SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 
 
-def parse_priority(text: str) -> str | None:
-    """The canonical priority name for a case-insensitive spelling, or None."""
+def parse_priority(text: str) -> Priority | None:
+    """The priority of a case-insensitive spelling ("info" for Informational), or None."""
     return _PRIORITY_ALIASES.get(text.lower())
 
 
@@ -126,7 +139,7 @@ class RuleInfo:
     cond: LocatedText
     output: LocatedText
     desc: str
-    priority: str
+    priority: Priority
     source: str
     position: Position
     index: int = 0
@@ -180,21 +193,21 @@ class Collector:
             case "rule":
                 self._rule(item)
             case _:
-                self.reporter.add("LOAD_UNKNOWN_ITEM", "Unknown top level item", item.position)
+                self.reporter.add(Code.LOAD_UNKNOWN_ITEM, "Unknown top level item", item.position)
 
     def _warn_unknown_keys(self, item: Item, expected: frozenset[str]) -> None:
         """Unknown keys are a LOAD_UNKNOWN_KEY warning at the item, and ignored
         (rule_loader_reader.cpp warn_unknown_keys)."""
         for key in item.keys:
             if key not in expected:
-                self.reporter.add("LOAD_UNKNOWN_KEY",
+                self.reporter.add(Code.LOAD_UNKNOWN_KEY,
                                   f"Unknown key '{key}'. The key will be ignored.",
                                   item.position, item.kind, item.name)
 
     def _validate_error(self, item: Item, message: str, pos: Position | None = None,
                         steps: tuple[Step, ...] = ()) -> LoadError:
         """A LOAD_ERR_VALIDATE error: the item is well-formed but means something invalid."""
-        return LoadError("LOAD_ERR_VALIDATE", message, pos or item.position, item.kind, item.name,
+        return LoadError(Code.LOAD_ERR_VALIDATE, message, pos or item.position, item.kind, item.name,
                          steps)
 
     # -- version requirements ---------------------------------------------------------------
@@ -230,7 +243,7 @@ class Collector:
                                      node_position(item.source.name, sub))
                 names += [self._plugin_requirement(item, alt) for alt in sub.value]
             if not NATIVE_PLUGINS.intersection(names):
-                self.reporter.add("LOAD_UNKNOWN_PLUGIN",
+                self.reporter.add(Code.LOAD_UNKNOWN_PLUGIN,
                                   f"Plugin '{names[0]}' is required but Falconer does not "
                                   "provide it", node_position(item.source.name, plugin),
                                   "required_plugin_versions", names[0])
@@ -256,7 +269,7 @@ class Collector:
         an item may use one or the other, not both."""
         append = item.optional_boolean("append", False)
         if append:
-            self.reporter.add("LOAD_DEPRECATED_ITEM",
+            self.reporter.add(Code.LOAD_DEPRECATED_ITEM,
                               "The 'append' key is deprecated. Add an 'append' entry (e.g. "
                               "'condition: append') under 'override' instead.",
                               item.position, item.kind, item.name)
@@ -366,7 +379,7 @@ class Collector:
                                              if item.has(k)], append=True)
         elif not any(item.has(k) for k in ("condition", "output", "desc", "priority")):
             enabled = item.boolean("enabled")
-            self.reporter.add("LOAD_DEPRECATED_ITEM",
+            self.reporter.add(Code.LOAD_DEPRECATED_ITEM,
                               "The rule has only the 'enabled' key: use 'override' with "
                               "'enabled: replace' instead", item.position, "rule", item.name)
             prev = self.rules.get(item.name)
@@ -377,13 +390,13 @@ class Collector:
         else:
             self._define_rule(item, item.string("source") if item.has("source") else "syscall")
 
-    def _priority(self, item: Item) -> str:
-        """The canonical priority name (any case of Falco's names, or `info`)."""
+    def _priority(self, item: Item) -> Priority:
+        """The priority (any case of Falco's names, or `info`)."""
         text = item.string("priority")
         priority = parse_priority(text)
         if priority is None:
             pos = item.key_position("priority")
-            raise LoadError("LOAD_ERR_YAML_VALIDATE", "Invalid priority", pos, item.kind,
+            raise LoadError(Code.LOAD_ERR_YAML_VALIDATE, "Invalid priority", pos, item.kind,
                             item.name, (Step("rule priority", "", pos),))
         return priority
 
@@ -411,7 +424,7 @@ class Collector:
             raise self._validate_error(item, "Rule has been re-defined with a different source")
         if rule.source not in KNOWN_SOURCES:
             rule.unknown_source = True
-            self.reporter.add("LOAD_UNKNOWN_SOURCE", f"Unknown source {rule.source}, skipping",
+            self.reporter.add(Code.LOAD_UNKNOWN_SOURCE, f"Unknown source {rule.source}, skipping",
                               item.position, "rule", rule.name)
         for ex in rule.exceptions:
             self._validate_exception(item, ex)
@@ -499,7 +512,7 @@ class Collector:
                 raise item.error("Rule exception must be a mapping", pos)
             name = _required_scalar(item, ex_node, "name", pos)
             if any(e.name == name for e in out):
-                self.reporter.add("LOAD_EXCEPTION_NAME_NOT_UNIQUE",
+                self.reporter.add(Code.LOAD_EXCEPTION_NAME_NOT_UNIQUE,
                                   f"Multiple definitions of exception '{name}' in the same rule",
                                   pos, "rule", item.name)
             fields = _entry(item, _mapping_value(ex_node, "fields"), "fields", pos)
@@ -514,7 +527,7 @@ class Collector:
                                      node_position(item.source.name, values_node))
                 values = [_exception_value(item, v) for v in values_node.value]
             elif appending:
-                self.reporter.add("LOAD_APPEND_NO_VALUES",
+                self.reporter.add(Code.LOAD_APPEND_NO_VALUES,
                                   "Overriding/appending exception with no values", pos,
                                   "rule", item.name)
             out.append(ExceptionInfo(name, fields, comps, values, pos))

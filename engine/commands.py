@@ -68,8 +68,10 @@ def _validate_falco_json(files: list[str]) -> int:
     return 0 if all(result.ok for _, result in results) else 1
 
 
-def _events(stream: TextIO, err: TextIO) -> tuple[list[MappingEvent], int]:
-    """Parsed event objects and the number of bad lines (reported with line numbers)."""
+def read_events(stream: TextIO, err: TextIO) -> tuple[list[MappingEvent], int]:
+    """The replay reader: the events of a JSON-lines stream (one `{"time", "fields",
+    "source"}` object a line) and the number of bad lines, each reported to `err` as
+    `name:line: skipped event: reason`."""
     from falconer.engine import MappingEvent
 
     events: list[MappingEvent] = []
@@ -112,7 +114,7 @@ def run_replay(args: argparse.Namespace) -> int:
         print(f"error: cannot read events: {exc}", file=sys.stderr)
         return 1
     with stream:
-        events, bad = _events(stream, sys.stderr)
+        events, bad = read_events(stream, sys.stderr)
     hostname = socket.gethostname()
     count = 0
     for event in events:

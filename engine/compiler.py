@@ -21,8 +21,8 @@ from falconer.engine import ast, fieldrefs
 from falconer.engine.appendoutput import AppendOutput
 from falconer.engine.binding import bind_generic
 from falconer.engine.checks import Check
-from falconer.engine.collector import Collector, ExceptionInfo, ListInfo, MacroInfo, RuleInfo
-from falconer.engine.diagnostics import LoadError, Position, Reporter, Step
+from falconer.engine.collector import Collector, ExceptionInfo, ListInfo, MacroInfo, Priority, RuleInfo
+from falconer.engine.diagnostics import Code, LoadError, Position, Reporter, Step
 from falconer.engine.evttypes import EvtSet, event_types
 from falconer.engine.fields import FIELDS
 from falconer.engine.lexer import ConditionSyntaxError, LIST_OPS
@@ -51,7 +51,7 @@ class CompiledRule:
 
     name: str
     order: int
-    priority: str
+    priority: Priority
     source: str
     desc: str
     tags: list[str]
@@ -188,7 +188,7 @@ class Compiler:
             return None
         return self._texts[i].position(pos - self._bases[i])
 
-    def _error(self, code: str, message: str, pos: int, kind: str, name: str) -> LoadError:
+    def _error(self, code: Code, message: str, pos: int, kind: str, name: str) -> LoadError:
         """A LoadError at the file position of node position `pos`."""
         return LoadError(code, message, self.where(pos), kind, name, self.steps(pos))
 
@@ -205,7 +205,7 @@ class Compiler:
         try:
             tree = parse_condition(text.text)
         except ConditionSyntaxError as exc:
-            raise _Failure(LoadError("LOAD_ERR_COMPILE_CONDITION", exc.message,
+            raise _Failure(LoadError(Code.LOAD_ERR_COMPILE_CONDITION, exc.message,
                                      text.position(exc.offset), kind, name,
                                      _condition_steps(text, kind, exc.offset))) from None
         base = self._bases[-1] + len(self._texts[-1].text) + 1 if self._bases else 0
@@ -256,7 +256,7 @@ class Compiler:
                                        node.pos)
             if len(expanded) != 1:
                 raise _Failure(self._error(
-                    "LOAD_ERR_COMPILE_CONDITION",
+                    Code.LOAD_ERR_COMPILE_CONDITION,
                     f"list '{right.text}' used as a single value with operator '{node.op}'",
                     right.pos, kind, name))
             return ast.BinaryCheck(node.left, node.op, expanded[0], node.pos)
@@ -272,11 +272,11 @@ class Compiler:
             return node
         ref = node.name
         if ref not in self.macro_asts or not visible(ref):
-            raise _Failure(self._error("LOAD_ERR_VALIDATE",
+            raise _Failure(self._error(Code.LOAD_ERR_VALIDATE,
                                        f"Undefined macro '{ref}' used in filter.", node.pos,
                                        kind, name))
         if ref in path:
-            raise _Failure(self._error("LOAD_ERR_VALIDATE", f"reference loop in macro '{ref}'",
+            raise _Failure(self._error(Code.LOAD_ERR_VALIDATE, f"reference loop in macro '{ref}'",
                                        node.pos, kind, name))
         self.used_macros.add(ref)
         return self.expand(self.macro_asts[ref], visible, kind, name, (*path, ref))
@@ -312,7 +312,7 @@ class Compiler:
                 if not (failure.unknown_field and info.skip_if_unknown_filter):
                     raise
                 err = failure.error
-                self.reporter.add("LOAD_UNKNOWN_FILTER", err.message, err.position, "rule",
+                self.reporter.add(Code.LOAD_UNKNOWN_FILTER, err.message, err.position, "rule",
                                   info.name, err.steps)
         return out
 
@@ -331,7 +331,7 @@ class Compiler:
         located = self._output_text(info)
         text = located.text
         if _CONTAINER_INFO in text:
-            self.reporter.add("LOAD_DEPRECATED_ITEM", _CONTAINER_INFO_DEPRECATED,
+            self.reporter.add(Code.LOAD_DEPRECATED_ITEM, _CONTAINER_INFO_DEPRECATED,
                               info.position, "rule", info.name)
             text = text.replace(_CONTAINER_INFO, "")
         try:
@@ -340,13 +340,13 @@ class Compiler:
             pos, start = located.position(exc.offset), located.position(0)
             steps = (Step("rule output", "", start), Step("rule output expression", "", pos)) \
                 if pos is not None and start is not None else ()
-            raise _Failure(LoadError("LOAD_ERR_COMPILE_OUTPUT", exc.message, pos, "rule",
+            raise _Failure(LoadError(Code.LOAD_ERR_COMPILE_OUTPUT, exc.message, pos, "rule",
                                      info.name, steps),
                            unknown_field=exc.message.startswith("unknown filter")) from None
         for token in output.tokens:
             if token.info.deprecated:
                 name = token.info.name
-                self.reporter.add("LOAD_DEPRECATED_ITEM", f"usage of deprecated field "
+                self.reporter.add(Code.LOAD_DEPRECATED_ITEM, f"usage of deprecated field "
                                   f"'{name}' has been detected in the rule output",
                                   located.position(max(text.find(name) - 1, 0)), "rule",
                                   info.name)
@@ -364,7 +364,7 @@ class Compiler:
                     out[extra.key] = ExtraOutputField(extra.key, compile_output(extra.format),
                                                       extra.raw)
                 except OutputFormatError as exc:
-                    raise _Failure(LoadError("LOAD_ERR_COMPILE_OUTPUT", exc.message,
+                    raise _Failure(LoadError(Code.LOAD_ERR_COMPILE_OUTPUT, exc.message,
                                              info.output.position(0), "rule",
                                              info.name)) from None
         return out
@@ -382,7 +382,7 @@ class Compiler:
         self._warn_values(tree, info.name)
         types = event_types(tree)
         if types.is_all_but and info.warn_evttypes:
-            self.reporter.add("LOAD_NO_EVTTYPE", "Rule matches too many evt.type values. This "
+            self.reporter.add(Code.LOAD_NO_EVTTYPE, "Rule matches too many evt.type values. This "
                               "has a significant performance penalty.", info.position,
                               "rule", info.name)
         used = [(node, self.where(node.pos)) for node in fieldrefs.fields_of(tree)]
@@ -404,7 +404,7 @@ class Compiler:
             return
         where = {id(node): pos for node, pos in used}
         for node in fieldrefs.unanswered([node for node, _ in used], self.answered_fields):
-            self.reporter.add("LOAD_UNANSWERED_FIELD",
+            self.reporter.add(Code.LOAD_UNANSWERED_FIELD,
                               f"field '{fieldrefs.base_name(node)}' is not answered by the event "
                               "source: it always reads as missing", where[id(node)], "rule",
                               rule)
@@ -414,7 +414,7 @@ class Compiler:
         for node in _checks(tree):
             left = node.left
             if isinstance(left, ast.Field) and left.name in FIELDS and FIELDS[left.name].deprecated:
-                self.reporter.add("LOAD_DEPRECATED_ITEM",
+                self.reporter.add(Code.LOAD_DEPRECATED_ITEM,
                                   f"usage of deprecated field '{left.name}'",
                                   self.where(left.pos), "rule", name)
             unsafe = isinstance(left, ast.Field) and left.name.startswith(_UNSAFE_NA_PREFIXES)
@@ -422,7 +422,7 @@ class Compiler:
                 right = node.right
                 values = right.values if isinstance(right, ast.ListValue) else (right,)
                 if any(isinstance(v, ast.Value) and v.text == "<NA>" for v in values):
-                    self.reporter.add("LOAD_UNSAFE_NA_CHECK",
+                    self.reporter.add(Code.LOAD_UNSAFE_NA_CHECK,
                                       "comparing a field to '<NA>' is unsafe: it does not tell "
                                       "a missing value from a present one",
                                       self.where(node.pos), "rule", name)
@@ -438,7 +438,7 @@ class Compiler:
             values = right.values if isinstance(right, ast.ListValue) else (right,)
             for value in values:
                 for message in value_warnings(node.op, value.text):
-                    self.reporter.add("LOAD_COMPILE_CONDITION", message, self.where(right.pos),
+                    self.reporter.add(Code.LOAD_COMPILE_CONDITION, message, self.where(right.pos),
                                       "rule", name, self.steps(right.pos))
 
     def _plan(self, node: ast.Expr, name: str) -> Plan:
@@ -446,7 +446,7 @@ class Compiler:
         try:
             return self.planner.plan(node)
         except CheckError as exc:
-            raise _Failure(self._error("LOAD_ERR_COMPILE_CONDITION", exc.message,
+            raise _Failure(self._error(Code.LOAD_ERR_COMPILE_CONDITION, exc.message,
                                        exc.offset, "rule", name),
                            unknown_field=exc.unknown_field) from None
 
@@ -471,7 +471,7 @@ class Compiler:
         for kind, infos, used in unused:
             for info in self._own(infos):
                 if info.name not in used:
-                    self.reporter.add(f"LOAD_UNUSED_{kind.upper()}",
+                    self.reporter.add(Code(f"LOAD_UNUSED_{kind.upper()}"),
                                       f"{kind.capitalize()} not referred to by any other "
                                       "rule/macro", info.position, kind, info.name)
 
@@ -498,7 +498,7 @@ def _exception_clause(ex: ExceptionInfo) -> str:
         items = []
         for value in ex.values:
             if isinstance(value, list):
-                raise _Failure(LoadError("LOAD_ERR_VALIDATE", "Expected values array to contain "
+                raise _Failure(LoadError(Code.LOAD_ERR_VALIDATE, "Expected values array to contain "
                                          "a list of strings", ex.position, "exception", ex.name))
             items.append(_quote(value))
         return f"({ex.fields} {ex.comps} ({', '.join(items)}))" if items else ""
@@ -507,7 +507,7 @@ def _exception_clause(ex: ExceptionInfo) -> str:
     for value in ex.values:
         row = value if isinstance(value, list) else [value]
         if len(row) != len(ex.fields):
-            raise _Failure(LoadError("LOAD_ERR_VALIDATE", "Fields and values lists must have "
+            raise _Failure(LoadError(Code.LOAD_ERR_VALIDATE, "Fields and values lists must have "
                                      "equal length", ex.position, "exception", ex.name))
         parts = []
         for fld, comp, val in zip(ex.fields, ex.comps, row):
@@ -544,14 +544,3 @@ def _condition_steps(text: LocatedText, kind: str, offset: int) -> tuple[Step, .
     content = '"' + cond.replace("\n", " ").replace("\r", " ") + '"'
     return (Step(f"{kind} condition", "", start),
             Step("condition expression", "", token, content))
-
-
-def compile_collection(collector: Collector, reporter: Reporter,
-                       answered_fields: frozenset[str] | None = None,
-                       append_output: tuple[AppendOutput, ...] = ()) -> Compiled:
-    """Run stage 3 over everything collected (see EngineOptions for the options).
-
-    As in Falco (rule_loader::compiler::compile), the first error ends the stage: it is
-    the only error reported, and no unused-macro/list warnings follow it.
-    """
-    return Compiler(collector, reporter, answered_fields, append_output).run()

@@ -10,37 +10,43 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import StrEnum
 
-#: Errors: any of these makes a load fail (the engine keeps its previous rules).
-ERROR_CODES: frozenset[str] = frozenset({
-    "LOAD_ERR_FILE_READ",
-    "LOAD_ERR_YAML_PARSE",
-    "LOAD_ERR_YAML_VALIDATE",
-    "LOAD_ERR_COMPILE_CONDITION",
-    "LOAD_ERR_COMPILE_OUTPUT",
-    "LOAD_ERR_VALIDATE",
-})
 
-#: Warnings: reported, but the load succeeds.
-WARNING_CODES: frozenset[str] = frozenset({
-    "LOAD_UNKNOWN_SOURCE",
-    "LOAD_UNKNOWN_FILTER",
-    "LOAD_UNUSED_MACRO",
-    "LOAD_UNUSED_LIST",
-    "LOAD_UNKNOWN_ITEM",
-    "LOAD_DEPRECATED_ITEM",
-    "LOAD_NO_EVTTYPE",
-    "LOAD_APPEND_NO_VALUES",
-    "LOAD_EXCEPTION_NAME_NOT_UNIQUE",
-    "LOAD_UNSAFE_NA_CHECK",
-    "LOAD_UNKNOWN_PLUGIN",
-    "LOAD_COMPILE_CONDITION",
-    "LOAD_UNKNOWN_KEY",
+class Code(StrEnum):
+    """Falco's load result codes (falco's load_result error_code and warning_code names,
+    which are also the wire values), plus Falconer's own LOAD_UNANSWERED_FIELD."""
+
+    LOAD_ERR_FILE_READ = "LOAD_ERR_FILE_READ"
+    LOAD_ERR_YAML_PARSE = "LOAD_ERR_YAML_PARSE"
+    LOAD_ERR_YAML_VALIDATE = "LOAD_ERR_YAML_VALIDATE"
+    LOAD_ERR_COMPILE_CONDITION = "LOAD_ERR_COMPILE_CONDITION"
+    LOAD_ERR_COMPILE_OUTPUT = "LOAD_ERR_COMPILE_OUTPUT"
+    LOAD_ERR_VALIDATE = "LOAD_ERR_VALIDATE"
+    # Warnings: reported, but the load succeeds.
+    LOAD_UNKNOWN_SOURCE = "LOAD_UNKNOWN_SOURCE"
+    LOAD_UNKNOWN_FILTER = "LOAD_UNKNOWN_FILTER"
+    LOAD_UNUSED_MACRO = "LOAD_UNUSED_MACRO"
+    LOAD_UNUSED_LIST = "LOAD_UNUSED_LIST"
+    LOAD_UNKNOWN_ITEM = "LOAD_UNKNOWN_ITEM"
+    LOAD_DEPRECATED_ITEM = "LOAD_DEPRECATED_ITEM"
+    LOAD_NO_EVTTYPE = "LOAD_NO_EVTTYPE"
+    LOAD_APPEND_NO_VALUES = "LOAD_APPEND_NO_VALUES"
+    LOAD_EXCEPTION_NAME_NOT_UNIQUE = "LOAD_EXCEPTION_NAME_NOT_UNIQUE"
+    LOAD_UNSAFE_NA_CHECK = "LOAD_UNSAFE_NA_CHECK"
+    LOAD_UNKNOWN_PLUGIN = "LOAD_UNKNOWN_PLUGIN"
+    LOAD_COMPILE_CONDITION = "LOAD_COMPILE_CONDITION"
+    LOAD_UNKNOWN_KEY = "LOAD_UNKNOWN_KEY"
     # Falconer's own: a rule uses a field its event source does not answer (see
     # falconer.engine.fieldrefs). Not Falco's LOAD_UNKNOWN_FILTER: that one means the
     # rule was dropped, while this rule loads and reads the field as missing.
-    "LOAD_UNANSWERED_FIELD",
-})
+    LOAD_UNANSWERED_FIELD = "LOAD_UNANSWERED_FIELD"
+
+
+#: Errors: any of these makes a load fail (the engine keeps its previous rules).
+ERROR_CODES: frozenset[Code] = frozenset(c for c in Code if c.startswith("LOAD_ERR_"))
+#: Warnings: reported, but the load succeeds.
+WARNING_CODES: frozenset[Code] = frozenset(Code) - ERROR_CODES
 
 
 @dataclass(frozen=True)
@@ -106,7 +112,7 @@ class Diagnostic:
     the 0-based index of the item in its file (-1 when the diagnostic concerns no item).
     """
 
-    code: str
+    code: Code
     message: str
     file: str
     line: int
@@ -154,12 +160,10 @@ class LoadError(Exception):
     item (see Step); without them a position inside an item is a "value for" it.
     """
 
-    def __init__(self, code: str, message: str, position: Position | None,
+    def __init__(self, code: Code, message: str, position: Position | None,
                  item_kind: str = "", item_name: str = "",
                  steps: tuple[Step, ...] = ()) -> None:
         super().__init__(message)
-        if code not in ERROR_CODES and code not in WARNING_CODES:
-            raise ValueError(f"unknown diagnostic code {code}")
         self.code = code
         self.message = message
         self.position = position
@@ -304,7 +308,7 @@ class Reporter:
             locations.append(self._location("value for", "", pos))
         return tuple(locations)
 
-    def add(self, code: str, message: str, position: Position | None,
+    def add(self, code: Code, message: str, position: Position | None,
             item_kind: str = "", item_name: str = "", steps: tuple[Step, ...] = ()) -> None:
         """Record one diagnostic; its severity follows from its code."""
         pos = position or Position("", 0, 0)

@@ -14,7 +14,7 @@ from pathlib import Path
 from falconer.engine.appendoutput import AppendOutput
 from falconer.engine.collector import Collector
 from falconer.engine.compiler import Compiled, Compiler
-from falconer.engine.diagnostics import ItemRef, LoadError, LoadResult, Position, Reporter
+from falconer.engine.diagnostics import Code, ItemRef, LoadError, LoadResult, Position, Reporter
 from falconer.engine.reader import SourceFile, read_items
 from falconer.engine.ruleset import Ruleset, Selection
 from falconer.engine.scope import (
@@ -98,7 +98,7 @@ class Engine:
             try:
                 files.append(SourceFile(str(path), path.read_text(encoding="utf-8")))
             except (OSError, UnicodeDecodeError) as exc:
-                read_errors.append(LoadError("LOAD_ERR_FILE_READ",
+                read_errors.append(LoadError(Code.LOAD_ERR_FILE_READ,
                                              f"Could not read file: {exc}",
                                              Position(str(path), 1, 1)))
         reporter = Reporter({f.name: f.text for f in files} |

@@ -33,7 +33,20 @@ _ISO = re.compile(r"^(\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2})(?:\.(\d{1,9}))?(Z|
 
 
 def parse_time(value: object) -> int:
-    """Nanoseconds since the epoch from an int or an ISO-8601 string (ns precision kept)."""
+    """Nanoseconds since the epoch from an int or an ISO-8601 string (ns precision kept).
+    Raises ValueError for anything else, and for a time outside Falco's `evt.rawtime`
+    (an unsigned 64-bit count of ns since the epoch: 1970 to 2554)."""
+    ns = _time_ns(value)
+    if not 0 <= ns < MAX_TIME_NS:
+        raise ValueError(f"'time' is outside 1970-01-01 to 2554 (u64 ns since the epoch): {value!r}")
+    return ns
+
+
+#: evt.rawtime is a uint64 of ns since the epoch.
+MAX_TIME_NS = 1 << 64
+
+
+def _time_ns(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
     if not isinstance(value, str):
@@ -45,9 +58,9 @@ def parse_time(value: object) -> int:
     zone = "+00:00" if zone == "Z" else zone
     # Whole seconds from datetime (always zone-aware here: a zone is always appended);
     # the fraction is kept as digits, since a float timestamp would lose nanoseconds.
-    base = datetime.fromisoformat(m.group(1).replace(" ", "T") + zone)
+    seconds = int(datetime.fromisoformat(m.group(1).replace(" ", "T") + zone).timestamp())
     frac = (m.group(2) or "").ljust(9, "0")
-    return int(base.timestamp()) * 1_000_000_000 + int(frac)
+    return seconds * 1_000_000_000 + int(frac)
 
 
 class MappingEvent:

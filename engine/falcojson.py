@@ -17,39 +17,39 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from falconer.engine.diagnostics import Diagnostic, LoadResult, Location
+from falconer.engine.diagnostics import Code, Diagnostic, LoadResult, Location
 
 #: What each code means (Falconer's wording; Falco's `codedesc` serves the same purpose).
-CODE_DESCRIPTIONS: dict[str, str] = {
-    "LOAD_ERR_FILE_READ": "The rules file could not be read (missing file, permissions, "
-                          "not UTF-8).",
-    "LOAD_ERR_YAML_PARSE": "The rules content is not valid YAML.",
-    "LOAD_ERR_YAML_VALIDATE": "The YAML is valid but its structure is not that of a rules "
-                              "file: wrong item shape, missing key, value of the wrong type.",
-    "LOAD_ERR_COMPILE_CONDITION": "A condition could not be compiled into a filter: syntax, "
-                                  "unknown field, operator or value not fit for the field.",
-    "LOAD_ERR_COMPILE_OUTPUT": "A rule output could not be compiled into a format.",
-    "LOAD_ERR_VALIDATE": "An item is well formed but invalid: undefined macro, version "
-                         "mismatch, append to a missing item, inconsistent exception.",
-    "LOAD_UNKNOWN_SOURCE": "The rule's event source is not known; the rule is skipped.",
-    "LOAD_UNSAFE_NA_CHECK": "Comparing a field with <NA> does not tell a missing value from "
-                            "a present one; use 'exists'.",
-    "LOAD_NO_EVTTYPE": "The condition does not restrict the event type, so the rule runs on "
-                       "almost every event, at a high cost.",
-    "LOAD_UNKNOWN_FILTER": "A field or event type is unknown; with skip-if-unknown-filter the "
-                           "rule is dropped instead of failing the load.",
-    "LOAD_UNUSED_MACRO": "The macro is not used by any rule or macro.",
-    "LOAD_UNUSED_LIST": "The list is not used by any rule, macro or list.",
-    "LOAD_UNKNOWN_ITEM": "A top-level item of an unknown kind; it is ignored.",
-    "LOAD_DEPRECATED_ITEM": "A deprecated form or field is used.",
-    "LOAD_APPEND_NO_VALUES": "An exception is appended or overridden without values.",
-    "LOAD_EXCEPTION_NAME_NOT_UNIQUE": "A rule defines two exceptions with the same name.",
-    "LOAD_UNKNOWN_PLUGIN": "A required plugin is not provided by Falconer.",
-    "LOAD_COMPILE_CONDITION": "The condition compiles, but a value looks like a mistake or a "
-                              "check could be written more cheaply.",
-    "LOAD_UNKNOWN_KEY": "An item has a key that is not part of its kind; it is ignored.",
-    "LOAD_UNANSWERED_FIELD": "The rule uses a field the event source does not provide: it "
-                             "always reads as missing (Falconer's own code).",
+CODE_DESCRIPTIONS: dict[Code, str] = {
+    Code.LOAD_ERR_FILE_READ: "The rules file could not be read (missing file, permissions, "
+                             "not UTF-8).",
+    Code.LOAD_ERR_YAML_PARSE: "The rules content is not valid YAML.",
+    Code.LOAD_ERR_YAML_VALIDATE: "The YAML is valid but its structure is not that of a rules "
+                                 "file: wrong item shape, missing key, value of the wrong type.",
+    Code.LOAD_ERR_COMPILE_CONDITION: "A condition could not be compiled into a filter: syntax, "
+                                     "unknown field, operator or value not fit for the field.",
+    Code.LOAD_ERR_COMPILE_OUTPUT: "A rule output could not be compiled into a format.",
+    Code.LOAD_ERR_VALIDATE: "An item is well formed but invalid: undefined macro, version "
+                            "mismatch, append to a missing item, inconsistent exception.",
+    Code.LOAD_UNKNOWN_SOURCE: "The rule's event source is not known; the rule is skipped.",
+    Code.LOAD_UNSAFE_NA_CHECK: "Comparing a field with <NA> does not tell a missing value from "
+                               "a present one; use 'exists'.",
+    Code.LOAD_NO_EVTTYPE: "The condition does not restrict the event type, so the rule runs on "
+                          "almost every event, at a high cost.",
+    Code.LOAD_UNKNOWN_FILTER: "A field or event type is unknown; with skip-if-unknown-filter the "
+                              "rule is dropped instead of failing the load.",
+    Code.LOAD_UNUSED_MACRO: "The macro is not used by any rule or macro.",
+    Code.LOAD_UNUSED_LIST: "The list is not used by any rule, macro or list.",
+    Code.LOAD_UNKNOWN_ITEM: "A top-level item of an unknown kind; it is ignored.",
+    Code.LOAD_DEPRECATED_ITEM: "A deprecated form or field is used.",
+    Code.LOAD_APPEND_NO_VALUES: "An exception is appended or overridden without values.",
+    Code.LOAD_EXCEPTION_NAME_NOT_UNIQUE: "A rule defines two exceptions with the same name.",
+    Code.LOAD_UNKNOWN_PLUGIN: "A required plugin is not provided by Falconer.",
+    Code.LOAD_COMPILE_CONDITION: "The condition compiles, but a value looks like a mistake or a "
+                                 "check could be written more cheaply.",
+    Code.LOAD_UNKNOWN_KEY: "An item has a key that is not part of its kind; it is ignored.",
+    Code.LOAD_UNANSWERED_FIELD: "The rule uses a field the event source does not provide: it "
+                                "always reads as missing (Falconer's own code).",
 }
 
 #: Location types whose position Falco computes from the condition parser (1-based).

@@ -14,6 +14,23 @@ side), bool, ipaddr, ipnet, any (raw event arguments).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class FieldType(StrEnum):
+    """How a field's values compare (the registry's type column; the wire value is the
+    lower-case name): libsinsp's PT_CHARBUF is `string`, its integer types `number`,
+    PT_PORT `port`, PT_BOOL `bool`, PT_IPADDR/PT_IPNET `ipaddr`/`ipnet`, PT_BYTEBUF
+    `bytes`; `any` takes a string or a number."""
+
+    STRING = "string"
+    NUMBER = "number"
+    PORT = "port"
+    BOOL = "bool"
+    IPADDR = "ipaddr"
+    IPNET = "ipnet"
+    BYTES = "bytes"
+    ANY = "any"
 
 
 @dataclass(frozen=True)
@@ -21,7 +38,7 @@ class FieldInfo:
     """What the engine knows about one field."""
 
     name: str
-    type: str
+    type: FieldType
     arg: str  # "none" | "allowed" | "required"
     is_list: bool
     deprecated: bool
@@ -34,7 +51,7 @@ class FieldInfo:
     @property
     def numeric(self) -> bool:
         """Whether values compare as numbers."""
-        return self.type in ("number", "port")
+        return self.type in (FieldType.NUMBER, FieldType.PORT)
 
 
 #: Fields named `<prefix>.<arg>` (the argument written after a dot, e.g. evt.arg.flags).
@@ -321,7 +338,7 @@ def _parse_table(table: str) -> dict[str, FieldInfo]:
     for line in table.strip().splitlines():
         name, ftype, arg, flags, description = line.split(" ", 4)
         flag_set = set(flags.split(","))
-        out[name] = FieldInfo(name, ftype, arg, "list" in flag_set, "deprecated" in flag_set,
+        out[name] = FieldInfo(name, FieldType(ftype), arg, "list" in flag_set, "deprecated" in flag_set,
                               description,
                               filter_only="filter_only" in flag_set,
                               print_only="print_only" in flag_set,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from falconer.engine import ast
 from falconer.engine.transformers import CheckError, Getter, operand
 from falconer.engine.fieldrefs import fields_of
-from falconer.engine.fields import FieldInfo
+from falconer.engine.fields import FieldInfo, FieldType
 from falconer.engine.lexer import ConditionSyntaxError
 from falconer.engine.located import OffsetError
 from falconer.engine.parser import parse_field_or_transformer
@@ -23,6 +23,10 @@ from falconer.engine.parser import parse_field_or_transformer
 NOT_AVAILABLE = "<NA>"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _PAD = re.compile(r"[0-9]+")
+#: The widest `%<width>field` accepted: a width is materialised in every alert line, so
+#: an enormous one (`%6666666666proc.name`) would cost gigabytes per alert. Falconer's
+#: own bound; a wider one is an output error at the number.
+MAX_PAD = 4096
 
 
 class OutputFormatError(OffsetError):
@@ -72,7 +76,7 @@ def _typed(info: FieldInfo, value: object) -> object:
         return None
     if info.numeric and isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
-    if info.type == "bool" and isinstance(value, bool):
+    if info.type == FieldType.BOOL and isinstance(value, bool):
         return value
     return _render(value)
 
@@ -164,6 +168,9 @@ def compile_output(fmt: str) -> OutputFormat:
         pm = _PAD.match(fmt, j)
         if pm:
             pad, j = int(pm.group(0)), pm.end()
+            if pad > MAX_PAD:
+                raise OutputFormatError(
+                    f"invalid formatting syntax: a field width is at most {MAX_PAD}, not {pad}", i + 1)
             if j >= len(fmt):
                 raise OutputFormatError(
                     "invalid formatting syntax: formatting cannot end with a number", i)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from falconer.engine.diagnostics import LoadError, Position
+from falconer.engine.diagnostics import Code, LoadError, Position
 from falconer.engine.located import LocatedText, Span
 
 #: Item kinds in the order Falco tests for them when an item has several.
@@ -87,7 +87,7 @@ class Item:
 
     def error(self, message: str, position: Position | None = None) -> LoadError:
         """A LOAD_ERR_YAML_VALIDATE error about this item."""
-        return LoadError("LOAD_ERR_YAML_VALIDATE", message, position or self.position,
+        return LoadError(Code.LOAD_ERR_YAML_VALIDATE, message, position or self.position,
                          self.kind, self.name)
 
     def value_node(self, key: str) -> Node:
@@ -249,10 +249,10 @@ def read_items(source: SourceFile) -> Iterator[Item | LoadError]:
         pos = Position(source.name, mark.line + 1, mark.column + 1) if mark else \
             Position(source.name, 1, 1)
         message = " ".join(p for p in (exc.context, exc.problem) if p) or str(exc)
-        yield LoadError("LOAD_ERR_YAML_PARSE", message, pos)
+        yield LoadError(Code.LOAD_ERR_YAML_PARSE, message, pos)
         return
     except yaml.YAMLError as exc:
-        yield LoadError("LOAD_ERR_YAML_PARSE", str(exc), Position(source.name, 1, 1))
+        yield LoadError(Code.LOAD_ERR_YAML_PARSE, str(exc), Position(source.name, 1, 1))
         return
     index = 0
     for doc in documents:
@@ -261,14 +261,14 @@ def read_items(source: SourceFile) -> Iterator[Item | LoadError]:
         if not isinstance(doc, SequenceNode):
             message = ("Rules content is not yaml array of objects"
                        if isinstance(doc, MappingNode) else "Rules content is not yaml")
-            yield LoadError("LOAD_ERR_YAML_VALIDATE", message, node_position(source.name, doc))
+            yield LoadError(Code.LOAD_ERR_YAML_VALIDATE, message, node_position(source.name, doc))
             continue
         for child in doc.value:
             if is_null(child):
                 continue
             index += 1
             if not isinstance(child, MappingNode):
-                yield LoadError("LOAD_ERR_YAML_VALIDATE",
+                yield LoadError(Code.LOAD_ERR_YAML_VALIDATE,
                                 "Unexpected element type. Each element should be a yaml "
                                 "associative array.", node_position(source.name, child))
                 continue

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from falconer.engine.binding import Bucket, Memo, Resolve, bind_bucket
-from falconer.engine.collector import PRIORITIES, parse_priority
+from falconer.engine.collector import PRIORITIES, Priority, parse_priority
 from falconer.engine.compiler import CompiledRule
 from falconer.engine.eventnames import EVENT_NAMES
 from falconer.engine.events import Event
@@ -32,7 +32,7 @@ class Alert:
     """One rule match."""
 
     rule: str
-    priority: str
+    priority: Priority
     source: str
     time_ns: int
     output: str

@@ -16,7 +16,7 @@ import posixpath
 from collections.abc import Callable
 
 from falconer.engine import ast, timefields
-from falconer.engine.fields import FieldInfo, UnknownField, resolve
+from falconer.engine.fields import FieldInfo, FieldType, UnknownField, resolve
 from falconer.engine.located import OffsetError
 
 Getter = Callable[[object], object]
@@ -85,7 +85,7 @@ _MULTI = ("join", "concat", "getopt")
 
 def _result_info(node: ast.Transformer, is_list: bool) -> FieldInfo:
     """The registry-like entry of a multi-value transformer's (string) result."""
-    return FieldInfo(node.name, "string", "none", is_list, False, f"{node.name}() result",
+    return FieldInfo(node.name, FieldType.STRING, "none", is_list, False, f"{node.name}() result",
                      no_rhs=True)
 
 

@@ -22,9 +22,10 @@ import kopf
 from falconer.operator import webhookserver
 from falconer.operator.api import GROUP, MANAGED_BY, VERSION
 from falconer.operator.catalog import IndexedCatalog
+from falconer.operator.kube import connect
 from falconer.operator.reconcile import Reconciler, TransientError
 from falconer.operator.tenancy import RuleRef
-from falconer.sensor.report import SENSORS_KEY
+from falconer.sensorreport import SENSORS_KEY
 
 T = TypeVar("T")
 #: kopf passes this logger type to handlers.
@@ -98,10 +99,6 @@ class _QuietResync(logging.Filter):
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     """Keep kopf's bookkeeping in annotations of our group (status is schema-checked)."""
-    from kubernetes import client, config
-
-    from falconer.operator.kube import Kube
-
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="falconer.io")
     settings.persistence.diffbase_storage = DigestDiffBaseStorage(
         prefix="falconer.io", key="last-handled-digest"
@@ -117,13 +114,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # 5 s up to 30 s, not kopf's 1, 1, 2, 3 ... s, so an API server outage costs each of
     # the 7 streams about one attempt per 20 s (tests/faults/test_outages.py).
     settings.networking.error_backoffs = (5, 10, 20, 30, 30, 30, 30, 30, 30)
-    config.load_config()  # type: ignore[no-untyped-call]
-    api_config = client.Configuration.get_default_copy()
-    # One connection attempt per call: a failure backs off through `_guard`. urllib3's
-    # default (3 retries at once) made every failing call 4 connections while the API
-    # server was down (tests/faults/test_outages.py measures the rate).
-    api_config.retries = 0
-    kube = Kube(client.ApiClient(api_config))
+    kube = connect()
     reconciler = Reconciler(kube, _post_event)
     memo["reconciler"] = reconciler
     webhook_env = os.environ.get(webhookserver.WebhookSettings.ENV)

@@ -12,11 +12,19 @@ import json
 from typing import Any
 
 from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError, ResourceNotFoundError
+from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
+from urllib3.exceptions import HTTPError
 
 FIELD_MANAGER = "falconer-operator"
+#: The API server answered with an error (`status`, `reason`, `summary()`): the dynamic
+#: client's exception, named here so that only this module imports the client library.
+ApiError = DynamicApiError
+#: Failures below HTTP (API server unreachable, connection reset, TLS) and a resource
+#: type not served (yet): all worth a delayed retry, never a crash or a tight loop.
+UNREACHABLE: tuple[type[Exception], ...] = (HTTPError, OSError, ResourceNotFoundError)
 
 
 def contains(live: Any, desired: Any) -> bool:
@@ -50,6 +58,20 @@ def apply_body(obj: dict[str, Any]) -> bytes:
     parser. Pre-serialised bytes are sent as they are.
     """
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def connect() -> Kube:
+    """A Kube from kubeconfig ($KUBECONFIG, ~/.kube/config) or, in a pod, the in-cluster
+    ServiceAccount (the client library's `load_config` order).
+
+    One connection attempt per call: a failure backs off in the caller (the handlers'
+    `_guard`). urllib3's default (3 retries at once) made every failing call 4
+    connections while the API server was down (tests/faults/test_outages.py measures
+    the rate)."""
+    k8s_config.load_config()  # type: ignore[no-untyped-call]
+    api_config = k8s.Configuration.get_default_copy()
+    api_config.retries = 0
+    return Kube(k8s.ApiClient(api_config))
 
 
 class Kube:

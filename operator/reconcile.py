@@ -21,26 +21,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
-from urllib3.exceptions import HTTPError
-
 from falconer import sensorconfig
 from falconer.operator import render, rollup, rules, selectors, status
 from falconer.operator.api import API_VERSION, RULES_HASH_ANNOTATION
-from falconer.operator.kube import Kube
 from falconer.operator.catalog import Catalog, ListedCatalog
+from falconer.operator.kube import UNREACHABLE, ApiError, Kube
 from falconer.operator.ruleyaml import RuleText
 from falconer.operator.spec import FalcoInstanceSpec, parse_instance
 from falconer.operator.tenancy import RuleRef, Tenancy, compile_in_order, load_order, rule_spec
-from falconer.sensor.report import SENSORS_KEY
 from falconer.sensorconfig import CONFIG_FILE
+from falconer.sensorreport import SENSORS_KEY
 from falconer.shapes import ShapeError
 
 #: HTTP statuses that mean "this object is wrong", not "try again".
 PERMANENT_HTTP = frozenset({400, 403, 404, 422})
-#: Failures below HTTP (API server unreachable, connection reset, TLS) and a resource
-#: type not served (yet): all worth a delayed retry, never a crash or a tight loop.
-UNREACHABLE = (HTTPError, OSError, ResourceNotFoundError)
 
 
 class EventSink(Protocol):
@@ -67,7 +61,7 @@ class Selected:
     compiled: rules.Compiled  # its current text compiled after the FalcoRules before it
 
 
-def _api_error(exc: DynamicApiError, what: str) -> str:
+def _api_error(exc: ApiError, what: str) -> str:
     """`what` and the API server's answer, for conditions and logs."""
     return f"{what}: {exc.status} {exc.reason}: {exc.summary()}"  # type: ignore[no-untyped-call]
 
@@ -221,7 +215,7 @@ class Reconciler:
             what = f"{obj['kind']} {obj['metadata']['name']}"
             try:
                 _, did_change = self._kube.apply(obj)
-            except DynamicApiError as exc:
+            except ApiError as exc:
                 if exc.status not in PERMANENT_HTTP:
                     raise TransientError(_api_error(exc, f"applying {what}")) from exc
                 return changed, _api_error(exc, f"the API server rejected {what}")
@@ -348,7 +342,7 @@ class Reconciler:
         """Run an API read (or the binding's delete); any failure is worth a later retry."""
         try:
             return fn()
-        except DynamicApiError as exc:
+        except ApiError as exc:
             raise TransientError(_api_error(exc, what)) from exc
         except UNREACHABLE as exc:
             raise _unreachable(exc, what) from exc
@@ -370,7 +364,7 @@ class Reconciler:
         what = f"writing status of {kind} {namespace}/{name}"
         try:
             self._kube.patch_status(API_VERSION, kind, namespace, name, new)
-        except DynamicApiError as exc:
+        except ApiError as exc:
             if exc.status == 404:
                 return
             raise TransientError(_api_error(exc, what)) from exc

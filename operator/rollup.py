@@ -26,7 +26,7 @@ from typing import Any
 
 from falconer.operator.spec import FalcoRuleSpec
 from falconer.operator.status import Verdict
-from falconer.sensor.report import SENSORS_KEY, NodeReport, rule_key
+from falconer.sensorreport import SENSORS_KEY, NodeReport, rule_key
 from falconer.shapes import ShapeError
 
 #: A report older than this (seconds) is from a sensor that is gone.

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from falconer.engine import Diagnostic, Engine, EngineOptions, RulesSource
+from falconer.engine.diagnostics import Code
 from falconer.engine.scope import DEFAULT_TENANT_MAX_PRIORITY
 from falconer.operator import ruleyaml
 from falconer.operator.ruleyaml import RuleText
@@ -36,7 +37,7 @@ MAX_FINDINGS = 50
 class Finding:
     """A diagnostic placed in a FalcoRule: which item, which field, where inside it."""
 
-    code: str
+    code: Code
     message: str
     falco_rule: str
     path: str
@@ -229,7 +230,7 @@ def compile_falcorule(name: str, spec: FalcoRuleSpec | ShapeError, before: Seque
     (`spec.parse_rule`'s error) is one error at the field it names.
     """
     if isinstance(spec, ShapeError):
-        finding = Finding(code="LOAD_ERR_YAML_VALIDATE", message=spec.reason, falco_rule=name,
+        finding = Finding(code=Code.LOAD_ERR_YAML_VALIDATE, message=spec.reason, falco_rule=name,
                           path=dotted(spec.path))
         return None, Compiled(counts={"rules": 0, "macros": 0, "lists": 0}, errors=(finding,), warnings=())
     text = render_text(name, spec, tenant)

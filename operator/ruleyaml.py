@@ -193,6 +193,8 @@ class PositionMap:
         """The in-field line/column where it is exact: literal blocks and single-line
         scalars without escapes; else the field alone."""
         node = span.node
+        if not isinstance(node, yaml.ScalarNode):
+            return FieldPosition(index, span.key, None, None)
         if node.style == "|":
             field_line = line - 1 - node.start_mark.line
             field_lines = str(node.value).split("\n")

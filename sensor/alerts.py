@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from falconer.engine import Alert
+from falconer.engine import Alert, Priority
 
 DROP_RULE = "Falco internal: syscall event drop"
 
@@ -39,7 +39,7 @@ class TokenBucket:
 def drop_alert(n_drops: int, n_ring: int, n_stash: int, n_evts: int) -> Alert:
     """The alert for `n_drops` records lost since the last check (about a second)."""
     return Alert(
-        rule=DROP_RULE, priority="Debug", source="internal",
+        rule=DROP_RULE, priority=Priority.DEBUG, source="internal",
         output=f"{DROP_RULE}. {n_drops} system calls dropped in last second.",
         output_fields={"ebpf_enabled": "1", "n_drops": n_drops, "n_drops_buffer": n_ring,
                        "n_drops_inflight": n_stash, "n_evts": n_evts},
@@ -55,7 +55,7 @@ def reload_failed_alert(reason: str) -> Alert:
     running). Falconer's own internal alert, named in the style of Falco's."""
     first = reason.strip().splitlines()[0] if reason.strip() else "unknown reason"
     return Alert(
-        rule=RELOAD_RULE, priority="Error", source="internal",
+        rule=RELOAD_RULE, priority=Priority.ERROR, source="internal",
         output=f"{RELOAD_RULE}, keeping the previous rules: {first}",
         output_fields={"reason": reason}, time_ns=time.time_ns(), tags=[],
     )

@@ -50,13 +50,13 @@ class Btf:
         strings = bytes(blob[hdr_len + str_off: hdr_len + str_off + str_len])
         if base is not None:
             types, strings = bytes(base.types) + types, base.strings + strings
-        self.types = memoryview(types)
-        self.strings = strings
+        self.types: memoryview = memoryview(types)
+        self.strings: bytes = strings
         self.where = array.array("I", [0])   # type id -> offset of its 12-byte header
         self.by_name: dict[str, int] = {}
-        pos, types = 0, self.types
-        while pos < len(types):
-            name_off, info, size = struct.unpack_from("<III", types, pos)
+        pos, view = 0, self.types
+        while pos < len(view):
+            name_off, info, size = struct.unpack_from("<III", view, pos)
             kind, vlen = (info >> 24) & 0x1F, info & 0xFFFF
             self.where.append(pos)
             if kind in (STRUCT, UNION) and name_off and size:
@@ -92,7 +92,7 @@ class Btf:
             for i in range(info & 0xFFFF):
                 m_name, value = struct.unpack_from("<Ii", types, start + step * i)
                 if _str(self.strings, m_name) == name:
-                    return value
+                    return int(value)
         raise BtfError(f"enumerator {name} not in BTF")
 
     def _named(self, struct_name: str) -> int:

@@ -16,7 +16,7 @@ ENGINE_KEYS = {"priority": "min_priority", "min_priority": "min_priority",
                "rule_matching": "rule_matching", "suggested_output": "suggested_output"}
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the `sensor` subcommand."""
     p = subparsers.add_parser(
         "sensor", help="run the eBPF sensor on this host (root) and print alerts",
@@ -116,7 +116,9 @@ def engine_options(options: dict[str, str]) -> EngineOptions:
     suggested = options.pop("suggested_output", "true").lower()
     if suggested not in ("true", "false"):
         raise ValueError(f"bad -o suggested_output={suggested}: expected true or false")
-    return EngineOptions(**options,
+    defaults = EngineOptions()
+    return EngineOptions(min_priority=options.get("min_priority", defaults.min_priority),
+                         rule_matching=options.get("rule_matching", defaults.rule_matching),
                          append_output=FALCO_DEFAULT_APPEND_OUTPUT if suggested == "true" else ())
 
 

@@ -75,7 +75,7 @@ class CriClient:
 
     def _call(self, method: str, request: bytes) -> bytes | None:
         """One unary call; None when the runtime answers NOT_FOUND."""
-        call = self._channel.unary_unary(_SERVICE + method, request_serializer=None,
+        call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = self._channel.unary_unary(_SERVICE + method, request_serializer=None,
                                          response_deserializer=None)
         try:
             reply = call(request, timeout=self.timeout_s)

@@ -64,7 +64,7 @@ class SensorEvent:
         self.fd = fd
         self.num = num
         self.type = spec.name if spec is not None else syscalls.name_of(rec.nr)
-        self.time_ns = rec.ts_ns + tracker.mono_offset
+        self.time_ns: int = rec.ts_ns + tracker.mono_offset
         self._meta: tuple[PodMeta | None, ContainerMeta | None] | None = None
         #: The ancestors found so far (parent first) and whether the chain ended: the
         #: many proc.aname[N] checks of one event walk it once, and only as far as asked.

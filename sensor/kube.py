@@ -13,13 +13,17 @@ Falconer's own exceptions so that callers never handle client-library types:
 
 Requests carry a short timeout (`REQUEST_TIMEOUT_S`) so a sink's worker never hangs on a
 server that is gone.
+
+The API caches (sensor/listwatch.py: the pod watch, the Service names) use the generated
+client's typed APIs (`typed_api`) through `call` and `Watch`, which raise the same
+exceptions.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,30 @@ class KubeRejected(KubeError):
 
 class KubeConfigError(KubeError):
     """No usable connection settings (not in a cluster and no kubeconfig)."""
+
+
+def _answer_error(status: int, message: str) -> KubeError:
+    """The exception for an HTTP error answer: 429 and 5xx are worth a retry."""
+    if status == 429 or status >= 500:
+        return KubeUnavailable(f"HTTP {status}: {message}")
+    return KubeRejected(status, message)
+
+
+def _client_error(exc: Exception, what: str) -> KubeError:
+    """Falconer's exception for one the generated client raised: an ApiException (an
+    answer, or status 0 when none came) or a connection failure."""
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and status > 0:
+        return _answer_error(status, f"{what}: {getattr(exc, 'reason', '')} {_reason(getattr(exc, 'body', ''))}")
+    return KubeUnavailable(f"{what}: {type(exc).__name__}: {exc}")
+
+
+def _client_exceptions() -> tuple[type[Exception], ...]:
+    """What the generated client raises on a failed request."""
+    import urllib3  # noqa: PLC0415
+    from kubernetes.client.exceptions import ApiException  # noqa: PLC0415
+
+    return ApiException, urllib3.exceptions.HTTPError, OSError
 
 
 def node_name(given: str | None = None) -> str:
@@ -99,10 +127,8 @@ class Kube:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeUnavailable(f"{method} {path}: {type(exc).__name__}: {exc}") from exc
         status = int(answer.status)
-        if status == 429 or status >= 500:
-            raise KubeUnavailable(f"{method} {path}: HTTP {status}: {_reason(raw)}")
         if not 200 <= status <= 299:
-            raise KubeRejected(status, f"{method} {path}: {_reason(raw)}")
+            raise _answer_error(status, f"{method} {path}: {_reason(raw)}")
         return json.loads(raw) if raw else None
 
     # -- the objects the sinks write ---------------------------------------------------
@@ -131,6 +157,48 @@ class Kube:
         except KubeRejected as exc:
             if exc.status != 404:
                 raise
+
+
+#: The generated client's typed APIs the sensor uses, by API group/version.
+_TYPED_APIS = {"v1": "CoreV1Api", "apps/v1": "AppsV1Api", "batch/v1": "BatchV1Api"}
+
+
+def typed_api(api: Any, group_version: str) -> Any:
+    """The generated client's typed API for `group_version` ("v1", "apps/v1",
+    "batch/v1") on ApiClient `api`; call its methods through `call`."""
+    from kubernetes import client  # noqa: PLC0415
+
+    return getattr(client, _TYPED_APIS[group_version])(api)
+
+
+def call(method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`method(*args, **kwargs)` of a typed API, its failures as KubeRejected (with the
+    HTTP status) or KubeUnavailable."""
+    try:
+        return method(*args, **kwargs)
+    except _client_exceptions() as exc:
+        raise _client_error(exc, getattr(method, "__name__", "request")) from exc
+
+
+class Watch:
+    """A watch of a typed API's list method (`kubernetes.watch.Watch`), its failures as
+    Falconer's exceptions (a 410 Gone ends it with KubeRejected status 410)."""
+
+    def __init__(self) -> None:
+        from kubernetes import watch  # noqa: PLC0415
+
+        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
+
+    def stream(self, method: Callable[..., Any], **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """The watch events ({"type", "object", "raw_object"}) of `method(**kwargs)`."""
+        try:
+            yield from self._watch.stream(method, **kwargs)  # type: ignore[no-untyped-call]
+        except _client_exceptions() as exc:
+            raise _client_error(exc, getattr(method, "__name__", "watch")) from exc
+
+    def stop(self) -> None:
+        """End the stream (its connection is cut)."""
+        self._watch.stop()  # type: ignore[no-untyped-call]
 
 
 def _reason(body: Any) -> str:

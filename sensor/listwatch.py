@@ -15,8 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from kubernetes import watch
-from kubernetes.client.exceptions import ApiException
+from falconer.sensor import kube
 
 RESYNC_S = 300.0
 #: How long one watch request may stay open (server side), seconds.
@@ -51,7 +50,7 @@ class ListWatch:
         self._clock = clock
         self._stop = threading.Event()
         self._synced = threading.Event()
-        self._watch: watch.Watch | None = None
+        self._watch: kube.Watch | None = None
         self._thread: threading.Thread | None = None
 
     # -- what a subclass says ---------------------------------------------------------
@@ -79,7 +78,7 @@ class ListWatch:
         """Ask the loop to end (a watch in progress is cut)."""
         self._stop.set()
         if self._watch is not None:
-            self._watch.stop()  # type: ignore[no-untyped-call]
+            self._watch.stop()
 
     def wait_synced(self, timeout_s: float) -> bool:
         """Whether a first list completed within the timeout."""
@@ -107,7 +106,7 @@ class ListWatch:
     def _relist(self) -> str:
         """A full list into the cache; returns its resourceVersion."""
         call, kwargs = self._list_call()
-        found = call(**kwargs)
+        found = kube.call(call, **kwargs)
         self._load(list(found.items))
         self.stats.lists += 1
         self._synced.set()
@@ -115,17 +114,17 @@ class ListWatch:
 
     def _watch_once(self, version: str, resync_at: float) -> str:
         """One watch request from `version`; returns the last version seen."""
-        self._watch = watch.Watch()  # type: ignore[no-untyped-call]
+        self._watch = kube.Watch()
         timeout = max(1, min(WATCH_TIMEOUT_S, int(resync_at - self._clock())))
         call, kwargs = self._list_call()
-        events = self._watch.stream(  # type: ignore[no-untyped-call]
+        events = self._watch.stream(
             call, resource_version=version, timeout_seconds=timeout, allow_watch_bookmarks=True, **kwargs)
         try:
             for event in events:
                 version = self._apply(event, version)
                 if self._stop.is_set():
                     break
-        except ApiException as exc:
+        except kube.KubeRejected as exc:
             if exc.status == 410:
                 raise Gone() from exc
             raise

@@ -19,9 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
-
+from falconer.sensor import kube
 from falconer.sensor.listwatch import RESYNC_S, ListWatch
 
 from falconer.sensor.podindex import PodIndex
@@ -53,9 +51,9 @@ class Workloads:
     `pod-template-hash` label; a Job is then reported as the Job. `derived` counts the
     pods named that way. Owners read are cached (bounded)."""
 
-    def __init__(self, api: client.ApiClient) -> None:
-        self._apps = client.AppsV1Api(api)
-        self._batch = client.BatchV1Api(api)
+    def __init__(self, api: Any) -> None:
+        self._apps = kube.typed_api(api, "apps/v1")
+        self._batch = kube.typed_api(api, "batch/v1")
         self._owners: OrderedDict[tuple[str, str, str], Workload | None] = OrderedDict()
         self.forbidden: set[str] = set()      # owner kinds RBAC does not let us read
         self.derived = 0
@@ -93,9 +91,9 @@ class Workloads:
         if kind in self.forbidden:
             return None
         try:
-            obj = (self._apps.read_namespaced_replica_set(name, namespace) if kind == "ReplicaSet"
-                   else self._batch.read_namespaced_job(name, namespace))
-        except ApiException as exc:
+            obj = kube.call(self._apps.read_namespaced_replica_set if kind == "ReplicaSet"
+                            else self._batch.read_namespaced_job, name, namespace)
+        except kube.KubeRejected as exc:
             if exc.status == 403:
                 self.forbidden.add(kind)
             return None
@@ -184,14 +182,14 @@ class PodWatch(ListWatch):
 
     thread_name = "falconer-podwatch"
 
-    def __init__(self, api: client.ApiClient, node: str, index: PodIndex | None = None,
+    def __init__(self, api: Any, node: str, index: PodIndex | None = None,
                  resync_s: float = RESYNC_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(resync_s, clock)
         self.node = node
         self.index = index if index is not None else PodIndex()
         self.workloads = Workloads(api)
-        self._core = client.CoreV1Api(api)
+        self._core = kube.typed_api(api, "v1")
         self._selector = f"spec.nodeName={node}"
         self._list_lock = threading.Lock()
         self._last_list = -MIN_RELIST_S

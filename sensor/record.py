@@ -207,15 +207,17 @@ class Record:
 
 
     def exe_stat(self) -> tuple[int, int, int] | None:
-        """KIND_EXEC: (inode number, ctime ns, mtime ns) of the new executable."""
-        if self.len_exe < EXE_STAT.size:
+        """KIND_EXEC: (inode number, ctime ns, mtime ns) of the new executable; None when
+        the record does not carry them (a length, or the record itself, is too short)."""
+        if min(self.len_exe, len(self.raw) - OFF_DATA) < EXE_STAT.size:
             return None
         ino, ctime_ns, mtime_ns = EXE_STAT.unpack_from(self.raw, OFF_DATA)
         return ino, ctime_ns, mtime_ns
 
     def cgroups(self) -> list[CgroupNames]:
-        """KIND_EXEC: the task's cgroup in each hierarchy read (empty when absent)."""
-        if self.len_exe < ctypes.sizeof(ExecData):
+        """KIND_EXEC: the task's cgroup in each hierarchy read (empty when absent, or when
+        the record is shorter than its length says)."""
+        if min(self.len_exe, len(self.raw) - OFF_DATA) < ctypes.sizeof(ExecData):
             return []
         data = ExecData.from_buffer_copy(self.raw, OFF_DATA)
         return [data.cgroup[i] for i in range(abi.CGROUP_HIERARCHIES)]
@@ -228,6 +230,27 @@ def _strings(blob: bytes) -> list[str]:
 
 
 def _text(raw: bytes, off: int, n: int) -> str | None:
+    """The C string of `n` bytes (NUL included) at `off`: up to its first NUL, as the
+    kernel's string reads end there."""
     if n <= 0:
         return None
-    return raw[off:off + n - 1].decode("utf-8", "surrogateescape")
+    return raw[off:off + n - 1].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+
+
+def pack(nr: int, ret: int = 0, args: tuple[int, ...] = (), *, kind: int = abi.KIND_SYSCALL,
+         tgid: int = 4242, uid: int = 0, str_a: str | None = None, str_b: str | None = None,
+         sock: bytes = b"", argv: list[str] | None = None, env: list[str] | None = None,
+         flags: int = 0, local: bytes = b"", exe: bytes = b"",
+         caps: tuple[int, int, int] = (0, 0, 0), ts_ns: int = 1_000_000) -> bytes:
+    """A record as the kernel sends it (the inverse of `Record.decode`): the header, then
+    the pieces in use, packed; strings NUL-terminated, `args` up to six registers. For
+    tests and the fuzz harness's seeds (bench/fuzz)."""
+    a = (str_a.encode() + b"\0") if str_a is not None else b""
+    b = (str_b.encode() + b"\0") if str_b is not None else b""
+    v = b"".join(x.encode() + b"\0" for x in argv or [])
+    e = b"".join(x.encode() + b"\0" for x in env or [])
+    head = HEADER.pack(
+        ts_ns, tgid, tgid, uid, uid, nr, kind, len(argv or []), ret,
+        *(list(args) + [0] * (6 - len(args))), len(a), len(b), len(sock), len(v), len(e),
+        flags, len(local), len(exe), *caps)
+    return head + a + b + sock + v + e + local + exe

@@ -93,9 +93,9 @@ def bpf_cmd(cmd: int) -> str:
     return _BPF_CMDS[cmd] if 0 <= cmd < len(_BPF_CMDS) else str(cmd)
 
 
-_FAMILIES = {socket.AF_UNIX: "AF_UNIX", socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6",
+_FAMILIES: dict[int, str] = {socket.AF_UNIX: "AF_UNIX", socket.AF_INET: "AF_INET", socket.AF_INET6: "AF_INET6",
              socket.AF_NETLINK: "AF_NETLINK", socket.AF_PACKET: "AF_PACKET"}
-_SOCK_TYPES = {socket.SOCK_STREAM: "SOCK_STREAM", socket.SOCK_DGRAM: "SOCK_DGRAM",
+_SOCK_TYPES: dict[int, str] = {socket.SOCK_STREAM: "SOCK_STREAM", socket.SOCK_DGRAM: "SOCK_DGRAM",
                socket.SOCK_RAW: "SOCK_RAW", socket.SOCK_SEQPACKET: "SOCK_SEQPACKET"}
 
 

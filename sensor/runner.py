@@ -36,7 +36,6 @@ from falconer.sensor.event import SensorEvent
 from falconer.sensor.names import NameResolver, host_names, rule_names
 from falconer.sensor.podmeta import PodMeta
 from falconer.sensor.podwatch import PodWatch
-from falconer.sensor.report import rule_key
 from falconer.sensor.rules_watcher import Failed, Loaded, RulesError, RulesWatcher
 from falconer.sensor.servicenames import ServiceNames
 from falconer.sensor.sinks import outputs as stream_outputs
@@ -47,6 +46,7 @@ from falconer.sensor.sinks.status import StatusReporter
 from falconer.sensor.sinks.stdout import StdoutSink
 from falconer.sensor.state import Process
 from falconer.sensor.tracker import Tracker
+from falconer.sensorreport import rule_key
 
 POLL_MS = 100
 MAX_COMPLAINTS = 20

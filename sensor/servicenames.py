@@ -17,8 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes import client
-
+from falconer.sensor import kube
 from falconer.sensor.config import DEFAULT_CLUSTER_DOMAIN
 from falconer.sensor.listwatch import RESYNC_S, ListWatch
 
@@ -45,14 +44,14 @@ class ServiceNames(ListWatch):
 
     thread_name = "falconer-services"
 
-    def __init__(self, api: client.ApiClient, domain: str = DEFAULT_CLUSTER_DOMAIN,
+    def __init__(self, api: Any, domain: str = DEFAULT_CLUSTER_DOMAIN,
                  resync_s: float = RESYNC_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(resync_s, clock)
         self.domain = domain
         self.addresses: dict[str, str] = {}
         self._by_uid: dict[str, dict[str, str]] = {}
-        self._core = client.CoreV1Api(api)
+        self._core = kube.typed_api(api, "v1")
 
     def _list_call(self) -> tuple[Callable[..., Any], dict[str, Any]]:
         return self._core.list_service_for_all_namespaces, {}

@@ -52,8 +52,8 @@ def _sock_name(fd: FdInfo) -> str:
     return f"{local}->{fd.sip}:{fd.sport}" if fd.sip else local
 
 
-_L4 = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp", socket.SOCK_RAW: "raw"}
-_FAMILY_CHAR = {socket.AF_INET: "4", socket.AF_INET6: "6", socket.AF_UNIX: "u",
+_L4: dict[int, str] = {socket.SOCK_STREAM: "tcp", socket.SOCK_DGRAM: "udp", socket.SOCK_RAW: "raw"}
+_FAMILY_CHAR: dict[int, str] = {socket.AF_INET: "4", socket.AF_INET6: "6", socket.AF_UNIX: "u",
                 socket.AF_NETLINK: "n"}
 
 Handler = Callable[["Tracker", Process, record.Record], "tuple[int | None, FdInfo | None]"]
@@ -64,11 +64,11 @@ class Tracker:
 
     def __init__(self, hostname: str | None = None) -> None:
         self.procs = ProcessTable()
-        self.users = Users()
-        self.hostname = hostname or socket.gethostname()
+        self.users: Users = Users()
+        self.hostname: str = hostname or socket.gethostname()
         self.boot_ns = boot_time_ns()
         #: CLOCK_MONOTONIC (the kernel's bpf_ktime_get_ns) -> epoch ns
-        self.mono_offset = time.time_ns() - time.monotonic_ns()
+        self.mono_offset: int = time.time_ns() - time.monotonic_ns()
         self.num = 0
         #: Pod and container metadata; the runner gives it its sources (CRI, pod watch).
         self.metadata = Metadata()

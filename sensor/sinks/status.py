@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TextIO
 
 from falconer.sensor.kube import Kube, KubeRejected, falcoinstance_status_path
-from falconer.sensor.report import MAX_RULES_REPORTED, NodeReport, RulesOrigin, rule_key, status_patch
+from falconer.sensorreport import MAX_RULES_REPORTED, NodeReport, RulesOrigin, rule_key, status_patch
 from falconer.sensor.sinks.base import ApiSink, Delivery
 
 #: Seconds between two reports at most (a changed report waits at most this long).

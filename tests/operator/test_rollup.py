@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 
 from falconer.operator import rollup
-from falconer.sensor.report import NodeReport, RulesOrigin
+from falconer.sensorreport import NodeReport, RulesOrigin
 
 NOW = datetime.datetime(2026, 11, 30, 8, 0, 0, tzinfo=datetime.UTC)
 FRESH, OLD = "2026-11-30T07:59:58Z", "2026-11-30T07:00:00Z"

@@ -22,16 +22,9 @@ def raw_record(nr: int, ret: int = 0, args: tuple[int, ...] = (), kind: int = 0,
                argv: list[str] | None = None, sock: bytes = b"", uid: int = 0,
                env: list[str] | None = None, flags: int = 0, local: bytes = b"",
                exe: bytes = b"", caps: tuple[int, int, int] = (0, 0, 0)) -> bytes:
-    """A record as the kernel sends it: the header, then the pieces in use, packed."""
-    a = (str_a.encode() + b"\0") if str_a is not None else b""
-    b = (str_b.encode() + b"\0") if str_b is not None else b""
-    v = b"".join(x.encode() + b"\0" for x in argv or [])
-    e = b"".join(x.encode() + b"\0" for x in env or [])
-    head = record.HEADER.pack(
-        1_000_000, tgid, tgid, uid, uid, nr, kind, len(argv or []), ret,
-        *(list(args) + [0] * (6 - len(args))), len(a), len(b), len(sock), len(v), len(e),
-        flags, len(local), len(exe), *caps)
-    return head + a + b + sock + v + e + local + exe
+    """A record as the kernel sends it (record.pack)."""
+    return record.pack(nr, ret, args, kind=kind, tgid=tgid, uid=uid, str_a=str_a, str_b=str_b,
+                       sock=sock, argv=argv, env=env, flags=flags, local=local, exe=exe, caps=caps)
 
 
 @pytest.fixture

@@ -22,8 +22,8 @@ from sensor_identity import sensor_identity
 from falconer.engine import Alert
 from falconer.sensor import kube as sensor_kube
 from falconer.sensor.podmeta import PodMeta, Workload
-from falconer.sensor.report import RulesOrigin, rule_key
 from falconer.sensor.sinks.base import Delivery, destination
+from falconer.sensorreport import RulesOrigin, rule_key
 from falconer.sensor.sinks.events import NODE_EVENT_NAMESPACE, EventsSink
 from falconer.sensor.sinks.falcoalerts import FalcoAlertsSink, alert_name
 from falconer.sensor.sinks.status import StatusReporter

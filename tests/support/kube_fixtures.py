@@ -75,7 +75,7 @@ def kube_client(control_plane: ControlPlane) -> Iterator[ApiClient]:
     try:
         yield client
     finally:
-        client.close()
+        client.close()  # type: ignore[no-untyped-call]
 
 
 @pytest.fixture
@@ -216,10 +216,12 @@ def token_client(kube_client: ApiClient, namespace: str, account: str) -> ApiCli
     core = client.CoreV1Api(kube_client)
     core.create_namespaced_service_account(
         namespace, client.V1ServiceAccount(metadata=client.V1ObjectMeta(name=account)))
-    token = core.create_namespaced_service_account_token(
+    status = core.create_namespaced_service_account_token(
         account, namespace,
         client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[])),
-    ).status.token
+    ).status
+    assert status is not None, "the API server answered a TokenRequest without a status"
+    token = status.token
     config = client.Configuration()
     config.host = kube_client.configuration.host
     config.ssl_ca_cert = kube_client.configuration.ssl_ca_cert

@@ -35,18 +35,20 @@ class Timeout(AssertionError):
     """A condition did not come true in time; says what was last seen."""
 
 
-def wait_for(check: Callable[[], T], timeout: float = 30.0, interval: float = 0.2, what: str = "") -> T:
+def wait_for(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2,
+             what: str = "") -> T:
     """Poll `check` until it returns a truthy value (returned) or the deadline passes."""
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while True:
         try:
-            last = check()
+            value = check()
         except (KeyError, IndexError, TypeError) as exc:
             last = exc
         else:
-            if last:
-                return last
+            if value:
+                return value
+            last = value
         if time.monotonic() > deadline:
             raise Timeout(f"timed out after {timeout}s waiting for {what or check}; last seen: {last!r}")
         time.sleep(interval)
