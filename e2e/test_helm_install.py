@@ -83,6 +83,13 @@ def get(admin: Path, *args: str) -> dict[str, Any] | None:
     return yaml.safe_load(done.stdout) if done.returncode == 0 else None
 
 
+def must_get(admin: Path, *args: str) -> dict[str, Any]:
+    """The object, or an AssertionError naming it."""
+    obj = get(admin, *args)
+    assert obj is not None, f"kubectl get {' '.join(args)} found nothing"
+    return obj
+
+
 @pytest.fixture(scope="module")
 def release(control_plane: Any, kube_node: Node, tmp_path_factory: pytest.TempPathFactory,
             ) -> Iterator[dict[str, Any]]:
@@ -136,9 +143,9 @@ def test_helm_install_ends_with_a_ready_falcoinstance(release: dict[str, Any]) -
     assert seen[-1] == "Current"
     assert kstatus(admin, "falcorule", "falconer-rules", ns) == "Current"
     assert condition(instance, "Stalled").get("status") != "True"
-    rules = get(admin, "falcorules", "-n", ns)
+    rules = must_get(admin, "falcorules", "-n", ns)
     assert sorted(r["metadata"]["name"] for r in rules["items"]) == ["falconer-rules", "falconer-rules-incubating"]
-    deploy = get(admin, "deployment", "falconer-operator", "-n", ns)
+    deploy = must_get(admin, "deployment", "falconer-operator", "-n", ns)
     assert deploy["status"].get("readyReplicas") == 1
     pod_spec = deploy["spec"]["template"]["spec"]
     assert pod_spec["securityContext"]["runAsNonRoot"] is True

@@ -19,10 +19,11 @@ import operator_harness
 import pytest
 import yaml
 from kube_fixtures import exec_in_pod, run_busybox_pod
-from operator_harness import GV, kubectl, wait_for
+from operator_harness import kubectl, wait_for
 
 from falconer.e2e import images
 from falconer.e2e.node import Node
+from falconer.operator.api import API_VERSION as GV
 
 pytestmark = [pytest.mark.kube, pytest.mark.ebpf, pytest.mark.timeout(1200)]
 
@@ -81,8 +82,9 @@ def cluster(control_plane: Any, kube_client: Any, sensor_node: Node,
         pod = wait_for(lambda: _sensor_pod(admin, ns), timeout=SENSOR_START_S, what="the sensor pod Running")
         wait_for(lambda: "watching" in _logs(admin, ns, pod), timeout=SENSOR_START_S, interval=1.0,
                  what="the sensor to attach its probe")
-        pods = {team: run_busybox_pod(kube_client, team, "app", ["sh", "-c", "while true; do sleep 3600; done"])
-                .metadata.name for team in (team_a, team_b)}
+        pods = {team: _pod_name(run_busybox_pod(kube_client, team, "app",
+                                                ["sh", "-c", "while true; do sleep 3600; done"]))
+                for team in (team_a, team_b)}
         yield {"admin": admin, "ns": ns, "a": team_a, "b": team_b, "pods": pods, "sensor_pod": pod}
     finally:
         try:
@@ -131,3 +133,8 @@ def test_tenant_rule_fires_only_in_its_namespace_and_cluster_rule_everywhere(clu
              if ln.startswith("{")]
     tenant_lines = [ln["output_fields"].get("k8s.ns.name") for ln in lines if ln.get("rule") == TENANT_RULE]
     assert tenant_lines and set(tenant_lines) == {team_a}
+
+
+def _pod_name(pod: Any) -> str:
+    """A created pod's name (the client's model types its metadata as optional)."""
+    return str(pod.metadata.name)

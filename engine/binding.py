@@ -232,7 +232,7 @@ class FieldIndex:
         value is neither a string nor missing: it is compared as its text)."""
         v = self.read(ev)
         if v.__class__ is str:
-            return self.table.get(v, ())   # type: ignore[arg-type]
+            return self.table.get(v, ())
         return () if v is None else self.every
 
 

@@ -34,7 +34,7 @@ from falconer.engine import ast
 from falconer.engine.binding import bind_generic
 from falconer.engine.collector import PRIORITIES, Collector, parse_priority
 from falconer.engine.compiler import Compiled, CompiledRule, Compiler
-from falconer.engine.diagnostics import LoadError
+from falconer.engine.diagnostics import Code, LoadError
 from falconer.engine.plan import Planner
 from falconer.engine.reader import Item
 
@@ -98,7 +98,7 @@ class TenantCollector(Collector):
                           if item.name in table), "")
         if not taken:
             return
-        raise LoadError("LOAD_ERR_VALIDATE",
+        raise LoadError(Code.LOAD_ERR_VALIDATE,
                         f"{taken.capitalize()} '{item.name}' is defined by the cluster: rules "
                         f"of namespace '{self.namespace}' cannot {_verb(item, taken)} it",
                         item.key_position(item.kind), item.kind, item.name)
@@ -107,7 +107,7 @@ class TenantCollector(Collector):
         """Raise when the tenant's rule is above the ceiling after this item."""
         priority = self.rules[item.name].priority
         if PRIORITIES.index(priority) < PRIORITIES.index(self.max_priority):
-            raise LoadError("LOAD_ERR_VALIDATE",
+            raise LoadError(Code.LOAD_ERR_VALIDATE,
                             f"Priority '{priority}' is above '{self.max_priority}', the "
                             f"highest priority rules of namespace '{self.namespace}' may have",
                             item.key_position("priority"), item.kind, item.name)

@@ -226,12 +226,13 @@ def serviceaccount_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo
 
 
 @kopf.timer(GROUP, VERSION, "falcoinstances", interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def falcoinstance_resync(namespace: str | None, name: str, retry: int, memo: kopf.Memo, **kwargs: Any) -> None:
+def falcoinstance_resync(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
     """The periodic resync: whatever a watch missed (the sensor's ClusterRoleBinding, which
     is cluster-scoped and not watched; events lost while the API server was away) is put
     back within one period. Compare-then-apply makes a resync of a healthy instance reads only."""
     ns = _namespaced(namespace)
-    _guard(f"FalcoInstance {ns}/{name} resync", lambda: _reconciler(memo, kwargs).reconcile_instance(ns, name), retry)
+    _guard(f"FalcoInstance {ns}/{name} resync", lambda: _reconciler(memo, kwargs).reconcile_instance(ns, name),
+           int(kwargs.get("retry", 0)))
 
 
 def _reported(type: str | None, body: kopf.Body, **_: Any) -> bool:

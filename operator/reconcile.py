@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -236,7 +237,7 @@ class Reconciler:
         for api_version, kind, name in absent:
             if self._serves(api_version, kind):
                 self._call(f"deleting {kind} {namespace}/{name}",
-                           lambda a=api_version, k=kind, n=name: self._kube.delete(a, k, n, namespace))
+                           functools.partial(self._kube.delete, api_version, kind, name, namespace))
 
     def _select(self, namespace: str, spec: FalcoInstanceSpec, live_data: dict[str, str]) -> list[Selected]:
         """The FalcoRules and ClusterFalcoRules the instance loads (operator/tenancy.py),

@@ -246,7 +246,7 @@ class MetricsServer:
         """Listen; returns the bound port (settings.port 0 picks a free one). OSError
         (address in use, unreadable certificate) propagates."""
         s = self.settings
-        tls = {} if s.insecure else {"certfile": str(s.cert_file), "keyfile": str(s.key_file)}
+        tls: dict[str, Any] = {} if s.insecure else {"certfile": str(s.cert_file), "keyfile": str(s.key_file)}
         self._server, self._thread = start_http_server(s.port, s.address, registry=self.registry, **tls)
         return int(self._server.server_address[1])
 

@@ -128,7 +128,7 @@ def to_response(alert: Alert, hostname: str) -> outputs_pb2.response:
     fields = alert.to_json(hostname)["output_fields"]
     assert isinstance(fields, dict)
     resp = outputs_pb2.response(
-        priority=schema_pb2.priority.Value(alert.priority.upper()),
+        priority=alert.priority.upper(),  # the enum value by its name
         source_deprecated=SOURCES.get(alert.source, schema_pb2.PLUGIN),
         rule=alert.rule, output=alert.line(), hostname=hostname, tags=alert.tags, source=alert.source,
         output_fields={k: v if isinstance(v, str) else "<NA>" if v is None else json.dumps(v)

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import TextIO
 
 from falconer.sensor.kube import Kube, KubeRejected, falcoinstance_status_path
-from falconer.sensorreport import MAX_RULES_REPORTED, NodeReport, RulesOrigin, rule_key, status_patch
+from falconer.sensorconfig import RulesOrigin
+from falconer.sensorreport import MAX_RULES_REPORTED, NodeReport, rule_key, status_patch
 from falconer.sensor.sinks.base import ApiSink, Delivery
 
 #: Seconds between two reports at most (a changed report waits at most this long).
