@@ -88,7 +88,7 @@ def test_rbac_equals_the_plain_manifests() -> None:
 
 def test_deployment_equals_the_plain_manifest() -> None:
     (chart,) = [d for d in rendered() if d["kind"] == "Deployment"]
-    (plain,) = manifest_docs("operator.yaml")
+    (plain,) = [d for d in manifest_docs("operator.yaml") if d["kind"] == "Deployment"]
     assert chart["spec"]["template"]["spec"] == plain["spec"]["template"]["spec"]
 
 

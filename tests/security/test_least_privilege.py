@@ -27,6 +27,7 @@ from sensor_identity import sensor_identity
 
 from falconer.e2e.controlplane import ControlPlane
 from falconer.operator import render
+from falconer.operator.spec import parse_instance
 from falconer.paths import ROOT
 
 
@@ -155,7 +156,8 @@ def test_pod_security_the_sensor_needs_privileged_the_operator_passes_restricted
     instance = {"apiVersion": "falconer.io/v1alpha1", "kind": "FalcoInstance",
                 "metadata": {"name": INSTANCE, "namespace": "any", "uid": str(uuid.uuid4())},
                 "spec": {"criSocket": "/run/containerd/containerd.sock"}}
-    sensor_spec = render.render_instance(instance, []).daemonset["spec"]["template"]["spec"]
+    spec = parse_instance(instance["spec"])
+    sensor_spec = render.render_instance(instance, spec, []).daemonset["spec"]["template"]["spec"]
     admitted, said = dry_run_pod(admin, pss_namespaces["privileged"], sensor_spec)
     assert admitted, said
     refused, baseline = dry_run_pod(admin, pss_namespaces["baseline"], sensor_spec)
@@ -163,7 +165,8 @@ def test_pod_security_the_sensor_needs_privileged_the_operator_passes_restricted
     for reason in ("host namespaces", "hostPath volumes", "non-default capabilities"):
         assert reason in baseline, f"baseline refuses the sensor for {reason}: {baseline}"
     assert "securityContext.privileged" not in baseline, "the sensor is not privileged: true"
-    operator_spec = yaml.safe_load(OPERATOR_DEPLOYMENT.read_text())["spec"]["template"]["spec"]
+    (deployment,) = [d for d in yaml.safe_load_all(OPERATOR_DEPLOYMENT.read_text()) if d["kind"] == "Deployment"]
+    operator_spec = deployment["spec"]["template"]["spec"]
     admitted, said = dry_run_pod(admin, pss_namespaces["restricted"], operator_spec)
     assert admitted and "Warning" not in said, said
     print(f"sensor in baseline: {baseline}")
