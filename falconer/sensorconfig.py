@@ -54,7 +54,8 @@ DOMAIN_PATTERN = r"^[A-Za-z0-9]([-A-Za-z0-9]*[A-Za-z0-9])?(\.[A-Za-z0-9]([-A-Za-
 
 
 #: libyaml's safe loader when PyYAML was built with it (the operator reads every live
-#: ConfigMap's file on each reconcile), else PyYAML's own; both build the same data.
+#: ConfigMap's file on each reconcile), else PyYAML's own. They do not accept exactly the
+#: same texts (libyaml takes a tab PyYAML refuses), so positions are found with it too.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -356,7 +357,7 @@ def load(text: str, path: Path | str) -> FalconerConfig:
 
 def _position(text: str, at: tuple[str | int, ...], path: Path | str) -> str:
     """`<path>:<line>:<column>` of the node at key path `at` (its nearest existing parent)."""
-    node: yaml.Node | None = yaml.compose(text)
+    node: yaml.Node | None = yaml.compose(text, Loader=_LOADER)  # noqa: S506 - the loader `load` used
     for part in at:
         child = _child(node, part)
         if child is None:
