@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_harness import condition, kubectl, wait_for
+from operator_harness import condition, kubectl, release_cluster_rbac, wait_for
 
 from falconer.e2e import images, pki
 from falconer.e2e.node import Node
@@ -33,12 +33,6 @@ CHART = ROOT / "helm" / "falconer"
 HELM_VERSION = "v3.19.0"
 #: The operator pod's start and the sensor pod's (image import, bcc's compile, first report).
 READY_S = 420.0
-#: Objects the chart owns outside the release namespace, maybe left by other tests'
-#: plain manifests in the session's control plane: Helm adopts them when so annotated.
-CLUSTER_OBJECTS = ("clusterrole/falconer-operator", "clusterrole/falconer-sensor",
-                   "clusterrolebinding/falconer-operator")
-
-
 KSTATUS_SRC = ROOT / "e2e" / "gitops" / "kstatus"
 
 
@@ -67,15 +61,6 @@ def helm(admin: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           timeout=300, check=False)
     assert done.returncode == 0, f"helm {' '.join(args)}: {done.stderr}"
     return done
-
-
-def adopt(admin: Path, release: str, namespace: str) -> None:
-    """Let the release take over cluster objects another test applied without Helm."""
-    for obj in CLUSTER_OBJECTS:
-        if kubectl(admin, "get", obj, check=False).returncode == 0:
-            kubectl(admin, "label", "--overwrite", obj, "app.kubernetes.io/managed-by=Helm")
-            kubectl(admin, "annotate", "--overwrite", obj, f"meta.helm.sh/release-name={release}",
-                    f"meta.helm.sh/release-namespace={namespace}")
 
 
 def get(admin: Path, *args: str) -> dict[str, Any] | None:
@@ -107,7 +92,7 @@ def release(control_plane: Any, kube_node: Node, tmp_path_factory: pytest.TempPa
     kubectl(admin, "create", "secret", "generic", "metrics-tls", "-n", ns, "--type=kubernetes.io/tls",
             f"--from-file=tls.crt={pair.cert}", f"--from-file=tls.key={pair.key}", f"--from-file=ca.crt={ca}")
     release_name = f"falconer-{ns}"
-    adopt(admin, release_name, ns)
+    release_cluster_rbac(admin)
     helm(admin, "install", release_name, str(CHART), "--namespace", ns,
          "--values", str(CHART / "ci" / "local-values.yaml"),
          "--set", f"defaultInstance.nodeSelector.kubernetes\\.io/hostname={kube_node.name}",

@@ -17,6 +17,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import DynamicApiError, NotFoundError, ResourceNotFoundError
 from kubernetes.dynamic.resource import Resource
 from urllib3.exceptions import HTTPError
+from urllib3.util.retry import Retry
 
 FIELD_MANAGER = "falconer-operator"
 #: The API server answered with an error (`status`, `reason`, `summary()`): the dynamic
@@ -64,13 +65,15 @@ def connect() -> Kube:
     """A Kube from kubeconfig ($KUBECONFIG, ~/.kube/config) or, in a pod, the in-cluster
     ServiceAccount (the client library's `load_config` order).
 
-    One connection attempt per call: a failure backs off in the caller (the handlers'
-    `_guard`). urllib3's default (3 retries at once) made every failing call 4
-    connections while the API server was down (tests/faults/test_outages.py measures
-    the rate)."""
+    No new connection is retried at once: a refused or failed connect backs off in the
+    caller (the handlers' `_guard`). urllib3's default (3 retries at once) made every
+    failing call 4 connections while the API server was down
+    (tests/faults/test_outages.py measures the rate). One immediate retry stays for a
+    pooled keep-alive connection the server closed (a read error on an idempotent
+    request), which is not an outage and should cost no backoff."""
     k8s_config.load_config()  # type: ignore[no-untyped-call]
     api_config = k8s.Configuration.get_default_copy()
-    api_config.retries = 0
+    api_config.retries = Retry(total=1, connect=0, backoff_factor=0)
     return Kube(k8s.ApiClient(api_config))
 
 

@@ -66,6 +66,14 @@ def observed(obj: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
+def release_cluster_rbac(kubeconfig: Path) -> None:
+    """Delete the cluster-scoped Falconer RBAC that other tests applied from
+    operator/manifests/rbac.yaml (not Helm's), so that a `helm install` on the shared
+    control plane can own it; tests that need it apply the manifests again."""
+    kubectl(kubeconfig, "delete", "clusterrole,clusterrolebinding", "--ignore-not-found",
+            "-l", "app.kubernetes.io/part-of=falconer,app.kubernetes.io/managed-by!=Helm")
+
+
 def kubectl(
     kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
