@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from operator_harness import condition, kubectl, release_cluster_rbac, wait_for
+from operator_harness import adopt_cluster_rbac, condition, kubectl, wait_for
 
 from falconer.e2e import images, pki
 from falconer.e2e.node import Node
@@ -92,7 +92,7 @@ def release(control_plane: Any, kube_node: Node, tmp_path_factory: pytest.TempPa
     kubectl(admin, "create", "secret", "generic", "metrics-tls", "-n", ns, "--type=kubernetes.io/tls",
             f"--from-file=tls.crt={pair.cert}", f"--from-file=tls.key={pair.key}", f"--from-file=ca.crt={ca}")
     release_name = f"falconer-{ns}"
-    release_cluster_rbac(admin)
+    adopt_cluster_rbac(admin, release_name, ns)
     helm(admin, "install", release_name, str(CHART), "--namespace", ns,
          "--values", str(CHART / "ci" / "local-values.yaml"),
          "--set", f"defaultInstance.nodeSelector.kubernetes\\.io/hostname={kube_node.name}",

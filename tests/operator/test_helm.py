@@ -179,7 +179,7 @@ def installed_crds(control_plane) -> None:
 
 @pytest.mark.kube
 def test_notes_name_what_was_installed(control_plane, installed_crds) -> None:
-    operator_harness.release_cluster_rbac(control_plane.kubeconfig)
+    operator_harness.adopt_cluster_rbac(control_plane.kubeconfig, "falconer", "sec")
     out = run_helm("install", "falconer", str(CHART), "--dry-run=client", "--namespace", "sec",
                    "--kubeconfig", str(control_plane.kubeconfig),
                    "--values", str(CHART / "ci" / "full-values.yaml"))

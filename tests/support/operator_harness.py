@@ -66,12 +66,16 @@ def observed(obj: dict[str, Any] | None) -> dict[str, Any] | None:
     return None
 
 
-def release_cluster_rbac(kubeconfig: Path) -> None:
-    """Delete the cluster-scoped Falconer RBAC that other tests applied from
-    operator/manifests/rbac.yaml (not Helm's), so that a `helm install` on the shared
-    control plane can own it; tests that need it apply the manifests again."""
-    kubectl(kubeconfig, "delete", "clusterrole,clusterrolebinding", "--ignore-not-found",
-            "-l", "app.kubernetes.io/part-of=falconer,app.kubernetes.io/managed-by!=Helm")
+def adopt_cluster_rbac(kubeconfig: Path, release: str, namespace: str) -> None:
+    """Let Helm release `release` take over the cluster-scoped Falconer RBAC that other
+    tests applied from operator/manifests/rbac.yaml (the chart renders the same objects),
+    so that a `helm install` on the shared control plane does not refuse them; the
+    objects stay in place for the tests that use them."""
+    kinds, selector = "clusterrole,clusterrolebinding", "app.kubernetes.io/part-of=falconer"
+    kubectl(kubeconfig, "label", "--overwrite", kinds, "-l", selector, "app.kubernetes.io/managed-by=Helm",
+            check=False)
+    kubectl(kubeconfig, "annotate", "--overwrite", kinds, "-l", selector, f"meta.helm.sh/release-name={release}",
+            f"meta.helm.sh/release-namespace={namespace}", check=False)
 
 
 def kubectl(
