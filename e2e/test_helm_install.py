@@ -124,8 +124,10 @@ def test_helm_install_ends_with_a_ready_falcoinstance(release: dict[str, Any]) -
         logs = kubectl(admin, "logs", "-n", ns, "deploy/falconer-operator", "--tail=40", check=False)
         raise AssertionError(f"{get(admin, 'falcoinstance', 'default', '-n', ns)}\noperator log:\n"
                              f"{logs.stdout}{logs.stderr}") from None
-    assert "InProgress" in seen[:-1], seen        # the sensor pod took a while to be ready
-    assert seen[-1] == "Current"
+    # While the sensor pod starts kstatus says InProgress (how long depends on the node's
+    # image cache, so it may not be seen at all), never Failed; once Ready, Current.
+    assert set(seen) <= {"InProgress", "Current"}, seen
+    assert seen[-1] == "Current", seen
     assert kstatus(admin, "falcorule", "falconer-rules", ns) == "Current"
     assert condition(instance, "Stalled").get("status") != "True"
     rules = must_get(admin, "falcorules", "-n", ns)
