@@ -35,9 +35,11 @@ class Timeout(AssertionError):
     """A condition did not come true in time; says what was last seen."""
 
 
-def wait_for(check: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.2,
+def wait_for(check: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2,
              what: str = "") -> T:
-    """Poll `check` until it returns a truthy value (returned) or the deadline passes."""
+    """Poll `check` until it returns a truthy value (returned) or the deadline passes.
+    The default allows one API error on a loaded machine: the operator then backs off
+    5 s, then 10 s, before its next try (operator/handlers.py, measured by tests/faults)."""
     deadline = time.monotonic() + timeout
     last: object = None
     while True:
