@@ -18,7 +18,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TextIO, TypeVar
 
 from falconer.engine import Alert
 from falconer.sensor.kube import KubeUnavailable
@@ -79,6 +79,19 @@ class Aggregate:
     def dirty(self) -> bool:
         """Whether alerts wait to be written."""
         return self.total > self.written
+
+
+T = TypeVar("T")
+
+
+def enqueue(bounded: queue.Queue[T], item: T, counters: Counters) -> None:
+    """Put `item` in a sink's bounded queue without waiting: counted as offered, and as
+    dropped when the queue is full."""
+    counters.add("offered")
+    try:
+        bounded.put_nowait(item)
+    except queue.Full:
+        counters.add("dropped")
 
 
 class Counters:
@@ -149,11 +162,7 @@ class ApiSink(Sink):
 
     def offer(self, delivery: Delivery) -> None:
         """Queue the alert; a full queue drops it (counted)."""
-        self.counters.add("offered")
-        try:
-            self._queue.put_nowait(delivery)
-        except queue.Full:
-            self.counters.add("dropped")
+        enqueue(self._queue, delivery, self.counters)
 
     def depth(self) -> int:
         """Alerts (and wake-ups) waiting in the queue now."""

@@ -31,7 +31,7 @@ import grpc
 from falconer import __version__, sensorconfig
 from falconer.engine import ENGINE_VERSION, Alert
 from falconer.sensor.grpc_api import outputs_pb2, outputs_pb2_grpc, schema_pb2, version_pb2, version_pb2_grpc
-from falconer.sensor.sinks.base import Delivery, Sink
+from falconer.sensor.sinks.base import Delivery, Sink, enqueue
 from falconer.sensor.sinks.stream import falco_bool
 
 #: Alerts waiting for a client; more are dropped (counted).
@@ -169,11 +169,7 @@ class GrpcSink(Sink, outputs_pb2_grpc.serviceServicer, version_pb2_grpc.serviceS
 
     def offer(self, delivery: Delivery) -> None:
         """Queue the alert for a client; a full queue drops it (counted)."""
-        self.counters.add("offered")
-        try:
-            self._queue.put_nowait(delivery)
-        except queue.Full:
-            self.counters.add("dropped")
+        enqueue(self._queue, delivery, self.counters)
 
     def start(self) -> None:
         """Bind and serve (GrpcConfigError for unreadable TLS files, RuntimeError when

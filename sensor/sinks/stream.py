@@ -21,7 +21,7 @@ from abc import abstractmethod
 from typing import TextIO
 
 from falconer.engine import Alert
-from falconer.sensor.sinks.base import BACKOFF_S, Delivery, Sink
+from falconer.sensor.sinks.base import BACKOFF_S, Delivery, Sink, enqueue
 
 #: Alerts a streaming sink holds before dropping (counted): Falco's outputs queue
 #: (`outputs_queue.capacity`) is unbounded by default; ours never is.
@@ -70,11 +70,7 @@ class StreamSink(Sink):
 
     def offer(self, delivery: Delivery) -> None:
         """Queue the alert; a full queue drops it (counted)."""
-        self.counters.add("offered")
-        try:
-            self._queue.put_nowait(delivery)
-        except queue.Full:
-            self.counters.add("dropped")
+        enqueue(self._queue, delivery, self.counters)
 
     def start(self) -> None:
         """Start the worker thread."""
