@@ -80,9 +80,11 @@ class Demo:
 
 
 def child_pids(work_dir: Path) -> dict[str, int]:
-    """The demo's children by name, from their pid files (control plane, node, its own)."""
+    """The demo's children by name, from their pid files (control plane, node, its own).
+    Fixed folders only: a recursive glob would walk containerd's snapshots while it
+    removes them (FileNotFoundError)."""
     files = [*work_dir.glob("run/*.pid"), *work_dir.glob("controlplane/run/*.pid"),
-             *work_dir.glob("node/**/run/*.pid")]
+             *work_dir.glob("node/run/*.pid")]
     return {f.stem: int(f.read_text()) for f in files}
 
 

@@ -22,6 +22,27 @@ if TYPE_CHECKING:
     from falconer.e2e.controlplane import ControlPlane
     from falconer.operator.kube import Kube
 
+#: How much of an operator's log a failed test shows.
+LOG_TAIL_LINES = 60
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A failed test that used an operator shows the end of that operator's log, and its
+    last warnings and errors in the one-line summary (CI shows little more than that)."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    proc = getattr(item, "funcargs", {}).get("operator")
+    if not (report.failed and isinstance(proc, operator_harness.OperatorProcess)):
+        return
+    lines = proc.log().splitlines()
+    report.sections.append(("operator log (tail)", "\n".join(lines[-LOG_TAIL_LINES:])))
+    trouble = [line for line in lines if "[WARNING" in line or "[ERROR" in line][-3:]
+    crash = getattr(report.longrepr, "reprcrash", None)
+    if crash is not None and trouble:
+        crash.message += " | operator: " + " | ".join(t[-300:] for t in trouble)
+
+
 #: The Node registered for DaemonSets to schedule on (no kubelet runs behind it).
 NODE_NAME = "falconer-operator-test-node"
 
@@ -52,20 +73,16 @@ def kube(kube_client: ApiClient) -> Kube:
 
 @pytest.fixture(scope="session")
 def sensor_node(kube_client: ApiClient) -> Iterator[str]:
-    """A registered Node with pod capacity, so DaemonSet Pods get created and bound."""
-    from kubernetes import client
+    """A registered Node with pod capacity that stays Ready (tests/support/fake_node.py),
+    so DaemonSet Pods get created and bound however late in the session."""
+    from fake_node import FakeNode
 
-    core = client.CoreV1Api(kube_client)
-    node = {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": NODE_NAME, "labels": {"kubernetes.io/os": "linux",
-                                                       "kubernetes.io/hostname": NODE_NAME}}}
-    core.create_node(node)
-    capacity = {"cpu": "4", "memory": "8Gi", "pods": "110"}
-    core.patch_node_status(NODE_NAME, {"status": {"capacity": capacity, "allocatable": capacity}})
+    node = FakeNode(kube_client, NODE_NAME)
+    node.start()
     try:
         yield NODE_NAME
     finally:
-        core.delete_node(NODE_NAME)
+        node.stop()
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +113,4 @@ def operator(
     try:
         yield proc
     finally:
-        try:
-            if proc.alive:
-                operator_harness.kubectl(installed, "delete", "falcoinstances", "--all", "-n", op_namespace,
-                                         "--wait", "--timeout=60s", check=False)
-        finally:
-            proc.stop()  # even when the deletion timed out: never leave an operator running
+        operator_harness.stop_after_deleting_instances(proc, installed, op_namespace)

@@ -32,9 +32,7 @@ def clusterwide(installed: Path, operator_kubeconfig: Path, op_namespace: str,
     try:
         yield proc
     finally:
-        kubectl(installed, "delete", "falcoinstances", "--all", "-n", op_namespace, "--wait", "--timeout=60s",
-                check=False)
-        proc.stop()
+        operator_harness.stop_after_deleting_instances(proc, installed, op_namespace)
 
 
 def test_all_namespaces_with_least_privilege(clusterwide: operator_harness.OperatorProcess, installed: Path,

@@ -295,7 +295,7 @@ def test_restart_changes_nothing(operator: operator_harness.OperatorProcess, op_
 
 def test_delete_instance_removes_all_it_made(operator: operator_harness.OperatorProcess, installed: Path,
                                              op_namespace: str, kube: Kube) -> None:
-    kubectl(installed, "delete", "falcoinstance", INSTANCE, "-n", op_namespace, "--wait", "--timeout=60s")
+    kubectl(installed, "delete", "falcoinstance", INSTANCE, "-n", op_namespace, "--wait", "--timeout=60s", timeout=90)
     wait_for(lambda: binding(kube, op_namespace) is None, what="the ClusterRoleBinding to go")
     wait_for(lambda: not any(owned_objects(kube, op_namespace).values()), timeout=60,
              what="garbage collection of ConfigMap, DaemonSet, ServiceAccount")

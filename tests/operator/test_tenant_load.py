@@ -83,12 +83,7 @@ def fleet(installed: Path, operator_kubeconfig: Path, op_namespace: str,
     try:
         yield op_namespace, namespaces
     finally:
-        try:
-            # its finalizer refreshes 101 statuses: kubectl must give up before its own 60 s limit
-            kubectl(installed, "delete", "falcoinstances", "--all", "-n", op_namespace, "--wait", "--timeout=50s",
-                    check=False)
-        finally:
-            proc.stop()  # even when the deletion timed out: never leave an operator running
+        operator_harness.stop_after_deleting_instances(proc, installed, op_namespace)  # refreshes 101 statuses
         kubectl(installed, "delete", "clusterfalcorules", "-l", "suite=tenant-load", check=False)
         kubectl(installed, "delete", "namespace", *namespaces, "--wait=false", check=False)
 

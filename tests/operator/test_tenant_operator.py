@@ -57,10 +57,8 @@ def setup(installed: Path, operator_kubeconfig: Path, op_namespace: str, kube: K
         yield {"ns": op_namespace, "a": team_a, "b": team_b, "proc": proc}
     finally:
         try:
-            kubectl(installed, "delete", "falcoinstances", "--all", "-n", op_namespace, "--wait", "--timeout=60s",
-                    check=False)
+            operator_harness.stop_after_deleting_instances(proc, installed, op_namespace)
         finally:
-            proc.stop()  # even when the deletion timed out: never leave an operator running
             kubectl(installed, "delete", "clusterfalcorules", "-l", "suite=tenant-operator", check=False)
             kubectl(installed, "delete", "namespace", team_a, team_b, "--wait=false", check=False)
 

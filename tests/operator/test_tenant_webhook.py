@@ -72,11 +72,7 @@ def setup(installed: Path, operator_kubeconfig: Path, op_namespace: str, kube: K
                  timeout=30, what="the API server to call the webhook")
         yield {"ns": op_namespace, "tenant": tenant, "proc": proc, "url": url}
     finally:
-        try:
-            kubectl(installed, "delete", "falcoinstances", "--all", "-n", op_namespace, "--wait", "--timeout=60s",
-                    check=False)
-        finally:
-            proc.stop()  # even when the deletion timed out: never leave an operator running
+        operator_harness.stop_after_deleting_instances(proc, installed, op_namespace)
         kubectl(installed, "delete", "clusterfalcorules", "-l", "suite=tenant-webhook", check=False)
         kubectl(installed, "delete", "validatingwebhookconfiguration", CONFIG_NAME, check=False)
         kubectl(installed, "delete", "namespace", tenant, "--wait=false", check=False)

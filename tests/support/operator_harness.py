@@ -81,12 +81,13 @@ def adopt_cluster_rbac(kubeconfig: Path, release: str, namespace: str) -> None:
 
 
 def kubectl(
-    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True
+    kubeconfig: Path, *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60.0
 ) -> subprocess.CompletedProcess[str]:
-    """Run the version-matched kubectl as the given identity."""
+    """Run the version-matched kubectl as the given identity; `timeout` (seconds) must
+    exceed any `--timeout` among `args`, so that kubectl's own message is what fails."""
     done = subprocess.run(
         [str(binaries.locate("kubectl").path), "--kubeconfig", str(kubeconfig), *args],
-        input=stdin, capture_output=True, text=True, timeout=60, check=False,
+        input=stdin, capture_output=True, text=True, timeout=timeout, check=False,
     )
     if check and done.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
@@ -173,3 +174,20 @@ class OperatorProcess:
     def log(self) -> str:
         """Everything the operator has logged so far (all runs)."""
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+#: How long a module's clean-up waits for its FalcoInstances' finalizers (the operator
+#: must still run): a large instance on a loaded machine takes more than a minute.
+CLEANUP_TIMEOUT_S = 120
+
+
+def stop_after_deleting_instances(proc: OperatorProcess, admin: Path, namespace: str) -> None:
+    """A module's clean-up: delete the namespace's FalcoInstances while `proc` still runs
+    (their finalizer needs it), then stop it, even when the deletion timed out."""
+    try:
+        if proc.alive:
+            kubectl(admin, "delete", "falcoinstances", "--all", "-n", namespace, "--wait",
+                    f"--timeout={CLEANUP_TIMEOUT_S}s", check=False, timeout=CLEANUP_TIMEOUT_S + 30)
+    finally:
+        proc.stop()  # never leave an operator running
+
