@@ -112,10 +112,38 @@ class Counters:
             return SinkStats(**self._values)
 
 
+class Outage:
+    """A sink's destination failing: since when (monotonic seconds) and how many attempts
+    failed; the sink says once when it begins and once when it ends."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.failures = 0
+
+    def failed(self) -> bool:
+        """Count one failed attempt; True when it begins an outage."""
+        self.failures += 1
+        if self.since is not None:
+            return False
+        self.since = time.monotonic()
+        return True
+
+    def ended(self) -> tuple[float, int] | None:
+        """After a success: (seconds gone, failed attempts) when an outage ends here,
+        None when there was none; the outage is reset either way."""
+        since, failures = self.since, self.failures
+        self.since, self.failures = None, 0
+        return None if since is None else (time.monotonic() - since, failures)
+
+
 class Sink(ABC):
     """A destination for alerts. `offer` never blocks the caller for long."""
 
     name: str = ""
+    #: What the sink's stderr lines call it after its name ("sink" or "output").
+    kind: str = "sink"
+    #: Where `say` writes (sinks set it in their constructor).
+    err: TextIO
 
     def __init__(self) -> None:
         self.counters = Counters()
@@ -138,6 +166,20 @@ class Sink(ABC):
         """Alerts waiting in the sink's queue now (0 for a synchronous sink)."""
         return 0
 
+    def say(self, msg: str) -> None:
+        """One stderr line, prefixed with the sink's name and kind; a closed or broken
+        stderr loses the line."""
+        try:
+            self.err.write(f"falconer sensor: {self.name} {self.kind}: {msg}\n")
+            self.err.flush()
+        except (OSError, ValueError):
+            pass
+
+    def so_far(self) -> str:
+        """The sink's delivered and dropped counts, as its recovery lines say them."""
+        s = self.stats()
+        return f"delivered {s.delivered}, dropped {s.dropped} alerts so far"
+
 
 _WAKE = object()
 
@@ -157,8 +199,7 @@ class ApiSink(Sink):
         self._stopping = threading.Event()
         self._flush_now = False
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
-        self._outage_since: float | None = None
-        self._outage_failures = 0
+        self._outage = Outage()
 
     def offer(self, delivery: Delivery) -> None:
         """Queue the alert; a full queue drops it (counted)."""
@@ -188,7 +229,7 @@ class ApiSink(Sink):
         if self._thread.is_alive():
             self._thread.join(timeout_s)
         if not self._thread.is_alive():
-            lost = self.pending() + sum(1 for item in _take_all(self._queue) if item is not _WAKE)
+            lost = self.pending() + sum(1 for item in take_all(self._queue) if item is not _WAKE)
             if lost:
                 self.counters.add("dropped", lost)
                 self.say(f"{lost} alerts not delivered at shutdown (counted as dropped)")
@@ -242,7 +283,7 @@ class ApiSink(Sink):
             except Exception as exc:  # noqa: BLE001 - the worker must outlive any failure
                 self.counters.add("failures")
                 if isinstance(exc, KubeUnavailable):
-                    self._outage(exc)
+                    self._unavailable(exc)
                 else:
                     self.say(f"flush failed, retrying with backoff: {exc!r}")
                 if stopping:
@@ -271,34 +312,20 @@ class ApiSink(Sink):
             if time.monotonic() >= deadline:
                 return
 
-    def _outage(self, exc: KubeUnavailable) -> None:
-        if self._outage_since is None:
-            self._outage_since = time.monotonic()
+    def _unavailable(self, exc: KubeUnavailable) -> None:
+        if self._outage.failed():
             self.say(f"API server unavailable, alerts wait in memory and are retried with backoff: {exc}")
-        self._outage_failures += 1
 
     def _recovered(self) -> None:
-        if self._outage_since is None:
-            return
-        gone = time.monotonic() - self._outage_since
-        self._outage_since = None
-        s = self.stats()
-        self.say(f"API server reachable again after {gone:.0f} s ({self._outage_failures} failed attempts); "
-                 f"delivered {s.delivered}, dropped {s.dropped} alerts so far")
-        self._outage_failures = 0
-
-    def say(self, msg: str) -> None:
-        """One stderr line, prefixed with the sink's name."""
-        try:
-            self.err.write(f"falconer sensor: {self.name} sink: {msg}\n")
-            self.err.flush()
-        except (OSError, ValueError):
-            pass
+        ended = self._outage.ended()
+        if ended is not None:
+            self.say(f"API server reachable again after {ended[0]:.0f} s ({ended[1]} failed attempts); "
+                     f"{self.so_far()}")
 
 
-def _take_all(q: queue.Queue[object]) -> list[object]:
-    """Everything left in a queue."""
-    out = []
+def take_all(q: queue.Queue[T]) -> list[T]:
+    """Everything left in a queue (taken without waiting)."""
+    out: list[T] = []
     while True:
         try:
             out.append(q.get_nowait())

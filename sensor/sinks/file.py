@@ -11,14 +11,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO, TextIO
 
 from falconer import sensorconfig
 from falconer.sensor.sinks.base import Delivery
-from falconer.sensor.sinks.stream import StreamSink, alert_line, falco_bool
+from falconer.sensor.sinks.keepalive import KeepAliveSink, falco_keep_alive_keys
 
-#: falco.yaml `file_output` keys (Falco's names).
-FALCO_KEYS = frozenset({"enabled", "keep_alive", "filename"})
 #: Mode of a file the output creates: alerts may quote secrets' paths and command lines.
 FILE_MODE = 0o600
 
@@ -44,38 +42,22 @@ class FileSettings:
     def from_falco_keys(cls, keys: Mapping[str, str], json_output: bool) -> FileSettings | None:
         """From falco.yaml `file_output.<key>` `-o` values (format: Falco's global
         `json_output`); None unless enabled (or a filename is given)."""
-        unknown = set(keys) - FALCO_KEYS
-        if unknown:
-            raise FileConfigError(f"file_output: unsupported keys {sorted(unknown)}")
-        if not falco_bool(keys.get("enabled", "true" if "filename" in keys else "false"), "file_output.enabled"):
-            return None
-        if not keys.get("filename"):
-            raise FileConfigError("file_output.enabled=true needs file_output.filename")
-        return cls(Path(keys["filename"]), falco_bool(keys.get("keep_alive", "false"), "file_output.keep_alive"),
-                   json_output)
+        found = falco_keep_alive_keys(keys, "file_output", "filename", FileConfigError)
+        return None if found is None else cls(Path(found[0]), found[1], json_output)
 
 
-class FileSink(StreamSink):
+class FileSink(KeepAliveSink[FileSettings]):
     """Appends one line per alert to the output's file."""
 
     name = "file"
 
     def __init__(self, output: FileSettings, hostname: str, err: TextIO | None = None, **kw: Any) -> None:
-        super().__init__(err, **kw)
-        self.output = output
-        self.hostname = hostname
-        self._file: TextIO | None = None
+        super().__init__(output, hostname, err, **kw)
+        self._file: BinaryIO | None = None
 
     def send(self, delivery: Delivery) -> None:
         """Write and flush one line (OSError on failure: the file is reopened next time)."""
-        line = alert_line(delivery.alert, self.hostname, self.output.json_output) + "\n"
-        try:
-            f = self._open()
-            f.write(line)
-            f.flush()
-        except OSError:
-            self.release()
-            raise
+        self.write(self._open(), self.line(delivery))
         if not self.output.keep_alive:
             self.release()
 
@@ -88,8 +70,8 @@ class FileSink(StreamSink):
             except OSError:
                 pass
 
-    def _open(self) -> TextIO:
+    def _open(self) -> BinaryIO:
         if self._file is None:
             fd = os.open(self.output.filename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-            self._file = os.fdopen(fd, "a", encoding="utf-8")
+            self._file = os.fdopen(fd, "ab")
         return self._file

@@ -18,10 +18,9 @@ from typing import Any, TextIO
 
 from falconer import sensorconfig
 from falconer.sensor.sinks.base import Delivery
-from falconer.sensor.sinks.stream import DeliveryError, StreamSink, alert_line, falco_bool
+from falconer.sensor.sinks.keepalive import KeepAliveSink, falco_keep_alive_keys
+from falconer.sensor.sinks.stream import DeliveryError
 
-#: falco.yaml `program_output` keys (Falco's names).
-FALCO_KEYS = frozenset({"enabled", "keep_alive", "program"})
 #: Seconds a per-alert program may run, and a kept one gets to exit at shutdown.
 TIMEOUT_S = 10.0
 
@@ -47,41 +46,30 @@ class ProgramSettings:
     def from_falco_keys(cls, keys: Mapping[str, str], json_output: bool) -> ProgramSettings | None:
         """From falco.yaml `program_output.<key>` `-o` values (format: Falco's global
         `json_output`); None unless enabled (or a program is given)."""
-        unknown = set(keys) - FALCO_KEYS
-        if unknown:
-            raise ProgramConfigError(f"program_output: unsupported keys {sorted(unknown)}")
-        if not falco_bool(keys.get("enabled", "true" if "program" in keys else "false"), "program_output.enabled"):
-            return None
-        if not keys.get("program", "").strip():
-            raise ProgramConfigError("program_output.enabled=true needs program_output.program")
-        return cls(keys["program"], falco_bool(keys.get("keep_alive", "false"), "program_output.keep_alive"),
-                   json_output)
+        found = falco_keep_alive_keys(keys, "program_output", "program", ProgramConfigError)
+        return None if found is None else cls(found[0], found[1], json_output)
 
 
-class ProgramSink(StreamSink):
+class ProgramSink(KeepAliveSink[ProgramSettings]):
     """Writes one line per alert to the program's stdin."""
 
     name = "program"
 
     def __init__(self, output: ProgramSettings, hostname: str, err: TextIO | None = None, **kw: Any) -> None:
-        super().__init__(err, **kw)
-        self.output = output
-        self.hostname = hostname
+        super().__init__(output, hostname, err, **kw)
         self._proc: subprocess.Popen[bytes] | None = None
 
     def send(self, delivery: Delivery) -> None:
         """Deliver one line (DeliveryError/OSError when the program did not take it)."""
-        line = (alert_line(delivery.alert, self.hostname, self.output.json_output) + "\n").encode()
+        line = self.line(delivery)
         if not self.output.keep_alive:
             self._run_once(line)
             return
         proc = self._kept()
+        assert proc.stdin is not None
         try:
-            assert proc.stdin is not None
-            proc.stdin.write(line)
-            proc.stdin.flush()
+            self.write(proc.stdin, line)
         except OSError as exc:
-            self.release()
             raise DeliveryError(f"program {self.output.program!r} exited ({proc.poll()}): {exc}") from exc
 
     def release(self) -> None:

@@ -21,7 +21,7 @@ from abc import abstractmethod
 from typing import TextIO
 
 from falconer.engine import Alert
-from falconer.sensor.sinks.base import BACKOFF_S, Delivery, Sink, enqueue
+from falconer.sensor.sinks.base import BACKOFF_S, Delivery, Outage, Sink, enqueue, take_all
 
 #: Alerts a streaming sink holds before dropping (counted): Falco's outputs queue
 #: (`outputs_queue.capacity`) is unbounded by default; ours never is.
@@ -50,6 +50,8 @@ def alert_line(alert: Alert, hostname: str, json_output: bool) -> str:
 class StreamSink(Sink):
     """A sink whose worker delivers alerts one by one (`send`), with retries."""
 
+    kind = "output"
+
     def __init__(self, err: TextIO | None = None, queue_size: int = QUEUE_SIZE,
                  attempts: int = ATTEMPTS) -> None:
         super().__init__()
@@ -58,7 +60,7 @@ class StreamSink(Sink):
         self._queue: queue.Queue[Delivery | None] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._deadline = float("inf")
-        self._failing_since: float | None = None
+        self._outage = Outage()
         self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
 
     @abstractmethod
@@ -87,18 +89,10 @@ class StreamSink(Sink):
             pass
         if self._thread.is_alive():
             self._thread.join(max(0.0, self._deadline - time.monotonic()) + 1.0)
-        lost = sum(1 for d in _take_all(self._queue) if d is not None)
+        lost = sum(1 for d in take_all(self._queue) if d is not None)
         if lost:
             self.counters.add("dropped", lost)
             self.say(f"{lost} alerts not delivered at shutdown (counted as dropped)")
-
-    def say(self, msg: str) -> None:
-        """One stderr line, prefixed with the sink's name."""
-        try:
-            self.err.write(f"falconer sensor: {self.name} output: {msg}\n")
-            self.err.flush()
-        except (OSError, ValueError):
-            pass
 
     # -- worker --------------------------------------------------------------------------
 
@@ -143,26 +137,11 @@ class StreamSink(Sink):
         return True
 
     def _failed(self, exc: Exception) -> None:
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
+        if self._outage.failed():
             self.say(f"delivery failing, retrying with backoff (up to {self.attempts} tries "
                      f"per alert): {exc}")
 
     def _recovered(self) -> None:
-        if self._failing_since is None:
-            return
-        gone = time.monotonic() - self._failing_since
-        self._failing_since = None
-        s = self.stats()
-        self.say(f"delivering again after {gone:.0f} s; delivered {s.delivered}, "
-                 f"dropped {s.dropped} alerts so far")
-
-
-def _take_all(q: queue.Queue[Delivery | None]) -> list[Delivery | None]:
-    """Everything left in a queue."""
-    out = []
-    while True:
-        try:
-            out.append(q.get_nowait())
-        except queue.Empty:
-            return out
+        ended = self._outage.ended()
+        if ended is not None:
+            self.say(f"delivering again after {ended[0]:.0f} s; {self.so_far()}")

@@ -8,19 +8,11 @@ import json
 import socket
 
 import falco_client
+import marked_rule
 import yaml
 from alert_receiver import https_receiver
 
 from falconer.e2e import pki
-
-RULE = """
-- rule: Marked file opened
-  desc: a test rule
-  condition: evt.type in (open, openat, openat2) and fd.name startswith {prefix}
-  output: "marked file opened (file=%fd.name)"
-  priority: WARNING
-"""
-
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -34,7 +26,7 @@ def test_config_outputs_deliver_a_live_alert(start_sensor, tmp_path, marker):
     root.mkdir()
     (root / "http").symlink_to(tls.client.cert.parent)
     (root / "grpc").symlink_to(tls.server.cert.parent)
-    (tmp_path / "rules.yaml").write_text(RULE.format(prefix=tmp_path / "m_"))
+    marked_rule.write_rules(tmp_path)
     port = free_port()
     with https_receiver(tls.server.cert, tls.server.key, tls.ca) as (url, got):
         config = {"rulesFiles": ["rules.yaml"], "outputs": {
@@ -43,12 +35,12 @@ def test_config_outputs_deliver_a_live_alert(start_sensor, tmp_path, marker):
             "grpc": {"port": port, "tlsSecret": "grpc-server", "bindAddress": "127.0.0.1", "threads": 2}}}
         (tmp_path / "falconer.yaml").write_text(yaml.safe_dump(config))
         sensor = start_sensor("--config", str(tmp_path / "falconer.yaml"), "--tls-root", str(root))
-        (tmp_path / f"m_{marker}").write_text("x")
-        assert sensor.rules_for(marker) == {"Marked file opened"}
+        marked_rule.open_marked(tmp_path, marker)
+        assert sensor.rules_for(marker) == {marked_rule.NAME}
         posted = got.wait(lambda a: marker in a["output"])
         taken = falco_client.run(f"localhost:{port}", "get", (tls.client.cert, tls.client.key, tls.ca))
         summary = sensor.stop()
-    assert len(posted) == 1 and posted[0]["rule"] == "Marked file opened"
+    assert len(posted) == 1 and posted[0]["rule"] == marked_rule.NAME
     assert taken.returncode == 0, taken.stderr
-    assert [json.loads(x)["rule"] for x in taken.stdout.splitlines() if marker in x] == ["Marked file opened"]
+    assert [json.loads(x)["rule"] for x in taken.stdout.splitlines() if marker in x] == [marked_rule.NAME]
     assert "outputs: http, grpc" in summary

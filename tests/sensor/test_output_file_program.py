@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+import marked_rule
 import pytest
 
 from falconer.engine import Alert
@@ -32,15 +33,21 @@ def deliver(sink: FileSink | ProgramSink, *markers: str) -> None:
     sink.close(15.0)
 
 
+def deliver_around_a_move(sink: FileSink, moved: Path) -> None:
+    """Deliver alert `one`, move the sink's file to `moved` (as logrotate does), deliver
+    alert `two`, close the sink."""
+    sink.start()
+    sink.offer(Delivery(alert("one"), None))
+    _wait_lines(sink.output.filename, 1)
+    sink.output.filename.rename(moved)
+    sink.offer(Delivery(alert("two"), None))
+    sink.close(5.0)
+
+
 def test_file_without_keep_alive_reopens_per_alert_so_rotation_starts_a_new_file(tmp_path):
     path = tmp_path / "alerts.txt"
     sink = FileSink(FileSettings(path, keep_alive=False, json_output=False), "node-a", err=io.StringIO())
-    sink.start()
-    sink.offer(Delivery(alert("one"), None))
-    _wait_lines(path, 1)
-    path.rename(tmp_path / "alerts.txt.1")                 # logrotate
-    sink.offer(Delivery(alert("two"), None))
-    sink.close(5.0)
+    deliver_around_a_move(sink, tmp_path / "alerts.txt.1")
     assert (tmp_path / "alerts.txt.1").read_text() == alert("one").text_line() + "\n"
     assert path.read_text() == alert("two").text_line() + "\n"
     assert "\x1b" not in path.read_text()                  # text lines escape control characters
@@ -51,12 +58,7 @@ def test_file_without_keep_alive_reopens_per_alert_so_rotation_starts_a_new_file
 def test_file_with_keep_alive_keeps_writing_the_open_file(tmp_path):
     path = tmp_path / "alerts.json"
     sink = FileSink(FileSettings(path, keep_alive=True, json_output=True), "node-a", err=io.StringIO())
-    sink.start()
-    sink.offer(Delivery(alert("one"), None))
-    _wait_lines(path, 1)
-    path.rename(tmp_path / "moved.json")
-    sink.offer(Delivery(alert("two"), None))
-    sink.close(5.0)
+    deliver_around_a_move(sink, tmp_path / "moved.json")
     lines = (tmp_path / "moved.json").read_text().splitlines()
     assert [json.loads(x) for x in lines] == [alert("one").to_json("node-a"), alert("two").to_json("node-a")]
     assert not path.exists()
@@ -119,8 +121,9 @@ def test_settings_from_falco_keys_and_falconer_yaml():
     got = from_config(Outputs(file=FileOutput("/var/log/a", format="text"), program=ProgramOutput("cat", True)),
                       Path("/etc/falconer-tls"))
     assert (got.file, got.program) == (FileSettings(Path("/var/log/a")), ProgramSettings("cat", True, True))
-    with pytest.raises(FileConfigError, match="needs file_output.filename"):
-        from_falco_keys({"file_output.enabled": "true"})
+    for blank in ({"file_output.enabled": "true"}, {"file_output.filename": " "}):
+        with pytest.raises(FileConfigError, match="needs file_output.filename"):
+            from_falco_keys(blank)
     with pytest.raises(ProgramConfigError, match="unsupported keys"):
         from_falco_keys({"program_output.programme": "x"})
     with pytest.raises(ValueError, match="json_output: expected true or false"):
@@ -138,29 +141,19 @@ def _wait_lines(path: Path, n: int, timeout_s: float = 10.0) -> None:
     raise AssertionError(f"{path}: fewer than {n} lines after {timeout_s} s")
 
 
-RULE = """
-- rule: Marked file opened
-  desc: a test rule
-  condition: evt.type in (open, openat, openat2) and fd.name startswith {prefix}
-  output: "marked file opened (file=%fd.name)"
-  priority: WARNING
-"""
-
-
 def test_live_sensor_feeds_file_and_program_outputs(start_sensor, tmp_path, marker):
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULE.format(prefix=tmp_path / "m_"))
+    rules = marked_rule.write_rules(tmp_path)
     file_out, prog_out = tmp_path / "events.json", tmp_path / "program.json"
     sensor = start_sensor("--rules", str(rules), "-o", "json_output=true",
                           "-o", "file_output.enabled=true", "-o", f"file_output.filename={file_out}",
                           "-o", "program_output.enabled=true", "-o", "program_output.keep_alive=true",
                           "-o", f"program_output.program=cat >> {prog_out}")
-    (tmp_path / f"m_{marker}").write_text("x")
-    assert sensor.rules_for(marker) == {"Marked file opened"}
+    opened = marked_rule.open_marked(tmp_path, marker)
+    assert sensor.rules_for(marker) == {marked_rule.NAME}
     summary = sensor.stop()
     for path in (file_out, prog_out):
         hits = [json.loads(x) for x in path.read_text().splitlines() if marker in x]
-        assert len(hits) == 1 and hits[0]["rule"] == "Marked file opened", path
-        assert hits[0]["output_fields"]["fd.name"] == str(tmp_path / f"m_{marker}")
+        assert len(hits) == 1 and hits[0]["rule"] == marked_rule.NAME, path
+        assert hits[0]["output_fields"]["fd.name"] == str(opened)
     assert "outputs: file, program" in summary
     assert os.stat(file_out).st_mode & 0o777 == 0o600

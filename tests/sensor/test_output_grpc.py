@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import falco_client
+import marked_rule
 import pytest
 
 from falconer import __version__
@@ -156,19 +157,8 @@ def test_generated_code_is_what_the_protos_give(tmp_path):
             f"{path.name} is stale: run python -m falconer.sensor.grpc_api.generate"
 
 
-RULE = """
-- rule: Marked file opened
-  desc: a test rule
-  condition: evt.type in (open, openat, openat2) and fd.name startswith {prefix}
-  output: "marked file opened (file=%fd.name command=%proc.cmdline)"
-  priority: ERROR
-  tags: [test]
-"""
-
-
 def test_live_sensor_alert_reaches_a_subscribed_client_py(start_sensor, tmp_path, marker, tls):
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULE.format(prefix=tmp_path / "m_"))
+    rules = marked_rule.write_rules(tmp_path, priority="ERROR")
     port = free_port()
     sensor = start_sensor("--rules", str(rules), "-o", "grpc.enabled=true", "-o", "grpc_output.enabled=true",
                           "-o", f"grpc.bind_address=localhost:{port}", "-o", f"grpc.private_key={tls.server.key}",
@@ -177,13 +167,13 @@ def test_live_sensor_alert_reaches_a_subscribed_client_py(start_sensor, tmp_path
                             env=falco_client.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(2.0)
-        (tmp_path / f"m_{marker}").write_text("x")
+        opened = marked_rule.open_marked(tmp_path, marker)
         assert proc.stdout is not None
         got = json.loads(proc.stdout.readline())
     finally:
         proc.kill()
         proc.wait()
         summary = sensor.stop()
-    assert got["rule"] == "Marked file opened" and got["priority"] == "error" and got["tags"] == ["test"]
-    assert got["output_fields"]["fd.name"] == str(tmp_path / f"m_{marker}")
+    assert got["rule"] == marked_rule.NAME and got["priority"] == "error" and got["tags"] == ["test"]
+    assert got["output_fields"]["fd.name"] == str(opened)
     assert "outputs: grpc" in summary and "sink grpc: offered" in summary

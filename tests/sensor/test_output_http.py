@@ -17,6 +17,7 @@ import io
 import time
 from pathlib import Path
 
+import marked_rule
 import pytest
 from alert_receiver import https_receiver
 
@@ -138,31 +139,20 @@ def test_unreadable_tls_files_are_named():
         HttpSink(HttpSettings("https://h/", ca_file=Path("/nonexistent/ca.crt")), "n")
 
 
-RULE = """
-- rule: Marked file opened
-  desc: a test rule
-  condition: evt.type in (open, openat, openat2) and fd.name startswith {prefix}
-  output: "marked file opened (file=%fd.name command=%proc.cmdline)"
-  priority: WARNING
-  tags: [test]
-"""
-
-
 def test_live_sensor_alert_reaches_the_receiver(start_sensor, tmp_path, marker, tls):
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULE.format(prefix=tmp_path / "m_"))
+    rules = marked_rule.write_rules(tmp_path)
     with https_receiver(tls.server.cert, tls.server.key, tls.ca) as (url, got):
         sensor = start_sensor("--rules", str(rules), "-o", f"http_output.url={url}",
                               "-o", f"http_output.ca_cert={tls.ca}", "-o", "http_output.mtls=true",
                               "-o", f"http_output.client_cert={tls.client.cert}",
                               "-o", f"http_output.client_key={tls.client.key}")
-        (tmp_path / f"m_{marker}").write_text("x")
+        opened = marked_rule.open_marked(tmp_path, marker)
         hits = got.wait(lambda a: marker in a["output"])
         printed = sensor.rules_for(marker)
         summary = sensor.stop()
-    assert len(hits) == 1 and printed == {"Marked file opened"}
+    assert len(hits) == 1 and printed == {marked_rule.NAME}
     check_falcosidekick_payload(hits[0])
-    assert hits[0]["rule"] == "Marked file opened" and hits[0]["tags"] == ["test"]
-    assert hits[0]["output_fields"]["fd.name"] == str(tmp_path / f"m_{marker}")
+    assert hits[0]["rule"] == marked_rule.NAME and hits[0]["tags"] == ["test"]
+    assert hits[0]["output_fields"]["fd.name"] == str(opened)
     assert "outputs: http" in summary
     assert "sink http: offered" in summary and "dropped 0" in summary.split("sink http:")[1].splitlines()[0]
