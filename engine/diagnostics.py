@@ -9,8 +9,10 @@ caret. The codes are Falco's own names, so that tooling written for Falco's
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TypeVar
 
 
 class Code(StrEnum):
@@ -183,6 +185,19 @@ def line_starts(text: str) -> list[int]:
     return starts
 
 
+_D = TypeVar("_D")
+
+
+def _derived(text: str | None, file: str, cache: dict[str, _D], derive: Callable[[str], _D]) -> _D | None:
+    """`derive(text)` for a file, made once and kept in `cache` (None: no or empty text)."""
+    if not text:
+        return None
+    found = cache.get(file)
+    if found is None:
+        found = cache[file] = derive(text)
+    return found
+
+
 def snippet_for(text: str | None, line: int, column: int,
                 lines: list[str] | None = None) -> str:
     """The source line at `line` with a caret under `column` (empty when unknown);
@@ -276,23 +291,11 @@ class Reporter:
 
     def _line_starts(self, file: str) -> list[int] | None:
         """The cached `line_starts` of a file's text (None: no such text)."""
-        text = self._texts.get(file)
-        if not text:
-            return None
-        found = self._starts.get(file)
-        if found is None:
-            found = self._starts[file] = line_starts(text)
-        return found
+        return _derived(self._texts.get(file), file, self._starts, line_starts)
 
     def _split(self, file: str) -> list[str] | None:
         """The cached `splitlines()` of a file's text (None: no such text)."""
-        text = self._texts.get(file)
-        if not text:
-            return None
-        found = self._lines.get(file)
-        if found is None:
-            found = self._lines[file] = text.splitlines()
-        return found
+        return _derived(self._texts.get(file), file, self._lines, str.splitlines)
 
     def _chain(self, pos: Position, ref: ItemRef | None, steps: tuple[Step, ...]) -> \
             tuple[Location, ...]:
