@@ -8,6 +8,8 @@ fails in CI (see `prereq.require`).
 Pods on the node: `run_busybox_pod` starts one from the local busybox image and waits
 for it to run; `exec_in_pod` runs a command in it through the API server (kubectl exec,
 so the API server -> kubelet path with its authentication is exercised).
+`sensor_image_node` is the node with the sensor image imported too, for the e2e tests
+that run the sensor as the operator's DaemonSet pod.
 """
 
 from __future__ import annotations
