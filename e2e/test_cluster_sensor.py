@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import operator_harness
 import pytest
 import upstream
 import yaml
 from kube_fixtures import exec_in_pod, wait_pod_running
 from operator_harness import kubectl, wait_for
+from sensor_cluster import start_operator, wait_sensor_attached
 
 from falconer.e2e import binaries, images
 from falconer.e2e.node import Node
@@ -34,60 +34,34 @@ pytestmark = [pytest.mark.kube, pytest.mark.ebpf, pytest.mark.timeout(1200)]
 
 RULES, INSTANCE = "falco-rules", "cluster"
 APP_NS = "shop"
-#: Waiting for the sensor pod: the sensor image's import (about a minute) and bcc's compile.
-SENSOR_START_S = 300.0
 ALERT_S = 60.0
 
 
 @pytest.fixture(scope="module")
-def sensor_node(kube_node: Node) -> Node:
-    """The session's node with the sensor image imported."""
-    if images.REFS["sensor"] not in kube_node.image_refs():
-        kube_node.import_image(images.build("sensor"))
-    return kube_node
-
-
-@pytest.fixture(scope="module")
-def cluster(control_plane: Any, kube_client: Any, sensor_node: Node,
+def cluster(control_plane: Any, kube_client: Any, sensor_image_node: Node,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Operator, rules, instance and app namespace; the sensor pod Running and attached."""
     admin = Path(control_plane.kubeconfig)
-    operator_harness.install(admin)
-    work = tmp_path_factory.mktemp("cluster")
     ns = f"sec-{uuid.uuid4().hex[:6]}"
     kubectl(admin, "create", "namespace", ns)
     kubectl(admin, "create", "namespace", APP_NS, check=False)
-    op_kubeconfig = operator_harness.service_account_kubeconfig(
-        admin, work / "operator.kubeconfig", operator_harness.OPERATOR_NAMESPACE,
-        operator_harness.OPERATOR_ACCOUNT)
-    operator = operator_harness.OperatorProcess(op_kubeconfig, ns, work / "operator.log")
-    operator.start()
+    operator = start_operator(admin, tmp_path_factory.mktemp("cluster"), ns)
     manifest = convert.falcorule_manifest(upstream.STABLE.read_text(), RULES, ns)
     kubectl(admin, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest))
     instance = {"apiVersion": GV, "kind": "FalcoInstance", "metadata": {"name": INSTANCE, "namespace": ns},
                 "spec": {"image": images.REFS["sensor"], "imagePullPolicy": "Never",
-                         "nodeSelector": {"kubernetes.io/hostname": sensor_node.name},
-                         "criSocket": str(sensor_node.paths.containerd_socket),
+                         "nodeSelector": {"kubernetes.io/hostname": sensor_image_node.name},
+                         "criSocket": str(sensor_image_node.paths.containerd_socket),
                          "outputs": {"stdout": {"format": "json"}, "falcoAlerts": True,
                                      "kubernetesEvents": True}}}
     kubectl(admin, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(instance))
-    pod = wait_for(lambda: sensor_pod(admin, ns), timeout=SENSOR_START_S, what="the sensor pod Running")
-    wait_for(lambda: "watching" in kubectl(admin, "logs", "-n", ns, pod, check=False).stderr
-             + kubectl(admin, "logs", "-n", ns, pod, check=False).stdout,
-             timeout=SENSOR_START_S, interval=1.0, what="the sensor to attach its probe")
     try:
-        yield {"admin": admin, "ns": ns, "sensor_pod": pod, "operator": operator, "node": sensor_node}
+        pod = wait_sensor_attached(admin, ns, INSTANCE)
+        yield {"admin": admin, "ns": ns, "sensor_pod": pod, "operator": operator, "node": sensor_image_node}
     finally:
         kubectl(admin, "delete", "falcoinstance", INSTANCE, "-n", ns, "--wait", "--timeout=90s", check=False)
         operator.stop()
         kubectl(admin, "delete", "namespace", ns, APP_NS, "--wait=false", check=False)
-
-
-def sensor_pod(admin: Path, ns: str) -> str | None:
-    pods = json.loads(kubectl(admin, "get", "pods", "-n", ns, "-l", f"falconer.io/instance={INSTANCE}",
-                              "-o", "json").stdout)["items"]
-    running = [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"]
-    return running[0] if running else None
 
 
 def app_pod(kube_client: Any, name: str, *, privileged: bool = False) -> str:

@@ -15,11 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import operator_harness
 import pytest
 import yaml
 from kube_fixtures import exec_in_pod, run_busybox_pod
 from operator_harness import kubectl, wait_for
+from sensor_cluster import pod_logs, start_operator, wait_sensor_attached
 
 from falconer.e2e import images
 from falconer.e2e.node import Node
@@ -30,8 +30,6 @@ pytestmark = [pytest.mark.kube, pytest.mark.ebpf, pytest.mark.timeout(1200)]
 SUITE = {"suite": "e2e-tenants"}
 CLUSTER_RULE, TENANT_RULE = "Cluster marker read", "Tenant marker read"
 CLUSTER_MARKER, TENANT_MARKER = "/tmp/falconer-cluster-marker", "/tmp/falconer-tenant-marker"
-#: Waiting for the sensor pod: the sensor image's import (about a minute) and bcc's compile.
-SENSOR_START_S = 300.0
 ALERT_S = 60.0
 
 
@@ -42,29 +40,16 @@ def _rule(name: str, marker: str, priority: str) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def sensor_node(kube_node: Node) -> Node:
-    """The session's node with the sensor image imported."""
-    if images.REFS["sensor"] not in kube_node.image_refs():
-        kube_node.import_image(images.build("sensor"))
-    return kube_node
-
-
-@pytest.fixture(scope="module")
-def cluster(control_plane: Any, kube_client: Any, sensor_node: Node,
+def cluster(control_plane: Any, kube_client: Any, sensor_image_node: Node,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """Operator, rules, instance, two tenant namespaces with a busybox pod each; the
     sensor pod Running and attached."""
     admin = Path(control_plane.kubeconfig)
-    operator_harness.install(admin)
-    work = tmp_path_factory.mktemp("tenants")
     suffix = uuid.uuid4().hex[:6]
     ns, team_a, team_b = f"sec-{suffix}", f"team-a-{suffix}", f"team-b-{suffix}"
     for name in (ns, team_a, team_b):
         kubectl(admin, "create", "namespace", name)
-    op_kubeconfig = operator_harness.service_account_kubeconfig(
-        admin, work / "operator.kubeconfig", operator_harness.OPERATOR_NAMESPACE, operator_harness.OPERATOR_ACCOUNT)
-    operator = operator_harness.OperatorProcess(op_kubeconfig, None, work / "operator.log")
-    operator.start()
+    operator = start_operator(admin, tmp_path_factory.mktemp("tenants"), None)
     objs = [
         {"apiVersion": GV, "kind": "ClusterFalcoRule", "metadata": {"name": f"e2e-tenants-{suffix}", "labels": SUITE},
          "spec": {"items": [_rule(CLUSTER_RULE, CLUSTER_MARKER, "Warning")]}},
@@ -73,15 +58,13 @@ def cluster(control_plane: Any, kube_client: Any, sensor_node: Node,
         {"apiVersion": GV, "kind": "FalcoInstance", "metadata": {"name": "fleet", "namespace": ns},
          "spec": {"ruleSelector": {"matchLabels": SUITE}, "tenants": {"enabled": True},
                   "image": images.REFS["sensor"], "imagePullPolicy": "Never",
-                  "nodeSelector": {"kubernetes.io/hostname": sensor_node.name},
-                  "criSocket": str(sensor_node.paths.containerd_socket),
+                  "nodeSelector": {"kubernetes.io/hostname": sensor_image_node.name},
+                  "criSocket": str(sensor_image_node.paths.containerd_socket),
                   "outputs": {"stdout": {"format": "json"}, "falcoAlerts": True, "kubernetesEvents": True}}},
     ]
     kubectl(admin, "apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(objs))
     try:
-        pod = wait_for(lambda: _sensor_pod(admin, ns), timeout=SENSOR_START_S, what="the sensor pod Running")
-        wait_for(lambda: "watching" in _logs(admin, ns, pod), timeout=SENSOR_START_S, interval=1.0,
-                 what="the sensor to attach its probe")
+        pod = wait_sensor_attached(admin, ns, "fleet")
         pods = {team: _pod_name(run_busybox_pod(kube_client, team, "app",
                                                 ["sh", "-c", "while true; do sleep 3600; done"]))
                 for team in (team_a, team_b)}
@@ -93,18 +76,6 @@ def cluster(control_plane: Any, kube_client: Any, sensor_node: Node,
             operator.stop()  # even when the deletion timed out: never leave an operator running
         kubectl(admin, "delete", "clusterfalcorules", "-l", "suite=e2e-tenants", check=False)
         kubectl(admin, "delete", "namespace", ns, team_a, team_b, "--wait=false", check=False)
-
-
-def _sensor_pod(admin: Path, ns: str) -> str | None:
-    pods = json.loads(kubectl(admin, "get", "pods", "-n", ns, "-l", "falconer.io/instance=fleet",
-                              "-o", "json").stdout)["items"]
-    running = [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"]
-    return running[0] if running else None
-
-
-def _logs(admin: Path, ns: str, pod: str) -> str:
-    done = kubectl(admin, "logs", "-n", ns, pod, check=False)
-    return done.stdout + done.stderr
 
 
 def _alerts(admin: Path) -> list[tuple[str, str]]:
@@ -129,7 +100,7 @@ def test_tenant_rule_fires_only_in_its_namespace_and_cluster_rule_everywhere(clu
     config = yaml.safe_load(kubectl(admin, "get", "configmap", "fleet-rules", "-n", cluster["ns"], "-o",
                                     "jsonpath={.data.falconer\\.yaml}").stdout)
     assert [o.get("tenant") for o in config["falcoRules"]] == [None, team_a]
-    lines = [json.loads(ln) for ln in _logs(admin, cluster["ns"], cluster["sensor_pod"]).splitlines()
+    lines = [json.loads(ln) for ln in pod_logs(admin, cluster["ns"], cluster["sensor_pod"]).splitlines()
              if ln.startswith("{")]
     tenant_lines = [ln["output_fields"].get("k8s.ns.name") for ln in lines if ln.get("rule") == TENANT_RULE]
     assert tenant_lines and set(tenant_lines) == {team_a}

@@ -60,7 +60,7 @@ from falconer.sensor import kube as sensor_kube
 pytestmark = pytest.mark.kube
 
 OUTAGE_S = float(os.environ.get("FALCONER_FAULT_OUTAGE_S", "45"))
-#: The opens per second that fire the sensor's rule (sensor_kube_live.RULES).
+#: The opens per second that fire the sensor's rule (sensor_kube_live.open_rule).
 OPENS_PER_S = 20
 #: How long the system may take to converge after a fault.
 CONVERGE_S = 90.0
@@ -109,6 +109,17 @@ class Rig:
         """The FalcoAlert's count for the sensor's rule on `node` (0 before it exists)."""
         found = falcoalert(sensor_kube.Kube(self.api), self.namespace, RULE, node) or {}
         return int((found.get("status") or {}).get("count", 0))
+
+    def settle(self, sensor: SensorProcess, node: str, prefix: str) -> tuple[int, float, dict[str, int]]:
+        """After a fault, once the actions are done: stop the RuleStream, wait until the
+        FalcoAlert counts every stdout alert of `prefix` and the operator has converged,
+        then stop the sensor. (alerts, seconds to converge, the sensor's falcoAlerts
+        summary: offered, delivered, dropped, ...); raises Timeout (60 s, CONVERGE_S)."""
+        self.stream.stop()
+        n = settled_count(sensor, prefix)
+        wait_for(lambda: self.alerts_counted(node) == n, timeout=60, what=f"all {n} alerts in the FalcoAlert")
+        converge_s = wait_converged(self.api, self.namespace, self.stream.versions, CONVERGE_S)
+        return n, converge_s, summary_counts(sensor.stop(), "falcoAlerts")
 
 
 @pytest.fixture
@@ -213,12 +224,7 @@ def test_apiserver_outage_queues_alerts_and_nothing_hot_loops(
     rss_kb = memory_kb(sensor.proc.pid, "VmRSS")
     fault_plane.start_apiserver()
     opens.join()
-    rig.stream.stop()
-    n = settled_count(sensor, prefix)
-    wait_for(lambda: rig.alerts_counted(node) == n, timeout=60, what=f"all {n} alerts in the FalcoAlert")
-    converge_s = wait_converged(rig.api, rig.namespace, rig.stream.versions, CONVERGE_S)
-    stderr = sensor.stop()
-    counts = summary_counts(stderr, "falcoAlerts")
+    n, converge_s, counts = rig.settle(sensor, node, prefix)
     assert counts["delivered"] + counts["dropped"] == counts["offered"]
     rate = steady / STEADY_S
     assert rate <= MAX_ATTEMPTS_PER_S, (f"the operator made {steady} connection attempts in the last {STEADY_S:.0f}s "
@@ -249,12 +255,7 @@ def test_etcd_restart_is_recovered_without_intervention(
     fault_plane.start_component("etcd")
     etcd_down_s = time.monotonic() - down
     opens.join()
-    rig.stream.stop()
-    n = settled_count(sensor, prefix)
-    wait_for(lambda: rig.alerts_counted(node) == n, timeout=60, what=f"all {n} alerts in the FalcoAlert")
-    converge_s = wait_converged(rig.api, rig.namespace, rig.stream.versions, CONVERGE_S)
-    stderr = sensor.stop()
-    counts = summary_counts(stderr, "falcoAlerts")
+    n, converge_s, counts = rig.settle(sensor, node, prefix)
     assert counts["dropped"] == 0 and counts["delivered"] == counts["offered"]
     assert rig.operator.running() and rig.supervisor.restarts("operator") == 0
     matrix.record("etcd restarted", "operator and sensor recover without intervention",

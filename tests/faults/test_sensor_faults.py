@@ -33,6 +33,7 @@ from sensor_kube_live import (
     RULE,
     falcoalert,
     open_files,
+    open_rule,
     settled_count,
     write_config,
 )
@@ -43,14 +44,9 @@ from falconer.sensor import kube as sensor_kube
 
 pytestmark = pytest.mark.kube
 
-#: The rule of sensor_kube_live, with the process fields that need the process table.
-RULES = """
-- rule: {rule}
-  desc: opens of the watched files
-  condition: evt.type in (open, openat) and fd.name startswith {prefix}
-  output: "{rule} opened %fd.name cmdline=%proc.cmdline parent=%proc.pname"
-  priority: WARNING
-"""
+#: What the rule of sensor_kube_live also outputs here: process fields that need the
+#: process table.
+PROCESS_FIELDS = "cmdline=%proc.cmdline parent=%proc.pname"
 #: A process that opens the file named by each line of its stdin (started before a
 #: sensor restart, so the new sensor knows it only from /proc).
 OPENER = "import sys\nfor line in sys.stdin:\n    open(line.strip(), 'w').close()\n"
@@ -72,7 +68,7 @@ class Rig:
 
     def write(self, rules_hash: str, rules: str | None = None) -> Path:
         """The sensor's falconer.yaml and rules (replaced as a ConfigMap volume is)."""
-        text = rules if rules is not None else RULES.format(rule=RULE, prefix=self.prefix)
+        text = rules if rules is not None else open_rule(RULE, self.prefix, PROCESS_FIELDS)
         return write_config(self.folder / "cfg", self.namespace, self.prefix, rules_hash, text)
 
     def start(self, *extra: str, stdout: Any = None) -> SensorProcess:

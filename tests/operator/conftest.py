@@ -7,14 +7,13 @@ once per session.
 
 from __future__ import annotations
 
-import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import operator_harness
 import pytest
+from kube_fixtures import fresh_namespace
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -88,16 +87,8 @@ def sensor_node(kube_client: ApiClient) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def op_namespace(request: pytest.FixtureRequest, kube_client: ApiClient, installed: Path) -> Iterator[str]:
     """A namespace for one test module."""
-    from kubernetes import client
-
-    core = client.CoreV1Api(kube_client)
-    stem = re.sub(r"[^a-z0-9]+", "-", request.module.__name__.split(".")[-1].lower()).strip("-")[:30]
-    name = f"{stem}-{uuid.uuid4().hex[:6]}"
-    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    try:
+    with fresh_namespace(kube_client, request.module.__name__.split(".")[-1], 30) as name:
         yield name
-    finally:
-        core.delete_namespace(name)
 
 
 @pytest.fixture(scope="module")

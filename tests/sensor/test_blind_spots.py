@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-import upstream
+from stable_sensor import start_with_stable_rules
 
 from falconer.sensor import alerts
 
@@ -71,10 +71,7 @@ def gate32(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sensor(start_sensor, tmp_path_factory: pytest.TempPathFactory):
-    rules = tmp_path_factory.mktemp("rules") / "blind.yaml"
-    rules.write_text(RULES)
-    return start_sensor("--rules", str(upstream.STABLE), str(rules),
-                        "-o", "rule_matching=all", "--buffer-pages", "4096")
+    return start_with_stable_rules(start_sensor, tmp_path_factory.mktemp("rules"), "blind.yaml", RULES)
 
 
 def named(gate32: Path, dirpath: Path, marker: str) -> Path:

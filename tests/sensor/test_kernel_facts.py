@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import upstream
+from stable_sensor import start_with_stable_rules
 
 PROGRAM = Path(__file__).with_name("programs") / "capset.c"
 
@@ -48,10 +48,7 @@ CGROUP_HIERARCHIES = {"memory": Path("/sys/fs/cgroup/memory"),
 
 @pytest.fixture(scope="module")
 def sensor(start_sensor, tmp_path_factory: pytest.TempPathFactory):
-    rules = tmp_path_factory.mktemp("rules") / "facts.yaml"
-    rules.write_text(RULES)
-    return start_sensor("--rules", str(upstream.STABLE), str(rules),
-                        "-o", "rule_matching=all", "--buffer-pages", "4096")
+    return start_with_stable_rules(start_sensor, tmp_path_factory.mktemp("rules"), "facts.yaml", RULES)
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,10 @@ import threading
 import time
 from pathlib import Path
 
-OPEN_RULE = """
-- rule: {name}
-  desc: opens of the watched files
-  condition: evt.type in (open, openat) and fd.name startswith {prefix}
-  output: "{name} opened %fd.name"
-  priority: WARNING
-"""
-#: The same opens, and mkdir of a watched folder: a syscall v1 does not forward.
+from sensor_kube_live import open_rule
+
+#: The opens of sensor_kube_live.open_rule, and mkdir of a watched folder: a syscall v1
+#: does not forward.
 OPEN_OR_MKDIR_RULE = """
 - rule: {name}
   desc: opens of the watched files, or a watched folder made
@@ -60,7 +56,7 @@ def numbered(alerts: list[dict], marker: str) -> dict[int, str]:
 def test_reload_switches_rules_and_syscalls_without_a_gap(start_sensor, tmp_path, marker):
     rules = tmp_path / "rules.yaml"
     prefix = str(tmp_path / marker)
-    write(rules, OPEN_RULE.format(name="Watched open v1", prefix=prefix))
+    write(rules, open_rule("Watched open v1", prefix))
     sensor = start_sensor("--rules", str(rules))
     stop, done = threading.Event(), []
     worker = threading.Thread(target=stream, args=(tmp_path, marker, stop, done), daemon=True)
@@ -96,7 +92,7 @@ def test_reload_switches_rules_and_syscalls_without_a_gap(start_sensor, tmp_path
 def test_broken_edit_keeps_the_old_rules_and_raises_the_internal_alert(start_sensor, tmp_path, marker):
     rules = tmp_path / "rules.yaml"
     prefix = str(tmp_path / f"k_{marker}")
-    write(rules, OPEN_RULE.format(name="Kept rule", prefix=prefix))
+    write(rules, open_rule("Kept rule", prefix))
     sensor = start_sensor("--rules", str(rules))
     write(rules, "- rule: [broken\n")
     assert sensor.wait_stderr("reload failed, keeping the previous rules")

@@ -8,6 +8,8 @@ fails in CI (see `prereq.require`).
 Pods on the node: `run_busybox_pod` starts one from the local busybox image and waits
 for it to run; `exec_in_pod` runs a command in it through the API server (kubectl exec,
 so the API server -> kubelet path with its authentication is exercised).
+`sensor_image_node` is the node with the sensor image imported too, for the e2e tests
+that run the sensor as the operator's DaemonSet pod.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,30 +81,48 @@ def kube_client(control_plane: ControlPlane) -> Iterator[ApiClient]:
         client.close()  # type: ignore[no-untyped-call]
 
 
-@pytest.fixture
-def kube_namespace(request: pytest.FixtureRequest, kube_client: ApiClient) -> Iterator[str]:
-    """A fresh namespace for one test, ready for Pods (its `default` ServiceAccount
-    exists); deleted afterwards without waiting for its finalization."""
+@contextmanager
+def fresh_namespace(kube_client: ApiClient, label: str, width: int) -> Iterator[str]:
+    """A new namespace named after `label` (lower-cased, runs of other characters than
+    [a-z0-9] as one "-", at most `width` characters) and a random 6-hex suffix; deleted on
+    leaving without waiting for its finalization."""
     from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
 
     core = client.CoreV1Api(kube_client)
-    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    stem = re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-")[:width].strip("-")
     name = f"{stem}-{uuid.uuid4().hex[:6]}"
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    deadline = time.monotonic() + NAMESPACE_READY_SECONDS
-    while True:
-        try:
-            core.read_namespaced_service_account("default", name)
-            break
-        except ApiException as error:
-            if error.status != 404 or time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
     try:
         yield name
     finally:
         core.delete_namespace(name)
+
+
+def wait_default_service_account(kube_client: ApiClient, namespace: str) -> None:
+    """Wait (up to NAMESPACE_READY_SECONDS) until the namespace's `default` ServiceAccount
+    exists, so Pods can be created in it; raises the client's ApiException otherwise."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    core = client.CoreV1Api(kube_client)
+    deadline = time.monotonic() + NAMESPACE_READY_SECONDS
+    while True:
+        try:
+            core.read_namespaced_service_account("default", namespace)
+            return
+        except ApiException as error:
+            if error.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def kube_namespace(request: pytest.FixtureRequest, kube_client: ApiClient) -> Iterator[str]:
+    """A fresh namespace for one test, ready for Pods (its `default` ServiceAccount
+    exists); deleted afterwards without waiting for its finalization."""
+    with fresh_namespace(kube_client, request.node.name, 40) as name:
+        wait_default_service_account(kube_client, name)
+        yield name
 
 
 @pytest.fixture(scope="session")
@@ -124,6 +145,17 @@ def kube_node(control_plane: ControlPlane,
     finally:
         _SESSION_NODES.remove(node)
         node.stop()
+
+
+@pytest.fixture(scope="module")
+def sensor_image_node(kube_node: Node) -> Node:
+    """The session's node with the sensor image imported as well (e2e/images.py builds
+    it when missing: about a minute)."""
+    from falconer.e2e import images
+
+    if images.REFS["sensor"] not in kube_node.image_refs():
+        kube_node.import_image(images.build("sensor"))
+    return kube_node
 
 
 #: The session's running nodes (one host holds one node at a time).

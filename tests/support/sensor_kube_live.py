@@ -21,11 +21,18 @@ from falconer.sensor.sinks.falcoalerts import alert_name
 
 INSTANCE = "fi"
 RULE = "Storm open"
-RULES = """
+
+
+def open_rule(rule: str, prefix: str, output_fields: str = "") -> str:
+    """A rules file of one WARNING rule `rule` that fires on opens (open, openat) of files
+    whose name starts with `prefix`; its output is "<rule> opened <file>", then
+    `output_fields` (Falco output text such as "cmdline=%proc.cmdline") when given."""
+    output = " ".join(part for part in (f"{rule} opened %fd.name", output_fields) if part)
+    return f"""
 - rule: {rule}
   desc: opens of the watched files
   condition: evt.type in (open, openat) and fd.name startswith {prefix}
-  output: "{rule} opened %fd.name"
+  output: "{output}"
   priority: WARNING
 """
 
@@ -38,7 +45,7 @@ def write_config(folder: Path, namespace: str, prefix: str, rules_hash: str, rul
               "falcoRules": [{"key": "rules.yaml", "namespace": namespace, "name": "storm", "generation": 1}],
               "outputs": {"stdout": {"format": "json"}, "kubernetesEvents": True, "falcoAlerts": True,
                           "rateLimit": {"perSecond": 10, "burst": 100}}}
-    for name, text in (("rules.yaml", rules if rules is not None else RULES.format(rule=RULE, prefix=prefix)),
+    for name, text in (("rules.yaml", rules if rules is not None else open_rule(RULE, prefix)),
                        ("falconer.yaml", yaml.safe_dump(config))):
         (folder / f".{name}").write_text(text)
         os.replace(folder / f".{name}", folder / name)

@@ -10,14 +10,10 @@ HELM_VERSION=v3.19.0
 BIN="$FALCONER_CACHE/bin"
 [ -x "$BIN/helm-$HELM_VERSION" ] && exit 0
 
-GO="$(falconer_go)"
-
 echo "    building helm $HELM_VERSION (a few minutes on a cold cache)" >&2
 mkdir -p "$BIN" "$FALCONER_CACHE/go"
 out="$(mktemp -d "$FALCONER_CACHE/go/helm.XXXXXX")"
-GOMODCACHE="$FALCONER_CACHE/go/mod" GOCACHE="$FALCONER_CACHE/go/cache" GOBIN="$out" \
-    GOFLAGS="-trimpath -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0 \
-    "$GO" install -ldflags "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+GOBIN="$out" falconer_go_run install -ldflags "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
     "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 mv "$out/helm" "$BIN/helm-$HELM_VERSION"
 rm -rf "$out"

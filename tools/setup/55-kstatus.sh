@@ -12,11 +12,8 @@ KEY="$(cat "$SRC/go.mod" "$SRC/go.sum" "$SRC/main.go" | sha256sum | cut -c1-16)"
 BIN="$FALCONER_CACHE/bin"
 [ -x "$BIN/kstatus-$KEY" ] && exit 0
 
-GO="$(falconer_go)"
 echo "    building kstatus (sigs.k8s.io/cli-utils)" >&2
 mkdir -p "$BIN" "$FALCONER_CACHE/go"
 out="$(mktemp "$FALCONER_CACHE/go/kstatus.XXXXXX")"
-(cd "$SRC" && GOMODCACHE="$FALCONER_CACHE/go/mod" GOCACHE="$FALCONER_CACHE/go/cache" \
-    GOFLAGS="-trimpath -buildvcs=false -mod=readonly" GOTOOLCHAIN=local CGO_ENABLED=0 \
-    "$GO" build -o "$out" .)
+(cd "$SRC"; falconer_go_run build -mod=readonly -o "$out" .)
 mv "$out" "$BIN/kstatus-$KEY"

@@ -64,3 +64,14 @@ falconer_go() {
     rm -rf "$dest" && mv "$dest.tmp"/golang.org/toolchain@* "$dest" && rm -rf "$dest.tmp"
     echo "$dest/bin/go"
 }
+
+# Run falconer_go's go command with "$@", reproducibly and from the caches: modules and
+# build cache under $FALCONER_CACHE/go, -trimpath, no VCS stamp, this toolchain only
+# (GOTOOLCHAIN=local), static binaries (CGO_ENABLED=0). Variables set on the call
+# (GOBIN=dir falconer_go_run install ...) reach go.
+falconer_go_run() {
+    local go
+    go="$(falconer_go)"
+    GOMODCACHE="$FALCONER_CACHE/go/mod" GOCACHE="$FALCONER_CACHE/go/cache" \
+        GOFLAGS="-trimpath -buildvcs=false" GOTOOLCHAIN=local CGO_ENABLED=0 "$go" "$@"
+}
