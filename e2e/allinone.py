@@ -43,9 +43,9 @@ from typing import TYPE_CHECKING, Any, cast
 import yaml
 
 from falconer import paths
-from falconer.e2e import binaries, images, processes
-from falconer.e2e.controlplane import ControlPlane, ControlPlaneError
-from falconer.e2e.node import Node, NodeError
+from falconer_e2e import binaries, images, processes
+from falconer_e2e.controlplane import ControlPlane, ControlPlaneError
+from falconer_e2e.node import Node, NodeError
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient

@@ -4,7 +4,7 @@ and kube-scheduler as child processes on loopback, without Docker.
 The operator's tests and the all-in-one main job need a genuine API server (RBAC,
 admission, garbage collection, the DaemonSet controller), not a fake. This module starts
 the upstream binaries built by `tools/setup/30-controlplane.sh` (see
-`falconer.e2e.binaries`) the way envtest does, plus the controller manager and the
+`falconer_e2e.binaries`) the way envtest does, plus the controller manager and the
 scheduler so that owned objects are collected and workload controllers create Pods.
 
     with ControlPlane(work_dir) as cp:
@@ -13,7 +13,7 @@ scheduler so that owned objects are collected and workload controllers create Po
 
 Everything lives in the work dir: `pki/` (certificates and keys, reused on restart),
 `etcd/` (the data), `logs/<component>.log`, `run/<component>.pid` and `admin.kubeconfig`.
-Pods stay Pending until a node runs them: `falconer.e2e.node.Node` adds a real kubelet,
+Pods stay Pending until a node runs them: `falconer_e2e.node.Node` adds a real kubelet,
 for which the API server is already configured (Node,RBAC authorization, NodeRestriction,
 its own client certificate towards kubelets, which it verifies with the cluster CA).
 """
@@ -32,7 +32,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from falconer.e2e import binaries, kubeconfig, pki, processes
+from falconer_e2e import binaries, kubeconfig, pki, processes
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 
 #: The Service ClusterIP range; its first address is pki.KUBERNETES_SERVICE_IP. Only a
-#: running node's kube-proxy routes it (see falconer.e2e.node).
+#: running node's kube-proxy routes it (see falconer_e2e.node).
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 
 #: How long start() waits for everything to be ready before giving up.
@@ -278,7 +278,7 @@ class ControlPlane:
             f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
             # Loopback is not a valid endpoint address, so the API server cannot publish
             # the `kubernetes` Service's endpoints itself: a node publishes one its pods
-            # can reach (falconer.e2e.node).
+            # can reach (falconer_e2e.node).
             "--endpoint-reconciler-type=none",
             # The aggregation layer's front proxy, so delegated authentication in the
             # controller manager and scheduler finds a complete configuration.

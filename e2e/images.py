@@ -1,7 +1,7 @@
 """Falconer's local container images, built without Docker or a registry, cached.
 
 Four images, each an OCI image-layout tar that `ctr -n k8s.io images import` takes
-(written by `falconer.e2e.oci`), named by `REFS`:
+(written by `falconer_e2e.oci`), named by `REFS`:
 
 - `pause`: the pod sandbox image, one static binary `/pause` compiled with gcc from
   `e2e/pause/pause.c` (blocks in pause(2), reaps re-parented children, exits 0 on
@@ -25,7 +25,7 @@ Four images, each an OCI image-layout tar that `ctr -n k8s.io images import` tak
 
 `build(name)` returns the cached archive `$FALCONER_CACHE/images/<name>-<key>.tar`, where
 `key` hashes the image's inputs; it builds only when no archive has that key. Command
-line: `python -m falconer.e2e.images build [NAME ...]` (prints one path per image).
+line: `python -m falconer_e2e.images build [NAME ...]` (prints one path per image).
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from falconer import __version__
-from falconer.e2e import node_host, oci
 from falconer.paths import ROOT
+from falconer_e2e import node_host, oci
 
 #: The registry host part of every local image reference; nothing is ever pulled from it.
 REGISTRY = "falconer.local"
@@ -687,7 +687,7 @@ def build(name: str, cache: Path | None = None) -> Path:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`build [NAME ...]`: build (or find cached) images, print one archive path each."""
-    parser = argparse.ArgumentParser(prog="python -m falconer.e2e.images")
+    parser = argparse.ArgumentParser(prog="python -m falconer_e2e.images")
     commands = parser.add_subparsers(dest="command", required=True)
     build_cmd = commands.add_parser("build", help="build images into the cache")
     build_cmd.add_argument("names", nargs="*", metavar="NAME",

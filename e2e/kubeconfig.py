@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from falconer.e2e.pki import KeyPair
+from falconer_e2e.pki import KeyPair
 
 
 def _b64(path: Path) -> str:

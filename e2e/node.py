@@ -44,9 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from falconer.e2e import binaries, kubeconfig, node_config, node_host, pki, processes
-from falconer.e2e.controlplane import ControlPlane, free_ports
-from falconer.e2e.tcp_relay import RelayCounters, TcpRelay
+from falconer_e2e import binaries, kubeconfig, node_config, node_host, pki, processes
+from falconer_e2e.controlplane import ControlPlane, free_ports
+from falconer_e2e.tcp_relay import RelayCounters, TcpRelay
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient

@@ -1,6 +1,6 @@
 """The configuration files of one node: containerd, the CNI network, kubelet, kube-proxy.
 
-Pure rendering from a `NodeLayout` and a `NodeNetwork`; `falconer.e2e.node` writes them
+Pure rendering from a `NodeLayout` and a `NodeNetwork`; `falconer_e2e.node` writes them
 and starts the processes. Every setting that departs from upstream's defaults says why;
 the facts come from running them on this kind of machine (/work/shared/notes/kubelet.md).
 """

@@ -41,7 +41,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from falconer.e2e import node_config
+from falconer_e2e import node_config
 
 #: Machine-wide bookkeeping; /run is a tmpfs, so a reboot (which resets all of the
 #: above anyway) forgets it too.

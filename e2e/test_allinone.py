@@ -25,9 +25,9 @@ import prereq
 import pytest
 from kube_fixtures import missing_server_binaries
 
-from falconer.e2e import binaries
-from falconer.e2e.allinone import DEMO_APP, DEMO_NAMESPACE, READY_BANNER
-from falconer.e2e.node import missing_prerequisites
+from falconer_e2e import binaries
+from falconer_e2e.allinone import DEMO_APP, DEMO_NAMESPACE, READY_BANNER
+from falconer_e2e.node import missing_prerequisites
 
 #: Cold: the node starts and imports the sensor image (about a minute), bcc compiles.
 START_TIMEOUT_S = 420.0
@@ -35,12 +35,12 @@ NS, INSTANCE = "falconer", "default"
 
 
 class Demo:
-    """`python -m falconer.main_job --work-dir DIR` with its output collected."""
+    """`python -m falconer_e2e.main_job --work-dir DIR` with its output collected."""
 
     def __init__(self, work_dir: Path) -> None:
         self.work_dir = work_dir
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "falconer.main_job", "--work-dir", str(work_dir)],
+            [sys.executable, "-m", "falconer_e2e.main_job", "--work-dir", str(work_dir)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd="/",
             env=dict(os.environ, PYTHONSAFEPATH="1", PYTHONUNBUFFERED="1"))
         self.lines: list[str] = []

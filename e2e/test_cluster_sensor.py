@@ -25,10 +25,10 @@ from kube_fixtures import exec_in_pod, wait_pod_running
 from operator_harness import kubectl, wait_for
 from sensor_cluster import start_operator, wait_sensor_attached
 
-from falconer.e2e import binaries, images
-from falconer.e2e.node import Node
 from falconer.operator import convert
 from falconer.operator.api import API_VERSION as GV
+from falconer_e2e import binaries, images
+from falconer_e2e.node import Node
 
 pytestmark = [pytest.mark.kube, pytest.mark.ebpf, pytest.mark.timeout(1200)]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from falconer.e2e import configmap_volume
+from falconer_e2e import configmap_volume
 
 
 def test_update_swaps_data_atomically_and_prunes(tmp_path: Path) -> None:

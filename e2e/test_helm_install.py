@@ -23,9 +23,9 @@ import pytest
 import yaml
 from operator_harness import adopt_cluster_rbac, condition, kubectl, wait_for
 
-from falconer.e2e import images, pki
-from falconer.e2e.node import Node
 from falconer.paths import ROOT
+from falconer_e2e import images, pki
+from falconer_e2e.node import Node
 
 pytestmark = [pytest.mark.kube, pytest.mark.ebpf, pytest.mark.timeout(1800)]
 

@@ -21,9 +21,9 @@ from kube_fixtures import exec_in_pod, run_busybox_pod
 from operator_harness import kubectl, wait_for
 from sensor_cluster import pod_logs, start_operator, wait_sensor_attached
 
-from falconer.e2e import images
-from falconer.e2e.node import Node
 from falconer.operator.api import API_VERSION as GV
+from falconer_e2e import images
+from falconer_e2e.node import Node
 
 pytestmark = [pytest.mark.kube, pytest.mark.ebpf, pytest.mark.timeout(1200)]
 

@@ -1,7 +1,7 @@
 """In-pod contexts: a test's steps run in a pod of the given image, on a node of this host.
 
 The runner's sensor watches this host, so the pod must be scheduled on a node that runs
-here (`falconer.e2e.node.Node`, or any kubelet on this machine). Everything goes through
+here (`falconer_e2e.node.Node`, or any kubelet on this machine). Everything goes through
 `kubectl` with the given kubeconfig, as a user would: the pod (`sleep` as its main
 process, `restartPolicy: Never`) is created, waited for, its steps are `kubectl exec`-ed
 (`run`: `sh -c`, `exec`: the program and its arguments), the barrier is an exec that

@@ -8,8 +8,8 @@ from pathlib import Path
 import prereq
 import pytest
 
-from falconer.e2e import binaries
 from falconer.paths import ROOT
+from falconer_e2e import binaries
 
 MODULES = ROOT / "e2e" / "controlplane"
 

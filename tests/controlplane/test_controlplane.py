@@ -14,8 +14,8 @@ from kube_fixtures import token_client
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from falconer.e2e import binaries
-from falconer.e2e.controlplane import ControlPlane
+from falconer_e2e import binaries
+from falconer_e2e.controlplane import ControlPlane
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient

@@ -12,7 +12,7 @@ from pathlib import Path
 import prereq
 import pytest
 
-from falconer.e2e.controlplane import ControlPlane, ControlPlaneError
+from falconer_e2e.controlplane import ControlPlane, ControlPlaneError
 from kube_fixtures import missing_server_binaries
 
 pytestmark = pytest.mark.kube
@@ -44,7 +44,7 @@ def test_a_crashed_owner_leaves_nothing_the_next_start_does_not_end(tmp_path: Pa
     work = tmp_path / "cp"
     script = textwrap.dedent(f"""
         import os
-        from falconer.e2e.controlplane import ControlPlane
+        from falconer_e2e.controlplane import ControlPlane
         ControlPlane({str(work)!r}).start()
         os._exit(0)
     """)

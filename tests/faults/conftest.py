@@ -16,7 +16,7 @@ import pytest
 from fault_matrix import Matrix
 from kube_fixtures import missing_server_binaries
 
-from falconer.e2e.controlplane import ControlPlane
+from falconer_e2e.controlplane import ControlPlane
 
 
 _MATRIX = Matrix()

@@ -50,11 +50,11 @@ from sensor_kube_live import (
 )
 from sensor_process import SensorProcess
 
-from falconer.e2e import processes
-from falconer.e2e.controlplane import ControlPlane, free_ports
-from falconer.e2e.tcp_relay import TcpRelay
 from falconer.operator.render import Names
 from falconer.sensor import kube as sensor_kube
+from falconer_e2e import processes
+from falconer_e2e.controlplane import ControlPlane, free_ports
+from falconer_e2e.tcp_relay import TcpRelay
 
 
 pytestmark = pytest.mark.kube

@@ -16,8 +16,8 @@ import pytest
 from fault_matrix import Matrix
 from operator_harness import kubectl, wait_for
 
-from falconer.e2e import processes
-from falconer.e2e.controlplane import ControlPlane
+from falconer_e2e import processes
+from falconer_e2e.controlplane import ControlPlane
 
 
 def test_a_part_that_keeps_exiting_ends_the_run_with_its_log(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ import prereq
 import pytest
 from private_containerd import Containerd
 
-from falconer.e2e import images
+from falconer_e2e import images
 
 pytestmark = pytest.mark.timeout(1800)
 

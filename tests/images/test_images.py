@@ -14,7 +14,7 @@ from pathlib import Path
 import prereq
 import pytest
 
-from falconer.e2e import images, oci
+from falconer_e2e import images, oci
 
 #: The applets the node tests' workloads use.
 APPLETS = ("sh", "cat", "ls", "nc", "wget", "sleep", "mount", "echo", "id", "ps")

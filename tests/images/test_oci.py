@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from falconer.e2e import oci
+from falconer_e2e import oci
 
 ENTRIES = [
     oci.Entry("bin/tool", "file", 0o755, b"#!/bin/sh\necho hi\n"),

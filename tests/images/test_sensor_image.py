@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from falconer.e2e import images, oci
 from falconer.operator import render
 from falconer.operator.spec import parse_instance
+from falconer_e2e import images, oci
 
 pytestmark = pytest.mark.timeout(1800)
 

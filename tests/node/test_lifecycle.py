@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import pytest
 from kube_fixtures import run_busybox_pod
 
-from falconer.e2e import node_host, processes
-from falconer.e2e.node import Node
+from falconer_e2e import node_host, processes
+from falconer_e2e.node import Node
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
@@ -111,9 +111,9 @@ def test_stop_undoes_every_host_change(stopped_node: Node, kube_client: ApiClien
 KILLED_RUN = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from falconer.e2e import images
-    from falconer.e2e.controlplane import ControlPlane
-    from falconer.e2e.node import Node
+    from falconer_e2e import images
+    from falconer_e2e.controlplane import ControlPlane
+    from falconer_e2e.node import Node
     sys.path.insert(0, sys.argv[3])
     from kube_fixtures import run_busybox_pod
     cp = ControlPlane(Path(sys.argv[1])).start()

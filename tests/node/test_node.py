@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from kube_fixtures import exec_in_pod, run_busybox_pod, wait_pod_running
 
-from falconer.e2e import binaries, images, pki
-from falconer.e2e.controlplane import ControlPlane
-from falconer.e2e.node import Node
+from falconer_e2e import binaries, images, pki
+from falconer_e2e.controlplane import ControlPlane
+from falconer_e2e.node import Node
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient

@@ -16,10 +16,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from falconer.e2e import binaries, node_config, node_host, pki
-from falconer.e2e.controlplane import SERVICE_CLUSTER_IP_RANGE, free_ports
-from falconer.e2e.tcp_relay import TcpRelay
 from falconer.paths import ROOT
+from falconer_e2e import binaries, node_config, node_host, pki
+from falconer_e2e.controlplane import SERVICE_CLUSTER_IP_RANGE, free_ports
+from falconer_e2e.tcp_relay import TcpRelay
 
 
 def test_node_ip_is_the_first_pod_address() -> None:

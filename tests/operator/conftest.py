@@ -18,8 +18,8 @@ from kube_fixtures import fresh_namespace
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient
 
-    from falconer.e2e.controlplane import ControlPlane
     from falconer.operator.kube import Kube
+    from falconer_e2e.controlplane import ControlPlane
 
 #: How much of an operator's log a failed test shows.
 LOG_TAIL_LINES = 60

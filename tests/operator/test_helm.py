@@ -163,7 +163,7 @@ def test_values_schema_refuses_bad_values(sets: list[str], message: str) -> None
 
 
 def kubectl(control_plane) -> list[str]:
-    from falconer.e2e import binaries
+    from falconer_e2e import binaries
 
     return [str(binaries.locate("kubectl").path), "--kubeconfig", str(control_plane.kubeconfig)]
 

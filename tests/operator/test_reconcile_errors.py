@@ -12,7 +12,7 @@ from falconer.operator.kube import Kube
 from falconer.operator.reconcile import Reconciler, TransientError
 
 if TYPE_CHECKING:
-    from falconer.e2e.controlplane import ControlPlane
+    from falconer_e2e.controlplane import ControlPlane
 
 pytestmark = pytest.mark.kube
 

@@ -1,7 +1,8 @@
 """The built wheel, installed into a fresh virtual env, is a working `falconer`: the
-default rules and the CRDs are in it (package data), `falconer validate` passes on the
-shipped rules, `falconer rules to-crd` wraps one, and `falconer version` names the
-engine version."""
+default rules and the CRDs are in it (package data), the test harness is not (it is its
+own distribution, `falconer-e2e` from e2e/), `falconer validate` passes on the shipped
+rules, `falconer rules to-crd` wraps one, and `falconer version` names the engine
+version."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import pytest
 import yaml
 
 from falconer import __version__
-from falconer.e2e.images import build_wheel
 from falconer.engine import ENGINE_VERSION
 from falconer.paths import crd_files, default_rules_files
+from falconer_e2e.images import build_wheel
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,17 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def falconer(script: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     """Run the installed command away from the checkout (cwd elsewhere, no PYTHONPATH)."""
+    return _away([str(script), *args], cwd)
+
+
+def venv_python(script: Path, code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run `code` with the fresh venv's python, away from the checkout as `falconer`."""
+    return _away([str(script.parent / "python"), "-c", code], cwd)
+
+
+def _away(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FALCONER_ROOT")}
-    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120,
                           cwd=cwd, env={**env, "PYTHONSAFEPATH": "1"}, check=False)
 
 
@@ -51,6 +61,20 @@ def test_the_wheel_holds_the_rules_and_crds_as_package_data(installed):
         assert f"falconer/crds/{path.name}" in names
     assert "falconer/operator/templates/daemonset.yaml.j2" in names
     assert not any(n.startswith("falconer/rules/tests/") for n in names)  # test suites stay in the repo
+
+
+def test_the_wheel_holds_no_test_harness(installed, tmp_path):
+    """Only the product: no `falconer/e2e` (the harness's old place), no `falconer_e2e`,
+    no main job; installed, neither imports, while the product does."""
+    wheel, script = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"falconer", f"falconer-{__version__}.dist-info"}
+    assert [n for n in names if n.startswith("falconer/e2e/") or "main_job" in n] == []
+    for harness in ("falconer_e2e", "falconer.e2e"):
+        done = venv_python(script, f"import {harness}", tmp_path)
+        assert done.returncode == 1 and "ModuleNotFoundError" in done.stderr, (harness, done.stderr)
+    done = venv_python(script, "import falconer.engine, falconer.sensor, falconer.operator", tmp_path)
+    assert done.returncode == 0, done.stderr
 
 
 def test_installed_falconer_validates_its_shipped_rules(installed, tmp_path):

@@ -9,8 +9,8 @@ import pytest
 
 import prereq
 from falconer import paths
-from falconer.e2e import binaries
 from falconer.ruletest import pods, runner, suite
+from falconer_e2e import binaries
 
 POD_SUITES = sorted((paths.RULES_DIR / "tests" / "pods").glob("*.yaml"))
 

@@ -25,10 +25,10 @@ import yaml
 from operator_harness import install, kubectl
 from sensor_identity import sensor_identity
 
-from falconer.e2e.controlplane import ControlPlane
 from falconer.operator import render
 from falconer.operator.spec import parse_instance
 from falconer.paths import ROOT
+from falconer_e2e.controlplane import ControlPlane
 
 
 pytestmark = pytest.mark.kube

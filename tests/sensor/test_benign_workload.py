@@ -25,13 +25,13 @@ import upstream
 from kube_fixtures import exec_in_pod, wait_pod_running
 
 from falconer import paths
-from falconer.e2e import images
 from falconer.sensor.alerts import DROP_RULE
+from falconer_e2e import images
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, V1Pod, V1PodStatus
 
-    from falconer.e2e.node import Node
+    from falconer_e2e.node import Node
 
 WORKLOAD = r"""
 set -e

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from falconer.e2e import pki
 from falconer.engine import Alert
 from falconer.sensor.config import ConfigError, parse
 from falconer.sensor.metrics import MetricsSettings, RuleMatches
 from falconer.sensor.podmeta import PodMeta
+from falconer_e2e import pki
 
 RULE = """
 - rule: Metrics marker opened

@@ -12,7 +12,7 @@ import marked_rule
 import yaml
 from alert_receiver import https_receiver
 
-from falconer.e2e import pki
+from falconer_e2e import pki
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -18,13 +18,13 @@ import marked_rule
 import pytest
 
 from falconer import __version__
-from falconer.e2e import pki
 from falconer.engine import ENGINE_VERSION, Alert
 from falconer.sensor.grpc_api import generate
 from falconer.sensor.sinks.base import Delivery
 from falconer.sensor.sinks.grpc import GrpcConfigError, GrpcSettings, GrpcSink
 from falconer.sensor.sinks.outputs import from_config, from_falco_keys
 from falconer.sensorconfig import GrpcOutput, Outputs
+from falconer_e2e import pki
 
 
 @pytest.fixture(scope="module")

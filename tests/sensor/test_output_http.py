@@ -21,12 +21,12 @@ import marked_rule
 import pytest
 from alert_receiver import https_receiver
 
-from falconer.e2e import pki
 from falconer.engine import Alert
 from falconer.sensor.sinks.base import Delivery
 from falconer.sensor.sinks.http import HttpConfigError, HttpSettings, HttpSink
 from falconer.sensor.sinks.outputs import from_config, from_falco_keys
 from falconer.sensorconfig import HttpOutput, Outputs
+from falconer_e2e import pki
 
 #: falcosidekick's FalcoPayload JSON names and the types its decoder needs.
 FALCOSIDEKICK_FIELDS = {"output": str, "priority": str, "rule": str, "time": str, "output_fields": dict,

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from falconer.e2e import configmap_volume
 from falconer.engine import FALCO_DEFAULT_APPEND_OUTPUT, EngineOptions, parse_append_output
 from falconer.sensor import config
 from falconer.sensorconfig import HttpOutput
+from falconer_e2e import configmap_volume
 
 RULE = """
 - rule: {name}

@@ -33,8 +33,8 @@ from sensor_kube_live import (
     write_config,
 )
 
-from falconer.e2e.controlplane import ControlPlane
 from falconer.sensor import kube as sensor_kube
+from falconer_e2e.controlplane import ControlPlane
 
 
 @pytest.fixture

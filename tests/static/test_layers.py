@@ -1,9 +1,10 @@
 """The import contracts ([tool.importlinter] in pyproject.toml) hold, and each one is
 really checked: an import planted against it breaks it.
 
-import-linter (grimp) reads the folder tree, and the package-dir mapping puts
-`falconer.engine` in engine/, so it runs on the package laid out as installed
-(package_tree.assemble, a copy, in which a test may also plant an import)."""
+import-linter (grimp) reads the folder tree, and the package-dir mappings put
+`falconer.engine` in engine/ and the harness `falconer_e2e` in e2e/, so it runs on the
+packages laid out as installed (package_tree.assemble, a copy, in which a test may also
+plant an import)."""
 
 from __future__ import annotations
 
@@ -32,13 +33,16 @@ PLANTS = {
                          "falconer.sensorconfig -> falconer.sensor.kube"),
     "ruletest-on-top": ("falconer/sensor/tracker.py", "import falconer.ruletest.report",
                         "falconer.sensor.tracker -> falconer.ruletest.report"),
+    "product-without-harness": ("falconer/paths.py", "import falconer_e2e.images",
+                                "falconer.paths -> falconer_e2e.images"),
 }
 #: More arrows the layers contract forbids, beyond the planted one above.
 LAYER_PLANTS = [
     ("falconer/engine/ruleset.py", "import falconer.sensor.record", "falconer.engine.ruleset -> falconer.sensor.record"),
     ("falconer/operator/status.py", "import falconer.sensor.kube", "falconer.operator.status -> falconer.sensor.kube"),
     ("falconer/sensor/alerts.py", "import falconer.ruletest.report", "falconer.sensor.alerts -> falconer.ruletest.report"),
-    ("falconer/ruletest/report.py", "import falconer.e2e.images", "falconer.ruletest.report -> falconer.e2e.images"),
+    ("falconer/ruletest/report.py", "import falconer_e2e.images", "falconer.ruletest.report -> falconer_e2e.images"),
+    ("falconer/cli.py", "import falconer_e2e.main_job", "falconer.cli -> falconer_e2e.main_job"),
 ]
 
 
@@ -65,10 +69,14 @@ def test_every_contract_is_kept(tmp_path: Path) -> None:
 
 
 def test_the_tree_holds_every_component(tmp_path: Path) -> None:
-    """The arrows are seen: the laid-out tree has each mapped package's modules."""
+    """The arrows are seen: the laid-out tree has each mapped package's modules, the
+    harness's among them."""
     tree = package_tree.assemble(tmp_path, copy=True)
-    for name in package_tree.package_dirs():
+    names = package_tree.package_dirs()
+    assert {"falconer", "falconer.engine", "falconer_e2e"} <= set(names)
+    for name in names:
         assert (tree.joinpath(*name.split(".")) / "__init__.py").is_file(), name
+    assert (tree / "falconer_e2e" / "images.py").is_file()
 
 
 @pytest.mark.parametrize("contract", sorted(PLANTS))

@@ -1,5 +1,6 @@
-"""`mypy --strict` over the whole `falconer` package passes (settings: [tool.mypy] in
-pyproject.toml). A type error anywhere in the package fails this test, and so CI."""
+"""`mypy --strict` over the whole `falconer` package and the `falconer_e2e` harness
+passes (settings: [tool.mypy] in pyproject.toml). A type error anywhere in either fails
+this test, and so CI."""
 
 from __future__ import annotations
 
@@ -21,9 +22,11 @@ def _mypy(tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
         cwd=tree, env=env, capture_output=True, text=True, timeout=MYPY_TIMEOUT_S, check=False)
 
 
-def test_mypy_strict_passes_on_the_package(tmp_path: Path) -> None:
+def test_mypy_strict_passes_on_the_product_and_the_harness(tmp_path: Path) -> None:
     tree = package_tree.assemble(tmp_path, copy=False)
-    proc = _mypy(tree, "-p", "falconer")
+    packages = package_tree.top_level_packages()
+    assert packages == ["falconer", "falconer_e2e"]
+    proc = _mypy(tree, *(arg for name in packages for arg in ("-p", name)))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Success: no issues found" in proc.stdout
 

@@ -16,10 +16,10 @@ import operator_harness
 import yaml
 from operator_harness import FALCONER, RESYNC_SECONDS, condition, observed
 
-from falconer.e2e import processes
 from falconer.operator.api import API_VERSION as GV
 from falconer.operator.render import INSTANCE_LABEL, RULES_HASH_ANNOTATION, Names
 from falconer.sensor.kube import Kube
+from falconer_e2e import processes
 
 
 #: The FalcoInstance of every fault test (one namespace per test).

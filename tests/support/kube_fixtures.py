@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING
 import prereq
 import pytest
 
-from falconer.e2e import binaries
-from falconer.e2e.controlplane import ControlPlane
-from falconer.e2e.node import Node, missing_prerequisites
+from falconer_e2e import binaries
+from falconer_e2e.controlplane import ControlPlane
+from falconer_e2e.node import Node, missing_prerequisites
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, V1Pod, V1ResourceRequirements
@@ -39,7 +39,7 @@ SERVER_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-sc
 #: How long a new namespace may take to get its `default` ServiceAccount.
 NAMESPACE_READY_SECONDS = 30.0
 
-#: The images the session's node imports (falconer.e2e.images names).
+#: The images the session's node imports (falconer_e2e.images names).
 NODE_IMAGES = ("pause", "busybox")
 
 #: How long a pod on the node may take to run (scheduling, sandbox, container start).
@@ -131,7 +131,7 @@ def kube_node(control_plane: ControlPlane,
     """A real node (containerd, kubelet, kube-proxy) of the session's control plane, with
     the pause and busybox images imported; its work dir (logs) stays in pytest's
     temporary folder. Tests may stop() and start() it again, but must leave it running."""
-    from falconer.e2e import images
+    from falconer_e2e import images
 
     problems = missing_prerequisites()
     prereq.require(not problems, "; ".join(problems))
@@ -151,7 +151,7 @@ def kube_node(control_plane: ControlPlane,
 def sensor_image_node(kube_node: Node) -> Node:
     """The session's node with the sensor image imported as well (e2e/images.py builds
     it when missing: about a minute)."""
-    from falconer.e2e import images
+    from falconer_e2e import images
 
     if images.REFS["sensor"] not in kube_node.image_refs():
         kube_node.import_image(images.build("sensor"))
@@ -185,7 +185,7 @@ def run_busybox_pod(api: ApiClient, namespace: str, name: str, command: Sequence
     fails or does not run within `timeout` seconds."""
     from kubernetes import client
 
-    from falconer.e2e import images
+    from falconer_e2e import images
 
     pod = client.V1Pod(
         metadata=client.V1ObjectMeta(name=name),

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import yaml
 
-from falconer.e2e import binaries
 from falconer.operator.api import API_VERSION as GV  # the tests' apiVersion, re-exported
 from falconer.paths import CRDS_DIR, ROOT
+from falconer_e2e import binaries
 
 RBAC_MANIFEST = ROOT / "operator" / "manifests" / "rbac.yaml"
 OPERATOR_NAMESPACE = "falconer-system"

@@ -16,8 +16,8 @@ from pathlib import Path
 import prereq
 import pytest
 
-from falconer.e2e import node_host
-from falconer.e2e.processes import Child
+from falconer_e2e import node_host
+from falconer_e2e.processes import Child
 
 #: The containerd namespace images are imported into (the one the kubelet's CRI uses).
 NAMESPACE = "k8s.io"

@@ -16,4 +16,4 @@ source "$ROOT/tools/setup/lib.sh"
 need_apt gcc libc6-dev busybox-static debootstrap debian-archive-keyring python3-pip \
     redis-tools
 
-"$ROOT/.venv/bin/python" -m falconer.e2e.images build >/dev/null
+"$ROOT/.venv/bin/python" -m falconer_e2e.images build >/dev/null
