@@ -17,6 +17,7 @@ from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from urllib3.exceptions import HTTPError
 
 #: How often the Lease is renewed and the status posted (the kubelet's default is 10 s).
 HEARTBEAT_SECONDS = 10.0
@@ -63,8 +64,8 @@ class FakeNode:
         while not self._stop.wait(HEARTBEAT_SECONDS):
             try:
                 self._report()
-            except ApiException:
-                continue  # an API server restart: the next beat retries, as a kubelet does
+            except (ApiException, HTTPError):
+                continue  # an API error or an unreachable API server: the next beat retries, as a kubelet does
 
     def _report(self) -> None:
         now = _now()
