@@ -21,6 +21,8 @@
  *   their NUL, prefixes do not) never leaves the kernel; neither does the close of a
  *   descriptor whose open was dropped so (map unforwarded_fds).
  * - Every lost record is counted in a per-CPU map, never silently dropped.
+ * - The reader is woken only when a CPU has a share of the ring unannounced
+ *   (FALCONER_WAKEUP_SHARE): otherwise it reads at its timed poll, in batches.
  */
 
 struct falconer_event {
@@ -123,12 +125,31 @@ BPF_PERCPU_ARRAY(key_scratch, struct falconer_path_key, 2);   /* path, reversed 
 BPF_F_TABLE("lpm_trie", struct falconer_path_key, u8, paths, FALCONER_MAX_PATHS,
             BPF_F_NO_PREALLOC);
 BPF_TABLE("lru_hash", struct falconer_fd_key, u8, unforwarded_fds, FALCONER_MAX_FDS);
+/* Bytes this CPU submitted since it last woke the reader. */
+BPF_PERCPU_ARRAY(unannounced, u64, 1);
+
+#define WAKEUP_BYTES (FALCONER_RING_PAGES * PAGE_SIZE / (FALCONER_WAKEUP_SHARE * FALCONER_NCPU))
 
 static __always_inline void count(u32 which)
 {
     u64 *c = counters.lookup(&which);
     if (c)
         *c += 1;
+}
+
+/* The submit flags of a record of `size` bytes: wake the reader only when this CPU's
+ * unannounced bytes reach WAKEUP_BYTES. */
+static __always_inline u64 wakeup_flags(u64 size)
+{
+    u32 zero = 0;
+    u64 *n = unannounced.lookup(&zero);
+    if (!n)
+        return 0;
+    *n += size;
+    if (*n < WAKEUP_BYTES)
+        return BPF_RB_NO_WAKEUP;
+    *n = 0;
+    return BPF_RB_FORCE_WAKEUP;
 }
 
 static __always_inline int is_self(u32 tgid)
@@ -531,7 +552,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     asm volatile("" : "+r"(size));
     if (size < HEADER_BYTES || size > sizeof(*e))
         return 0;
-    if (events.ringbuf_output(e, size, 0) != 0)
+    if (events.ringbuf_output(e, size, wakeup_flags(size)) != 0)
         count(CNT_RING_FULL);
     else
         count(CNT_EMITTED);
@@ -569,7 +590,7 @@ static __always_inline int emit_task(u16 kind, u64 a0, u64 a1, u64 a2, u64 a3)
     e->flags = 0;
     e->len_exe = 0;
     read_caps(e, (void *)bpf_get_current_task());
-    events.ringbuf_submit(e, 0);   /* header only: HEADER_BYTES bytes */
+    events.ringbuf_submit(e, wakeup_flags(HEADER_BYTES));   /* header only */
     count(CNT_EMITTED);
     return 0;
 }
@@ -731,7 +752,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     exe_stat(e, task, &x->exe);
     read_cgroups(e, x, task);
     read_caps(e, task);
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, wakeup_flags(size));
     count(CNT_EMITTED);
     return 0;
 }

@@ -158,11 +158,15 @@ class Probe:
         self.bpf[b"events"].open_ring_buffer(on_record)
 
     def poll(self, timeout_ms: int) -> None:
-        """Take records from the ring buffer, waiting at most `timeout_ms` for the first
-        one, and returning after at most POLL_BUDGET_S of work: a backlog never keeps
-        the caller from its signals, reloads and drop checks."""
-        self._poll_deadline = time.monotonic() + POLL_BUDGET_S
+        """Wait up to `timeout_ms` for the kernel side's wake-up, then take every record
+        in the ring buffer, returning after at most POLL_BUDGET_S of work: a backlog never
+        keeps the caller from its signals, reloads and drop checks. Most records are
+        submitted without a wake-up (kernelabi.WAKEUP_SHARE): they wait at most
+        `timeout_ms` and are read in one batch."""
+        self._poll_deadline = time.monotonic() + timeout_ms / 1000 + POLL_BUDGET_S
         self.bpf.ring_buffer_poll(timeout_ms)
+        self._poll_deadline = time.monotonic() + POLL_BUDGET_S
+        self.bpf.ring_buffer_consume()
 
     def counters(self) -> ProbeCounters:
         """The kernel side's counters, summed over CPUs."""

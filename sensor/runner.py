@@ -48,6 +48,7 @@ from falconer.sensor.state import Process
 from falconer.sensor.tracker import Tracker
 from falconer.sensorreport import rule_key
 
+#: The longest a record waits in the ring buffer unannounced (Probe.poll), milliseconds.
 POLL_MS = 100
 MAX_COMPLAINTS = 20
 CHECK_EVERY_S = 1.0
