@@ -316,11 +316,11 @@ static __always_inline struct falconer_spec *forwarded_spec(s64 nr)
     return spec;
 }
 
-static __always_inline void fd_key(struct falconer_fd_key *k, void *task, s64 fd)
+static __always_inline void fd_key(struct falconer_fd_key *k, void *task, u32 tgid, s64 fd)
 {
     void *leader = (void *)kread(task, OFF_TASK_GROUP_LEADER);
     k->start_ns = leader ? kread(leader, OFF_TASK_START_TIME) : 0;
-    k->tgid = kread32(task, OFF_TASK_TGID);
+    k->tgid = tgid;
     k->fd = fd;
 }
 
@@ -434,22 +434,38 @@ static __always_inline int passes_filter(struct falconer_event *e, struct falcon
     return 0;
 }
 
+/* The saved registers from bp to orig_ax (x86_64 struct pt_regs keeps every syscall
+ * argument register of both gates in that span): one read instead of one per argument. */
+#define REGS_FIRST OFF_REGS_BP
+#define REGS_WORDS ((OFF_REGS_ORIG_AX - REGS_FIRST) / 8 + 1)
+#define REG(w, off) ((w)[((off) - REGS_FIRST) / 8])
+_Static_assert(OFF_REGS_BP <= OFF_REGS_BX && OFF_REGS_BP <= OFF_REGS_R10 && OFF_REGS_BP <= OFF_REGS_R9
+               && OFF_REGS_BP <= OFF_REGS_R8 && OFF_REGS_BP <= OFF_REGS_CX && OFF_REGS_BP <= OFF_REGS_DX
+               && OFF_REGS_BP <= OFF_REGS_SI && OFF_REGS_BP <= OFF_REGS_DI
+               && OFF_REGS_ORIG_AX >= OFF_REGS_DI && OFF_REGS_ORIG_AX >= OFF_REGS_SI
+               && OFF_REGS_ORIG_AX >= OFF_REGS_DX && OFF_REGS_ORIG_AX >= OFF_REGS_CX
+               && OFF_REGS_ORIG_AX >= OFF_REGS_BX && OFF_REGS_ORIG_AX >= OFF_REGS_R8
+               && OFF_REGS_ORIG_AX >= OFF_REGS_R9 && OFF_REGS_ORIG_AX >= OFF_REGS_R10,
+               "pt_regs: the argument registers lie between bp and orig_ax");
+
 static __always_inline void read_args(struct falconer_event *e, void *regs, int compat)
 {
+    u64 w[REGS_WORDS] = {};
+    bpf_probe_read_kernel(w, sizeof(w), (char *)regs + REGS_FIRST);
     if (compat) {   /* ebx, ecx, edx, esi, edi, ebp; 32-bit values */
-        e->args[0] = (u32)kread(regs, OFF_REGS_BX);
-        e->args[1] = (u32)kread(regs, OFF_REGS_CX);
-        e->args[2] = (u32)kread(regs, OFF_REGS_DX);
-        e->args[3] = (u32)kread(regs, OFF_REGS_SI);
-        e->args[4] = (u32)kread(regs, OFF_REGS_DI);
-        e->args[5] = (u32)kread(regs, OFF_REGS_BP);
+        e->args[0] = (u32)REG(w, OFF_REGS_BX);
+        e->args[1] = (u32)REG(w, OFF_REGS_CX);
+        e->args[2] = (u32)REG(w, OFF_REGS_DX);
+        e->args[3] = (u32)REG(w, OFF_REGS_SI);
+        e->args[4] = (u32)REG(w, OFF_REGS_DI);
+        e->args[5] = (u32)REG(w, OFF_REGS_BP);
     } else {
-        e->args[0] = kread(regs, OFF_REGS_DI);
-        e->args[1] = kread(regs, OFF_REGS_SI);
-        e->args[2] = kread(regs, OFF_REGS_DX);
-        e->args[3] = kread(regs, OFF_REGS_R10);
-        e->args[4] = kread(regs, OFF_REGS_R8);
-        e->args[5] = kread(regs, OFF_REGS_R9);
+        e->args[0] = REG(w, OFF_REGS_DI);
+        e->args[1] = REG(w, OFF_REGS_SI);
+        e->args[2] = REG(w, OFF_REGS_DX);
+        e->args[3] = REG(w, OFF_REGS_R10);
+        e->args[4] = REG(w, OFF_REGS_R8);
+        e->args[5] = REG(w, OFF_REGS_R9);
     }
 }
 
@@ -486,7 +502,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     s64 ret = (s64)ctx->args[1];
     if (spec->forward == FORWARD_CLOSE_FILTER && ret == 0) {
         struct falconer_fd_key fk = {};
-        fd_key(&fk, task, (s64)(s32)kread(regs, compat ? OFF_REGS_BX : OFF_REGS_DI));
+        fd_key(&fk, task, tgid, (s64)(s32)kread(regs, compat ? OFF_REGS_BX : OFF_REGS_DI));
         if (unforwarded_fds.lookup(&fk)) {
             unforwarded_fds.delete(&fk);
             count(CNT_FILTERED);
@@ -518,7 +534,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         if (!passes_filter(e, spec, task)) {
             if (spec->fd_ret && ret >= 0) {
                 struct falconer_fd_key fk = {};
-                fd_key(&fk, task, ret);
+                fd_key(&fk, task, tgid, ret);
                 u8 one = 1;
                 unforwarded_fds.update(&fk, &one);
             }
@@ -542,7 +558,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     }
     if (spec->fd_ret && ret >= 0) {
         struct falconer_fd_key fk = {};
-        fd_key(&fk, task, ret);
+        fd_key(&fk, task, tgid, ret);
         unforwarded_fds.delete(&fk);
     }
     read_caps(e, task);
