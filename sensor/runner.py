@@ -49,7 +49,7 @@ from falconer.sensor.tracker import Tracker
 from falconer.sensorreport import rule_key
 
 #: The longest a record waits in the ring buffer unannounced (Probe.poll), milliseconds.
-POLL_MS = 100
+POLL_MS = 50
 MAX_COMPLAINTS = 20
 CHECK_EVERY_S = 1.0
 #: Seconds the sinks get at shutdown to deliver what they hold.

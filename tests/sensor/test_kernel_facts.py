@@ -136,7 +136,8 @@ def test_a_process_nested_below_a_container_keeps_its_identity(
     def join() -> None:
         (nested / "cgroup.procs").write_text(str(os.getpid()))
 
-    sleeper = subprocess.Popen(["/bin/sleep", "5", marker], preexec_fn=join)
+    # The marker is the shell's $0; the shell then becomes a sleep that stays alive.
+    sleeper = subprocess.Popen(["/bin/sh", "-c", "exec /bin/sleep 5", marker], preexec_fn=join)
     try:
         seen = fields_for(sensor, marker, "Container at exec")
     finally:
