@@ -52,7 +52,8 @@ SOCK_LEN = 128             # sizeof(struct sockaddr_storage)
 DATA_HALF = 16384          # record data area is twice this (power of two, > all pieces)
 KEY_PATH = 255             # path bytes in a filter key (LPM trie data is at most 256)
 MAX_PATHS = 65536          # filter entries (exact paths and prefixes, all groups)
-MAX_FDS = 65536            # descriptors whose open was filtered out (LRU)
+MAX_PROCS = 16384          # processes with descriptors whose open was filtered out (LRU)
+FD_BITS = 1024             # descriptors per process the close filter tracks (a power of two)
 MAX_SYSCALLS = 512         # syscall numbers covered by the spec/compat maps
 CGROUP_LEVELS = 4          # cgroup path components read at exec (leaf, parent, ...)
 CGROUP_NAME = 128          # bytes of one component, with its NUL (longer ones are cut)
@@ -82,7 +83,7 @@ OVERLAYFS_SUPER_MAGIC = 0x794C7630   # super_block.s_magic of overlayfs (uapi/li
 
 _UNPREFIXED = ("KIND_", "RF_", "CNT_", "FORWARD_", "SOCK_", "CLONE_", "FILTER_")
 _PREFIXED = ("STR_LEN", "ARGV_LEN", "ENV_LEN", "MAX_ARGS", "SOCK_LEN", "DATA_HALF",
-             "KEY_PATH", "MAX_PATHS", "MAX_FDS", "MAX_SYSCALLS",
+             "KEY_PATH", "MAX_PATHS", "MAX_PROCS", "FD_BITS", "MAX_SYSCALLS",
              "CGROUP_LEVELS", "CGROUP_NAME", "CGROUP_HIERARCHIES", "WAKEUP_SHARE", "O_DIRECTORY", "TS_COMPAT", "AF_INET", "AF_INET6",
              "PIDTYPE_PGID", "PIDTYPE_SID", "MAX_PID_LEVEL", "OVERLAYFS_SUPER_MAGIC")
 

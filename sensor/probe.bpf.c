@@ -19,7 +19,8 @@
  * - The rule-derived filter: for a syscall with a filter group, an absolute, normalised
  *   path that matches no entry of the group in the LPM trie `paths` (exact paths end in
  *   their NUL, prefixes do not) never leaves the kernel; neither does the close of a
- *   descriptor whose open was dropped so (map unforwarded_fds).
+ *   descriptor whose open was dropped so (a bit per descriptor in map unforwarded_fds:
+ *   a lookup and an atomic or/and per open and close, no map insert or delete).
  * - Every lost record is counted in a per-CPU map, never silently dropped.
  * - The reader is woken only when a CPU has a share of the ring unannounced
  *   (FALCONER_WAKEUP_SHARE): otherwise it reads at its timed poll, in batches.
@@ -98,12 +99,18 @@ struct falconer_path_key {
     char path[FALCONER_KEY_PATH];
 };
 
-/* A descriptor of one process: pids are reused, so the process is named by its tgid
- * and its leader's start time (a stale entry can then never hit a new process). */
-struct falconer_fd_key {
+/* One process: pids are reused, so it is named by its tgid and its leader's start time
+ * (a stale entry can then never hit a new process). */
+struct falconer_proc_key {
     u64 start_ns;       /* group_leader->start_time */
     u32 tgid;
-    s32 fd;
+    u32 pad;
+};
+
+/* The descriptors of a process whose open the filter kept in the kernel: bit fd % 64 of
+ * word fd / 64, for fd < FALCONER_FD_BITS (an open returning a higher one is forwarded). */
+struct falconer_fd_bits {
+    u64 w[FALCONER_FD_BITS / 64];
 };
 
 /* The first two members of the user-space struct msghdr (x86_64 ABI). */
@@ -124,7 +131,11 @@ BPF_ARRAY(scratch, struct falconer_event, FALCONER_NCPU);
 BPF_PERCPU_ARRAY(key_scratch, struct falconer_path_key, 2);   /* path, reversed path */
 BPF_F_TABLE("lpm_trie", struct falconer_path_key, u8, paths, FALCONER_MAX_PATHS,
             BPF_F_NO_PREALLOC);
-BPF_TABLE("lru_hash", struct falconer_fd_key, u8, unforwarded_fds, FALCONER_MAX_FDS);
+/* An evicted process only makes its closes forwarded: user space ignores the close of
+ * a descriptor it does not know. */
+BPF_TABLE("lru_hash", struct falconer_proc_key, struct falconer_fd_bits, unforwarded_fds,
+          FALCONER_MAX_PROCS);
+BPF_ARRAY(no_fd_bits, struct falconer_fd_bits, 1);   /* all zero: a new process's value */
 /* Bytes this CPU submitted since it last woke the reader. */
 BPF_PERCPU_ARRAY(unannounced, u64, 1);
 
@@ -316,12 +327,53 @@ static __always_inline struct falconer_spec *forwarded_spec(s64 nr)
     return spec;
 }
 
-static __always_inline void fd_key(struct falconer_fd_key *k, void *task, u32 tgid, s64 fd)
+static __always_inline void proc_key(struct falconer_proc_key *k, void *task, u32 tgid)
 {
     void *leader = (void *)kread(task, OFF_TASK_GROUP_LEADER);
     k->start_ns = leader ? kread(leader, OFF_TASK_START_TIME) : 0;
     k->tgid = tgid;
-    k->fd = fd;
+    k->pad = 0;
+}
+
+#define FD_WORD(fd) (((u32)(fd) / 64) & (FALCONER_FD_BITS / 64 - 1))
+#define FD_MASK(fd) (1ULL << ((u32)(fd) & 63))
+
+/* Mark descriptor `fd` of the current process as kept in the kernel; 0 if it cannot be
+ * (out of range, map full): then the open must be forwarded. */
+static __always_inline int fd_keep(void *task, u32 tgid, s64 fd)
+{
+    if (fd < 0 || fd >= FALCONER_FD_BITS)
+        return 0;
+    struct falconer_proc_key k;
+    proc_key(&k, task, tgid);
+    struct falconer_fd_bits *b = unforwarded_fds.lookup(&k);
+    if (!b) {
+        u32 zero = 0;
+        struct falconer_fd_bits *none = no_fd_bits.lookup(&zero);
+        if (!none)
+            return 0;
+        unforwarded_fds.insert(&k, none);
+        b = unforwarded_fds.lookup(&k);
+        if (!b)
+            return 0;
+    }
+    __sync_fetch_and_or(&b->w[FD_WORD(fd)], FD_MASK(fd));
+    return 1;
+}
+
+/* Whether descriptor `fd` of the current process was kept in the kernel; its bit is
+ * cleared (it is closed, or now names a forwarded open). */
+static __always_inline int fd_take(void *task, u32 tgid, s64 fd)
+{
+    if (fd < 0 || fd >= FALCONER_FD_BITS)
+        return 0;
+    struct falconer_proc_key k;
+    proc_key(&k, task, tgid);
+    struct falconer_fd_bits *b = unforwarded_fds.lookup(&k);
+    if (!b || !(b->w[FD_WORD(fd)] & FD_MASK(fd)))
+        return 0;
+    __sync_fetch_and_and(&b->w[FD_WORD(fd)], ~FD_MASK(fd));
+    return 1;
 }
 
 /* The struct file * of descriptor `fd` of the current task, NULL if none. */
@@ -501,10 +553,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         return 0;
     s64 ret = (s64)ctx->args[1];
     if (spec->forward == FORWARD_CLOSE_FILTER && ret == 0) {
-        struct falconer_fd_key fk = {};
-        fd_key(&fk, task, tgid, (s64)(s32)kread(regs, compat ? OFF_REGS_BX : OFF_REGS_DI));
-        if (unforwarded_fds.lookup(&fk)) {
-            unforwarded_fds.delete(&fk);
+        if (fd_take(task, tgid, (s64)(s32)kread(regs, compat ? OFF_REGS_BX : OFF_REGS_DI))) {
             count(CNT_FILTERED);
             return 0;
         }
@@ -531,13 +580,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     } else {
         if (spec->path_a)
             e->len_a = read_str(e, arg_at(e, spec->path_a));
-        if (!passes_filter(e, spec, task)) {
-            if (spec->fd_ret && ret >= 0) {
-                struct falconer_fd_key fk = {};
-                fd_key(&fk, task, tgid, ret);
-                u8 one = 1;
-                unforwarded_fds.update(&fk, &one);
-            }
+        if (!passes_filter(e, spec, task)
+            && (!spec->fd_ret || ret < 0 || fd_keep(task, tgid, ret))) {
             count(CNT_FILTERED);
             return 0;
         }
@@ -556,11 +600,8 @@ RAW_TRACEPOINT_PROBE(sys_exit)
         if (to < 6)
             e->args[to] = first;
     }
-    if (spec->fd_ret && ret >= 0) {
-        struct falconer_fd_key fk = {};
-        fd_key(&fk, task, tgid, ret);
-        unforwarded_fds.delete(&fk);
-    }
+    if (spec->fd_ret && ret >= 0)
+        fd_take(task, tgid, ret);
     read_caps(e, task);
     u64 size = HEADER_BYTES + used(e);
     if (size > sizeof(*e))
