@@ -338,25 +338,32 @@ static __always_inline void proc_key(struct falconer_proc_key *k, void *task, u3
 #define FD_WORD(fd) (((u32)(fd) / 64) & (FALCONER_FD_BITS / 64 - 1))
 #define FD_MASK(fd) (1ULL << ((u32)(fd) & 63))
 
+/* The descriptor bits of the current process, NULL when `fd` is out of their range or
+ * the process has none (made, all clear, when `create`; NULL if the map refuses). */
+static __always_inline struct falconer_fd_bits *fd_bits(void *task, u32 tgid, s64 fd, int create)
+{
+    if (fd < 0 || fd >= FALCONER_FD_BITS)
+        return NULL;
+    struct falconer_proc_key k;
+    proc_key(&k, task, tgid);
+    struct falconer_fd_bits *b = unforwarded_fds.lookup(&k);
+    if (b || !create)
+        return b;
+    u32 zero = 0;
+    struct falconer_fd_bits *none = no_fd_bits.lookup(&zero);
+    if (!none)
+        return NULL;
+    unforwarded_fds.insert(&k, none);
+    return unforwarded_fds.lookup(&k);
+}
+
 /* Mark descriptor `fd` of the current process as kept in the kernel; 0 if it cannot be
  * (out of range, map full): then the open must be forwarded. */
 static __always_inline int fd_keep(void *task, u32 tgid, s64 fd)
 {
-    if (fd < 0 || fd >= FALCONER_FD_BITS)
+    struct falconer_fd_bits *b = fd_bits(task, tgid, fd, 1);
+    if (!b)
         return 0;
-    struct falconer_proc_key k;
-    proc_key(&k, task, tgid);
-    struct falconer_fd_bits *b = unforwarded_fds.lookup(&k);
-    if (!b) {
-        u32 zero = 0;
-        struct falconer_fd_bits *none = no_fd_bits.lookup(&zero);
-        if (!none)
-            return 0;
-        unforwarded_fds.insert(&k, none);
-        b = unforwarded_fds.lookup(&k);
-        if (!b)
-            return 0;
-    }
     __sync_fetch_and_or(&b->w[FD_WORD(fd)], FD_MASK(fd));
     return 1;
 }
@@ -365,11 +372,7 @@ static __always_inline int fd_keep(void *task, u32 tgid, s64 fd)
  * cleared (it is closed, or now names a forwarded open). */
 static __always_inline int fd_take(void *task, u32 tgid, s64 fd)
 {
-    if (fd < 0 || fd >= FALCONER_FD_BITS)
-        return 0;
-    struct falconer_proc_key k;
-    proc_key(&k, task, tgid);
-    struct falconer_fd_bits *b = unforwarded_fds.lookup(&k);
+    struct falconer_fd_bits *b = fd_bits(task, tgid, fd, 0);
     if (!b || !(b->w[FD_WORD(fd)] & FD_MASK(fd)))
         return 0;
     __sync_fetch_and_and(&b->w[FD_WORD(fd)], ~FD_MASK(fd));
