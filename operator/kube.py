@@ -9,6 +9,7 @@ own can trigger another reconcile (no hot loop through the DaemonSet watch).
 from __future__ import annotations
 
 import json
+import threading
 from typing import Any
 
 from kubernetes import client as k8s
@@ -83,12 +84,21 @@ class Kube:
     def __init__(self, api_client: k8s.ApiClient) -> None:
         self._dyn = DynamicClient(api_client)  # type: ignore[no-untyped-call]
         self._resources: dict[tuple[str, str], Resource] = {}
+        #: The client's discovery cache is not thread-safe: a kind it does not find makes
+        #: it drop and rebuild its cache, and a second handler thread searching meanwhile
+        #: failed with KeyError 'resources' (seen in CI: ServiceMonitor discovery from two
+        #: reconciles at once). kopf runs sync handlers in threads: one search at a time.
+        self._discovery = threading.Lock()
 
     def _res(self, api_version: str, kind: str) -> Resource:
         key = (api_version, kind)
-        if key not in self._resources:
-            self._resources[key] = self._dyn.resources.get(api_version=api_version, kind=kind)
-        return self._resources[key]
+        found = self._resources.get(key)
+        if found is None:
+            with self._discovery:
+                found = self._resources.get(key)
+                if found is None:
+                    found = self._resources[key] = self._dyn.resources.get(api_version=api_version, kind=kind)
+        return found
 
     def serves(self, api_version: str, kind: str) -> bool:
         """Whether the API server serves this kind (discovery; e.g. a CRD is installed)."""
