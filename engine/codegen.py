@@ -6,9 +6,7 @@ bucket becomes one function whose body is its condition as a Python expression o
 bound leaf checks: `c7(ev) and (c9(ev) or not c12(ev))`. A node shared by several rules
 of the bucket (`Binder.shared`) is remembered in the per-event memo inline:
 `(_v if (_v := m.get(uid)) is not None else m.setdefault(uid, <node>))`, so it is still
-evaluated at most once per event. A string check is inline too (its accessor called, or
-the accessor's own expression when it carries one, as MappingEvent's field reads do:
-`falconer_source`), so the check's closure is not called. Folding is `Binder.bind`'s (event-type constants, a
+evaluated at most once per event. Folding is `Binder.bind`'s (event-type constants, a
 decisive constant ending an `and`/`or`), so a rule's function and its closure agree on
 every event (tests/engine/test_index_property.py compares the bucket path with the
 generic one). A condition Python cannot compile as one expression (nesting beyond the
@@ -81,19 +79,14 @@ class _Writer:
 
     def _string_leaf(self, node: Leaf) -> str | None:
         """A string check read through the event class's accessor, inline (what
-        `checks._lift_string` does, without its call; the read itself inline when the
-        accessor carries its expression, `falconer_source`): None for any other check."""
+        `checks._lift_string` does, without its call): None for any other check."""
         pred = node.check.string_pred
         read = self.binder.accessor(node) if pred is not None else None
         if pred is None or read is None:
             return None
         uid = node.uid
-        self.names[f"p{uid}"] = pred
-        fetch = getattr(read, "falconer_source", None)   # an accessor's own expression
-        if not isinstance(fetch, str):
-            self.names[f"g{uid}"] = read
-            fetch = f"g{uid}(ev)"
-        return (f"(p{uid}(_s) if (_s := {fetch}).__class__ is str "
+        self.names[f"p{uid}"], self.names[f"g{uid}"] = pred, read
+        return (f"(p{uid}(_s) if (_s := g{uid}(ev)).__class__ is str "
                 f"else (_s is not None and string_matches(_s, p{uid})))")
 
 

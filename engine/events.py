@@ -99,7 +99,7 @@ class MappingEvent:
         if arg is not None or field == "evt.source" or field.startswith(
                 ("evt.arg.", "evt.rawarg.")):
             return None
-        return _field_read(field)
+        return lambda ev: ev.fields.get(field)
 
     @classmethod
     def from_json(cls, obj: object) -> MappingEvent:
@@ -115,13 +115,3 @@ class MappingEvent:
         if "time" not in obj:
             raise ValueError("an event needs a 'time'")
         return cls(fields, source, parse_time(obj["time"]))
-
-
-def _field_read(field: str) -> Callable[[Any], object]:
-    """A read of `ev.fields[field]` (None when missing) that carries the same read as a
-    Python expression over `ev` in `falconer_source`, which generated rule code inlines
-    (falconer.engine.codegen). The name is written with repr: any text stays a literal."""
-    def read(ev: Any) -> object:
-        return ev.fields.get(field)
-    read.falconer_source = f"ev.fields.get({field!r})"  # type: ignore[attr-defined]
-    return read
