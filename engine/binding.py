@@ -15,9 +15,6 @@ tests/engine/test_index_property.py, compares it with evaluating every rule):
   `f` is in S. Fields are indexed per bucket when at least `INDEX_MIN_RULES` rules key
   on them (`fd.name`, `fd.directory`, `proc.name` preferred); the others are always
   evaluated. Candidates keep definition order (`rule_matching: first`).
-A bucket's rules then run as generated functions (`falconer.engine.codegen`: the same
-folding, with the and/or/not, the memo and the string checks inline); `Binder.bind`'s
-closures remain the generic path (`CompiledRule.check`) and the fallback.
 """
 
 from __future__ import annotations
@@ -28,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from falconer.engine.checks import Check
-from falconer.engine.codegen import rule_functions
 from falconer.engine.plan import AllOf, AnyOf, Leaf, Negation, Plan, children
 
 if TYPE_CHECKING:
@@ -276,7 +272,8 @@ def bind_bucket(rules: Sequence[CompiledRule], resolve: Resolve | None, evt_type
     binder = Binder(resolve, evt_type, shared_nodes([r.plan for r in rules]), memo)
     entries: list[Entry] = []
     keys: list[Literals | None] = []
-    for rule, bound in zip(rules, rule_functions(binder, [r.plan for r in rules]), strict=True):
+    for rule in rules:
+        bound = binder.bind(rule.plan)
         if bound is False:
             continue
         entries.append((rule, bound if not isinstance(bound, bool) else _always))

@@ -345,7 +345,7 @@ def _lift(getter: Getter, coerce: Callable[[object], object], pred: Pred,
     return check
 
 
-def string_matches(v: object, pred: Pred) -> bool:
+def _string_matches(v: object, pred: Pred) -> bool:
     """`pred` on a value that is present but not a str: a list matches when any element
     does (each as text), anything else is tested as its text."""
     if v.__class__ is list:
@@ -361,7 +361,7 @@ def _lift_string_field(name: str, arg: str | None, pred: Pred) -> Check:
         v = ev.get(name, arg)
         if v.__class__ is str:
             return pred(v)
-        return v is not None and string_matches(v, pred)
+        return v is not None and _string_matches(v, pred)
     return check
 
 
@@ -371,7 +371,7 @@ def _lift_string(getter: Getter, pred: Pred) -> Check:
         v = getter(ev)
         if v.__class__ is str:
             return pred(v)
-        return v is not None and string_matches(v, pred)
+        return v is not None and _string_matches(v, pred)
     return check
 
 
